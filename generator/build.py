@@ -1,0 +1,176 @@
+"""The build pipeline: config → models + images → stages → Markdown pages.
+
+Each stage is a module ``generator/stages/<name>.py`` with ``run(ctx)``; it computes
+(through ``ctx.cache``), renders figures, and adds page sections. Pages are written
+once at the end by :class:`generator.site.SiteWriter`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cache import Cache
+from .config import Config
+from .images import ImageItem, Skipped, load_image_set, to_model_input
+from .models import LoadedModel, WeightsError, get_spec, load_model
+from .site import SiteWriter
+from .util import StageTimer, chunks
+
+log = logging.getLogger("generator")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available (use --device cpu)")
+    return dev
+
+
+@dataclass
+class BuildContext:
+    config: Config
+    models: list[LoadedModel]
+    missing: dict[str, str]
+    images: list[ImageItem]
+    skipped: list[Skipped]
+    notes: list[str]
+    cache: Cache
+    site: SiteWriter
+    device: torch.device
+    batch_size: int
+    timer: StageTimer
+    out: Path
+    _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+    _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    # -- inputs ----------------------------------------------------------------
+    def batch(self, model: LoadedModel, items: list[ImageItem]) -> torch.Tensor:
+        """Pixel-space input batch for ``model`` (resize + centre crop), on ctx.device."""
+        key = (model.spec.input_size, model.spec.resize_size, tuple(i.sha256 for i in items))
+        if key not in self._inputs:
+            self._inputs[key] = to_model_input([i.pil for i in items], model.spec.input_size, model.spec.resize_size)
+        return self._inputs[key].to(self.device)
+
+    def logits(self, model: LoadedModel) -> torch.Tensor:
+        """Logits of every image (N×1000, CPU), computed in batches once per build and cached."""
+        if model.name not in self._logits:
+            keys = [self._logits_key(model, it) for it in self.images]
+
+            def compute(idx: list[int]) -> list[torch.Tensor]:
+                out = []
+                for part in chunks(idx, self.batch_size):
+                    with torch.no_grad():
+                        out.extend(model.net(self.batch(model, [self.images[i] for i in part])).float().cpu())
+                return out
+
+            res = self.cache.batched(keys, compute)
+            self._logits[model.name] = torch.stack(res) if res else torch.empty(0, 1000)
+        return self._logits[model.name]
+
+    @staticmethod
+    def _logits_key(model: LoadedModel, item: ImageItem) -> dict:
+        return {"what": "logits", "model": model.cache_id, "image": item.sha256,
+                "input": [model.spec.input_size, model.spec.resize_size]}
+
+    def store_logits(self, model: LoadedModel, items: list[ImageItem], logits: torch.Tensor) -> None:
+        """Let a stage that ran the model anyway record the logits (no second forward pass)."""
+        for it, row in zip(items, logits):
+            self.cache.put(self._logits_key(model, it), row.detach().float().cpu().clone())
+
+    def targets(self, model: LoadedModel) -> torch.Tensor:
+        """Class to explain per image: the manifest's class when known, else the top-1 prediction."""
+        top1 = self.logits(model).argmax(1) if self.images else torch.empty(0, dtype=torch.long)
+        return torch.tensor([it.imagenet_index if it.imagenet_index is not None else int(t)
+                             for it, t in zip(self.images, top1)], dtype=torch.long)
+
+    def layers(self, model: LoadedModel) -> list[str]:
+        wanted = self.config.model_section(model.name).get("layers") or list(model.spec.default_layers)
+        for name in wanted:
+            model.spec.layer(name)  # raises a clear KeyError for unknown names
+        return list(wanted)
+
+    # -- pages (delegates) -----------------------------------------------------
+    def figure_path(self, rel: str) -> Path:
+        return self.site.figure_path(rel)
+
+    def section(self, page: str, title: str, markdown: str, order: int = 50) -> None:
+        self.site.section(page, title, markdown, order)
+
+    def page(self, rel_path: str, title: str, markdown: str, nav: str | None = None, order: int = 50) -> None:
+        self.site.page(rel_path, title, markdown, nav, order)
+
+    def link(self, from_page: str, target: str) -> str:
+        return self.site.link(from_page, target)
+
+    def render(self, template: str, **vars: Any) -> str:
+        return self.site.render(template, **vars)
+
+
+@dataclass
+class BuildResult:
+    ctx: BuildContext
+    exit_code: int
+
+
+def load_models(names: list[str], weights_dir: str | None, offline: bool, strict: bool, device: torch.device,
+                say=print) -> tuple[list[LoadedModel], dict[str, str]]:
+    models, missing = [], {}
+    for name in names:
+        try:
+            spec = get_spec(name)
+            m = load_model(spec, weights_dir or None, offline=offline, device=device)
+            models.append(m)
+            say(f"model {spec.name}: real weights from {m.weights_path}")
+        except WeightsError as e:
+            if strict:
+                raise
+            missing[get_spec(name).name] = str(e)
+            say(f"model {name}: MISSING WEIGHTS, skipped. {e}")
+    return models, missing
+
+
+def run_build(config: Config, say=print) -> BuildResult:
+    timer = StageTimer()
+    b = config.build
+    device = pick_device(b["device"])
+    out = config.resolve_path(b["out"])
+    with timer.stage("load models"):
+        models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]), bool(b["strict"]),
+                                      device, say)
+    with timer.stage("load images"):
+        images, skipped, notes = load_image_set(config.resolve_path(b["images"]), limit=b.get("image_limit") or None)
+    for n in notes:
+        say(f"note: {n}")
+    for s in skipped:
+        say(str(s))
+    say(f"{len(images)} images, {len(skipped)} skipped; {len(models)} models with weights, {len(missing)} missing; "
+        f"device {device}")
+    ctx = BuildContext(
+        config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
+        cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out), device=device,
+        batch_size=int(b["batch_size"]), timer=timer, out=out,
+    )
+    for name in b["stages"]:
+        try:
+            mod = importlib.import_module(f"generator.stages.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"generator.stages.{name}":
+                raise ValueError(f"unknown stage {name!r} in [build].stages") from None
+            raise
+        with timer.stage(name):
+            mod.run(ctx)
+    with timer.stage("write pages"):
+        ctx.site.finish()
+    say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses")
+    say("time per stage:\n" + timer.summary())
+    if skipped:
+        say(f"{len(skipped)} image(s) were skipped (see above): exit code 1")
+    return BuildResult(ctx, 1 if skipped else 0)

@@ -1,0 +1,140 @@
+"""Command line: ``python -m generator <command>`` (or the ``cnnvis`` console script).
+
+Commands
+  build            compute the galleries and write site_src/generated (default command)
+  weights          say, per model, whether its weights are found and how to supply them
+  models           list the registry and each model's layer catalogue
+  train-generator  train the DeePSim-style image generator used by DGN-AM / PPGN
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+
+def _build_parser(sub) -> None:
+    p = sub.add_parser("build", help="compute galleries and write the generated Markdown (default)",
+                       description="Compute every configured stage for every model and image and write "
+                                   "Markdown + figures under the output folder. Run `mkdocs build` afterwards "
+                                   "(make site does both).")
+    p.add_argument("--config", help="TOML config file (default: data/config.toml)")
+    p.add_argument("--models", help="comma-separated model names, overriding the config "
+                                    "(registry names, or torchvision:ARCH / timm:ARCH)")
+    p.add_argument("--images", help="image folder (with an optional images.toml manifest)")
+    p.add_argument("--out", help="output folder for generated Markdown and figures (default site_src/generated)")
+    p.add_argument("--cache", help="results cache folder (default .cache/results)")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything (the cache is not read or written)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when available)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default 16)")
+    p.add_argument("--stages", help="comma-separated stages to run (default from the config)")
+    p.add_argument("--image-limit", type=int, help="use only the first N images (0 = all)")
+    p.add_argument("--weights-dir", help="folder with weight files (also $CNNVIS_WEIGHTS_DIR)")
+    p.add_argument("--offline", action="store_true", default=None, help="never try to download weights")
+    p.add_argument("--strict", action="store_true", default=None, help="missing weights are an error, not a note")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args) -> int:
+    from .build import run_build
+    from .config import Config
+    from .models import WeightsError
+
+    cfg = Config.load(args.config)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
+    cfg.override(models=split(args.models), images=args.images, out=args.out, cache=args.cache, device=args.device,
+                 batch_size=args.batch_size, stages=split(args.stages), image_limit=args.image_limit,
+                 weights_dir=args.weights_dir, offline=args.offline, strict=args.strict,
+                 no_cache=True if args.no_cache else None)
+    try:
+        result = run_build(cfg, say=_say)
+    except WeightsError as e:
+        _say(f"error: {e}")
+        return 2
+    return result.exit_code
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_weights(args) -> int:
+    from .config import Config
+    from .models import get_spec, hub_checkpoint_dir, weights_status
+
+    names = [x.strip() for x in args.models.split(",")] if args.models else list(Config.load(args.config)["models"])
+    status = weights_status(names, args.weights_dir, offline=args.offline)
+    print(f"torch hub cache: {hub_checkpoint_dir()}")
+    for name, msg in status.items():
+        print(f"{get_spec(name).name:>20}: {'ok' if msg is None else msg}")
+    return 0 if all(m is None for m in status.values()) else 1
+
+
+def cmd_models(args) -> int:
+    from .models import REGISTRY
+
+    for spec in REGISTRY.values():
+        print(f"{spec.name} ({spec.title}, {spec.family}:{spec.arch}, {spec.input_size}px)")
+        for l in spec.layers:
+            mark = "*" if l.name in spec.default_layers else " "
+            print(f"   {mark} {l.name:<14} {l.path:<16} {l.kind}")
+    print("\n* = used by default. Any torchvision/timm classifier: --models torchvision:ARCH or timm:ARCH")
+    return 0
+
+
+def cmd_train_generator(args, rest: Sequence[str]) -> int:
+    from .deepsim.train import train_generator_main
+
+    return int(train_generator_main(list(rest)) or 0)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator",
+        description="What does a deep CNN learn? Precompute CNN visualisations and write the site's pages.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command")
+    _build_parser(sub)
+    w = sub.add_parser("weights", help="check which models' weights are available")
+    w.add_argument("--models", help="comma-separated (default: the config's models)")
+    w.add_argument("--config")
+    w.add_argument("--weights-dir")
+    w.add_argument("--offline", action="store_true", default=None)
+    w.set_defaults(func=cmd_weights)
+    m = sub.add_parser("models", help="list the model registry and layer catalogues")
+    m.set_defaults(func=cmd_models)
+    t = sub.add_parser("train-generator", help="train the image generator (see train-generator --help)",
+                       add_help=False)
+    t.set_defaults(func=None, passthrough=cmd_train_generator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if args.command is None:
+        args = parser.parse_args(["build", *argv])
+        rest = []
+    if getattr(args, "passthrough", None):
+        return args.passthrough(args, rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _say("interrupted: finished results are kept in the cache; run the same command again to resume")
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _say(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

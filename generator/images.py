@@ -1,0 +1,213 @@
+"""Image sets: a folder of photos with an optional ``images.toml`` manifest.
+
+Every file is checked on the way in. Files that cannot be used (unreadable,
+truncated, not an image, decompression bomb, too small) are skipped with one line
+naming the file and the reason; files that can be used after a well-defined
+conversion (CMYK, 16-bit, palette, alpha, EXIF orientation, greyscale) are converted
+to 8-bit sRGB-ish RGB and noted.
+"""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from .util import slugify
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MIN_SIDE = 32  # px; smaller photos carry no information at 224 px input
+MAX_PIXELS = 40_000_000  # decompression-bomb guard (PIL's own default is ~89 M)
+MANIFEST = "images.toml"
+
+
+@dataclass
+class ImageItem:
+    id: str  # stable slug, used in page and figure names
+    path: Path
+    sha256: str
+    pil: Image.Image  # validated 8-bit RGB
+    title: str
+    imagenet_index: int | None = None
+    imagenet_label: str | None = None
+    license: str | None = None
+    author: str | None = None
+    source: str | None = None
+    url: str | None = None
+    note: str | None = None
+    conversions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+class ImageRejected(ValueError):
+    pass
+
+
+def load_rgb(path: Path) -> tuple[Image.Image, list[str]]:
+    """Open, verify and convert one file to 8-bit RGB; raise ImageRejected with a reason."""
+    conversions: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old_max = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                with Image.open(path) as probe:
+                    w, h = probe.size
+                    if w * h > MAX_PIXELS:
+                        raise ImageRejected(f"too large ({w}×{h} px, limit {MAX_PIXELS:,} px: possible decompression bomb)")
+                    probe.verify()  # structure check; the object is unusable afterwards
+                im = Image.open(path)
+                ImageFile.LOAD_TRUNCATED_IMAGES = False
+                im.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = old_max
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected(f"too large (possible decompression bomb: {e})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageRejected("not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        msg = str(e) or e.__class__.__name__
+        if "truncated" in msg.lower() or "broken data stream" in msg.lower() or "image file is" in msg.lower():
+            raise ImageRejected(f"truncated or corrupt ({msg})") from None
+        raise ImageRejected(f"unreadable ({msg})") from None
+
+    # EXIF orientation: rotate pixels so the photo is upright, as viewers show it
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation not in (None, 1):
+        im = ImageOps.exif_transpose(im)
+        conversions.append(f"EXIF orientation {orientation} applied")
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.round(a / hi * 255.0), 0, 255).astype(np.uint8), "L")
+        conversions.append(f"{mode} 16-bit scaled to 8-bit")
+    elif mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        im = Image.fromarray(np.round((a - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8), "L")
+        conversions.append("float image scaled to 8-bit")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        conversions.append("palette expanded")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGB" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba).convert("RGB")
+        conversions.append("alpha composited on white")
+    if im.mode == "CMYK":
+        im = im.convert("RGB")
+        conversions.append("CMYK converted to RGB")
+    if im.mode in ("L", "1"):
+        conversions.append("greyscale replicated to 3 channels")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    w, h = im.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageRejected(f"too small ({w}×{h} px, need at least {MIN_SIDE} px on each side)")
+    return im, conversions
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_image_set(folder: str | Path, limit: int | None = None) -> tuple[list[ImageItem], list[Skipped], list[str]]:
+    """Load every image in ``folder`` (manifest order if ``images.toml`` exists, else sorted).
+
+    Returns (items, skipped, notes). ``notes`` are warnings that do not skip a file
+    (conversions, manifest hash mismatch, files missing from the manifest).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    manifest_path = folder / MANIFEST
+    entries: list[dict] = []
+    notes: list[str] = []
+    skipped: list[Skipped] = []
+    if manifest_path.is_file():
+        try:
+            entries = tomllib.loads(manifest_path.read_text(encoding="utf-8")).get("image", [])
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{manifest_path}: invalid TOML ({e})") from None
+        listed = {e.get("file") for e in entries}
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed:
+                entries.append({"file": p.name})
+                notes.append(f"{p}: not in {MANIFEST}; used without attribution or class")
+    else:
+        for p in sorted(folder.iterdir()):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                entries.append({"file": p.name})
+            else:
+                notes.append(f"{p}: ignored (not an image file name)")
+
+    items: list[ImageItem] = []
+    used_ids: set[str] = set()
+    for entry in entries:
+        if limit is not None and len(items) >= limit:
+            break
+        name = entry.get("file")
+        if not name:
+            notes.append(f"{manifest_path}: an [[image]] entry has no 'file'; ignored")
+            continue
+        path = folder / name
+        if not path.is_file():
+            skipped.append(Skipped(path, "listed in the manifest but the file does not exist"))
+            continue
+        try:
+            pil, conv = load_rgb(path)
+        except ImageRejected as e:
+            skipped.append(Skipped(path, str(e)))
+            continue
+        digest = _sha256(path)
+        if entry.get("sha256") and entry["sha256"] != digest:
+            notes.append(f"{path}: sha256 differs from the manifest (file changed since it was catalogued)")
+        for c in conv:
+            notes.append(f"{path}: {c}")
+        base = slugify(Path(name).stem)
+        ident, n = base, 2
+        while ident in used_ids:
+            ident, n = f"{base}-{n}", n + 1
+        used_ids.add(ident)
+        idx = entry.get("imagenet_index")
+        items.append(
+            ImageItem(
+                id=ident, path=path, sha256=digest, pil=pil, title=str(entry.get("title") or Path(name).stem),
+                imagenet_index=int(idx) if idx is not None else None, imagenet_label=entry.get("imagenet_label"),
+                license=entry.get("license"), author=entry.get("author"), source=entry.get("source"),
+                url=entry.get("url"), note=entry.get("note"), conversions=conv,
+            )
+        )
+    return items, skipped, notes
+
+
+def to_model_input(pils: list[Image.Image], input_size: int, resize_size: int):
+    """Resize (shorter side → resize_size, bilinear, antialiased), centre-crop, to [0,1] tensor B×3×S×S."""
+    import torch
+    import torchvision.transforms.functional as TF
+
+    out = []
+    for im in pils:
+        t = TF.pil_to_tensor(im)
+        t = TF.resize(t, resize_size, antialias=True)
+        t = TF.center_crop(t, input_size)
+        out.append(t)
+    return torch.stack(out).float().div_(255.0)

@@ -1,0 +1,1 @@
+"""Build stages: each module has ``run(ctx: BuildContext)``; see generator/build.py."""

@@ -1,0 +1,92 @@
+"""Activity stage: feature maps, top classes and chosen neurons, per model and image."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from ..methods.activity import Activity, summarise
+from ..render import grid, maps_grid, overlay, save_image
+from ..util import chunks, progress
+
+CODE_VERSION = 1
+ORDER = 20
+
+
+def _compute(ctx, model, layers: list[str], settings: dict) -> list[dict]:
+    """Per image: {layer: summary} + logits; cached per (model, image, settings), batched over misses."""
+    keys = [{"what": "activity", "v": CODE_VERSION, "model": model.cache_id, "image": it.sha256,
+             "input": [model.spec.input_size, model.spec.resize_size], "layers": layers, **settings}
+            for it in ctx.images]
+    method = Activity(model.net, {n: model.module(n) for n in layers})
+    fixed = settings["fixed_neurons"]
+
+    def compute(idx: list[int]) -> list[dict]:
+        results: list[dict] = []
+        bar = progress(total=len(idx), desc=f"activity {model.name}", unit="img")
+        try:
+            for part in chunks(idx, ctx.batch_size):
+                items = [ctx.images[i] for i in part]
+                acts, logits = method.record(ctx.batch(model, items))
+                logits = logits.float().cpu()
+                ctx.store_logits(model, items, logits)
+                per_layer = {n: summarise(acts[n].cpu(), settings["top_channels"], settings["neurons"], fixed.get(n))
+                             for n in layers}
+                results.extend({"layers": {n: per_layer[n][j] for n in layers}, "logits": logits[j]}
+                               for j in range(len(items)))
+                bar.update(len(part))
+        finally:
+            bar.close()
+        return results
+
+    return ctx.cache.batched(keys, compute)
+
+
+def _figures(ctx, model, it, res, layers) -> None:
+    """Grid of top channels, chosen-neuron overlays and mean-map thumbnail per layer (skipped if present)."""
+    x = ctx.batch(model, [it])[0].cpu()
+    H = x.shape[-1]
+    for n in layers:
+        s = res["layers"][n]
+        paths = [ctx.figure_path(f"activity/{model.name}/{it.id}/{n}{suffix}.webp") for suffix in ("", "-neurons", "-mean")]
+        if all(p.exists() for p in paths):
+            continue
+        save_image(maps_grid(s["maps"], [f"ch {int(c)}" for c in s["channels"]],
+                             caption=f"{n}: activation, shared scale"), paths[0])
+        up = lambda m: F.interpolate(m.float()[None], size=(H, H), mode="bilinear", align_corners=False)[0]
+        tiles = [overlay(x, m) for m in up(s["neuron_maps"])]
+        labels = [f"ch {int(c)}  max {float(v):.3g}" for c, v in zip(s["neurons"], s["neuron_peak"])]
+        save_image(grid(tiles, len(tiles), 160, labels=labels), paths[1])
+        save_image(overlay(x, up(s["mean_map"][None])[0]).resize((112, 112)), paths[2])
+
+
+def run(ctx) -> None:
+    cfg = ctx.config.section("activity")
+    settings = {"top_channels": int(cfg.get("top_channels", 16)), "neurons": int(cfg.get("neurons", 3)),
+                "fixed_neurons": {k: [int(c) for c in v] for k, v in dict(cfg.get("fixed_neurons", {})).items()}}
+    top_classes = int(cfg.get("top_classes", 5))
+    method_page = "methods/activity"
+    ctx.site.declare(method_page, "Activity", order=10)
+    ctx.section(method_page, "", ctx.render("activity/method.md.j2"), order=0)
+    gallery = []
+    for model in ctx.models:
+        layers = ctx.layers(model)
+        conv_layers = [n for n in layers if model.spec.layer(n).kind == "conv"]
+        rows = []
+        for it, res in zip(ctx.images, _compute(ctx, model, layers, settings)):
+            _figures(ctx, model, it, res, layers)
+            p, c = F.softmax(res["logits"], dim=0).topk(top_classes)
+            preds = [{"label": model.labels[int(ci)], "index": int(ci), "prob": float(pi),
+                      "true": it.imagenet_index == int(ci)} for pi, ci in zip(p, c)]
+            page = f"images/{it.id}"
+            ctx.section(page, f"{model.spec.title}: activity", ctx.render(
+                "activity/image_model.md.j2", model=model, it=it, preds=preds, layers=layers,
+                res=res, link=lambda t, page=page: ctx.link(page, t)), order=ORDER)
+            rows.append({"it": it, "top1": preds[0]})
+        known = [r for r in rows if r["it"].imagenet_index is not None]
+        page = f"models/{model.name}"
+        ctx.section(page, "Activity", ctx.render(
+            "activity/model.md.j2", model=model, rows=rows, layers=conv_layers, n_known=len(known),
+            n_correct=sum(r["top1"]["true"] for r in known), link=lambda t, page=page: ctx.link(page, t)),
+            order=ORDER)
+        gallery.append({"model": model, "rows": rows[:4], "layers": conv_layers})
+    ctx.section(method_page, "Gallery across models", ctx.render(
+        "activity/gallery.md.j2", gallery=gallery, link=lambda t: ctx.link(method_page, t)), order=ORDER)

@@ -1,0 +1,87 @@
+"""Overview stage: home status, model pages (architecture, layer catalogue), image pages."""
+from __future__ import annotations
+
+import torch
+
+from ..methods.base import capture_outputs
+from ..models import build_architecture, get_spec
+from ..render import save_image
+
+ORDER = 10
+
+
+def _layer_shapes(ctx, spec, net_body=None) -> list[tuple[str, str, str, str]]:
+    """(name, path, kind, output shape) per catalogued layer, from one dummy forward."""
+    key = {"what": "layer-shapes", "model": spec.name, "arch": spec.arch, "input": spec.input_size,
+           "layers": [(l.name, l.path) for l in spec.layers]}
+    shapes = ctx.cache.get(key)
+    if shapes is None:
+        body = net_body if net_body is not None else build_architecture(spec).eval()
+        mods = {l.name: body.get_submodule(l.path) for l in spec.layers}
+        with torch.no_grad(), capture_outputs(mods) as out:
+            dev = next(body.parameters()).device
+            body(torch.zeros(1, 3, spec.input_size, spec.input_size, device=dev))
+        shapes = {n: list(t.shape[1:]) for n, t in out.items()}
+        params = sum(p.numel() for p in body.parameters())
+        shapes = ctx.cache.put(key, {"shapes": shapes, "params": params})
+    return shapes
+
+
+def run(ctx) -> None:
+    site = ctx.site
+    site.declare("home", "Home")
+    site.declare("models/index", "Models", order=0,
+                 intro="Every model the build was asked for, with its status. Models whose weights were not found "
+                       "are listed with what is missing; nothing on this site is computed with substitute weights.")
+    site.declare("images/index", "Images", order=0, intro="The photos the galleries are computed on, with their credits.")
+    site.declare("methods/index", "Methods", order=0, intro="One page per visualisation method: what it is, the paper, "
+                                                           "and its gallery across models.")
+
+    # ---- models ---------------------------------------------------------------
+    rows = []
+    for m in ctx.models:
+        info = _layer_shapes(ctx, m.spec, m.net.body)
+        page = f"models/{m.name}"
+        site.declare(page, m.spec.title, order=ORDER)
+        site.section(page, "Architecture", ctx.render(
+            "overview/model.md.j2", spec=m.spec, model=m, info=info, missing=None, layers=ctx.layers(m)), order=0)
+        rows.append({"spec": m.spec, "link": ctx.link("models/index", page), "status": "real ImageNet weights",
+                     "params": info["params"]})
+    for name, reason in ctx.missing.items():
+        spec = get_spec(name)
+        info = _layer_shapes(ctx, spec)
+        page = f"models/{name}"
+        site.declare(page, f"{spec.title} (weights missing)", order=ORDER + 1)
+        site.section(page, "Architecture", ctx.render(
+            "overview/model.md.j2", spec=spec, model=None, info=info, missing=reason,
+            layers=list(spec.default_layers)), order=0)
+        rows.append({"spec": spec, "link": ctx.link("models/index", page), "status": "**weights missing**",
+                     "params": info["params"]})
+    site.section("models/index", "", ctx.render("overview/models_index.md.j2", rows=rows), order=0)
+
+    # ---- images ---------------------------------------------------------------
+    thumbs = []
+    for it in ctx.images:
+        big = ctx.figure_path(f"images/{it.id}.webp")
+        thumb = ctx.figure_path(f"images/{it.id}-thumb.webp")
+        if not big.exists() or not thumb.exists():
+            im = it.pil.copy()
+            im.thumbnail((512, 512))
+            save_image(im, big)
+            im.thumbnail((160, 160))
+            save_image(im, thumb)
+        page = f"images/{it.id}"
+        site.declare(page, it.title, order=ORDER)
+        site.section(page, "", ctx.render("overview/image.md.j2", it=it,
+                                          src=ctx.link(page, f"figures/images/{it.id}.webp")), order=0)
+        thumbs.append({"it": it, "thumb": ctx.link("images/index", f"figures/images/{it.id}-thumb.webp"),
+                       "link": ctx.link("images/index", page)})
+    site.section("images/index", "", ctx.render("overview/images_index.md.j2", thumbs=thumbs,
+                                                skipped=ctx.skipped), order=0)
+
+    # ---- home -----------------------------------------------------------------
+    site.section("home", "", ctx.render(
+        "overview/home.md.j2", models=ctx.models, missing=ctx.missing, n_images=len(ctx.images),
+        skipped=ctx.skipped, link=lambda t: ctx.link("home", t), get_spec=get_spec,
+        stages=list(ctx.config["stages"]), device=str(ctx.device)), order=0)
+

@@ -1,0 +1,135 @@
+"""Small shared helpers: atomic writes, hashing, slugs, stage timing, progress bars."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder + rename.
+
+    An interrupted run never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Atomically write text unless the file already holds exactly that text.
+
+    Keeps mtimes stable so `mkdocs serve` does not rebuild needlessly.
+    """
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of a JSON-serialisable object with sorted keys (cache keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+_slug_re = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(text: str) -> str:
+    text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    s = _slug_re.sub("-", text.lower()).strip("-")
+    return s or "item"
+
+
+def chunks(seq: list, size: int) -> Iterator[list]:
+    for i in range(0, len(seq), max(1, size)):
+        yield seq[i : i + size]
+
+
+def progress(iterable: Iterable | None = None, **kw):
+    """tqdm progress bar on stderr; quiet when stderr is not a terminal unless forced."""
+    from tqdm.auto import tqdm
+
+    kw.setdefault("file", sys.stderr)
+    kw.setdefault("dynamic_ncols", True)
+    kw.setdefault("leave", False)
+    if os.environ.get("CNNVIS_NO_PROGRESS"):
+        kw["disable"] = True
+    return tqdm(iterable, **kw)
+
+
+class StageTimer:
+    """Records wall time per named stage for the end-of-run summary."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+
+    def summary(self) -> str:
+        if not self.times:
+            return ""
+        width = max(len(k) for k in self.times)
+        lines = [f"  {k:<{width}}  {v:8.1f} s" for k, v in self.times.items()]
+        lines.append(f"  {'total':<{width}}  {sum(self.times.values()):8.1f} s")
+        return "\n".join(lines)
+
+
+def md_escape(text: Any) -> str:
+    """Escape user-supplied text for Markdown *and* the HTML it becomes.
+
+    HTML special characters are entity-escaped, and Markdown syntax characters are
+    backslash-escaped so a title such as ``*bold* [link](x)`` stays literal.
+    """
+    import html
+
+    s = html.escape(str(text), quote=True)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", s)

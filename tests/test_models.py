@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from generator.images import load_image_set, to_model_input
+from generator.models import (CLASSIC_MODELS, REGISTRY, WeightsCorrupt, WeightsMissing, build_architecture,
+                              get_spec, load_model, resolve_weights)
+from conftest import DATA_IMAGES
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_catalogue_paths_exist(name):
+    spec = REGISTRY[name]
+    body = build_architecture(spec)
+    names = [l.name for l in spec.layers]
+    assert len(set(names)) == len(names)
+    for layer in spec.layers:
+        body.get_submodule(layer.path)  # raises if the path is wrong
+    assert set(spec.default_layers) <= set(names)
+    assert spec.gradcam_layer in names
+    assert spec.input_size == 224 and len(spec.mean) == 3
+
+
+def test_missing_weights_message(tmp_torch_home):
+    for name in CLASSIC_MODELS:
+        with pytest.raises(WeightsMissing) as e:
+            load_model(name)
+        msg = str(e.value)
+        spec = get_spec(name)
+        assert "\n" not in msg
+        assert spec.weights_file in msg and spec.weights_url in msg and "--weights-dir" in msg
+        assert str(tmp_torch_home) in msg
+
+
+def _fake_state_dict(name, seed=1):
+    torch.manual_seed(seed)
+    body = build_architecture(get_spec(name))
+    return {k: v.half() if v.is_floating_point() else v for k, v in body.state_dict().items()}
+
+
+def test_fake_weights_in_hub_cache_are_loaded(tmp_torch_home):
+    spec = get_spec("googlenet")
+    sd = _fake_state_dict("googlenet")
+    torch.save(sd, tmp_torch_home / spec.weights_file)
+    m = load_model("googlenet")
+    assert m.pretrained and m.weights_id.startswith("sha256:")
+    assert m.weights_path == str(tmp_torch_home / spec.weights_file)
+    got = m.net.body.state_dict()
+    for k in ("conv1.conv.weight", "inception4c.branch2.1.conv.weight", "fc.weight"):
+        assert torch.equal(got[k], sd[k].float())
+    assert not any(p.requires_grad for p in m.net.parameters())
+    assert not m.net.training
+
+
+def test_weights_dir_wins_and_generic_spec(tmp_torch_home, tmp_path):
+    spec = get_spec("torchvision:squeezenet1_1")
+    assert spec.weights_file.startswith("squeezenet1_1-") and spec.layers
+    wd = tmp_path / "weights"
+    wd.mkdir()
+    sd = _fake_state_dict("squeezenet1_1", seed=3)
+    torch.save(sd, wd / spec.weights_file)
+    torch.save(_fake_state_dict("squeezenet1_1", seed=4), tmp_torch_home / spec.weights_file)
+    m = load_model("squeezenet1_1", weights_dir=wd)
+    assert m.weights_path == str(wd / spec.weights_file)
+    assert torch.equal(m.net.body.state_dict()["classifier.1.weight"], sd["classifier.1.weight"].float())
+    x = torch.rand(1, 3, 224, 224)
+    assert m.net(x).shape == (1, 1000)
+
+
+def test_corrupt_weights_one_line_error(tmp_torch_home):
+    spec = get_spec("googlenet")
+    path = tmp_torch_home / spec.weights_file
+    path.write_bytes(b"this is not a checkpoint" * 100)
+    with pytest.raises(WeightsCorrupt) as e:
+        load_model("googlenet")
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    # right format, wrong architecture
+    torch.save({"conv1.conv.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(WeightsCorrupt, match="does not fit"):
+        load_model("googlenet")
+
+
+def test_random_init_is_labelled():
+    m = load_model("alexnet", allow_random=True, seed=7)
+    assert not m.pretrained and m.weights_id == "random-init:seed=7" and m.weights_path is None
+
+
+def test_resolve_prefers_package_for_lite0(tmp_torch_home):
+    p = resolve_weights(get_spec("efficientnet_lite0"))
+    assert p.name == "efficientnet-lite0-57934424.pth"
+
+
+def test_efficientnet_lite0_predicts_shipped_photos(lite0):
+    items, skipped, _ = load_image_set(DATA_IMAGES)
+    assert not skipped and len(items) == 8
+    by_id = {it.id: it for it in items}
+    x = to_model_input([it.pil for it in items], 224, 256)
+    with torch.no_grad():
+        probs = lite0.net(x).softmax(1)
+    top1 = {it.id: int(p.argmax()) for it, p in zip(items, probs)}
+    assert 281 <= top1["tabby-cat-chelsea"] <= 285  # a domestic cat class
+    assert top1["espresso"] == 967
+    assert probs[items.index(by_id["espresso"]), 967] > 0.5
+    known = [it for it in items if it.imagenet_index is not None]
+    correct = sum(top1[it.id] == it.imagenet_index for it in known)
+    assert correct >= 5, f"only {correct}/{len(known)} correct"
