@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from .util import md_escape, write_if_changed
+from .util import md_code, md_escape, write_if_changed
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -43,6 +43,7 @@ def make_env() -> jinja2.Environment:
         autoescape=False,  # Markdown output: escape user text explicitly with |e
     )
     env.filters["e"] = md_escape
+    env.filters["code"] = md_code
     env.filters["pct"] = lambda x, nd=1: f"{100 * float(x):.{nd}f} %"
     env.filters["num"] = lambda x, nd=3: f"{float(x):.{nd}f}"
     env.filters["thousands"] = lambda x: f"{int(x):,}"

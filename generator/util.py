@@ -131,5 +131,12 @@ def md_escape(text: Any) -> str:
     """
     import html
 
-    s = html.escape(str(text), quote=True)
-    return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", s)
+    s = html.escape(str(text), quote=True).replace("$", "&#36;")  # "$" would start arithmatex maths
+    # parentheses are left alone: "\(" is arithmatex's inline-maths delimiter
+    return re.sub(r"([\\`*_{}\[\]|~])", r"\\\1", s)
+
+
+def md_code(text: Any) -> str:
+    """Text for inside a Markdown code span: no escapes are processed there, so only
+    backticks (which would end the span) are replaced."""
+    return str(text).replace("`", "'")

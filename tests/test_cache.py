@@ -60,6 +60,7 @@ def test_damaged_file_is_a_miss(tmp_path):
 
 
 def test_md_escape():
-    s = util.md_escape("A *b* [c](d) <script>|x")
+    s = util.md_escape("A *b* [c](d) <script>|x $y$ (z)")
     assert "<script>" not in s and "&lt;script&gt;" in s
     assert r"\*b\*" in s and r"\[c\]" in s and r"\|" in s
+    assert "$" not in s and "&#36;y&#36;" in s and "(z)" in s and r"\(" not in s
