@@ -351,9 +351,10 @@ def default_weights_dir() -> Path | None:
 
 def _online(url: str, timeout: float = 3.0) -> str | None:
     """None when the host answers, else a short reason."""
-    host = urllib.parse.urlparse(url).hostname or ""
+    u = urllib.parse.urlparse(url)
+    host = u.hostname or ""
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close()
         return None
     except OSError as e:
         return f"{host} unreachable ({e.__class__.__name__})"

@@ -56,9 +56,9 @@ def test_weights_dir_wins_and_generic_spec(tmp_torch_home, tmp_path):
     assert spec.weights_file.startswith("squeezenet1_1-") and spec.layers
     wd = tmp_path / "weights"
     wd.mkdir()
-    sd = _fake_state_dict("squeezenet1_1", seed=3)
+    sd = _fake_state_dict("torchvision:squeezenet1_1", seed=3)
     torch.save(sd, wd / spec.weights_file)
-    torch.save(_fake_state_dict("squeezenet1_1", seed=4), tmp_torch_home / spec.weights_file)
+    torch.save(_fake_state_dict("torchvision:squeezenet1_1", seed=4), tmp_torch_home / spec.weights_file)
     m = load_model("squeezenet1_1", weights_dir=wd)
     assert m.weights_path == str(wd / spec.weights_file)
     assert torch.equal(m.net.body.state_dict()["classifier.1.weight"], sd["classifier.1.weight"].float())
@@ -103,3 +103,39 @@ def test_efficientnet_lite0_predicts_shipped_photos(lite0):
     known = [it for it in items if it.imagenet_index is not None]
     correct = sum(top1[it.id] == it.imagenet_index for it in known)
     assert correct >= 5, f"only {correct}/{len(known)} correct"
+
+
+def test_download_into_cache_checks_hash(tmp_torch_home, tmp_path, monkeypatch):
+    """The online path, against a server on the loopback address."""
+    import dataclasses
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    sd = _fake_state_dict("torchvision:squeezenet1_1", seed=5)
+    served = tmp_path / "served"
+    served.mkdir()
+    blob = tmp_path / "blob.pth"
+    torch.save(sd, blob)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    good, bad = f"squeezenet1_1-{digest[:8]}.pth", "squeezenet1_1-00000000.pth"
+    (served / good).write_bytes(blob.read_bytes())
+    (served / bad).write_bytes(blob.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CNNVIS_OFFLINE", "0")
+    try:
+        base = get_spec("torchvision:squeezenet1_1")
+        url = f"http://127.0.0.1:{srv.server_address[1]}/"
+        spec = dataclasses.replace(base, weights_url=url + good, weights_file=good)
+        m = load_model(spec)
+        assert m.weights_path == str(tmp_torch_home / good) and (tmp_torch_home / good).is_file()
+        spec_bad = dataclasses.replace(base, weights_url=url + bad, weights_file=bad)
+        with pytest.raises(WeightsMissing, match="download failed"):
+            load_model(spec_bad)
+        assert not (tmp_torch_home / bad).exists()  # nothing half-checked left in the cache
+    finally:
+        srv.shutdown()
