@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_methods.py $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python bench/bench_methods.py $(ARGS)
 
 clean:
 	rm -rf site site_src/generated .cache .build-rc .pytest_cache

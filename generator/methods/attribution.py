@@ -1,0 +1,609 @@
+"""Attribution methods: which pixels matter for a class score.
+
+Stable API (the findings code and the site stage use it):
+
+``ATTRIBUTION_METHODS``
+    name → class, for ``saliency``, ``deconvnet``, ``guided_backprop``, ``gradcam``,
+    ``guided_gradcam``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``.
+``make(name, loaded_model, batch_size=None, **overrides) -> AttributionMethod``
+    builds a method on a registry :class:`~generator.models.LoadedModel` (or a bare
+    ``nn.Module``: then Grad-CAM needs ``layer=`` a module path or module). Unknown
+    overrides raise ``TypeError``. ``method.params`` holds every setting that changes
+    the result (cache keys); ``batch_size`` does not change results and is not in it.
+``method.attribute(inputs, target=None) -> Tensor``
+    ``inputs``: ``B×3×H×W`` pixel-space images in [0, 1] on the model's device.
+    ``target``: ``None`` (each image's top-1 class), an int or a length-B vector of
+    classes. Returns a detached float tensor on the inputs' device: ``B×3×H×W`` for
+    the pixel-space methods, ``B×1×H×W`` for ``gradcam`` and ``occlusion``.
+    ``method.last_target`` holds the classes used.
+``method.heatmap(attribution) -> B×H×W`` (nonnegative)
+    ``saliency``, ``deconvnet``, ``guided_backprop``, ``guided_gradcam``,
+    ``smoothgrad``: max over colour channels of ``|a|`` (Simonyan et al. 2014).
+    ``integrated_gradients``: ``|Σ_c a_c|`` (IG attributions add up per pixel, so
+    channels are summed before taking the magnitude). ``gradcam``: the map itself
+    (already ReLU'd, bilinearly upsampled). ``occlusion``: the drop in probability
+    clipped at 0 (occluding a region that *raises* the probability shows as 0).
+``method.explain(inputs, target=None) -> B×H×W`` = ``heatmap(attribute(...))``.
+``normalize_for_display(heatmap, q=0.99) -> B×H×W in [0, 1]``
+    each map divided by its own ``q`` quantile and clipped to [0, 1] (a few extreme
+    pixels would otherwise make everything else black). Scales are not comparable
+    across methods, so every map in a gallery uses this same per-map rule; the
+    colour bar reads "0 … ≥ 99th percentile of that map".
+``to_rgb(attribution, q=0.99) -> B×3×H×W in [0, 1]``
+    signed pixel-space attributions shown as an image, grey = 0:
+    ``0.5 + 0.5·a / quantile_q(|a|)`` clipped (how deconvnet / guided-backprop
+    reconstructions are shown in the papers).
+``IntegratedGradients.completeness(inputs, target, attribution)``
+    ``Σ attribution`` vs ``F(x) − F(baseline)`` per image.
+
+Batching: every method processes many images per forward/backward; SmoothGrad,
+Integrated Gradients and Occlusion process their perturbed copies in batches of
+``batch_size`` copies. On out-of-memory the batch is halved and retried
+(:func:`run_batched`). CPU and CUDA both work (the inputs' device is used).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Method, as_target
+from .relu_rules import relu_rule
+
+DEFAULT_BATCH_SIZE = 32
+
+
+# ------------------------------------------------------------------------------------
+# batching
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def run_batched(n: int, batch_size: int, fn: Callable[[int, int], None], on_shrink: Callable[[int], None] | None = None) -> int:
+    """Call ``fn(start, stop)`` over ``range(n)`` in chunks of at most ``batch_size``.
+
+    On out-of-memory the chunk is retried with half the size (down to 1, then the
+    error is raised). ``fn`` must only write its results after it has succeeded.
+    Returns the batch size that worked last.
+    """
+    bs = max(1, int(batch_size))
+    start = 0
+    while start < n:
+        stop = min(n, start + bs)
+        try:
+            fn(start, stop)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            if not _is_oom(e) or stop - start == 1:
+                raise
+            bs = max(1, (stop - start) // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if on_shrink is not None:
+                on_shrink(bs)
+            continue
+        start = stop
+    return bs
+
+
+def _prep(inputs: torch.Tensor) -> torch.Tensor:
+    if inputs.ndim != 4 or inputs.shape[1] != 3:
+        raise ValueError(f"inputs must be B×3×H×W, got {tuple(inputs.shape)}")
+    x = inputs.detach()
+    if x.is_inference():
+        x = x.clone()
+    return x.float() if x.dtype != torch.float32 else x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """Logits for ``inputs`` (batched, no grad)."""
+    x = _prep(inputs)
+    parts: dict[int, torch.Tensor] = {}
+
+    def fn(s: int, e: int) -> None:
+        parts[s] = model(x[s:e]).float()
+
+    run_batched(len(x), batch_size, fn)
+    return torch.cat([parts[k] for k in sorted(parts)])
+
+
+def resolve_target(model: nn.Module, inputs: torch.Tensor, target: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """``None`` → top-1 class per image; int / vector → LongTensor[B] on the inputs' device."""
+    if target is None:
+        return predict(model, inputs, batch_size).argmax(1)
+    return as_target(target, len(inputs), inputs.device)
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, rule: str = "gradient"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """∂ logit[target] / ∂ x for one batch under a rectifier rule.
+
+    Returns ``(gradient, logits, target)``; a ``None`` target is the top-1 class of
+    this very forward pass.
+    """
+    # the "gradient" rule is autograd's own backward (tested), so no mode is needed for it
+    with torch.enable_grad(), (relu_rule(rule) if rule != "gradient" else contextlib.nullcontext()):
+        xi = x.detach().requires_grad_(True)
+        logits = model(xi)
+        t = logits.detach().argmax(1) if target is None else target
+        score = logits.gather(1, t.view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(score, xi)
+    return g.detach(), logits.detach(), t
+
+
+# ------------------------------------------------------------------------------------
+# display helpers
+
+
+def _quantile_per_map(h: torch.Tensor, q: float) -> torch.Tensor:
+    flat = h.reshape(len(h), -1).float()
+    if flat.shape[1] > 1_000_000:  # torch.quantile has an input-size limit
+        flat = flat[:, :: math.ceil(flat.shape[1] / 1_000_000)]
+    return torch.quantile(flat, q, dim=1)
+
+
+def normalize_for_display(heatmap: torch.Tensor, q: float = 0.99) -> torch.Tensor:
+    """B×H×W nonnegative maps → [0, 1]: divide each by its own ``q`` quantile, clip.
+
+    A map whose quantile is 0 is divided by its maximum instead; an all-zero map
+    stays 0.
+    """
+    h = heatmap.float().clamp(min=0)
+    s = _quantile_per_map(h, q)
+    mx = h.reshape(len(h), -1).amax(1)
+    s = torch.where(s > 0, s, mx)
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return (h / s.view(-1, *([1] * (h.ndim - 1)))).clamp(0, 1)
+
+
+def to_rgb(attribution: torch.Tensor, q: float = 0.99) -> torch.Tensor:
+    """Signed B×3×H×W attributions → displayable images, grey (0.5) = 0."""
+    a = attribution.float()
+    s = _quantile_per_map(a.abs(), q)
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return (0.5 + 0.5 * a / s.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def max_abs_channels(a: torch.Tensor) -> torch.Tensor:
+    return a.abs().amax(1)
+
+
+# ------------------------------------------------------------------------------------
+# methods
+
+
+class AttributionMethod(Method):
+    """Common machinery: parameters with defaults, target resolution, heatmaps."""
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    output: ClassVar[str] = "pixels"  # "pixels" (B×3×H×W) or "map" (B×1×H×W)
+    url: ClassVar[str] = ""
+    formula: ClassVar[str] = ""  # Markdown (arithmatex-compatible LaTeX)
+    summary: ClassVar[str] = ""  # one paragraph of Markdown
+    short: ClassVar[str] = ""  # column header in galleries
+    heatmap_rule: ClassVar[str] = "max over colour channels of |a|"
+
+    def __init__(self, model: nn.Module, batch_size: int | None = None, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(self.defaults) or 'none'}")
+        super().__init__(model, **{**self.defaults, **params})
+        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
+        self.last_target: torch.Tensor | None = None
+
+    # subclasses implement _attribute(x, target_or_None)
+    def attribute(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+        x = _prep(inputs)
+        t = None if target is None else as_target(target, len(x), x.device)
+        out = self._attribute(x, t)
+        return out.detach()
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
+        return max_abs_channels(attribution)
+
+    def explain(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+        return self.heatmap(self.attribute(inputs, target))
+
+    def _targets(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        t = resolve_target(self.model, x, target, self.batch_size)
+        self.last_target = t
+        return t
+
+
+class _RuleGradient(AttributionMethod):
+    """Gradient of the class score w.r.t. the input under a rectifier rule."""
+
+    rule: ClassVar[str] = "gradient"
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        out = torch.empty_like(x)
+        tgt = torch.empty(len(x), dtype=torch.long, device=x.device)
+
+        def fn(s: int, e: int) -> None:
+            g, _, t = input_gradient(self.model, x[s:e], None if target is None else target[s:e], self.rule)
+            out[s:e] = g
+            tgt[s:e] = t
+
+        run_batched(len(x), self.batch_size, fn)
+        self.last_target = tgt
+        return out
+
+
+class Saliency(_RuleGradient):
+    name = "saliency"
+    title = "Saliency (gradient)"
+    short = "Saliency"
+    paper = "Simonyan, Vedaldi & Zisserman (2014), Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps"
+    url = "https://arxiv.org/abs/1312.6034"
+    rule = "gradient"
+    summary = (
+        "The gradient of the *unnormalised* class score (the logit, before the softmax) with "
+        "respect to the input pixels: how much a tiny change of each pixel would change the score. "
+        "The map is the largest absolute value over the three colour channels."
+    )
+    formula = r"$$ M_{ij} = \max_c \left| \frac{\partial S_k(x)}{\partial x_{c,i,j}} \right| $$"
+
+
+class Deconvnet(_RuleGradient):
+    name = "deconvnet"
+    title = "Deconvnet"
+    short = "Deconvnet"
+    paper = "Zeiler & Fergus (2014), Visualizing and Understanding Convolutional Networks"
+    url = "https://arxiv.org/abs/1311.2901"
+    rule = "deconvnet"
+    summary = (
+        "A backward pass from the class score in which every ReLU passes back the ReLU of the "
+        "incoming signal (whatever the forward input was), max-pooling is undone through the "
+        "switches recorded in the forward pass and convolutions by their transposes. "
+        "ReLU6 is treated like ReLU: the signal is rectified, the forward input is ignored."
+    )
+    formula = r"$$ R^{(l)} = W_l^{\top}\,\mathrm{unpool}_{s}\big(\max(R^{(l+1)}, 0)\big) $$"
+
+
+class GuidedBackprop(_RuleGradient):
+    name = "guided_backprop"
+    title = "Guided backpropagation"
+    short = "Guided BP"
+    paper = "Springenberg, Dosovitskiy, Brox & Riedmiller (2015), Striving for Simplicity: The All Convolutional Net"
+    url = "https://arxiv.org/abs/1412.6806"
+    rule = "guided"
+    summary = (
+        "The gradient, except that at every ReLU only *positive* signals pass, and only where "
+        "the forward input was positive: the combination of the gradient's forward mask and the "
+        "deconvnet's backward rectification. ReLU6 is treated like ReLU (mask x > 0): a unit "
+        "saturated at 6 is strongly active and passes positive signals."
+    )
+    formula = r"$$ R^{(l)} = [x^{(l)} > 0] \cdot \max(R^{(l+1)}, 0) $$"
+
+
+class GradCAM(AttributionMethod):
+    name = "gradcam"
+    title = "Grad-CAM"
+    short = "Grad-CAM"
+    paper = "Selvaraju et al. (2017), Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization"
+    url = "https://arxiv.org/abs/1610.02391"
+    output = "map"
+    defaults = {"layer": "", "interpolation": "bilinear"}
+    heatmap_rule = "the map itself (ReLU of the weighted feature maps, upsampled)"
+    summary = (
+        "Feature maps $A^k$ of a late convolutional layer, weighted by the spatially averaged "
+        "gradient of the class score and rectified, then upsampled to the image. "
+        "Coarse (the layer's resolution) but class-discriminative."
+    )
+    formula = (
+        r"$$ \alpha_k = \frac{1}{Z}\sum_{i,j} \frac{\partial S_c}{\partial A^k_{ij}},\qquad "
+        r"L = \mathrm{ReLU}\Big(\sum_k \alpha_k A^k\Big) $$"
+    )
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module = "", batch_size: int | None = None, **params: Any) -> None:
+        if isinstance(layer, nn.Module):
+            module, label = layer, params.pop("layer_name", type(layer).__name__)
+        else:
+            module, label = model.get_submodule(layer), params.pop("layer_name", layer)
+        super().__init__(model, batch_size=batch_size, layer=label, **params)
+        self.layer_module = module
+
+    def _cam(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_m, _i, output):
+            store["a"] = output[0] if isinstance(output, (tuple, list)) else output
+
+        handle = self.layer_module.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                xi = x.detach().requires_grad_(True)  # so the graph exists even with frozen params
+                logits = self.model(xi)
+                a = store["a"]
+                t = logits.detach().argmax(1) if target is None else target
+                (ga,) = torch.autograd.grad(logits.gather(1, t.view(-1, 1)).sum(), a)
+        finally:
+            handle.remove()
+            store.clear()
+        if a.ndim != 4:
+            raise ValueError(f"Grad-CAM needs a convolutional layer (B×C×h×w output), {self.params['layer']} gives {tuple(a.shape)}")
+        w = ga.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((w * a.detach()).sum(1, keepdim=True))
+        mode = self.params["interpolation"]
+        cam = F.interpolate(cam, size=x.shape[-2:], mode=mode, align_corners=False if mode in ("bilinear", "bicubic") else None)
+        return cam.clamp(min=0), t
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        out = x.new_empty(len(x), 1, *x.shape[-2:])
+        tgt = torch.empty(len(x), dtype=torch.long, device=x.device)
+
+        def fn(s: int, e: int) -> None:
+            cam, t = self._cam(x[s:e], None if target is None else target[s:e])
+            out[s:e] = cam
+            tgt[s:e] = t
+
+        run_batched(len(x), self.batch_size, fn)
+        self.last_target = tgt
+        return out
+
+    def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
+        return attribution[:, 0].clamp(min=0)
+
+
+class GuidedGradCAM(GradCAM):
+    name = "guided_gradcam"
+    title = "Guided Grad-CAM"
+    short = "Guided Grad-CAM"
+    output = "pixels"
+    heatmap_rule = "max over colour channels of |a|"
+    summary = (
+        "Guided backpropagation multiplied pixel-wise by the upsampled Grad-CAM map: "
+        "fine detail from guided backprop, class discrimination from Grad-CAM."
+    )
+    formula = r"$$ G = R_{\text{guided}} \odot \mathrm{upsample}(L_{\text{Grad-CAM}}) $$"
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        out = torch.empty_like(x)
+        tgt = torch.empty(len(x), dtype=torch.long, device=x.device)
+
+        def fn(s: int, e: int) -> None:
+            cam, t = self._cam(x[s:e], None if target is None else target[s:e])
+            g, _, _ = input_gradient(self.model, x[s:e], t, "guided")
+            out[s:e] = g * cam
+            tgt[s:e] = t
+
+        run_batched(len(x), self.batch_size, fn)
+        self.last_target = tgt
+        return out
+
+    def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
+        return max_abs_channels(attribution)
+
+
+class SmoothGrad(AttributionMethod):
+    name = "smoothgrad"
+    title = "SmoothGrad"
+    short = "SmoothGrad"
+    paper = "Smilkov, Thorat, Kim, Viégas & Wattenberg (2017), SmoothGrad: removing noise by adding noise"
+    url = "https://arxiv.org/abs/1706.03825"
+    defaults = {"samples": 25, "sigma": 0.15, "seed": 0}
+    summary = (
+        "The average of the gradients of $n$ noisy copies of the image, $x + \\mathcal N(0, \\sigma^2)$, "
+        "with $\\sigma$ a fraction of the image's value range ($x_{\\max} - x_{\\min}$). "
+        "The same $n$ noise patterns are used for every image (seeded), so results do not depend "
+        "on batching. Shown like the saliency map (max over channels of $|\\cdot|$)."
+    )
+    formula = r"$$ \hat M(x) = \frac{1}{n}\sum_{i=1}^{n} \nabla_x S_c\big(x + \mathcal N(0, \sigma^2)\big) $$"
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        t = self._targets(x, target)
+        n = int(self.params["samples"])
+        gen = torch.Generator(device="cpu").manual_seed(int(self.params["seed"]))
+        noise = torch.randn((n, *x.shape[1:]), generator=gen).to(x.device)
+        span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp(min=1e-6)
+        sigma = float(self.params["sigma"]) * span  # per image
+        acc = torch.zeros_like(x)
+
+        def fn(s: int, e: int) -> None:
+            k = torch.arange(s, e, device=x.device)
+            img, j = k // n, k % n
+            xs = x[img] + sigma[img].view(-1, 1, 1, 1) * noise[j]
+            g, _, _ = input_gradient(self.model, xs, t[img], "gradient")
+            acc.index_add_(0, img, g)
+
+        run_batched(len(x) * n, self.batch_size, fn)
+        return acc / n
+
+
+class IntegratedGradients(AttributionMethod):
+    name = "integrated_gradients"
+    title = "Integrated Gradients"
+    short = "Int. Gradients"
+    paper = "Sundararajan, Taly & Yan (2017), Axiomatic Attribution for Deep Networks"
+    url = "https://arxiv.org/abs/1703.01365"
+    defaults = {"steps": 50, "baseline": "black"}
+    heatmap_rule = "|sum over colour channels of a| (attributions add up per pixel)"
+    summary = (
+        "The gradient averaged along the straight path from a baseline $x'$ (default: a black "
+        "image) to the image, times $(x - x')$. The attributions add up to "
+        "$F(x) - F(x')$ (*completeness*); the integral is approximated with the midpoint rule "
+        "over `steps` points, and the site reports how well the sum matches."
+    )
+    formula = (
+        r"$$ \mathrm{IG}_i(x) = (x_i - x'_i)\int_0^1 "
+        r"\frac{\partial F\big(x' + \alpha (x - x')\big)}{\partial x_i}\,d\alpha $$"
+    )
+
+    def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.params["baseline"]
+        if isinstance(b, str):
+            value = {"black": 0.0, "grey": 0.5, "gray": 0.5, "white": 1.0}.get(b)
+            if value is None:
+                raise ValueError(f"integrated_gradients: unknown baseline {b!r} (black, grey, white or a number)")
+            return torch.full_like(x, value)
+        return torch.full_like(x, float(b))
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        t = self._targets(x, target)
+        m = int(self.params["steps"])
+        base = self.baseline_for(x)
+        diff = x - base
+        alphas = (torch.arange(m, device=x.device, dtype=x.dtype) + 0.5) / m
+        acc = torch.zeros_like(x)
+
+        def fn(s: int, e: int) -> None:
+            k = torch.arange(s, e, device=x.device)
+            img, j = k // m, k % m
+            xs = base[img] + alphas[j].view(-1, 1, 1, 1) * diff[img]
+            g, _, _ = input_gradient(self.model, xs, t[img], "gradient")
+            acc.index_add_(0, img, g)
+
+        run_batched(len(x) * m, self.batch_size, fn)
+        return diff * acc / m
+
+    def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
+        return attribution.sum(1).abs()
+
+    @torch.no_grad()
+    def completeness(self, inputs: torch.Tensor, target: Any, attribution: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image: ``sum`` of attributions, ``delta`` = F(x) − F(baseline) of the
+        target logit, and ``rel_error`` = |sum − delta| / max(|delta|, 1e-6)."""
+        x = _prep(inputs)
+        t = as_target(target, len(x), x.device) if target is not None else self.last_target
+        if t is None:
+            raise ValueError("completeness needs the target used for the attribution")
+        fx = predict(self.model, x, self.batch_size).gather(1, t.view(-1, 1))[:, 0]
+        fb = predict(self.model, self.baseline_for(x), self.batch_size).gather(1, t.view(-1, 1))[:, 0]
+        total = attribution.flatten(1).sum(1)
+        delta = fx - fb
+        return {"sum": total, "delta": delta, "rel_error": (total - delta).abs() / delta.abs().clamp(min=1e-6)}
+
+
+class Occlusion(AttributionMethod):
+    name = "occlusion"
+    title = "Occlusion"
+    short = "Occlusion"
+    paper = "Zeiler & Fergus (2014), Visualizing and Understanding Convolutional Networks"
+    url = "https://arxiv.org/abs/1311.2901"
+    output = "map"
+    defaults = {"window": 32, "stride": 16, "fill": 0.5}
+    heatmap_rule = "drop in target probability, clipped at 0"
+    summary = (
+        "A grey square (`window` pixels, value `fill`) is slid over the image with step `stride`; "
+        "each pixel's value is the drop of the target class *probability* (after the softmax), "
+        "averaged over all square positions that cover the pixel. The last row/column of positions "
+        "is aligned with the image border so every pixel is covered."
+    )
+    formula = (
+        r"$$ M_{ij} = \operatorname{mean}_{w \ni (i,j)} \big[p_c(x) - p_c(x \text{ with } w \text{ grey})\big] $$"
+    )
+
+    @staticmethod
+    def positions(size: int, window: int, stride: int) -> list[int]:
+        window = min(window, size)
+        pos = list(range(0, size - window + 1, max(1, stride)))
+        if pos[-1] != size - window:
+            pos.append(size - window)
+        return pos
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        B, _, H, W = x.shape
+        win, stride, fill = int(self.params["window"]), int(self.params["stride"]), float(self.params["fill"])
+        wh, ww = min(win, H), min(win, W)
+        ys, xs = self.positions(H, win, stride), self.positions(W, win, stride)
+        boxes = torch.tensor([(y, x0) for y in ys for x0 in xs], device=x.device)
+        P = len(boxes)
+        logits0 = predict(self.model, x, self.batch_size)
+        t = logits0.argmax(1) if target is None else target
+        self.last_target = t
+        p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
+        drops = x.new_empty(B * P)
+        yy = torch.arange(H, device=x.device).view(1, H, 1)
+        xx = torch.arange(W, device=x.device).view(1, 1, W)
+
+        def window_mask(b: torch.Tensor) -> torch.Tensor:
+            y0, x0 = b[:, 0].view(-1, 1, 1), b[:, 1].view(-1, 1, 1)
+            return ((yy >= y0) & (yy < y0 + wh) & (xx >= x0) & (xx < x0 + ww)).unsqueeze(1)
+
+        @torch.no_grad()
+        def fn(s: int, e: int) -> None:
+            k = torch.arange(s, e, device=x.device)
+            img, p = k // P, k % P
+            m = window_mask(boxes[p])
+            xo = torch.where(m, torch.full_like(x[img], fill), x[img])
+            prob = self.model(xo).float().softmax(1).gather(1, t[img].view(-1, 1))[:, 0]
+            drops[s:e] = p0[img] - prob
+
+        run_batched(B * P, self.batch_size, fn)
+        # average the drops of all windows covering each pixel
+        total = x.new_zeros(B, 1, H, W)
+        count = x.new_zeros(1, 1, H, W)
+        d = drops.view(B, P)
+        for p, (y0, x0) in enumerate(boxes.tolist()):
+            total[:, :, y0 : y0 + wh, x0 : x0 + ww] += d[:, p].view(B, 1, 1, 1)
+            count[:, :, y0 : y0 + wh, x0 : x0 + ww] += 1
+        return total / count.clamp(min=1)
+
+    def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
+        return attribution[:, 0].clamp(min=0)
+
+
+ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {
+    c.name: c
+    for c in (Saliency, Deconvnet, GuidedBackprop, GradCAM, GuidedGradCAM, SmoothGrad, IntegratedGradients, Occlusion)
+}
+
+
+def make(name: str, loaded_model: Any, batch_size: int | None = None, **overrides: Any) -> AttributionMethod:
+    """Build method ``name`` on a registry ``LoadedModel`` (or a bare ``nn.Module``).
+
+    For ``gradcam`` / ``guided_gradcam`` the layer defaults to ``spec.gradcam_layer``;
+    ``layer=`` takes a catalogued layer name (LoadedModel) or a module path / module.
+    """
+    if name not in ATTRIBUTION_METHODS:
+        raise KeyError(f"unknown attribution method {name!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
+    cls = ATTRIBUTION_METHODS[name]
+    net = getattr(loaded_model, "net", loaded_model)
+    if issubclass(cls, GradCAM):
+        layer = overrides.pop("layer", None)
+        spec = getattr(loaded_model, "spec", None)
+        if spec is not None:
+            lname = layer if isinstance(layer, str) and layer else spec.gradcam_layer
+            if not isinstance(layer, nn.Module):
+                if not lname:
+                    raise ValueError(f"{spec.name} has no gradcam_layer; pass layer=")
+                return cls(net, loaded_model.module_path(lname), batch_size=batch_size, layer_name=lname, **overrides)
+        if layer is None or layer == "":
+            raise ValueError(f"{name} on a bare module needs layer= (a module path or module)")
+        return cls(net, layer, batch_size=batch_size, **overrides)
+    return cls(net, batch_size=batch_size, **overrides)
+
+
+__all__ = [
+    "ATTRIBUTION_METHODS",
+    "AttributionMethod",
+    "Deconvnet",
+    "GradCAM",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "IntegratedGradients",
+    "Occlusion",
+    "Saliency",
+    "SmoothGrad",
+    "input_gradient",
+    "make",
+    "max_abs_channels",
+    "normalize_for_display",
+    "predict",
+    "resolve_target",
+    "run_batched",
+    "to_rgb",
+]
