@@ -1,0 +1,475 @@
+"""Unit atlas: which photos of a folder drive each unit hardest, and where.
+
+The folder is streamed once per model in batches; for every channel of every chosen
+layer a running top-k keeps the ``k`` images with the largest *maximum* activation
+of that channel and the position of that maximum (Zeiler & Fergus 2014, Fig. 2:
+"the top 9 activations in a random subset of feature maps across the validation
+data"). Memory is bounded by ``channels × (k + batch)`` per layer: activations of
+one batch are reduced to per-image maxima and then dropped.
+
+Alongside, per unit, a histogram of the per-image maximum over the whole folder is
+accumulated with *power-of-two bins*: bin width ``2**e`` per channel, ``n_neg``
+bins below zero and ``n_pos`` above, ``e`` growing (and neighbouring bins merging
+exactly) whenever a value falls outside. The final ``e`` is the smallest power of
+two that fits every value, so the histogram does not depend on the order of the
+images or the batch size.
+
+The stream is resumable: :class:`AtlasState` is a plain dict of tensors that the
+caller checkpoints (``to_dict``/``from_dict``) and restarts from ``state.done``.
+
+For the kept examples, :func:`unit_examples` crops the receptive-field patch of the
+image at the unit's position (:mod:`generator.receptive_field`) and the deconvnet
+projection of that single activation (:func:`generator.methods.neuron_deconv.project_activations`),
+both at the same box, as small uint8 tiles.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .methods.base import capture_outputs
+from .receptive_field import receptive_field
+from .util import stable_hash
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+# ---------------------------------------------------------------------------------
+# Folder listing
+
+
+@dataclass
+class FolderListing:
+    root: Path
+    files: list[str]  # relative POSIX paths, sorted
+    classes: list[str | None]  # ImageFolder class (sub-folder name) per file, None for flat folders
+    fingerprint: str  # hash of (path, size, mtime) of every file
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, max_images: int | None) -> list[int]:
+        """Indices of at most ``max_images`` files, evenly spaced over the sorted list
+        (so every class of an ImageFolder keeps its share); all when 0/None."""
+        n = len(self.files)
+        if not max_images or max_images >= n:
+            return list(range(n))
+        return sorted({int(i * n // max_images) for i in range(max_images)})
+
+
+def list_folder(folder: str | Path) -> FolderListing:
+    """Images of a flat folder or an ImageFolder (one sub-folder per class, one level)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"atlas image folder {root} does not exist")
+    files: list[str] = []
+    classes: list[str | None] = []
+    meta = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        depth = len(rel_dir.parts)
+        if depth > 1:
+            continue
+        for fn in sorted(filenames):
+            if fn.startswith(".") or Path(fn).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            rel = (rel_dir / fn).as_posix()
+            st = (Path(dirpath) / fn).stat()
+            files.append(rel)
+            classes.append(rel_dir.parts[0] if depth == 1 else None)
+            meta.append((rel, st.st_size, st.st_mtime_ns))
+    order = sorted(range(len(files)), key=lambda i: files[i])
+    files = [files[i] for i in order]
+    classes = [classes[i] for i in order]
+    meta = [meta[i] for i in order]
+    return FolderListing(root, files, classes, stable_hash(meta))
+
+
+@functools.lru_cache(maxsize=1)
+def _wnid_index() -> dict[str, int]:
+    try:
+        from timm.data import ImageNetInfo
+
+        return {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+    except Exception:  # pragma: no cover - timm missing or changed
+        return {}
+
+
+def class_label(name: str | None, labels: Sequence[str] | None = None) -> str | None:
+    """Readable label of an ImageFolder class: ImageNet wnids (n01440764) → the model's
+    label (tench); anything else is returned as it is."""
+    if name is None:
+        return None
+    if labels is not None and len(labels) == 1000 and len(name) == 9 and name.startswith("n") and name[1:].isdigit():
+        i = _wnid_index().get(name)
+        if i is not None:
+            return labels[i]
+    return name
+
+
+# ---------------------------------------------------------------------------------
+# Loading images
+
+
+def load_input(path: Path, input_size: int, resize_size: int) -> torch.Tensor:
+    """One file → 3×S×S float in [0, 1]: the same checks and conversions as the curated
+    image set (:func:`generator.images.load_rgb`: EXIF orientation, alpha, 16-bit, CMYK…)
+    and the same resize + centre crop (:func:`generator.images.to_model_input`).
+    Raises :class:`generator.images.ImageRejected` for unusable files."""
+    from .images import load_rgb, to_model_input
+
+    pil, _conversions = load_rgb(Path(path))
+    return to_model_input([pil], input_size, resize_size)[0]
+
+
+class _FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, root: Path, files: list[str], indices: list[int], input_size: int, resize_size: int) -> None:
+        self.root, self.files, self.indices = root, files, indices
+        self.input_size, self.resize_size = input_size, resize_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        idx = self.indices[i]
+        try:
+            x = load_input(self.root / self.files[idx], self.input_size, self.resize_size)
+            ok = True
+        except Exception:  # unreadable file: skipped (counted), the stream goes on
+            x = torch.zeros(3, self.input_size, self.input_size)
+            ok = False
+        return x, idx, ok
+
+
+def iterate_batches(listing: FolderListing, indices: list[int], input_size: int, resize_size: int,
+                    batch_size: int, workers: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images B×3×S×S, file indices [B], ok mask [B]) batches, in order."""
+    ds = _FolderDataset(listing.root, listing.files, indices, input_size, resize_size)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                     persistent_workers=False)
+    for x, idx, ok in dl:
+        yield x, idx.long(), ok.bool()
+
+
+def load_inputs(listing: FolderListing, indices: Sequence[int], input_size: int, resize_size: int) -> torch.Tensor:
+    return torch.stack([load_input(listing.root / listing.files[int(i)], input_size, resize_size) for i in indices])
+
+
+# ---------------------------------------------------------------------------------
+# Running top-k and histograms
+
+
+def reduce_max(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B×C×h×w (or B×C) → (per-image, per-channel maximum B×C, its (y, x) B×C×2).
+    The first maximum in row-major order wins ties."""
+    a = act.detach()
+    if a.ndim == 2:
+        a = a[:, :, None, None]
+    B, C, h, w = a.shape
+    best, where = a.reshape(B, C, h * w).max(2)
+    return best.float(), torch.stack([where // w, where % w], 2)
+
+
+@contextlib.contextmanager
+def capture_maxima(modules: dict[str, nn.Module]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Like :func:`generator.methods.base.capture_outputs`, but each output is reduced
+    to :func:`reduce_max` inside the hook (before any later in-place op can touch it,
+    and without keeping the activation). Hooks are removed in ``finally``."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m, _i, output):
+            t = output[0] if isinstance(output, (tuple, list)) else output
+            out[name] = reduce_max(t)
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class RunningTopK:
+    """Per channel, the ``k`` largest per-image maxima seen so far, with the image
+    index and the (y, x) of the maximum. Ties keep the earlier image."""
+
+    def __init__(self, channels: int, k: int) -> None:
+        self.k = k
+        self.values = torch.full((channels, k), float("-inf"))
+        self.index = torch.full((channels, k), -1, dtype=torch.long)
+        self.pos = torch.zeros((channels, k, 2), dtype=torch.long)
+
+    def update(self, act: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """``act``: B×C×h×w (or B×C) activations of images ``image_index`` [B]; returns the
+        per-image maxima B×C (for the histogram)."""
+        best, pos = reduce_max(act)
+        self.update_reduced(best, pos, image_index)
+        return best
+
+    def update_reduced(self, best: torch.Tensor, pos: torch.Tensor, image_index: torch.Tensor) -> None:
+        """``best``: B×C per-image maxima, ``pos``: B×C×2 their (y, x)."""
+        best, pos = best.float().cpu(), pos.cpu()
+        B, C = best.shape
+        cand_v = torch.cat([self.values, best.T], 1)  # C × (k + B)
+        cand_i = torch.cat([self.index, image_index.cpu().view(1, B).expand(C, B)], 1)
+        cand_p = torch.cat([self.pos, pos.transpose(0, 1)], 1)
+        order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.values = cand_v.gather(1, order)
+        self.index = cand_i.gather(1, order)
+        self.pos = cand_p.gather(1, order[..., None].expand(-1, -1, 2))
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "values": self.values, "index": self.index, "pos": self.pos}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunningTopK":
+        t = cls(d["values"].shape[0], int(d["k"]))
+        t.values, t.index, t.pos = d["values"], d["index"], d["pos"]
+        return t
+
+
+class MaxHistogram:
+    """Per-channel histogram of per-image maxima with power-of-two bin widths.
+
+    Bin ``j`` of channel c covers ``[(j - n_neg)·2**e_c, (j - n_neg + 1)·2**e_c)``.
+    """
+
+    E_MIN = -40
+
+    def __init__(self, channels: int, n_pos: int = 48, n_neg: int = 16) -> None:
+        self.n_pos, self.n_neg = n_pos, n_neg
+        self.counts = torch.zeros(channels, n_pos + n_neg, dtype=torch.long)
+        self.exp = torch.full((channels,), self.E_MIN, dtype=torch.long)
+        self.n = 0
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.active = torch.zeros(channels, dtype=torch.long)  # images with max > 0
+
+    def update(self, v: torch.Tensor) -> None:
+        v = v.detach().double().cpu()  # B × C
+        v = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
+        need = torch.maximum(v.clamp(min=0).max(0).values / self.n_pos, (-v).clamp(min=0).max(0).values / self.n_neg)
+        e_need = torch.where(need > 0, torch.floor(torch.log2(need.clamp(min=1e-300))).long() + 1,
+                             torch.full_like(self.exp, self.E_MIN))
+        # log2 rounding: make sure every value fits
+        e_need = torch.where(need >= torch.pow(2.0, e_need.double()), e_need + 1, e_need)
+        new_exp = torch.maximum(self.exp, e_need)
+        d = (new_exp - self.exp).clamp(max=62)
+        if (d > 0).any():
+            p = torch.arange(-self.n_neg, self.n_pos).view(1, -1).expand_as(self.counts)
+            p_new = torch.bitwise_right_shift(p, d.view(-1, 1))  # floor division by 2**d
+            merged = torch.zeros_like(self.counts)
+            merged.scatter_add_(1, (p_new + self.n_neg).clamp(0, self.counts.shape[1] - 1), self.counts)
+            self.counts = merged
+            self.exp = new_exp
+        width = torch.pow(2.0, self.exp.double())
+        j = (torch.floor(v / width).long() + self.n_neg).clamp(0, self.counts.shape[1] - 1)  # B × C
+        self.counts.scatter_add_(1, j.T, torch.ones_like(j.T))
+        self.n += v.shape[0]
+        self.sum += v.sum(0)
+        self.active += (v > 0).sum(0)
+
+    def edges(self, c: int) -> torch.Tensor:
+        w = 2.0 ** int(self.exp[c])
+        return torch.arange(-self.n_neg, self.n_pos + 1, dtype=torch.float64) * w
+
+    def to_dict(self) -> dict:
+        return {"n_pos": self.n_pos, "n_neg": self.n_neg, "counts": self.counts, "exp": self.exp, "n": self.n,
+                "sum": self.sum, "active": self.active}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MaxHistogram":
+        h = cls(d["counts"].shape[0], int(d["n_pos"]), int(d["n_neg"]))
+        h.counts, h.exp, h.n, h.sum, h.active = d["counts"], d["exp"], int(d["n"]), d["sum"], d["active"]
+        return h
+
+
+@dataclass
+class AtlasState:
+    """Everything the stream accumulates for one model; ``done`` = position in the
+    list of selected indices where the stream resumes."""
+
+    topk: dict[str, RunningTopK]
+    hist: dict[str, MaxHistogram]
+    pred: torch.Tensor  # [n_files] top-1 predicted class per file (-1: not seen / unreadable)
+    done: int = 0
+    failed: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, channels: dict[str, int], k: int, n_files: int, bins: tuple[int, int] = (48, 16)) -> "AtlasState":
+        return cls({n: RunningTopK(c, k) for n, c in channels.items()},
+                   {n: MaxHistogram(c, *bins) for n, c in channels.items()},
+                   torch.full((n_files,), -1, dtype=torch.long))
+
+    def to_dict(self) -> dict:
+        return {"topk": {n: t.to_dict() for n, t in self.topk.items()},
+                "hist": {n: h.to_dict() for n, h in self.hist.items()},
+                "pred": self.pred, "done": self.done, "failed": list(self.failed)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AtlasState":
+        return cls({n: RunningTopK.from_dict(t) for n, t in d["topk"].items()},
+                   {n: MaxHistogram.from_dict(h) for n, h in d["hist"].items()},
+                   d["pred"], int(d["done"]), [int(i) for i in d["failed"]])
+
+
+def layer_channels(net: nn.Module, modules: dict[str, nn.Module], input_size: int) -> dict[str, int]:
+    """Channel count of each module's output (one tiny forward pass)."""
+    dev = next(net.parameters()).device
+    with torch.no_grad(), capture_outputs(modules) as out:
+        net(torch.zeros(1, 3, input_size, input_size, device=dev))
+    return {n: int(out[n].shape[1]) for n in modules}
+
+
+@torch.no_grad()
+def stream_topk(net: nn.Module, modules: dict[str, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                state: AtlasState, on_batch: Callable[[AtlasState, int], None] | None = None,
+                channels_last: bool = False) -> AtlasState:
+    """Feed batches (images, file indices, ok mask) through ``net``, updating ``state``.
+
+    ``on_batch(state, n)`` is called after each batch of ``n`` images (checkpointing,
+    progress). Only per-image maxima leave this function; activations are reduced
+    inside the forward hooks. ``channels_last``: feed NHWC inputs (pair with
+    :func:`streaming_copy`).
+    """
+    dev = next(net.parameters()).device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for x, idx, ok in batches:
+        n = len(idx)
+        if ok.any():
+            xs, ids = x[ok].to(dev).contiguous(memory_format=fmt), idx[ok]
+            with capture_maxima(modules) as red:
+                logits = net(xs)
+            state.pred[ids] = logits.argmax(1).cpu()
+            for name in modules:
+                best, pos = red[name]
+                state.topk[name].update_reduced(best, pos, ids)
+                state.hist[name].update(best)
+        state.failed.extend(int(i) for i in idx[~ok])
+        state.done += n
+        if on_batch is not None:
+            on_batch(state, n)
+    return state
+
+
+def streaming_copy(net: nn.Module, modules: dict[str, nn.Module], channels_last: bool = True) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """A channels-last copy of ``net`` (2–2.5× faster for depthwise-conv nets on CPU)
+    and the matching modules; the original is left as it is."""
+    if not channels_last:
+        return net, modules
+    paths = {n: next(p for p, m in net.named_modules() if m is mod) for n, mod in modules.items()}
+    cp = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    return cp, {n: cp.get_submodule(p) for n, p in paths.items()}
+
+
+# ---------------------------------------------------------------------------------
+# Patches and projections of kept examples
+
+
+def display_boxes(net: nn.Module, module: nn.Module, input_size: int, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clipped boxes, display boxes) for unit positions ``pos`` [N, 2].
+
+    The display box is the unclipped receptive field when it fits in the image (a unit
+    at the border gets a grey margin where its field leaves the picture), else the
+    clipped box (fields larger than the image: the part of the image it sees).
+    """
+    rf = receptive_field(net, module, (input_size, input_size))
+    clipped = rf.boxes(pos, clip=True)
+    size = rf.size
+    if size[0] <= input_size and size[1] <= input_size:
+        return clipped, rf.boxes(pos, clip=False)
+    return clipped, clipped
+
+
+def _resize_tile(t: torch.Tensor, tile: int) -> torch.Tensor:
+    return F.interpolate(t[None].float(), size=(tile, tile), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
+
+
+def _signed01(a: torch.Tensor, q: float = 0.99) -> torch.Tensor:
+    """Signed map → [0, 1] centred on 0.5, scaled by the q-quantile of |a| (render.signed_rgb's rule)."""
+    flat = a.abs().flatten().float()
+    if flat.numel() > 1_000_000:
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    scale = float(torch.quantile(flat, q)) if flat.numel() else 0.0
+    scale = scale or float(a.abs().max()) or 1.0
+    return (a / scale).clamp(-1, 1) * 0.5 + 0.5
+
+
+def _mark(t: torch.Tensor, box: Sequence[int], colour=(1.0, 0.85, 0.0), width: int = 2) -> torch.Tensor:
+    y0, x0, y1, x1 = (int(v) for v in box)
+    H, W = t.shape[1:]
+    y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
+    if y1 <= y0 or x1 <= x0:
+        return t
+    c = torch.tensor(colour, dtype=t.dtype).view(3, 1, 1)
+    for sl in ((slice(y0, min(y1, y0 + width)), slice(x0, x1)), (slice(max(y0, y1 - width), y1), slice(x0, x1)),
+               (slice(y0, y1), slice(x0, min(x1, x0 + width))), (slice(y0, y1), slice(max(x0, x1 - width), x1))):
+        t[:, sl[0], sl[1]] = c
+    return t
+
+
+def unit_examples(net: nn.Module, module: nn.Module, images: torch.Tensor, picks: torch.Tensor, tile: int = 96,
+                  projection_batch: int = 16, projections: bool = True, rule: str = "deconvnet",
+                  fast: tuple[nn.Module, nn.Module] | None = None) -> dict[str, torch.Tensor]:
+    """Patches and deconvnet projections of single activations.
+
+    ``images``: M×3×S×S pixel-space inputs; ``picks``: LongTensor[N, 4] rows
+    ``(row in images, channel, y, x)``. Returns uint8 tiles ``patches`` and
+    ``deconv`` (N×3×tile×tile), the clipped ``boxes`` [N, 4] and ``display`` boxes.
+    Patches are placed in a grey canvas of the field's full size when the field
+    passes the image border; when the field is larger than the image, the image is
+    shown whole with the unit's centre cell (one stride) outlined.
+
+    ``rule``: "deconvnet" (Zeiler & Fergus) or "guided" (guided backprop from the
+    neuron). ``fast``: a channels-last copy of (net, module) from
+    :func:`streaming_copy` to run the projections on (same numbers, ~2× faster on CPU).
+    """
+    S = images.shape[-1]
+    picks = torch.as_tensor(picks, dtype=torch.long).reshape(-1, 4)
+    clipped, shown = display_boxes(net, module, S, picks[:, 2:])
+    rf = receptive_field(net, module, (S, S))
+    big = not (rf.size[0] <= S and rf.size[1] <= S)
+    if projections and len(picks):
+        from .methods.neuron_deconv import project_activations
+
+        pnet, pmod, pimg = net, module, images
+        if fast is not None:
+            pnet, pmod = fast
+            pimg = images.contiguous(memory_format=torch.channels_last)
+        proj = project_activations(pnet, pmod, pimg, picks, rule=rule, batch_size=projection_batch).float().cpu()
+    else:
+        proj = None
+    pat_tiles, dec_tiles = [], []
+    imgs = images.cpu()
+    for i in range(len(picks)):
+        box, dbox = clipped[i].tolist(), shown[i].tolist()
+        y0, x0, y1, x1 = box
+        dy0, dx0, dy1, dx1 = dbox
+        pad = (x0 - dx0, dx1 - x1, y0 - dy0, dy1 - y1)
+        patch = F.pad(imgs[picks[i, 0], :, y0:y1, x0:x1], pad, value=0.5)
+        if big and rf.y is not None and rf.x is not None:
+            cy = int(picks[i, 2]) * rf.y.stride + rf.y.offset + rf.y.size // 2 - y0
+            cx = int(picks[i, 3]) * rf.x.stride + rf.x.offset + rf.x.size // 2 - x0
+            sy, sx = rf.y.stride, rf.x.stride
+            patch = _mark(patch.clone(), (cy - sy // 2, cx - sx // 2, cy + (sy + 1) // 2, cx + (sx + 1) // 2))
+        pat_tiles.append(_resize_tile(patch, tile))
+        if proj is not None:
+            d = _signed01(proj[i, :, y0:y1, x0:x1])
+            dec_tiles.append(_resize_tile(F.pad(d, pad, value=0.5), tile))
+    to8 = lambda ts: (torch.stack(ts) * 255 + 0.5).to(torch.uint8) if ts else torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
+    return {"patches": to8(pat_tiles), "deconv": to8(dec_tiles), "boxes": clipped, "display": shown}
