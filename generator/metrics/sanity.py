@@ -1,0 +1,236 @@
+"""Model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
+
+A method that explains *the model* must give a different map when the model's
+learned weights are destroyed. The cascading test re-initialises the network's
+layers one group at a time, **from the top (logits) down**, keeping the layers
+below trained, and compares every map with the trained model's map.
+
+What "re-initialise" means here: each parameter-owning module in the group gets
+the parameters *and buffers* (BatchNorm running statistics included) that a freshly
+built, untrained network of the same architecture has — the architecture library's
+own initialiser, seeded (``seed``), so every run gives the same random weights.
+These random weights are a sanity-check device only; nothing else in the project
+uses them.
+
+The randomisation always works on a ``copy.deepcopy`` of the network: the trained
+model object passed in is never modified. Within one cascade the copy is
+randomised cumulatively (step k = the top k groups random), which is what the
+paper's cascade is.
+
+Groups come from the model's catalogued layers (``ModelSpec.layers``): a forward
+pass records the order in which modules finish; every parameter-owning module is
+assigned to the first catalogued layer that finishes at or after it. So for
+EfficientNet-Lite0 the groups, top-down, are ``logits``, ``head``, ``stage6`` …
+``stage0``, ``stem``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Group:
+    """One cascade step's worth of layers: named after its catalogued layer."""
+
+    name: str
+    modules: tuple[str, ...]  # paths (inside the net) of the modules whose tensors are replaced
+    numel: int  # number of parameter elements re-initialised in this group
+
+
+def _owns_tensors(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
+
+
+def execution_order(net: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Module path → index at which its forward finished (last call wins), one forward pass."""
+    order: dict[str, int] = {}
+    counter = [0]
+    handles = []
+
+    def make(name: str):
+        def hook(_m, _i, _o):
+            order[name] = counter[0]
+            counter[0] += 1
+
+        return hook
+
+    try:
+        for name, m in net.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad():
+            net(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def cascade_groups(net: nn.Module, layers: Sequence[tuple[str, str]], example: torch.Tensor,
+                   exclude_prefixes: Sequence[str] = ()) -> list[Group]:
+    """Split the network's tensor-owning modules into groups, returned **top-down**.
+
+    ``layers`` are (readable name, module path inside ``net``) in any order. Modules
+    finishing after the last catalogued layer join the top group; modules that never
+    run in a forward pass (unused heads) are left alone; groups that would be empty
+    (a container layer right after its last block) are dropped.
+    """
+    order = execution_order(net, example)
+    cuts = []
+    for name, path in layers:
+        if path not in order:
+            raise KeyError(f"layer {name!r} ({path}) did not run in a forward pass")
+        cuts.append((order[path], name))
+    cuts.sort()
+    owners = [
+        (order[p], p, m) for p, m in net.named_modules()
+        if p and p in order and _owns_tensors(m) and not any(p == e or p.startswith(e + ".") for e in exclude_prefixes)
+    ]
+    owners.sort()
+    groups: list[Group] = []
+    lo = -1
+    for i, (cut, name) in enumerate(cuts):
+        last = i == len(cuts) - 1
+        mods = [(p, m) for idx, p, m in owners if lo < idx and (idx <= cut or last)]
+        lo = cut
+        if mods:
+            numel = sum(t.numel() for _p, m in mods for t in m.parameters(recurse=False))
+            groups.append(Group(name, tuple(p for p, _m in mods), numel))
+    return groups[::-1]
+
+
+def model_groups(loaded, example: torch.Tensor | None = None) -> list[Group]:
+    """Cascade groups of a registry ``LoadedModel`` (paths inside ``loaded.net``), top-down."""
+    spec = loaded.spec
+    if example is None:
+        example = torch.zeros(1, 3, spec.input_size, spec.input_size, device=loaded.device)
+    layers = [(l.name, "body." + l.path) for l in spec.layers]
+    return cascade_groups(loaded.net, layers, example, exclude_prefixes=("normalize",))
+
+
+def choose_steps(n_groups: int, n_steps: int | None) -> list[int]:
+    """Which cumulative steps to measure: k = number of top groups randomised.
+
+    ``n_steps`` ≤ 0 or None (or ≥ n_groups) → every step 1..n. Otherwise evenly
+    spaced steps that always include 1 (only the top layer) and n (everything).
+    """
+    if n_groups <= 0:
+        return []
+    if not n_steps or n_steps <= 0 or n_steps >= n_groups:
+        return list(range(1, n_groups + 1))
+    if n_steps == 1:
+        return [n_groups]
+    ks = np.unique(np.round(np.linspace(1, n_groups, n_steps)).astype(int))
+    return [int(k) for k in ks]
+
+
+@torch.no_grad()
+def randomise_(net: nn.Module, module_paths: Sequence[str], donor: nn.Module) -> list[str]:
+    """Replace (in place) every parameter and buffer owned by ``module_paths`` with the
+    donor network's tensor at the same path. Returns the full tensor names replaced."""
+    changed = []
+    for path in module_paths:
+        m, d = net.get_submodule(path), donor.get_submodule(path)
+        own = dict(m.named_parameters(recurse=False)) | dict(m.named_buffers(recurse=False))
+        src = dict(d.named_parameters(recurse=False)) | dict(d.named_buffers(recurse=False))
+        for name, t in own.items():
+            s = src[name]
+            if s.shape != t.shape:
+                raise ValueError(f"donor tensor {path}.{name} has shape {tuple(s.shape)}, expected {tuple(t.shape)}")
+            t.copy_(s.to(t.device, t.dtype))
+            changed.append(f"{path}.{name}")
+    return changed
+
+
+def cascade(net: nn.Module, groups: Sequence[Group], donor: nn.Module, steps: Sequence[int]) -> Iterator[tuple[int, nn.Module]]:
+    """Yield ``(k, randomised_copy)`` for each k in ``steps`` (ascending): a deep copy of
+    ``net`` whose top k groups carry the donor's (random) tensors.
+
+    The same copy is randomised further at each step, so use it before advancing.
+    ``net`` itself is never modified.
+    """
+    work = copy.deepcopy(net)
+    work.eval()
+    done = 0
+    for k in sorted(steps):
+        if not 1 <= k <= len(groups):
+            raise ValueError(f"step {k} outside 1..{len(groups)}")
+        for g in groups[done:k]:
+            randomise_(work, g.modules, donor)
+        done = k
+        yield k, work
+
+
+def fresh_donor(loaded, seed: int) -> nn.Module:
+    """An untrained network of the same architecture (library initialiser, seeded).
+
+    The global RNG state is restored afterwards, so building a donor changes no
+    other random stream.
+    """
+    from ..models import load_model
+
+    with torch.random.fork_rng(devices=[]):
+        donor = load_model(loaded.spec, allow_random=True, seed=seed, device=loaded.device)
+    return donor.net
+
+
+def randomised_model(loaded, net: nn.Module, label: str):
+    """A ``LoadedModel`` view of a randomised copy (for method factories), labelled as random."""
+    return dataclasses.replace(loaded, net=net, weights_id=f"{loaded.weights_id}+sanity-random[{label}]", pretrained=False)
+
+
+def changed_tensors(a: nn.Module, b: nn.Module) -> set[str]:
+    """Names of parameters/buffers whose values differ between two same-architecture nets."""
+    sa = a.state_dict()
+    sb = b.state_dict()
+    return {k for k in sa if not torch.equal(sa[k], sb[k])}
+
+
+def randomisation_curves(
+    net: nn.Module,
+    groups: Sequence[Group],
+    donor: nn.Module,
+    steps: Sequence[int],
+    reference: dict[str, torch.Tensor],
+    explain: Callable[[nn.Module, int], dict[str, torch.Tensor]],
+    thumb: int = 0,
+) -> dict[str, dict]:
+    """Run the cascade and compare each method's maps with its trained-model maps.
+
+    ``reference``: method → B×H×W maps of the trained model. ``explain(copy, k)``
+    returns method → B×H×W maps of the randomised copy (same images, same classes).
+    Returns method → ``{"steps": [k…], "spearman"|"ssim"|"hog": float64 S×B,
+    "thumbs": S×B×t×t float16}`` (thumbnails only when ``thumb`` > 0).
+    """
+    from .similarity import METRICS, compare
+
+    out = {m: {"steps": [], **{k: [] for k in METRICS}, "thumbs": []} for m in reference}
+    for k, work in cascade(net, groups, donor, steps):
+        maps = explain(work, k)
+        for m, ref in reference.items():
+            got = maps[m].detach().float().cpu()
+            sims = compare(ref, got)
+            out[m]["steps"].append(k)
+            for metric in METRICS:
+                out[m][metric].append(sims[metric])
+            if thumb:
+                out[m]["thumbs"].append(thumbnails(got, thumb))
+    for m in out:
+        for metric in METRICS:
+            out[m][metric] = torch.stack(out[m][metric]) if out[m][metric] else torch.empty(0)
+        out[m]["thumbs"] = torch.stack(out[m]["thumbs"]) if out[m]["thumbs"] else torch.empty(0)
+    return out
+
+
+def thumbnails(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """B×H×W → B×size×size (area averaging), float16, for figures."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(maps.detach().float().cpu()[:, None], size)[:, 0].half()

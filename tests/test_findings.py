@@ -1,0 +1,238 @@
+"""The findings stage end to end on a tiny timm network, and its data-driven statements."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from generator.cache import Cache
+from generator.config import Config
+from generator.images import ImageItem
+from generator.models import REGISTRY, Layer, ModelSpec, load_model
+from generator.site import SiteWriter, make_env
+from generator.stages import findings
+from generator.util import StageTimer
+
+torch.set_num_threads(1)
+
+TINY = ModelSpec(
+    name="tiny_test", title="Tiny test net", family="timm", arch="test_efficientnet", input_size=64, resize_size=72,
+    layers=(Layer("stem", "bn1"), Layer("blocks", "blocks"), Layer("head", "bn2"), Layer("logits", "classifier", "fc")),
+    default_layers=("stem", "blocks", "head"), gradcam_layer="head",
+)
+
+
+def _photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray((rng.random((80, 96, 3)) * 80 + 60).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    x, y = rng.integers(10, 50, 2)
+    d.ellipse([int(x), int(y), int(x) + 30, int(y) + 25], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return im
+
+
+def _items(n=3):
+    out = []
+    for i in range(n):
+        im = _photo(i)
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        out.append(ImageItem(id=f"photo-{i}", path=None, sha256=hashlib.sha256(buf.getvalue()).hexdigest(), pil=im,
+                             title=f"Photo {i}", imagenet_index=[7, 300, None][i % 3]))
+    return out
+
+
+def _labelled_folder(root):
+    root.mkdir(parents=True)
+    (root / "README.md").write_text("| wnid | index | label |\n|---|---|---|\n| n00000007 | 7 | a |\n| n00000300 | 300 | b |\n")
+    for k, wnid in enumerate(["n00000007", "n00000300"]):
+        (root / "val" / wnid).mkdir(parents=True)
+        for j in range(2):
+            _photo(10 + 2 * k + j).save(root / "val" / wnid / f"{j}.png")
+    return root / "val"
+
+
+FAST = {"images": 3, "sanity_images": 2, "cascade_steps": 3, "faithfulness_steps": 4, "seed": 7, "thumb": 16,
+        "method_params": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 3},
+                          "occlusion": {"window": 32, "stride": 32}}}
+
+
+def _ctx(tmp_path, model, folder):
+    cfg = Config({"build": {"models": ["tiny_test", "alexnet"], "stages": ["findings"]},
+                  "findings": {**FAST, "accuracy_folder": str(folder), "accuracy_max_images": 0}})
+    from generator.build import BuildContext
+
+    out = tmp_path / "out"
+    return BuildContext(config=cfg, models=[model], missing={"alexnet": "alexnet: weights file not found (test)"},
+                        images=_items(), skipped=[], notes=[], cache=Cache(tmp_path / "cache"), site=SiteWriter(out),
+                        device=torch.device("cpu"), batch_size=8, timer=StageTimer(), out=out)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "tiny_test", TINY)
+    return load_model(TINY, allow_random=True, seed=0)  # stands in for a trained model (test only)
+
+
+def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkeypatch):
+    folder = _labelled_folder(tmp_path / "labelled")
+    before = copy.deepcopy(tiny.net.state_dict())
+    ctx = _ctx(tmp_path, tiny, folder)
+    findings.run(ctx)
+    ctx.site.finish()
+    # the trained model object is untouched by the randomisation test
+    after = tiny.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    page = (ctx.out / "findings" / "index.md").read_text()
+    assert page.startswith("# Findings")
+    assert "nan" not in page.lower().replace("nanmean", "")
+    # every table lists the model without weights as such
+    assert "| AlexNet | **missing** |" in page
+    assert page.count("**AlexNet**: not measured — weights missing.") == 3
+    assert "Not measured because their weights are missing: AlexNet" in page
+    # the model table: measured accuracy on the 4 labelled photos, 2 classes
+    row = next(l for l in page.splitlines() if l.startswith("| Tiny test net |"))
+    assert "(2 classes)" in row and row.rstrip().endswith("| 4 |")
+    names = ["saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam", "smoothgrad",
+             "integrated_gradients", "occlusion"]
+    for n in names:
+        assert f"(../methods/{n}.md)" in page
+        sec = (ctx.out / "methods" / f"{n}.md").read_text()
+        assert "Sanity checks and faithfulness (measured)" in sec and "| AlexNet | weights missing |" in sec
+        assert (ctx.out / "figures" / "findings" / "tiny_test" / f"sanity-{n}.svg").read_text().lstrip().startswith("<?xml")
+    for f in ("sanity.svg", "class.svg", "faithfulness.svg", "sanity-maps.webp"):
+        assert (ctx.out / "figures" / "findings" / "tiny_test" / f).stat().st_size > 1000
+    # cascade columns: 3 measured steps, the last one is "all layers"
+    assert "Spearman: logits only" in page and "Spearman: all layers" in page
+    # the verdict column agrees with the summary sentences
+    table = [l for l in page.split("## Sanity check")[1].split("\n## ")[0].splitlines() if l.startswith("| [")]
+    assert len(table) == len(names)
+    failing = [l.split("]")[0][3:] for l in table if "**fails**" in l]
+    summary = page.split("### Across models")[0]
+    for t in failing:
+        assert t in summary.split("Randomisation check.")[1].split("they fail" if len(failing) > 1 else "it fails")[0]
+    figures_before = {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()}
+
+    # second build, same cache: no attribution, no perturbation curve, no accuracy pass
+    from generator.metrics import faithfulness as fa
+    from generator.metrics import model_table as mt
+    from generator.methods.attribution import AttributionMethod
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(AttributionMethod, "explain", boom)
+    monkeypatch.setattr(fa, "deletion_insertion", boom)
+    monkeypatch.setattr(mt, "imagefolder_accuracy", boom)
+    ctx2 = _ctx(tmp_path, tiny, folder)
+    findings.run(ctx2)
+    ctx2.site.finish()
+    assert (ctx2.out / "findings" / "index.md").read_text() == page
+    # figures are byte-identical (deterministic SVG/PNG)
+    assert {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()} == figures_before
+
+
+def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2, 0.4)):
+    """Synthetic per-method measurements → summarise_model input (2 photos each)."""
+    names = list(cascade_vals)
+    cas = {"labels": ["logits only", "down to x", "all layers"], "steps": [1, 2, 3], "n_groups": 3,
+           "fraction": [0.3, 0.6, 1.0],
+           "methods": {n: {"spearman": np.array([[v, v] for v in cascade_vals[n]]),
+                           "ssim": np.zeros((3, 2)), "hog": np.zeros((3, 2)), "thumbs": np.zeros((3, 2, 4, 4))}
+                       for n in names}}
+    cls = {n: {k: {"spearman": np.array([class_low[n]] * 2), "ssim": np.zeros(2), "hog": np.zeros(2)}
+               for k in ("second", "low")} for n in names}
+    curves = {n: {"deletion_auc": np.array([dels[n]] * 2), "insertion_auc": np.array([inss[n]] * 2)} for n in names}
+    curves["random"] = {"deletion_auc": np.array([base[0]] * 2), "insertion_auc": np.array([base[1]] * 2)}
+    curves["centre"] = {"deletion_auc": np.array([base[2]] * 2), "insertion_auc": np.array([base[3]] * 2)}
+
+    class M:
+        name = model_title.lower()
+
+        class spec:
+            title = model_title
+
+    return M, cas, cls, {"curves": curves}
+
+
+def test_statements_follow_the_numbers():
+    s = findings.settings_from({})
+    titles = {"a": "Method A", "b": "Method B", "c": "Method C"} | findings.BASELINES
+    M, cas, cls, fai = _fake("Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.3, 0.2]},
+                             {"a": 0.97, "b": 0.1, "c": 0.85}, {"a": 0.25, "b": 0.05, "c": 0.35},
+                             {"a": 0.35, "b": 0.7, "c": 0.5})
+    sm = findings.summarise_model(M, titles, cas, cls, fai, s)
+    assert sm["fails"] == ["Method A"]  # cascade mean 0.78 ≥ 0.5; C: 0.33
+    assert sm["ignores_top"] == ["Method A"]  # 0.95 ≥ 0.9 with only the logits random
+    assert sm["insensitive"] == ["Method A", "Method C"]
+    assert sm["best_deletion"]["title"] == "Method B" and sm["best_insertion"]["title"] == "Method B"
+    assert sm["not_better_than_random"] == ["Method C"]  # deletion 0.35 is worse than random's 0.3
+    assert sm["not_better_than_centre"] == ["Method A"]  # 0.25 > 0.2 and 0.35 < 0.4
+    # insertion − deletion: B 0.65, C 0.15, A 0.10 → the better half is B, C; C is flagged (class)
+    assert [r["faith_rank"] for r in sm["rows"]] == [3, 1, 2]
+    assert sm["faithful_but_flagged"] == ["Method C"]
+    sm["photos"] = [{"id": "p", "title": "P", "top1": "x", "second": "y", "low": "z"}]
+    env = make_env()
+    text = env.get_template("findings/summary.md.j2").render(
+        s=s, names=["a", "b", "c"], titles=titles, summaries=[sm], missing=[{"title": "VGG16"}], not_selected=[],
+        low_rank=500, cross=findings.cross_model([sm]), and_list=findings.and_list, f2=findings.f2)
+    assert "Method A keeps a rank" in text and "it fails" in text
+    assert "Method B and Method C pass" in text
+    assert "Method A and Method C draw" in text
+    assert "in the order of Method B destroys" in text
+    assert "Yet Method C ranks" in text
+    assert "**No — not on this evidence.** 1 of 3 methods failed" in text
+    assert "Only Net could be measured" in text and "VGG16" in text
+
+    # the opposite data give the opposite sentences
+    M, cas, cls, fai = _fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
+                             {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8})
+    sm = findings.summarise_model(M, titles, cas, cls, fai, s)
+    text = env.get_template("findings/summary.md.j2").render(
+        s=s, names=["a", "b"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
+        cross=findings.cross_model([sm]), and_list=findings.and_list, f2=findings.f2)
+    assert "No method fails" in text and "Every method's map changes with the class" in text
+    assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
+
+
+def test_cross_model_agreement():
+    a = {"model": None, "fails": ["X", "Y"], "insensitive": ["X"], "best_combined": {"title": "Z"}}
+    b = {"model": None, "fails": ["X"], "insensitive": [], "best_combined": {"title": "Z"}}
+    for sm, n in ((a, "m1"), (b, "m2")):
+        sm["model"] = type("M", (), {"name": n})
+    cr = findings.cross_model([a, b])
+    assert cr["fail_all"] == ["X"] and cr["fail_some"] == ["Y"]
+    assert cr["ins_all"] == [] and cr["ins_some"] == ["X"]
+    assert cr["best_agree"] and cr["best"] == {"m1": "Z", "m2": "Z"}
+
+
+def test_settings_merge_and_helpers():
+    s = findings.settings_from({"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}})
+    assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
+    assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
+    assert findings.DEFAULTS["method_params"]["smoothgrad"] == {"samples": 12}  # defaults not mutated
+    assert findings.and_list(["a"]) == "a" and findings.and_list(["a", "b", "c"]) == "a, b and c"
+    assert findings.f2(-0.123) == "−0.12" and findings.f2(float("nan")) == "–"
+
+
+def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):
+    """Two cold runs (separate caches): the same numbers, sentences and figure bytes."""
+    folder = _labelled_folder(tmp_path / "labelled")
+    pages, figs = [], []
+    for run in ("a", "b"):
+        ctx = _ctx(tmp_path / run, tiny, folder)
+        ctx.config.data["findings"]["methods"] = ["saliency", "guided_backprop", "smoothgrad", "gradcam"]
+        findings.run(ctx)
+        ctx.site.finish()
+        text = (ctx.out / "findings" / "index.md").read_text()
+        # compute times are measurements of this machine, not results
+        pages.append("\n".join(l for l in text.splitlines() if " s, " not in l and "(total" not in l))
+        figs.append({p.relative_to(ctx.out): p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()})
+    assert pages[0] == pages[1]
+    assert figs[0] == figs[1] and len(figs[0]) == 3 + 4 + 1
