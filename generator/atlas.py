@@ -24,7 +24,6 @@ both at the same box, as small uint8 tiles.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import os
@@ -180,28 +179,11 @@ def reduce_max(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return best.float(), torch.stack([where // w, where % w], 2)
 
 
-@contextlib.contextmanager
-def capture_maxima(modules: dict[str, nn.Module]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """Like :func:`generator.methods.base.capture_outputs`, but each output is reduced
-    to :func:`reduce_max` inside the hook (before any later in-place op can touch it,
-    and without keeping the activation). Hooks are removed in ``finally``."""
-    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
-
-    def make(name: str):
-        def hook(_m, _i, output):
-            t = output[0] if isinstance(output, (tuple, list)) else output
-            out[name] = reduce_max(t)
-
-        return hook
-
-    try:
-        for name, m in modules.items():
-            handles.append(m.register_forward_hook(make(name)))
-        yield out
-    finally:
-        for h in handles:
-            h.remove()
+def capture_maxima(modules: dict[str, nn.Module]):
+    """:func:`generator.methods.base.capture_outputs` with each output reduced to
+    :func:`reduce_max` inside the hook (before any later in-place op can touch it, and
+    without keeping the activation)."""
+    return capture_outputs(modules, reduce=reduce_max)
 
 
 class RunningTopK:

@@ -388,6 +388,23 @@ class GuidedGradCAM(GradCAM):
         return max_abs_channels(attribution)
 
 
+def _mean_gradient(model, x: torch.Tensor, t: torch.Tensor, n: int, batch_size: int | None,
+                   copy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Mean input gradient over ``n`` derived copies of each image (SmoothGrad's noisy
+    copies, IG's path points). ``copy(img_idx, j_idx)`` builds a batch of copies; all
+    len(x)·n copies go through the model in batches of ``batch_size``."""
+    acc = torch.zeros_like(x)
+
+    def fn(s: int, e: int) -> None:
+        k = torch.arange(s, e, device=x.device)
+        img, j = k // n, k % n
+        g, _, _ = input_gradient(model, copy(img, j), t[img], "gradient")
+        acc.index_add_(0, img, g)
+
+    run_batched(len(x) * n, batch_size, fn)
+    return acc / n
+
+
 class SmoothGrad(AttributionMethod):
     name = "smoothgrad"
     title = "SmoothGrad"
@@ -410,17 +427,8 @@ class SmoothGrad(AttributionMethod):
         noise = torch.randn((n, *x.shape[1:]), generator=gen).to(x.device)
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp(min=1e-6)
         sigma = float(self.params["sigma"]) * span  # per image
-        acc = torch.zeros_like(x)
-
-        def fn(s: int, e: int) -> None:
-            k = torch.arange(s, e, device=x.device)
-            img, j = k // n, k % n
-            xs = x[img] + sigma[img].view(-1, 1, 1, 1) * noise[j]
-            g, _, _ = input_gradient(self.model, xs, t[img], "gradient")
-            acc.index_add_(0, img, g)
-
-        run_batched(len(x) * n, self.batch_size, fn)
-        return acc / n
+        return _mean_gradient(self.model, x, t, n, self.batch_size,
+                              lambda img, j: x[img] + sigma[img].view(-1, 1, 1, 1) * noise[j])
 
 
 class IntegratedGradients(AttributionMethod):
@@ -457,17 +465,8 @@ class IntegratedGradients(AttributionMethod):
         base = self.baseline_for(x)
         diff = x - base
         alphas = (torch.arange(m, device=x.device, dtype=x.dtype) + 0.5) / m
-        acc = torch.zeros_like(x)
-
-        def fn(s: int, e: int) -> None:
-            k = torch.arange(s, e, device=x.device)
-            img, j = k // m, k % m
-            xs = base[img] + alphas[j].view(-1, 1, 1, 1) * diff[img]
-            g, _, _ = input_gradient(self.model, xs, t[img], "gradient")
-            acc.index_add_(0, img, g)
-
-        run_batched(len(x) * m, self.batch_size, fn)
-        return diff * acc / m
+        return diff * _mean_gradient(self.model, x, t, m, self.batch_size,
+                                     lambda img, j: base[img] + alphas[j].view(-1, 1, 1, 1) * diff[img])
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
         return attribution.sum(1).abs()

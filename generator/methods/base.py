@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -37,21 +37,27 @@ def as_target(target: int | torch.Tensor | list[int], batch: int, device: torch.
 
 
 @contextlib.contextmanager
-def capture_outputs(modules: Mapping[str, nn.Module], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture_outputs(modules: Mapping[str, nn.Module], detach: bool = True,
+                    reduce: Callable[[torch.Tensor], Any] | None = None) -> Iterator[dict[str, Any]]:
     """Record the forward outputs of ``modules`` (name → module) while the block runs.
 
-    A module called several times keeps its last output. Hooks are removed in
-    ``finally`` even if the block raises.
+    With ``reduce``, each output is replaced inside the hook by ``reduce(output)``
+    (e.g. a per-channel maximum), so the full activation is never kept. A module
+    called several times keeps its last output. Hooks are removed in ``finally``
+    even if the block raises.
     """
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     handles = []
 
     def make(name: str):
         def hook(_m, _inp, output):
             t = output[0] if isinstance(output, (tuple, list)) else output
-            # clone: in-place ops later in the network (e.g. ReLU(inplace=True)) must
-            # not change what we recorded
-            out[name] = t.detach().clone() if detach else t
+            if reduce is not None:
+                out[name] = reduce(t)
+            else:
+                # clone: in-place ops later in the network (e.g. ReLU(inplace=True)) must
+                # not change what we recorded
+                out[name] = t.detach().clone() if detach else t
 
         return hook
 
