@@ -9,6 +9,8 @@ ARGS   ?=
 export DISABLE_MKDOCS_2_WARNING := true
 export NO_MKDOCS_2_WARNING := true
 
+MATHJAX := site_src/assets/mathjax/tex-mml-chtml.js
+
 .PHONY: site build serve test bench clean setup
 
 setup: $(STAMP)
@@ -25,12 +27,20 @@ build: $(STAMP)
 	@rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(ARGS) || rc=$$?; \
 	  if [ $$rc -gt 1 ]; then exit $$rc; fi; echo $$rc > .build-rc
 
-site: build
+# MathJax for the formulas, served with the site (npm registry; the site still builds without it)
+$(MATHJAX):
+	@mkdir -p .cache/npm site_src/assets/mathjax
+	@if command -v npm >/dev/null 2>&1 && (cd .cache/npm && npm pack -q mathjax@3.2.2 >/dev/null 2>&1); then \
+	  tar xzf .cache/npm/mathjax-3.2.2.tgz -C site_src/assets/mathjax --strip-components=2 \
+	    package/es5/tex-mml-chtml.js package/es5/output/chtml/fonts/woff-v2; \
+	else echo "note: could not fetch MathJax with npm: formulas will show as TeX source"; fi
+
+site: build $(MATHJAX)
 	$(BIN)/mkdocs build --strict
 	@du -sh site | sed 's/^/site size: /'
 	@rc=$$(cat .build-rc); rm -f .build-rc; exit $$rc
 
-serve: build
+serve: build $(MATHJAX)
 	$(BIN)/mkdocs serve
 
 test: $(STAMP)
@@ -40,5 +50,5 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python bench/bench_methods.py $(ARGS)
 
 clean:
-	rm -rf site site_src/generated .cache .build-rc .pytest_cache
+	rm -rf site site_src/generated site_src/assets/mathjax .cache .build-rc .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
