@@ -1,0 +1,264 @@
+"""DGN-AM stage: what a unit "wants to see", through a learned image prior.
+
+Per model (any model with real weights; the generator itself inverts EfficientNet-Lite0's
+penultimate code and is independent of the target model):
+
+* class visualisations for ``[dgn_am].classes``: DGN-AM vs a PPGN chain sample vs the
+  pixel-space baselines (``[dgn_am].baselines``), side by side, same classes, same steps;
+* a PPGN chain strip per class (samples along one chain);
+* hidden-unit DGN-AM images for the catalogued layers (``units_per_layer`` channels each, or an
+  explicit ``[dgn_am.units] layer = [channels]`` table), saved as
+  ``figures/dgn_am/<model>/<layer>/<channel>.webp`` for the unit atlas to link;
+* a method page: the generator, how it was trained (from its model card metadata), held-out
+  reconstructions of the site's own photos (never training photos), and the measured claims from
+  ``<generator>.eval.json`` when ``python -m generator.deepsim.evaluate`` has been run.
+
+Config keys (``[dgn_am]``, all optional): ``generator`` (path), ``classes`` (list of ImageNet
+indices, or an int = that many spread classes), ``steps``, ``lr_start``, ``decay``,
+``clip_sigma``, ``baselines`` (list of "plain" | "regularized" | "fourier"), ``ppgn_steps``,
+``ppgn_samples``, ``ppgn_eps1``, ``ppgn_eps2``, ``ppgn_eps3``, ``ppgn_lr``, ``ppgn_normalize``,
+``units_per_layer``, ``layers``, ``seed``, ``recon_images``. Every result is cached in
+``ctx.cache`` under (model, generator hash, settings, targets).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..util import md_escape, sha256_file
+
+CODE_VERSION = 2
+ORDER = 60
+PAGE = "methods/dgn_am"
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_GENERATOR = "data/weights/deepsim_lite0_64.pt"
+
+
+def _settings(cfg: dict) -> dict:
+    from ..deepsim.evaluate import spread_classes
+
+    classes = cfg.get("classes", 4)
+    classes = spread_classes(int(classes)) if isinstance(classes, int) else [int(c) for c in classes]
+    return {
+        "classes": classes,
+        "steps": int(cfg.get("steps", 100)),
+        "optimizer": str(cfg.get("optimizer", "adam")),
+        "lr_start": float(cfg.get("lr_start", 0.5)),
+        "lr_end": float(cfg.get("lr_end", 0.01)),
+        "decay": float(cfg.get("decay", 0.001)),
+        "clip_sigma": float(cfg.get("clip_sigma", 3.0)),
+        "baselines": list(cfg.get("baselines", ["plain", "fourier"])),
+        "ppgn_steps": int(cfg.get("ppgn_steps", 60)),
+        "ppgn_samples": int(cfg.get("ppgn_samples", 5)),
+        "ppgn_eps1": float(cfg.get("ppgn_eps1", 1e-5)),
+        "ppgn_eps2": float(cfg.get("ppgn_eps2", 1.0)),
+        "ppgn_eps3": float(cfg.get("ppgn_eps3", 1e-17)),
+        "ppgn_lr": float(cfg.get("ppgn_lr", 0.1)),
+        "ppgn_normalize": bool(cfg.get("ppgn_normalize", False)),
+        "ppgn_precondition": str(cfg.get("ppgn_precondition", "rms")),
+        "ppgn_from": str(cfg.get("ppgn_from", "dgn")),
+        "units_per_layer": int(cfg.get("units_per_layer", 1)),
+        "units": {k: [int(c) for c in v] for k, v in dict(cfg.get("units", {})).items()},
+        "layers": list(cfg.get("layers", [])),
+        "seed": int(cfg.get("seed", 0)),
+        "recon_images": int(cfg.get("recon_images", 8)),
+    }
+
+
+def _unit_targets(ctx, model, s: dict):
+    from ..deepsim.dgn_am import Target
+    from ..deepsim.evaluate import pick_units
+
+    layers = s["layers"] or [n for n in ctx.layers(model) if model.spec.layer(n).kind == "conv"]
+    targets = []
+    for l in layers:
+        if l in s["units"]:
+            targets += [Target(c, layer=model.module_path(l), label=f"{l}:{c}") for c in s["units"][l]]
+        elif s["units_per_layer"] > 0:
+            targets += pick_units(model, [l], s["units_per_layer"], s["seed"])
+    return targets
+
+
+def _probs(model, imgs: torch.Tensor, classes: list[int]) -> list[float]:
+    from ..deepsim.dgn_am import fit_to_model
+
+    with torch.no_grad():
+        pr = model.net(fit_to_model(imgs.to(model.device), model.spec.input_size)).softmax(1).cpu()
+    return pr[torch.arange(len(classes)), torch.tensor(classes)].tolist()
+
+
+def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
+    from ..deepsim.dgn_am import DGNAMSettings, Target, dgn_am
+    from ..deepsim.nets import Encoder
+    from ..deepsim.ppgn import PPGNSettings, ppgn_sample
+    from ..methods.pixel_am import PixelAMSettings, pixel_am
+
+    stats = meta["code_stats"]
+    labels = model.labels
+    targets = [Target(c, label=labels[c]) for c in s["classes"]]
+    units = _unit_targets(ctx, model, s)
+    base = {"what": "dgn_am", "v": CODE_VERSION, "model": model.cache_id, "generator": gen_id}
+    dset = DGNAMSettings(steps=s["steps"], lr_start=s["lr_start"], lr_end=s["lr_end"], decay=s["decay"],
+                         clip_sigma=s["clip_sigma"], seed=s["seed"], optimizer=s["optimizer"])
+    size = model.spec.input_size
+    out: dict = {}
+
+    key = {**base, "part": "classes", "settings": dset.to_dict(), "targets": s["classes"]}
+    r = ctx.cache.get(key)
+    if r is None:
+        res = dgn_am(G, model.net, targets, stats, dset, input_size=size, progress_bar=True)
+        r = ctx.cache.put(key, {"images": res.images.half(), "final": res.final, "trajectory": res.trajectory,
+                                "codes": res.codes, "prob": _probs(model, res.images.float(), s["classes"]),
+                                "settings": res.settings})
+    out["dgn"] = r
+
+    if units:
+        key = {**base, "part": "units", "settings": dset.to_dict(), "targets": [u.key for u in units]}
+        r = ctx.cache.get(key)
+        if r is None:
+            res = dgn_am(G, model.net, units, stats, dset, input_size=size, progress_bar=True)
+            r = ctx.cache.put(key, {"images": res.images.half(), "final": res.final, "trajectory": res.trajectory,
+                                    "labels": [u.label for u in units], "settings": res.settings})
+        out["units"] = r
+
+    pset = PPGNSettings(steps=s["ppgn_steps"], eps1=s["ppgn_eps1"], eps2=s["ppgn_eps2"], eps3=s["ppgn_eps3"],
+                        lr=s["ppgn_lr"], normalize_grad=s["ppgn_normalize"], clip_sigma=s["clip_sigma"],
+                        save_every=max(1, s["ppgn_steps"] // s["ppgn_samples"]), seed=s["seed"],
+                        precondition=s["ppgn_precondition"])
+    h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
+    key = {**base, "part": "ppgn", "settings": pset.to_dict(), "targets": s["classes"], "from": s["ppgn_from"],
+           "dgn": dset.to_dict() if h0 is not None else None,
+           "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits")}
+    r = ctx.cache.get(key)
+    if r is None:
+        enc = None
+        if s["ppgn_eps1"] != 0:
+            from ..models import load_model
+
+            enc_model = model if model.name == meta.get("encoder", {}).get("encoder", "efficientnet_lite0") else \
+                load_model(meta.get("encoder", {}).get("encoder", "efficientnet_lite0"), device=ctx.device)
+            enc = Encoder(enc_model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))
+        res = ppgn_sample(G, enc, model.net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
+        b, k = res.samples.shape[:2]
+        pr = _probs(model, res.samples.flatten(0, 1).float(), [c for c in s["classes"] for _ in range(k)])
+        r = ctx.cache.put(key, {"samples": res.samples.half(), "steps": res.sample_steps,
+                                "prob": torch.tensor(pr).view(b, k), "settings": res.settings})
+    out["ppgn"] = r
+
+    out["baselines"] = {}
+    for m in s["baselines"]:
+        ps = PixelAMSettings(method=m, steps=s["steps"], seed=s["seed"], size=size)
+        key = {**base, "generator": None, "part": f"pixel-{m}", "settings": ps.to_dict(), "targets": s["classes"]}
+        r = ctx.cache.get(key)
+        if r is None:
+            res = pixel_am(model.net, targets, ps)
+            r = ctx.cache.put(key, {"images": res["images"].half(), "final": res["final"],
+                                    "prob": _probs(model, res["images"], s["classes"]), "settings": res["settings"]})
+        out["baselines"][m] = r
+    return out
+
+
+def _tile(img: torch.Tensor, size: int = 160):
+    from ..render import to_pil
+
+    return to_pil(img.float()).resize((size, size))
+
+
+def _figures(ctx, model, out: dict, s: dict) -> dict:
+    from ..render import grid, save_image
+
+    labels = model.labels
+    figs: dict = {"classes": [], "units": []}
+    cols = [("DGN-AM", out["dgn"]["images"], out["dgn"]["prob"])]
+    cols.append(("PPGN (last sample)", out["ppgn"]["samples"][:, -1], out["ppgn"]["prob"][:, -1].tolist()))
+    for m, r in out["baselines"].items():
+        cols.append((f"pixel AM: {m}", r["images"], r["prob"]))
+    for i, c in enumerate(s["classes"]):
+        rel = f"dgn_am/{model.name}/classes/{c}.webp"
+        tiles = [_tile(col[1][i]) for col in cols]
+        lab = [f"{name.split(':')[-1].strip()} p={col[2][i]:.2f}" for name, col in zip([c[0] for c in cols], cols)]
+        save_image(grid(tiles, len(tiles), 160, labels=lab), ctx.figure_path(rel))
+        strip_rel = f"dgn_am/{model.name}/ppgn/{c}.webp"
+        samples = out["ppgn"]["samples"][i]
+        save_image(grid([_tile(x, 128) for x in samples], len(samples), 128,
+                        labels=[f"step {st} p={p:.2f}" for st, p in zip(out["ppgn"]["steps"], out["ppgn"]["prob"][i].tolist())]),
+                   ctx.figure_path(strip_rel))
+        figs["classes"].append({"index": c, "label": labels[c], "grid": rel, "strip": strip_rel,
+                                "probs": {name: float(col[2][i]) for name, col in zip([c[0] for c in cols], cols)}})
+    if "units" in out:
+        u = out["units"]
+        for img, lab, act in zip(u["images"], u["labels"], u["final"].tolist()):
+            layer, ch = lab.split(":")
+            rel = f"dgn_am/{model.name}/{layer}/{ch}.webp"
+            save_image(_tile(img, 224), ctx.figure_path(rel))
+            figs["units"].append({"layer": layer, "channel": int(ch), "fig": rel, "act": act})
+    figs["columns"] = [c[0] for c in cols]
+    return figs
+
+
+def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
+    """Reconstructions G(E(x)) of the site's own photos (not training photos): one figure."""
+    from ..deepsim.nets import Encoder
+    from ..models import load_model
+    from ..render import grid, save_image
+
+    if not ctx.images or n <= 0:
+        return None
+    enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")
+    model = next((m for m in ctx.models if m.name == enc_name), None)
+    if model is None:
+        try:
+            model = load_model(enc_name, device=ctx.device)
+        except Exception:
+            return None
+    items = ctx.images[:n]
+    key = {"what": "dgn_am-recon", "v": CODE_VERSION, "generator": gen_id, "images": [i.sha256 for i in items]}
+    rec = ctx.cache.get(key)
+    if rec is None:
+        x = ctx.batch(model, items)
+        with torch.no_grad():
+            h = Encoder(model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))(x)
+            rec = ctx.cache.put(key, G(h.to(next(G.parameters()).device)).cpu().half())
+    x = ctx.batch(model, items).cpu()
+    tiles = [_tile(t, 128) for t in x] + [_tile(t, 128) for t in rec]
+    rel = "dgn_am/reconstructions.webp"
+    save_image(grid(tiles, len(items), 128, labels=[md_escape(i.id)[:20] for i in items] + ["G(E(x))"] * len(items)),
+               ctx.figure_path(rel))
+    return rel
+
+
+def run(ctx) -> None:
+    from ..deepsim import load_generator
+
+    cfg = ctx.config.section("dgn_am")
+    s = _settings(cfg)
+    gpath = Path(cfg.get("generator", DEFAULT_GENERATOR))
+    if not gpath.is_absolute():
+        gpath = ROOT / gpath
+    if hasattr(ctx.site, "declare"):
+        ctx.site.declare(PAGE, "DGN-AM and PPGN", order=60)
+    if not gpath.is_file():
+        ctx.section(PAGE, "", f"Not built: the generator file `{md_escape(gpath.name)}` was not found. Train one with "
+                    "`python -m generator train-generator` (see the README).", order=0)
+        return
+    G, meta = load_generator(gpath, device=str(ctx.device))
+    gen_id = sha256_file(gpath)
+    eval_path = gpath.with_suffix(".eval.json")
+    evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
+    recon = _reconstructions(ctx, G, meta, gen_id, s["recon_images"])
+    per_model = []
+    for model in ctx.models:
+        out = _compute(ctx, model, G, meta, gen_id, s)
+        figs = _figures(ctx, model, out, s)
+        page = f"models/{model.name}"
+        ctx.section(page, "DGN-AM and PPGN", ctx.render(
+            "dgn_am/model.md.j2", model=model, figs=figs, s=s, link=lambda t, page=page: ctx.link(page, t),
+            method_link=ctx.link(page, PAGE)), order=ORDER)
+        per_model.append({"model": model, "figs": figs})
+    enc = meta.get("encoder", {})
+    ctx.section(PAGE, "", ctx.render(
+        "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
+        evaluation=evaluation, recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
+        link=lambda t: ctx.link(PAGE, t)), order=0)

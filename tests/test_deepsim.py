@@ -1,0 +1,244 @@
+"""DeePSim generator, DGN-AM, PPGN and pixel-space AM on tiny CPU networks."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from generator.deepsim import DeePSimFC6, load_deepsim_fc6, load_generator
+from generator.deepsim.dgn_am import DGNAMSettings, Target, dgn_am
+from generator.deepsim.nets import Comparator, Generator, GeneratorConfig, make_train_config
+from generator.deepsim.ppgn import PPGNSettings, chain_diversity, ppgn_sample
+from generator.deepsim.train import Trainer, batch_indices, build_parser, export_generator
+from generator.methods.pixel_am import PixelAMSettings, pixel_am
+
+CODE = 16
+
+
+class TinyNet(nn.Module):
+    """A tiny pixel-space classifier: conv → relu → conv → pool → linear (5 classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 5)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        z = torch.relu(self.conv2(torch.relu(self.conv1(x - 0.5))))
+        return self.fc(z.mean((2, 3)))
+
+
+def tiny_g(seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    g = Generator(GeneratorConfig(code_dim=CODE, size=16, fc_dims=(32,), base_channels=16, min_channels=8)).eval()
+    for p in g.parameters():
+        p.requires_grad_(False)
+    return g
+
+
+def stats() -> dict:
+    return {"mean": torch.full((CODE,), 0.5), "std": torch.linspace(0.2, 1.0, CODE)}
+
+
+TARGETS = [Target(0), Target(3), Target(2, layer="conv1"), Target(5, layer="conv2")]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_dgn_am_raises_every_target_and_respects_bounds(optimizer):
+    net, G = TinyNet(), tiny_g()
+    st = stats()
+    s = DGNAMSettings(steps=30, lr_start=0.5, lr_end=0.0, decay=0.01, init="mean", optimizer=optimizer)
+    res = dgn_am(G, net, TARGETS, st, s, input_size=16)
+    start, end = res.trajectory[:, 0], res.final
+    assert (end > start + 1e-3).all(), (start, end)
+    # the final image's activation is the last trajectory entry and matches a fresh evaluation
+    assert torch.allclose(res.trajectory[:, -1], end)
+    with torch.no_grad():
+        logits = net(res.images)
+    assert torch.allclose(logits[0, 0], end[0], atol=1e-5) and torch.allclose(logits[1, 3], end[1], atol=1e-5)
+    hi = 3.0 * st["std"]
+    assert (res.codes >= 0).all() and (res.codes <= hi + 1e-6).all()
+    assert res.settings["steps"] == 30 and res.trajectory.shape == (4, 31)
+
+
+def test_dgn_am_decay_without_steps_is_geometric():
+    net, G = TinyNet(), tiny_g()
+    s = DGNAMSettings(steps=10, lr_start=0.0, lr_end=0.0, decay=0.1, init="mean")
+    res = dgn_am(G, net, TARGETS[:2], stats(), s, input_size=16)
+    assert torch.allclose(res.codes, torch.full((2, CODE), 0.5 * 0.9**10), atol=1e-6)
+
+
+def test_dgn_am_clip_tight_bound_holds():
+    net, G = TinyNet(), tiny_g()
+    s = DGNAMSettings(steps=5, lr_start=50.0, lr_end=50.0, decay=0.0, clip_sigma=0.5, init="zeros")
+    res = dgn_am(G, net, TARGETS, stats(), s, input_size=16)
+    hi = 0.5 * stats()["std"]
+    assert (res.codes >= 0).all() and (res.codes <= hi + 1e-6).all()
+    assert (res.codes == hi).any() or (res.codes == 0).any()  # huge steps hit the bounds
+
+
+def test_ppgn_chain_reproducible_from_seed_and_raises_log_prob():
+    net, G = TinyNet(), tiny_g()
+    enc = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, CODE))
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    s = PPGNSettings(steps=20, eps1=0.1, eps2=1.0, eps3=0.05, lr=1.0, normalize_grad=True, save_every=5, seed=7)
+    a = ppgn_sample(G, enc, net, TARGETS[:2], stats(), s, input_size=16)
+    b = ppgn_sample(G, enc, net, TARGETS[:2], stats(), s, input_size=16)
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.codes, b.codes)
+    s.seed = 8
+    c = ppgn_sample(G, enc, net, TARGETS[:2], stats(), s, input_size=16)
+    assert not torch.equal(a.codes, c.codes)
+    assert a.samples.shape[:2] == (2, 5) and a.sample_steps == [0, 5, 10, 15, 20]
+    # without prior and noise the chain is gradient ascent on log p(y=c): it must rise
+    q = ppgn_sample(G, None, net, TARGETS[:2], stats(),
+                    PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, normalize_grad=True), input_size=16)
+    assert (q.trajectory[:, -1] > q.trajectory[:, 0] + 1e-3).all()
+    d = chain_diversity(a.codes)
+    assert d.shape == (2,) and (d > 0).all()
+    assert torch.allclose(chain_diversity(a.codes[:, :1].repeat(1, 3, 1)), torch.zeros(2), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["plain", "regularized", "fourier"])
+def test_pixel_am_raises_activation(method):
+    net = TinyNet()
+    res = pixel_am(net, TARGETS, PixelAMSettings(method=method, steps=15, size=16, jitter=2, lr=0.05))
+    assert (res["final"] > res["trajectory"][:, 0]).all()
+    assert res["images"].min() >= 0 and res["images"].max() <= 1
+
+
+def _fake_loaded(net: nn.Module):
+    return types.SimpleNamespace(net=net, module_path=lambda name: name)
+
+
+def _data(n=24):
+    torch.manual_seed(3)
+    h = torch.rand(n, CODE)
+    # images that depend on the code, so there is something to learn
+    x = torch.sigmoid(torch.einsum("nc,chw->nhw", h, torch.randn(CODE, 16, 16))).unsqueeze(1).repeat(1, 3, 1, 1)
+    return h, x
+
+
+def _trainer():
+    cfg = make_train_config("tiny", w_adv=0.01, adv_start=2, lr=2e-3)
+    return Trainer(cfg, Comparator(_fake_loaded(TinyNet()), ("conv1", "conv2"), 16), seed=0)
+
+
+def _run(tr, h, x, steps):
+    out = []
+    while tr.step_n < steps:
+        idx = batch_indices(len(h), tr.cfg.batch_size, tr.step_n, seed=0)
+        out.append(tr.step(h[idx], x[idx]))
+    return out
+
+
+def test_training_lowers_loss_and_resume_matches(tmp_path):
+    h, x = _data()
+    tr = _trainer()
+    logs = _run(tr, h, x, 40)
+    first = sum(l["pix"] + l["feat"] for l in logs[:6]) / 6
+    last = sum(l["pix"] + l["feat"] for l in logs[-6:]) / 6
+    assert last < 0.8 * first, (first, last)
+
+    a = _trainer()
+    _run(a, h, x, 10)
+    torch.save({"trainer": a.state_dict()}, tmp_path / "ck.pt")
+    _run(a, h, x, 16)
+    b = _trainer()
+    b.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True)["trainer"])
+    assert b.step_n == 10
+    _run(b, h, x, 16)
+    for (k, va), vb in zip(a.G.state_dict().items(), b.G.state_dict().values()):
+        assert torch.equal(va, vb), k
+    for va, vb in zip(a.D.state_dict().values(), b.D.state_dict().values()):
+        assert torch.equal(va, vb)
+
+
+def test_batch_indices_cover_epoch_and_depend_on_step_only():
+    idx = torch.cat([batch_indices(20, 5, s, seed=1) for s in range(4)])
+    assert sorted(idx.tolist()) == list(range(20))
+    assert torch.equal(batch_indices(20, 5, 6, 1), batch_indices(20, 5, 6, 1))
+
+
+def test_export_roundtrip_and_gpu_config_one_step(tmp_path):
+    G = tiny_g()
+    export_generator(G, tmp_path / "g.pt", {"code_stats": stats(), "encoder": {"encoder": "tiny"}})
+    G2, meta = load_generator(tmp_path / "g.pt")
+    h = torch.rand(2, CODE)
+    assert torch.allclose(G(h), G2(h), atol=2e-3)  # fp16 storage
+    assert torch.equal(meta["code_stats"]["std"], stats()["std"])
+    # the GPU preset (128 px, AMP only on CUDA) builds and trains one step on CPU
+    cfg = make_train_config("gpu", batch_size=2)
+    cfg.generator = GeneratorConfig(**{**cfg.generator.to_dict(), "fc_dims": (64,), "code_dim": CODE})
+    tr = Trainer(cfg, Comparator(_fake_loaded(TinyNet()), ("conv1",), 32), amp=True)
+    assert not tr.amp  # AMP is CUDA-only
+    logs = tr.step(torch.rand(2, CODE), torch.rand(2, 3, 128, 128))
+    assert tr.G(torch.rand(1, CODE)).shape == (1, 3, 128, 128) and logs["loss"] > 0
+
+
+def test_deepsim_fc6_loader_on_synthetic_file(tmp_path):
+    # same key layout and conventions as the published port, with small widths
+    ref = DeePSimFC6()
+    shapes = {"defc7.weight": (64, 32), "defc6.weight": (64, 64), "defc5.weight": (16 * 16, 64)}
+    small = DeePSimFC6({**shapes, "deconv5.weight": (16, 8, 4, 4), "conv5_1.weight": (8, 8, 3, 3),
+                        "deconv4.weight": (8, 8, 4, 4), "conv4_1.weight": (8, 8, 3, 3), "deconv3.weight": (8, 8, 4, 4),
+                        "conv3_1.weight": (8, 8, 3, 3), "deconv2.weight": (8, 8, 4, 4), "deconv1.weight": (8, 4, 4, 4),
+                        "deconv0.weight": (4, 3, 4, 4)})
+    sd = {"G." + k.split(".", 1)[1]: v for k, v in small.state_dict().items()}
+    torch.save(sd, tmp_path / "fc6.pt")
+    G, meta = load_deepsim_fc6(tmp_path / "fc6.pt")
+    h = torch.rand(2, 32)
+    out = G(h)
+    assert out.shape == (2, 3, 256, 256) and out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(out, small(h))
+    assert ref.code_dim == 4096 and meta["code_stats"]["std"].shape == (32,)
+    with pytest.raises(ValueError):
+        torch.save({"x.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+        load_deepsim_fc6(tmp_path / "bad.pt")
+
+
+def test_cli_has_help():
+    p = build_parser()
+    assert "--resume" in p.format_help() and "--export" in p.format_help()
+
+
+def test_all_units_matches_per_row_objective():
+    from generator.deepsim.dgn_am import UnitObjective
+
+    net = TinyNet()
+    obj = UnitObjective(net, TARGETS)
+    x = torch.rand(len(TARGETS), 3, 16, 16)
+    per_row, _ = obj(x)
+    full = obj.all_units(x)
+    assert full.shape == (4, 4) and torch.allclose(full.diagonal(), per_row)
+
+
+def test_generator_output_depends_on_code_at_init():
+    # He init + code standardisation: the code is not drowned by the biases (a flat grey image
+    # for every code was the failure mode of PyTorch's default init on this deep LeakyReLU stack)
+    cfg = GeneratorConfig(code_dim=CODE, size=32, fc_dims=(64,), base_channels=64, min_channels=16)
+    torch.manual_seed(0)
+    G = Generator(cfg)
+    G.set_code_stats(torch.full((CODE,), 0.2), torch.full((CODE,), 0.3))
+    h = (0.2 + 0.3 * torch.randn(32, CODE)).clamp_min(0)
+    with torch.no_grad():
+        y = G(h)
+    assert y.std(0).mean() > 0.03
+    # the standardisation is part of the state dict (saved with the weights)
+    assert torch.equal(G.state_dict()["code_mean"], torch.full((CODE,), 0.2))
+
+
+def test_ppgn_hidden_unit_condition_raises_activation():
+    net, G = TinyNet(), tiny_g()
+    units = [Target(2, layer="conv1"), Target(5, layer="conv2")]
+    s = PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, normalize_grad=True, save_every=10)
+    r = ppgn_sample(G, None, net, units, stats(), s, input_size=16)
+    assert (r.trajectory[:, -1] > r.trajectory[:, 0] + 1e-3).all()
+    assert torch.allclose(r.prob[:, -1], r.trajectory[:, -1])  # unit chains report the activation itself
