@@ -96,12 +96,14 @@ def chunks(seq: list, size: int) -> Iterator[list]:
 
 
 def progress(iterable: Iterable | None = None, **kw):
-    """tqdm progress bar on stderr; quiet when stderr is not a terminal unless forced."""
+    """tqdm progress bar on stderr. Shown on a terminal; off when stderr is not a terminal
+    (logs, CI) unless ``CNNVIS_PROGRESS=1``; always off with ``CNNVIS_NO_PROGRESS=1``."""
     from tqdm.auto import tqdm
 
     kw.setdefault("file", sys.stderr)
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("leave", False)
+    kw.setdefault("disable", False if os.environ.get("CNNVIS_PROGRESS") else None)  # None: off when not a TTY
     if os.environ.get("CNNVIS_NO_PROGRESS"):
         kw["disable"] = True
     return tqdm(iterable, **kw)

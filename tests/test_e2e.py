@@ -86,3 +86,26 @@ def test_user_text_is_escaped(tmp_path, two_images, tmp_torch_home):
     assert "<script>" not in page and "&lt;script&gt;" in page
     html = (mkdocs_strict(proj) / "generated/images/espresso/index.html").read_text()
     assert "<script>alert" not in html
+
+
+def test_every_stage_together_passes_mkdocs_strict(tmp_path, two_images, tmp_torch_home):
+    """All stages with tiny settings in one build: the pages link to each other correctly."""
+    proj = make_project(tmp_path)
+    cfg = config(proj, two_images, stages=("overview", "activity", "attribution", "findings", "dgn_am", "atlas"))
+    cfg.data["attribution"] = {"methods": ["saliency", "deconvnet", "gradcam", "integrated_gradients"],
+                               "gallery_images": 2, "neurons": 2, "neuron_images": 1, "neuron_layers": 1,
+                               "method_params": {"integrated_gradients": {"steps": 4}}}
+    cfg.data["findings"] = {"images": 2, "sanity_images": 1, "cascade_steps": 2, "accuracy_folder": "",
+                            "methods": ["saliency", "gradcam"], "faithfulness_steps": 4}
+    cfg.data["dgn_am"] = {"classes": [281], "steps": 3, "baselines": ["plain"], "ppgn_steps": 2,
+                          "ppgn_samples": 2, "units_per_layer": 0}
+    cfg.data["atlas"] = {"folder": str(two_images), "max_channels_per_layer": 2, "top_k": 2,
+                         "layers": ["stage3"]}
+    res = run_build(cfg, say=lambda m: None)
+    assert res.exit_code == 0
+    gen = proj / "site_src/generated"
+    for page in ["methods/saliency.md", "methods/deconvnet.md", "methods/dgn_am.md", "findings/index.md",
+                 "units/efficientnet_lite0/stage3/index.md"]:
+        assert (gen / page).is_file(), page
+    site = mkdocs_strict(proj)
+    assert (site / "generated/units/efficientnet_lite0/stage3/index.html").is_file()
