@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .methods.attribution import to_rgb
 from .methods.base import capture_outputs
 from .receptive_field import receptive_field
 from .util import stable_hash
@@ -382,16 +383,6 @@ def _resize_tile(t: torch.Tensor, tile: int) -> torch.Tensor:
                          antialias=True)[0].clamp(0, 1)
 
 
-def _signed01(a: torch.Tensor, q: float = 0.99) -> torch.Tensor:
-    """Signed map → [0, 1] centred on 0.5, scaled by the q-quantile of |a| (render.signed_rgb's rule)."""
-    flat = a.abs().flatten().float()
-    if flat.numel() > 1_000_000:
-        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
-    scale = float(torch.quantile(flat, q)) if flat.numel() else 0.0
-    scale = scale or float(a.abs().max()) or 1.0
-    return (a / scale).clamp(-1, 1) * 0.5 + 0.5
-
-
 def _mark(t: torch.Tensor, box: Sequence[int], colour=(1.0, 0.85, 0.0), width: int = 2) -> torch.Tensor:
     y0, x0, y1, x1 = (int(v) for v in box)
     H, W = t.shape[1:]
@@ -451,7 +442,7 @@ def unit_examples(net: nn.Module, module: nn.Module, images: torch.Tensor, picks
             patch = _mark(patch.clone(), (cy - sy // 2, cx - sx // 2, cy + (sy + 1) // 2, cx + (sx + 1) // 2))
         pat_tiles.append(_resize_tile(patch, tile))
         if proj is not None:
-            d = _signed01(proj[i, :, y0:y1, x0:x1])
+            d = to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
             dec_tiles.append(_resize_tile(F.pad(d, pad, value=0.5), tile))
     to8 = lambda ts: (torch.stack(ts) * 255 + 0.5).to(torch.uint8) if ts else torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
     return {"patches": to8(pat_tiles), "deconv": to8(dec_tiles), "boxes": clipped, "display": shown}

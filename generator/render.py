@@ -98,14 +98,6 @@ def overlay(image: torch.Tensor, m, alpha: float = 0.55, cmap: str = CMAP) -> Im
     return Image.blend(grey, heat, alpha)
 
 
-def signed_rgb(attr: torch.Tensor, percentile: float = PERCENTILE) -> Image.Image:
-    """A 3×H×W signed attribution (deconvnet / guided backprop) shown as an image:
-    scaled by the 99th percentile of |attr| and centred on grey."""
-    a = attr.detach().float().cpu()
-    scale = torch.quantile(a.abs().flatten(), percentile / 100).item() or float(a.abs().max()) or 1.0
-    return to_pil((a / scale).clamp(-1, 1) * 0.5 + 0.5)
-
-
 def _font(size: int = 12):
     try:
         return ImageFont.load_default(size=size)

@@ -11,9 +11,7 @@ generated snippet ``generated/_snippets/home.md``.
 """
 from __future__ import annotations
 
-import os
 import posixpath
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +166,3 @@ class SiteWriter:
             if p not in keep and "figures" not in p.relative_to(self.out).parts:
                 p.unlink()
 
-
-def clear_generated(out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)

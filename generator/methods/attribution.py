@@ -167,9 +167,11 @@ def normalize_for_display(heatmap: torch.Tensor, q: float = 0.99) -> torch.Tenso
 
 
 def to_rgb(attribution: torch.Tensor, q: float = 0.99) -> torch.Tensor:
-    """Signed B×3×H×W attributions → displayable images, grey (0.5) = 0."""
+    """Signed B×3×H×W attributions → displayable images, grey (0.5) = 0, each scaled by its
+    own ``q`` quantile of |a| (by its maximum when that quantile is 0, e.g. a sparse projection)."""
     a = attribution.float()
     s = _quantile_per_map(a.abs(), q)
+    s = torch.where(s > 0, s, a.abs().flatten(1).amax(1))
     s = torch.where(s > 0, s, torch.ones_like(s))
     return (0.5 + 0.5 * a / s.view(-1, 1, 1, 1)).clamp(0, 1)
 
