@@ -10,8 +10,8 @@ from torch import nn
 from generator.deepsim import DeePSimFC6, load_deepsim_fc6, load_generator
 from generator.deepsim.dgn_am import DGNAMSettings, Target, dgn_am
 from generator.deepsim.nets import Comparator, Generator, GeneratorConfig, make_train_config
-from generator.deepsim.ppgn import PPGNSettings, chain_diversity, ppgn_sample
-from generator.deepsim.train import Trainer, batch_indices, build_parser, export_generator
+from generator.deepsim.ppgn import PPGNSettings, chain_diversity, ppgn_sample, step_size
+from generator.deepsim.train import Trainer, batch_indices, build_parser, export_generator, init_weights
 from generator.methods.pixel_am import PixelAMSettings, pixel_am
 
 CODE = 16
@@ -89,7 +89,8 @@ def test_ppgn_chain_reproducible_from_seed_and_raises_log_prob():
     enc = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, CODE))
     for p in enc.parameters():
         p.requires_grad_(False)
-    s = PPGNSettings(steps=20, eps1=0.1, eps2=1.0, eps3=0.05, lr=1.0, normalize_grad=True, save_every=5, seed=7)
+    s = PPGNSettings(steps=20, eps1=0.1, eps2=1.0, eps3=0.05, lr=1.0, lr_end=None, cycle=0, update="raw",
+                     normalize_grad=True, save_every=5, burn_in=0, seed=7)
     a = ppgn_sample(G, enc, net, TARGETS[:2], stats(), s, input_size=16)
     b = ppgn_sample(G, enc, net, TARGETS[:2], stats(), s, input_size=16)
     assert torch.equal(a.samples, b.samples) and torch.equal(a.codes, b.codes)
@@ -99,11 +100,54 @@ def test_ppgn_chain_reproducible_from_seed_and_raises_log_prob():
     assert a.samples.shape[:2] == (2, 5) and a.sample_steps == [0, 5, 10, 15, 20]
     # without prior and noise the chain is gradient ascent on log p(y=c): it must rise
     q = ppgn_sample(G, None, net, TARGETS[:2], stats(),
-                    PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, normalize_grad=True), input_size=16)
+                    PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, lr_end=None, cycle=0, update="raw",
+                                 normalize_grad=True, burn_in=0), input_size=16)
     assert (q.trajectory[:, -1] > q.trajectory[:, 0] + 1e-3).all()
     d = chain_diversity(a.codes)
     assert d.shape == (2,) and (d > 0).all()
     assert torch.allclose(chain_diversity(a.codes[:, :1].repeat(1, 3, 1)), torch.zeros(2), atol=1e-6)
+
+
+def test_ppgn_step_size_schedules():
+    const = PPGNSettings(steps=100, lr=0.3, lr_end=None, cycle=0)
+    assert [step_size(const, t) for t in (0, 50, 99)] == [0.3, 0.3, 0.3]
+    lin = PPGNSettings(steps=100, lr=0.5, lr_end=0.1, cycle=0)
+    assert step_size(lin, 0) == 0.5 and step_size(lin, 50) == pytest.approx(0.3) and step_size(lin, 100) == pytest.approx(0.1)
+    cyc = PPGNSettings(steps=100, lr=0.5, lr_end=0.02, cycle=20)
+    assert step_size(cyc, 0) == pytest.approx(0.5) and step_size(cyc, 20) == pytest.approx(0.5)
+    assert step_size(cyc, 10) == pytest.approx(0.26) and step_size(cyc, 30) == pytest.approx(0.26)
+    assert step_size(cyc, 19) < 0.025  # each cycle ends near lr_end, where a sample is saved
+    seq = [step_size(cyc, t) for t in range(20)]
+    assert all(a > b for a, b in zip(seq, seq[1:]))
+
+
+def test_ppgn_normalized_update_moves_h_by_the_step_size():
+    """The authors' update: mean |Δh| per chain = lr_t · mean code std, whatever the gradient's scale."""
+    net, G = TinyNet(), tiny_g()
+    st = {"mean": torch.full((CODE,), 5.0), "std": torch.linspace(0.2, 1.0, CODE)}  # far from the 0 bound
+    s = PPGNSettings(steps=12, eps1=0.0, eps3=0.0, lr=0.05, lr_end=0.01, cycle=6, update="normalized",
+                     clip_sigma=100.0, save_every=1, burn_in=0, init="mean")
+    r = ppgn_sample(G, None, net, TARGETS[:2], st, s, input_size=16)
+    moved = (r.codes[:, 1:] - r.codes[:, :-1]).abs().mean(2)  # B×steps
+    want = torch.tensor([step_size(s, t) for t in range(12)]) * st["std"].mean()
+    assert torch.allclose(moved, want.expand_as(moved), rtol=1e-4), (moved, want)
+    # the direction is the ascent direction: log p rises over the first (small) steps
+    assert (r.trajectory[:, 3] > r.trajectory[:, 0]).all()
+
+
+def test_ppgn_default_cyclical_chain_saves_cycle_ends_and_resets():
+    net, G = TinyNet(), tiny_g()
+    s = PPGNSettings(steps=40, cycle=10, save_every=10, burn_in=10, eps1=0.0, seed=3)
+    r = ppgn_sample(G, None, net, TARGETS[:2], stats(), s, input_size=16)
+    assert r.sample_steps == [10, 20, 30, 40] and r.samples.shape[:2] == (2, 4)
+    assert (chain_diversity(r.codes) > 0).all()
+    # reset_every restarts from fresh random codes: the chain right after a reset is a new start
+    rs = PPGNSettings(steps=4, lr=0.01, lr_end=None, cycle=0, reset_every=2, save_every=1, burn_in=0, eps1=0.0,
+                      init_scale=1.0, seed=3)
+    q = ppgn_sample(G, None, net, TARGETS[:2], stats(), rs, input_size=16)
+    small = (q.codes[:, 1] - q.codes[:, 0]).abs().mean()
+    jump = (q.codes[:, 2] - q.codes[:, 1]).abs().mean()
+    assert jump > 5 * small
 
 
 @pytest.mark.parametrize("method", ["plain", "regularized", "fourier"])
@@ -161,6 +205,34 @@ def test_training_lowers_loss_and_resume_matches(tmp_path):
         assert torch.equal(va, vb)
 
 
+def test_init_from_checkpoint_or_export_copies_weights_not_optimiser(tmp_path):
+    h, x = _data()
+    a = _trainer()
+    _run(a, h, x, 6)
+    torch.save({"trainer": a.state_dict()}, tmp_path / "ck.pt")
+    export_generator(a.G, tmp_path / "g.pt", {"code_stats": stats()})
+    b = _trainer()
+    init_weights(b, tmp_path / "ck.pt")
+    assert b.step_n == 0 and not b.opt_g.state  # a fresh run that starts from a's networks
+    for k, v in a.G.state_dict().items():
+        assert torch.equal(v, b.G.state_dict()[k]), k
+    for k, v in a.D.state_dict().items():
+        assert torch.equal(v, b.D.state_dict()[k]), k
+    c = _trainer()
+    d0 = {k: v.clone() for k, v in c.D.state_dict().items()}
+    init_weights(c, tmp_path / "g.pt")  # an exported generator: G only (fp16), D untouched
+    hh = torch.rand(2, CODE)
+    assert torch.allclose(a.G.eval()(hh), c.G.eval()(hh), atol=2e-3)
+    assert all(torch.equal(v, c.D.state_dict()[k]) for k, v in d0.items())
+    bad = Trainer(make_train_config("tiny", w_adv=0.01), Comparator(_fake_loaded(TinyNet()), ("conv1",), 32))
+    bad.G = Generator(GeneratorConfig(code_dim=CODE + 1, size=16, fc_dims=(32,), base_channels=16, min_channels=8))
+    with pytest.raises(ValueError, match="do not match"):
+        init_weights(bad, tmp_path / "ck.pt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="neither"):
+        init_weights(b, tmp_path / "junk.pt")
+
+
 def test_batch_indices_cover_epoch_and_depend_on_step_only():
     idx = torch.cat([batch_indices(20, 5, s, seed=1) for s in range(4)])
     assert sorted(idx.tolist()) == list(range(20))
@@ -204,6 +276,40 @@ def test_deepsim_fc6_loader_on_synthetic_file(tmp_path):
         load_deepsim_fc6(tmp_path / "bad.pt")
 
 
+def test_dgn_am_stage_takes_the_fc6_layout_and_drops_the_prior_without_alexnet(tmp_path, tmp_torch_home):
+    from generator.stages.dgn_am import load_any_generator, prior_encoder
+
+    shapes = {"defc7.weight": (64, 32), "defc6.weight": (64, 64), "defc5.weight": (16 * 16, 64),
+              "deconv5.weight": (16, 8, 4, 4), "conv5_1.weight": (8, 8, 3, 3), "deconv4.weight": (8, 8, 4, 4),
+              "conv4_1.weight": (8, 8, 3, 3), "deconv3.weight": (8, 8, 4, 4), "conv3_1.weight": (8, 8, 3, 3),
+              "deconv2.weight": (8, 8, 4, 4), "deconv1.weight": (8, 4, 4, 4), "deconv0.weight": (4, 3, 4, 4)}
+    torch.manual_seed(0)
+    torch.save(DeePSimFC6(shapes).state_dict(), tmp_path / "fc6.pt")  # un-prefixed "fc.defc7.weight" keys: invalid
+    with pytest.raises(ValueError, match="neither"):
+        load_any_generator(tmp_path / "fc6.pt")
+    g = DeePSimFC6(shapes)
+    with torch.no_grad():  # signal-preserving init and Caffe's 0..255 output scale: not a near-constant image
+        for m in g.modules():
+            if isinstance(m, (nn.Linear, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, a=0.3, mode="fan_in" if isinstance(m, nn.Linear) else "fan_out")
+        g.up.deconv0.weight.mul_(60)
+    torch.save({k.split(".", 1)[1]: v for k, v in g.state_dict().items()}, tmp_path / "fc6.pt")
+    G, meta = load_any_generator(tmp_path / "fc6.pt")
+    assert meta["format"] == "deepsim-fc6" and meta["encoder"]["encoder"] == "alexnet"
+    model = types.SimpleNamespace(name="tiny")
+    enc, why = prior_encoder(types.SimpleNamespace(models=[], device="cpu"), model, meta)
+    assert enc is None and "alexnet" in why and "ε1" in why
+    # DGN-AM through it still drives the target (256-px output resized to the tiny net's input)
+    net = TinyNet()
+    r = dgn_am(G, net, TARGETS[:2], meta["code_stats"], DGNAMSettings(steps=15, init="mean"), input_size=16)
+    assert (r.final > r.trajectory[:, 0]).all() and (r.codes > 0).any()  # (the 256→16 px resize damps the gain)
+    # our own format loads through the same function
+    g = tiny_g()
+    export_generator(g, tmp_path / "own.pt", {"code_stats": stats(), "encoder": {"encoder": "tiny"}})
+    G2, meta2 = load_any_generator(tmp_path / "own.pt")
+    assert meta2["format"] == "cnnvis-deepsim-generator/1"
+
+
 def test_cli_has_help():
     p = build_parser()
     assert "--resume" in p.format_help() and "--export" in p.format_help()
@@ -238,7 +344,8 @@ def test_generator_output_depends_on_code_at_init():
 def test_ppgn_hidden_unit_condition_raises_activation():
     net, G = TinyNet(), tiny_g()
     units = [Target(2, layer="conv1"), Target(5, layer="conv2")]
-    s = PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, normalize_grad=True, save_every=10)
+    s = PPGNSettings(steps=20, eps1=0.0, eps3=0.0, lr=0.5, lr_end=None, cycle=0, update="raw", normalize_grad=True,
+                     save_every=10, burn_in=0)
     r = ppgn_sample(G, None, net, units, stats(), s, input_size=16)
     assert (r.trajectory[:, -1] > r.trajectory[:, 0] + 1e-3).all()
     assert torch.allclose(r.prob[:, -1], r.trajectory[:, -1])  # unit chains report the activation itself

@@ -91,21 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr-start", type=float, default=DGNAMSettings.lr_start)
     p.add_argument("--optimizer", default=DGNAMSettings.optimizer, choices=["adam", "sgd"])
-    p.add_argument("--ppgn-steps", type=int, default=100)
-    p.add_argument("--ppgn-eps1", type=float, default=1e-5)
-    p.add_argument("--ppgn-eps2", type=float, default=1.0)
-    p.add_argument("--ppgn-eps3", type=float, default=1e-17)
-    p.add_argument("--ppgn-lr", type=float, default=0.1)
+    d = PPGNSettings()
+    p.add_argument("--ppgn-steps", type=int, default=d.steps)
+    p.add_argument("--ppgn-eps1", type=float, default=d.eps1)
+    p.add_argument("--ppgn-eps2", type=float, default=d.eps2)
+    p.add_argument("--ppgn-eps3", type=float, default=d.eps3)
+    p.add_argument("--ppgn-update", default=d.update, choices=["normalized", "raw"])
+    p.add_argument("--ppgn-lr", type=float, default=d.lr)
+    p.add_argument("--ppgn-lr-end", type=lambda v: None if v.lower() == "none" else float(v), default=d.lr_end,
+                   help="end of the step-size schedule ('none': constant lr)")
+    p.add_argument("--ppgn-cycle", type=int, default=d.cycle, help="cyclical schedule period (0: linear/constant)")
+    p.add_argument("--ppgn-reset-every", type=int, default=d.reset_every)
     p.add_argument("--ppgn-normalize", action="store_true")
-    p.add_argument("--ppgn-precondition", default="rms", choices=["none", "rms"])
-    p.add_argument("--ppgn-from", default="dgn", choices=["dgn", "random"],
-                   help="start chains from the DGN-AM codes (default) or random codes")
-    p.add_argument("--ppgn-save-every", type=int, default=20)
-    p.add_argument("--ppgn-burn-in", type=int, default=0)
+    p.add_argument("--ppgn-precondition", default=d.precondition, choices=["none", "rms"])
+    p.add_argument("--ppgn-from", default="random", choices=["dgn", "random"],
+                   help="start chains from random codes (default) or the DGN-AM codes")
+    p.add_argument("--ppgn-save-every", type=int, default=d.save_every)
+    p.add_argument("--ppgn-constant-lrs", default="",
+                   help="comma list: also run the chains with these constant step sizes, for comparison ('' = none)")
+    p.add_argument("--ppgn-burn-in", type=int, default=d.burn_in)
     p.add_argument("--unit-layers", default="stage3,stage4,stage5,stage6")
     p.add_argument("--units-per-layer", type=int, default=2)
     p.add_argument("--val", default="/work/shared/imagenette/val")
-    p.add_argument("--val-images", type=int, default=300)
+    p.add_argument("--val-images", type=int, default=0, help="photos of --val for the unit percentiles (0: all)")
     p.add_argument("--baselines", default="plain,regularized,fourier", help="comma list, or '' to skip")
     p.add_argument("--baselines-from", default=None, help="take the baseline results from this earlier JSON "
                    "(they do not depend on the generator)")
@@ -173,12 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference: mean pairwise cosine distance of Lite0 features among real photos of one class "
               f"= {res['real_same_class_feature_distance']:.3f}", flush=True)
 
-    if "ppgn" not in skip:
+    def run_ppgn(s: PPGNSettings, h0, figure: str | None) -> dict:
         t1 = time.time()
-        s = PPGNSettings(steps=a.ppgn_steps, eps1=a.ppgn_eps1, eps2=a.ppgn_eps2, eps3=a.ppgn_eps3, lr=a.ppgn_lr,
-                         normalize_grad=a.ppgn_normalize, save_every=a.ppgn_save_every, burn_in=a.ppgn_burn_in,
-                         seed=a.seed, precondition=a.ppgn_precondition)
-        h0 = dgn_h if (a.ppgn_from == "dgn" and dgn_h is not None) else None
         r = ppgn_sample(G, enc, net, targets, stats, s, progress_bar=True, h0=h0)
         b, k = r.samples.shape[:2]
         flat = r.samples.flatten(0, 1)
@@ -187,19 +191,44 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             feats = enc(flat).view(b, k, -1)
         div = chain_diversity(feats)
-        _save_grid(a.figures, "ppgn_chains.png", r.samples.flatten(0, 1), ncols=k)
-        code_div = chain_diversity(r.codes)
-        res["ppgn"] = {"settings": r.settings, "start": "dgn_am codes" if h0 is not None else "random codes", "sample_steps": r.sample_steps, "prob": p_t.tolist(),
-                       "frac_samples_prob_ge_0.9": float((p_t >= 0.9).float().mean()),
-                       "n_chains_all_samples_ge_0.9": int((p_t >= 0.9).all(1).sum()),
-                       "n_chains_last_sample_ge_0.9": int((p_t[:, -1] >= 0.9).sum()),
-                       "within_chain_feature_distance": div.tolist(),
-                       "within_chain_feature_distance_mean": float(div.mean()),
-                       "within_chain_code_distance_mean": float(code_div.mean()), "seconds": time.time() - t1}
-        print(f"PPGN: {res['ppgn']['n_chains_last_sample_ge_0.9']}/{b} chains' last sample p>=0.9; "
-              f"{res['ppgn']['n_chains_all_samples_ge_0.9']}/{b} chains with every saved sample p>=0.9; "
-              f"{100*res['ppgn']['frac_samples_prob_ge_0.9']:.0f}% of samples; within-chain feature distance "
-              f"{div.mean():.3f} (min {div.min():.3f})", flush=True)
+        ok = p_t >= 0.9
+        div_ok = [float(chain_diversity(feats[i][ok[i]].unsqueeze(0))[0]) for i in range(b) if ok[i].sum() >= 2]
+        if figure:
+            _save_grid(a.figures, figure, flat, ncols=k)
+        out = {"settings": r.settings, "start": "dgn_am codes" if h0 is not None else "random codes",
+               "sample_steps": r.sample_steps, "prob": p_t.tolist(),
+               "frac_samples_prob_ge_0.9": float(ok.float().mean()),
+               "n_chains_all_samples_ge_0.9": int(ok.all(1).sum()),
+               "n_chains_last_sample_ge_0.9": int(ok[:, -1].sum()),
+               "within_chain_feature_distance": div.tolist(),
+               "within_chain_feature_distance_mean": float(div.mean()),
+               "within_chain_feature_distance_min": float(div.min()),
+               "confident_samples_feature_distance_mean": sum(div_ok) / len(div_ok) if div_ok else None,
+               "n_chains_two_confident_samples": len(div_ok),
+               "within_chain_code_distance_mean": float(chain_diversity(r.codes).mean()),
+               "seconds": time.time() - t1}
+        print(f"PPGN: {out['n_chains_last_sample_ge_0.9']}/{b} chains' last sample p>=0.9; "
+              f"{out['n_chains_all_samples_ge_0.9']}/{b} chains with every saved sample p>=0.9; "
+              f"{100 * out['frac_samples_prob_ge_0.9']:.0f}% of samples; within-chain feature distance "
+              f"{div.mean():.3f} (min {div.min():.3f}); among samples with p>=0.9: "
+              f"{(sum(div_ok) / len(div_ok)) if div_ok else float('nan'):.3f} ({len(div_ok)} chains)", flush=True)
+        return out
+
+    if "ppgn" not in skip:
+        s = PPGNSettings(steps=a.ppgn_steps, eps1=a.ppgn_eps1, eps2=a.ppgn_eps2, eps3=a.ppgn_eps3, lr=a.ppgn_lr,
+                         lr_end=a.ppgn_lr_end, cycle=a.ppgn_cycle, update=a.ppgn_update,
+                         reset_every=a.ppgn_reset_every, normalize_grad=a.ppgn_normalize,
+                         save_every=a.ppgn_save_every, burn_in=a.ppgn_burn_in, seed=a.seed,
+                         precondition=a.ppgn_precondition)
+        h0 = dgn_h if (a.ppgn_from == "dgn" and dgn_h is not None) else None
+        res["ppgn"] = run_ppgn(s, h0, "ppgn_chains.png")
+        # the same chains with a constant step (the authors' scripts), for comparison
+        for lr in filter(None, a.ppgn_constant_lrs.split(",")):
+            v = PPGNSettings(**{**s.to_dict(), "lr": float(lr), "lr_end": None, "cycle": 0})
+            print(f"PPGN variant: constant step {lr}", flush=True)
+            out = run_ppgn(v, h0, f"ppgn_constant_{lr}.png")
+            out["description"] = f"constant step {lr} (the authors' schedule), otherwise the same"
+            res.setdefault("ppgn_variants", {})[f"constant_{lr}"] = out
 
     if "units" not in skip:
         t2 = time.time()

@@ -12,14 +12,24 @@ A Markov chain in code space::
 * ``p(y = c | ·)`` is the target model's softmax, or — for hidden-unit conditioning — the
   term is replaced by the unit's activation (``∂ a_u(G(h)) / ∂h``), as in the paper's
   "condition on a hidden neuron" experiments.
-* Paper defaults for PPGN-h: ε1 = 1e-5, ε2 = 1, ε3 = 1e-17. Each step the update is also
-  multiplied by ``lr`` (the authors' code scales both terms by a step size; ``lr = 1``
-  reproduces the formula exactly). ``h`` is clipped to ``[0, clip_sigma·std]`` as in DGN-AM.
-  ``normalize_grad`` (off by default) rescales the condition gradient to unit mean magnitude
-  times the code std, and ``precondition="rms"`` divides it by its running RMS (RMSProp), for
-  generators whose gradient scale differs from the paper's (measured here: with the small
-  CPU-trained generator the plain update barely raises p(y=c) in 60 steps; see the model card).
-  ``h0`` starts the chains from given codes (e.g. DGN-AM results) instead of random ones.
+* Paper defaults for PPGN-h: ε1 = 1e-5, ε2 = 1, ε3 = 1e-17. ``h`` is clipped to
+  ``[0, clip_sigma·std]`` as in DGN-AM.
+* **Update rule.** ``update="normalized"`` (default) is the authors' released sampler: the whole
+  update ``d_h`` is divided by its mean absolute value, so every step moves ``h`` by ``lr``
+  (here in units of the mean code std) per dimension on average, whatever the gradient's scale.
+  ``update="raw"`` applies the formula literally, times ``lr``.
+* **Step-size schedule.** Constant ``lr`` (the authors' scripts), linear decay to ``lr_end``, or
+  — the default here — *cyclical*: a cosine from ``lr`` down to ``lr_end`` every ``cycle`` steps
+  (cyclical SG-MCMC, Zhang et al. 2020), saving a sample at the end of each cycle. Measured with
+  the CPU-trained generator on EfficientNet-Lite0 (see ``data/weights/GENERATOR_CARD.md``): a
+  constant step either converges to one image (small ``lr``: samples nearly identical) or keeps
+  wandering with class probability mostly < 0.9 (large ``lr``); the large-step phase of each
+  cycle moves the chain to a visibly different image and the small-step phase brings the class
+  probability back up. ``reset_every`` (the authors' other diversity option: restart from a
+  random code every N steps) is available but off.
+* Older options, kept for comparison: ``precondition="rms"`` divides the condition gradient by
+  its running RMS (RMSProp), ``normalize_grad`` rescales the condition gradient alone, and ``h0``
+  starts the chains from given codes (e.g. DGN-AM results) instead of random ones.
 
 Chains are reproducible: the start code and the noise come from a ``torch.Generator``
 seeded with ``seed``. Samples are saved every ``save_every`` steps (after ``burn_in``).
@@ -27,6 +37,7 @@ seeded with ``seed``. Samples are saved every ``save_every`` steps (after ``burn
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import math
 from typing import Sequence
 
 import torch
@@ -37,19 +48,23 @@ from .dgn_am import Target, UnitObjective, code_bounds, fit_to_model
 
 @dataclass
 class PPGNSettings:
-    steps: int = 200
+    steps: int = 600
     eps1: float = 1e-5
     eps2: float = 1.0
     eps3: float = 1e-17
-    lr: float = 1.0
+    lr: float = 0.5  # "normalized": mean |step| per dimension in units of the mean code std
+    lr_end: float | None = 0.01  # schedule end (None: constant lr, as in the authors' scripts)
+    cycle: int = 100  # > 0: cosine lr → lr_end every `cycle` steps (Zhang et al. 2020); 0: linear lr → lr_end over the chain
+    update: str = "normalized"  # "normalized": h += lr·std·d_h / mean|d_h| (the authors' code) | "raw": h += lr·d_h
     normalize_grad: bool = False
     precondition: str = "none"  # "none" (the paper's update) | "rms": condition gradient / running RMS (RMSProp, β=0.99), × code std
+    reset_every: int = 0  # > 0: restart the chain from a fresh random code every N steps (authors' diversity option)
     clip_sigma: float = 3.0
     init: str = "random"  # "random" (mean + init_scale·std·N(0,1)) | "mean" | "zeros"
     init_scale: float = 0.5
     seed: int = 0
-    save_every: int = 20
-    burn_in: int = 0
+    save_every: int = 100  # with cycle: = cycle, so each sample ends a cycle
+    burn_in: int = 100  # first saved sample (skip the random start)
     fit: str = "resize"
     crop_frac: float = 0.9
 
@@ -66,6 +81,14 @@ class PPGNResult:
     trajectory: torch.Tensor  # B×steps condition value at every step
     targets: list[Target]
     settings: dict = field(default_factory=dict)
+
+
+def step_size(s: PPGNSettings, t: int) -> float:
+    """The step size used for step ``t`` (0-based): constant, linear decay, or cyclical cosine."""
+    end = s.lr if s.lr_end is None else s.lr_end
+    if s.cycle > 0:
+        return end + (s.lr - end) * 0.5 * (1 + math.cos(math.pi * (t % s.cycle) / s.cycle))
+    return s.lr + (end - s.lr) * t / max(1, s.steps)
 
 
 def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Sequence[Target], stats: dict,
@@ -119,6 +142,7 @@ def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Seque
         if t == s.steps:
             break
         (g,) = torch.autograd.grad(cond.sum(), h)
+        lr_t = step_size(s, t)
         with torch.no_grad():
             if s.precondition == "rms":
                 v = 0.99 * v + 0.01 * g * g
@@ -129,7 +153,15 @@ def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Seque
                 g = g / g.abs().mean(dim=1, keepdim=True).clamp_min(1e-12) * scale
             prior = (encoder(img.detach()).float() - h) if (encoder is not None and s.eps1 != 0) else 0.0
             noise = s.eps3 * torch.randn(n, d, generator=gen).to(device)
-            h = h.detach() + s.lr * (s.eps1 * prior + s.eps2 * g) + noise
+            d_h = s.eps1 * prior + s.eps2 * g + noise
+            if s.update == "normalized":  # every step moves h by lr·std per dimension on average
+                h = h.detach() + lr_t * scale * d_h / d_h.abs().mean(dim=1, keepdim=True).clamp_min(1e-30)
+            elif s.update == "raw":
+                h = h.detach() + lr_t * (s.eps1 * prior + s.eps2 * g) + noise
+            else:
+                raise ValueError(f"unknown update {s.update!r}")
+            if s.reset_every > 0 and (t + 1) % s.reset_every == 0:
+                h = mean + s.init_scale * std * torch.randn(n, d, generator=gen).to(device)
             h = torch.maximum(torch.minimum(h, hi), lo)
     return PPGNResult(samples=torch.stack(samples, 1), sample_steps=steps, codes=torch.stack(codes, 1),
                       prob=torch.stack(probs, 1), trajectory=torch.stack(traj, 1).cpu(), targets=list(targets),

@@ -194,6 +194,26 @@ class Trainer:
         self.d_skips = int(sd.get("d_skips", 0))
 
 
+def init_weights(trainer: "Trainer", path: str | Path) -> None:
+    """Load G (and D when the file has it) from a run's ``checkpoint.pt`` or an exported generator file."""
+    obj = torch.load(path, weights_only=True, map_location=trainer.device)
+    if isinstance(obj, dict) and "trainer" in obj:
+        g_sd, d_sd = obj["trainer"]["G"], obj["trainer"]["D"]
+    elif isinstance(obj, dict) and obj.get("format") == FORMAT:
+        g_sd, d_sd = obj["state_dict"], None
+    else:
+        raise ValueError(f"{path}: neither a train-generator checkpoint nor an exported {FORMAT} file")
+    try:
+        g_sd = {k: v.float() for k, v in g_sd.items()}
+        g_sd.setdefault("code_mean", trainer.G.code_mean)  # older files: standardisation set by the caller
+        g_sd.setdefault("code_std", trainer.G.code_std)
+        trainer.G.load_state_dict(g_sd)
+        if d_sd is not None:
+            trainer.D.load_state_dict(d_sd)
+    except RuntimeError as e:  # shape mismatch: different size / channels / code
+        raise ValueError(f"{path}: its networks do not match this run's configuration ({e})") from None
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
@@ -280,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=None, help="default: once per epoch")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt if present")
-    p.add_argument("--export", default=None, help="write the best generator (fp16) to this file at the end")
+    p.add_argument("--init", default=None, help="start G (and D, if present) from this file: another run's "
+                   "checkpoint.pt or an exported generator (fine-tuning; optimiser state and step start afresh; "
+                   "ignored when --resume finds a checkpoint)")
+    p.add_argument("--export", default=None, help="write a generator (fp16) to this file at the end")
+    p.add_argument("--export-select", choices=["best", "last"], default="best",
+                   help="which generator --export writes: lowest held-out feature error (best) or the final one (last)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="fp16 autocast (CUDA only)")
     p.add_argument("--seed", type=int, default=0)
@@ -345,6 +370,10 @@ def train_generator_main(argv: list[str] | None = None) -> int:
         trainer.load_state_dict(sd["trainer"])
         best = sd.get("best", best)
         print(f"resumed from {ckpt} at step {trainer.step_n}", flush=True)
+    elif args.init:
+        init_weights(trainer, args.init)
+        trainer.G.set_code_stats(stats["mean"].to(device), stats["std"].to(device))
+        print(f"initialised from {args.init}", flush=True)
     n = len(train["codes"])
     per_epoch = max(1, n // cfg.batch_size)
     eval_every = args.eval_every or per_epoch
@@ -414,8 +443,12 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     if not (out / "generator_best.pt").exists():
         do_eval()
     if args.export:
-        obj = torch.load(out / "generator_best.pt", weights_only=True)
-        atomic_torch_save(obj, args.export)
+        if args.export_select == "last":
+            m = evaluate(trainer.G, comparator, enc, val["codes"], val["images"], device=device)
+            m["step"] = trainer.step_n
+            export_generator(trainer.G, Path(args.export), {"encoder": run_info, "code_stats": stats, "metrics": m})
+        else:
+            atomic_torch_save(torch.load(out / "generator_best.pt", weights_only=True), args.export)
         print(f"exported {args.export} ({Path(args.export).stat().st_size/2**20:.1f} MiB)", flush=True)
     return 0
 

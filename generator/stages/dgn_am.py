@@ -16,7 +16,9 @@ penultimate code and is independent of the target model):
 Config keys (``[dgn_am]``, all optional): ``generator`` (path), ``classes`` (list of ImageNet
 indices, or an int = that many spread classes), ``steps``, ``lr_start``, ``decay``,
 ``clip_sigma``, ``baselines`` (list of "plain" | "regularized" | "fourier"), ``ppgn_steps``,
-``ppgn_samples``, ``ppgn_eps1``, ``ppgn_eps2``, ``ppgn_eps3``, ``ppgn_lr``, ``ppgn_normalize``,
+``ppgn_samples``, ``ppgn_eps1``, ``ppgn_eps2``, ``ppgn_eps3``, ``ppgn_update`` ("normalized" | "raw"),
+``ppgn_schedule`` ("cyclical" | "linear" | "constant"), ``ppgn_lr``, ``ppgn_lr_end``, ``ppgn_from``
+("random" | "dgn"), ``ppgn_precondition``, ``ppgn_normalize``,
 ``units_per_layer``, ``layers``, ``seed``, ``recon_images``. Every result is cached in
 ``ctx.cache`` under (model, generator hash, settings, targets).
 """
@@ -50,21 +52,74 @@ def _settings(cfg: dict) -> dict:
         "decay": float(cfg.get("decay", 0.001)),
         "clip_sigma": float(cfg.get("clip_sigma", 3.0)),
         "baselines": list(cfg.get("baselines", ["plain", "fourier"])),
-        "ppgn_steps": int(cfg.get("ppgn_steps", 60)),
+        "ppgn_steps": int(cfg.get("ppgn_steps", 500)),
         "ppgn_samples": int(cfg.get("ppgn_samples", 5)),
         "ppgn_eps1": float(cfg.get("ppgn_eps1", 1e-5)),
         "ppgn_eps2": float(cfg.get("ppgn_eps2", 1.0)),
         "ppgn_eps3": float(cfg.get("ppgn_eps3", 1e-17)),
-        "ppgn_lr": float(cfg.get("ppgn_lr", 0.1)),
+        "ppgn_update": str(cfg.get("ppgn_update", "normalized")),
+        "ppgn_schedule": str(cfg.get("ppgn_schedule", "cyclical")),
+        "ppgn_lr": float(cfg.get("ppgn_lr", 0.5)),
+        "ppgn_lr_end": float(cfg.get("ppgn_lr_end", 0.01)),
         "ppgn_normalize": bool(cfg.get("ppgn_normalize", False)),
-        "ppgn_precondition": str(cfg.get("ppgn_precondition", "rms")),
-        "ppgn_from": str(cfg.get("ppgn_from", "dgn")),
+        "ppgn_precondition": str(cfg.get("ppgn_precondition", "none")),
+        "ppgn_from": str(cfg.get("ppgn_from", "random")),
         "units_per_layer": int(cfg.get("units_per_layer", 1)),
         "units": {k: [int(c) for c in v] for k, v in dict(cfg.get("units", {})).items()},
         "layers": list(cfg.get("layers", [])),
         "seed": int(cfg.get("seed", 0)),
         "recon_images": int(cfg.get("recon_images", 8)),
     }
+
+
+def ppgn_settings(s: dict):
+    """PPGN settings from the stage's config: ``ppgn_samples`` samples, one every ``ppgn_steps // ppgn_samples``
+    steps after a burn-in of the same length; with the cyclical schedule each sample ends a cycle."""
+    from ..deepsim.ppgn import PPGNSettings
+
+    every = max(1, s["ppgn_steps"] // max(1, s["ppgn_samples"]))
+    sched = s["ppgn_schedule"]
+    if sched not in ("cyclical", "linear", "constant"):
+        raise ValueError(f"[dgn_am] ppgn_schedule must be cyclical, linear or constant, not {sched!r}")
+    return PPGNSettings(steps=every * max(1, s["ppgn_samples"]), eps1=s["ppgn_eps1"], eps2=s["ppgn_eps2"],
+                        eps3=s["ppgn_eps3"], update=s["ppgn_update"], lr=s["ppgn_lr"],
+                        lr_end=None if sched == "constant" else s["ppgn_lr_end"],
+                        cycle=every if sched == "cyclical" else 0, normalize_grad=s["ppgn_normalize"],
+                        clip_sigma=s["clip_sigma"], save_every=every, burn_in=every, seed=s["seed"],
+                        precondition=s["ppgn_precondition"])
+
+
+def load_any_generator(path: Path, device: str = "cpu"):
+    """This project's generator file, or — when it is not one — the published DeePSim fc6 generator
+    (PyTorch port; its code is AlexNet's fc6). Returns ``(G, meta)``."""
+    from ..deepsim import load_deepsim_fc6, load_generator
+
+    try:
+        return load_generator(path, device=device)
+    except ValueError as own:
+        try:
+            return load_deepsim_fc6(path, device=device)
+        except ValueError as fc6:
+            raise ValueError(f"{path}: neither this project's generator format ({own}) nor the DeePSim fc6 "
+                             f"layout ({fc6})") from None
+
+
+def prior_encoder(ctx, model, meta: dict):
+    """The encoder ``E`` of PPGN's prior term ``R(h) = E(G(h))`` — the network whose code the generator
+    inverts — as ``(Encoder, None)``, or ``(None, reason)`` when its weights are not available (the chain
+    then runs without the ε1 term, and the page says so)."""
+    from ..deepsim.nets import Encoder
+    from ..models import WeightsError, load_model
+
+    e = meta.get("encoder", {})
+    name, layer = e.get("encoder", "efficientnet_lite0"), e.get("encoder_layer", "pre_logits")
+    enc_model = model if model.name == name else next((m for m in ctx.models if m.name == name), None)
+    if enc_model is None:
+        try:
+            enc_model = load_model(name, device=ctx.device)
+        except WeightsError as err:
+            return None, f"the generator's encoder {name} has no weights here ({err}); PPGN ran without the ε1 term"
+    return Encoder(enc_model, layer), None
 
 
 def _unit_targets(ctx, model, s: dict):
@@ -91,8 +146,7 @@ def _probs(model, imgs: torch.Tensor, classes: list[int]) -> list[float]:
 
 def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     from ..deepsim.dgn_am import DGNAMSettings, Target, dgn_am
-    from ..deepsim.nets import Encoder
-    from ..deepsim.ppgn import PPGNSettings, ppgn_sample
+    from ..deepsim.ppgn import ppgn_sample
     from ..methods.pixel_am import PixelAMSettings, pixel_am
 
     stats = meta["code_stats"]
@@ -123,23 +177,15 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
                                     "labels": [u.label for u in units], "settings": res.settings})
         out["units"] = r
 
-    pset = PPGNSettings(steps=s["ppgn_steps"], eps1=s["ppgn_eps1"], eps2=s["ppgn_eps2"], eps3=s["ppgn_eps3"],
-                        lr=s["ppgn_lr"], normalize_grad=s["ppgn_normalize"], clip_sigma=s["clip_sigma"],
-                        save_every=max(1, s["ppgn_steps"] // s["ppgn_samples"]), seed=s["seed"],
-                        precondition=s["ppgn_precondition"])
+    pset = ppgn_settings(s)
     h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
+    enc, why = prior_encoder(ctx, model, meta) if s["ppgn_eps1"] != 0 else (None, "ε1 = 0")
+    out["ppgn_prior"] = why
     key = {**base, "part": "ppgn", "settings": pset.to_dict(), "targets": s["classes"], "from": s["ppgn_from"],
            "dgn": dset.to_dict() if h0 is not None else None,
-           "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits")}
+           "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits"), "prior": enc is not None}
     r = ctx.cache.get(key)
     if r is None:
-        enc = None
-        if s["ppgn_eps1"] != 0:
-            from ..models import load_model
-
-            enc_model = model if model.name == meta.get("encoder", {}).get("encoder", "efficientnet_lite0") else \
-                load_model(meta.get("encoder", {}).get("encoder", "efficientnet_lite0"), device=ctx.device)
-            enc = Encoder(enc_model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))
         res = ppgn_sample(G, enc, model.net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
         b, k = res.samples.shape[:2]
         pr = _probs(model, res.samples.flatten(0, 1).float(), [c for c in s["classes"] for _ in range(k)])
@@ -230,8 +276,6 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
 
 
 def run(ctx) -> None:
-    from ..deepsim import load_generator
-
     cfg = ctx.config.section("dgn_am")
     s = _settings(cfg)
     gpath = Path(cfg.get("generator", DEFAULT_GENERATOR))
@@ -243,7 +287,7 @@ def run(ctx) -> None:
         ctx.section(PAGE, "", f"Not built: the generator file `{md_escape(gpath.name)}` was not found. Train one with "
                     "`python -m generator train-generator` (see the README).", order=0)
         return
-    G, meta = load_generator(gpath, device=str(ctx.device))
+    G, meta = load_any_generator(gpath, device=str(ctx.device))
     gen_id = sha256_file(gpath)
     eval_path = gpath.with_suffix(".eval.json")
     evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
@@ -254,7 +298,7 @@ def run(ctx) -> None:
         figs = _figures(ctx, model, out, s)
         page = f"models/{model.name}"
         ctx.section(page, "DGN-AM and PPGN", ctx.render(
-            "dgn_am/model.md.j2", model=model, figs=figs, s=s, link=lambda t, page=page: ctx.link(page, t),
+            "dgn_am/model.md.j2", model=model, figs=figs, s=s, prior_note=out.get("ppgn_prior"), link=lambda t, page=page: ctx.link(page, t),
             method_link=ctx.link(page, PAGE)), order=ORDER)
         per_model.append({"model": model, "figs": figs})
     enc = meta.get("encoder", {})
