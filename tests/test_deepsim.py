@@ -308,6 +308,12 @@ def test_dgn_am_stage_takes_the_fc6_layout_and_drops_the_prior_without_alexnet(t
     export_generator(g, tmp_path / "own.pt", {"code_stats": stats(), "encoder": {"encoder": "tiny"}})
     G2, meta2 = load_any_generator(tmp_path / "own.pt")
     assert meta2["format"] == "cnnvis-deepsim-generator/1"
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_any_generator(tmp_path / "junk.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "own.pt").read_bytes()[:2000])  # an interrupted copy
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_any_generator(tmp_path / "cut.pt")
 
 
 def test_cli_has_help():

@@ -99,9 +99,12 @@ def load_any_generator(path: Path, device: str = "cpu"):
     except ValueError as own:
         try:
             return load_deepsim_fc6(path, device=device)
-        except ValueError as fc6:
+        except (ValueError, KeyError, RuntimeError) as fc6:
             raise ValueError(f"{path}: neither this project's generator format ({own}) nor the DeePSim fc6 "
                              f"layout ({fc6})") from None
+    except Exception as e:  # not a (safe) PyTorch file at all: truncated, corrupt, pickled code
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({type(e).__name__}: {msg})") from None
 
 
 def prior_encoder(ctx, model, meta: dict):
@@ -179,7 +182,7 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
 
     pset = ppgn_settings(s)
     h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
-    enc, why = prior_encoder(ctx, model, meta) if s["ppgn_eps1"] != 0 else (None, "ε1 = 0")
+    enc, why = prior_encoder(ctx, model, meta) if s["ppgn_eps1"] != 0 else (None, "PPGN ran without the prior term (ppgn_eps1 = 0 in the config)")
     out["ppgn_prior"] = why
     key = {**base, "part": "ppgn", "settings": pset.to_dict(), "targets": s["classes"], "from": s["ppgn_from"],
            "dgn": dset.to_dict() if h0 is not None else None,
