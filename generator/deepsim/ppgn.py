@@ -48,13 +48,13 @@ from .dgn_am import Target, UnitObjective, code_bounds, fit_to_model
 
 @dataclass
 class PPGNSettings:
-    steps: int = 600
+    steps: int = 720
     eps1: float = 1e-5
     eps2: float = 1.0
     eps3: float = 1e-17
     lr: float = 0.5  # "normalized": mean |step| per dimension in units of the mean code std
     lr_end: float | None = 0.01  # schedule end (None: constant lr, as in the authors' scripts)
-    cycle: int = 100  # > 0: cosine lr → lr_end every `cycle` steps (Zhang et al. 2020); 0: linear lr → lr_end over the chain
+    cycle: int = 120  # > 0: cosine lr → lr_end every `cycle` steps (Zhang et al. 2020); 0: linear lr → lr_end over the chain
     update: str = "normalized"  # "normalized": h += lr·std·d_h / mean|d_h| (the authors' code) | "raw": h += lr·d_h
     normalize_grad: bool = False
     precondition: str = "none"  # "none" (the paper's update) | "rms": condition gradient / running RMS (RMSProp, β=0.99), × code std
@@ -63,8 +63,8 @@ class PPGNSettings:
     init: str = "random"  # "random" (mean + init_scale·std·N(0,1)) | "mean" | "zeros"
     init_scale: float = 0.5
     seed: int = 0
-    save_every: int = 100  # with cycle: = cycle, so each sample ends a cycle
-    burn_in: int = 100  # first saved sample (skip the random start)
+    save_every: int = 120  # with cycle: = cycle, so each sample ends a cycle
+    burn_in: int = 120  # first saved sample (skip the random start)
     fit: str = "resize"
     crop_frac: float = 0.9
 

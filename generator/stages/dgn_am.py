@@ -52,7 +52,7 @@ def _settings(cfg: dict) -> dict:
         "decay": float(cfg.get("decay", 0.001)),
         "clip_sigma": float(cfg.get("clip_sigma", 3.0)),
         "baselines": list(cfg.get("baselines", ["plain", "fourier"])),
-        "ppgn_steps": int(cfg.get("ppgn_steps", 500)),
+        "ppgn_steps": int(cfg.get("ppgn_steps", 600)),
         "ppgn_samples": int(cfg.get("ppgn_samples", 5)),
         "ppgn_eps1": float(cfg.get("ppgn_eps1", 1e-5)),
         "ppgn_eps2": float(cfg.get("ppgn_eps2", 1.0)),
