@@ -10,10 +10,11 @@ Claims checked (numbers printed and saved as JSON for the site's DGN-AM page):
 2. PPGN chains for the same classes: fraction of saved samples with p ≥ 0.9, and within-chain
    diversity = mean pairwise cosine distance between the samples' Lite0 penultimate features
    (the 1280-d pooled code), compared with the same distance among real held-out photos of one
-   class (imagenette val) and among DGN-AM images of *different* classes.
+   class (imagenette val) and among DGN-AM images of *different* classes. ``--ppgn-constant-lrs``
+   adds runs of the same chains with constant step sizes (the authors' schedule) for comparison.
 3. Hidden units (a channel of a conv stage, read at the spatial centre): the unit's activation
    on its DGN-AM image vs. the 99th percentile of the same unit's centre activation over
-   ``--val-images`` photos of imagenette val (a subset on CPU).
+   the photos of imagenette val (all of them by default; ``--val-images N`` for a subset).
 4. Baselines: pixel-space AM (plain, regularised, Fourier) on the same classes, same number of steps.
 """
 from __future__ import annotations
