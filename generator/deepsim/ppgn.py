@@ -153,11 +153,12 @@ def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Seque
                 g = g / g.abs().mean(dim=1, keepdim=True).clamp_min(1e-12) * scale
             prior = (encoder(img.detach()).float() - h) if (encoder is not None and s.eps1 != 0) else 0.0
             noise = s.eps3 * torch.randn(n, d, generator=gen).to(device)
-            d_h = s.eps1 * prior + s.eps2 * g + noise
+            drift = s.eps1 * prior + s.eps2 * g
             if s.update == "normalized":  # every step moves h by lr·std per dimension on average
+                d_h = drift + noise
                 h = h.detach() + lr_t * scale * d_h / d_h.abs().mean(dim=1, keepdim=True).clamp_min(1e-30)
             elif s.update == "raw":
-                h = h.detach() + lr_t * (s.eps1 * prior + s.eps2 * g) + noise
+                h = h.detach() + lr_t * drift + noise
             else:
                 raise ValueError(f"unknown update {s.update!r}")
             if s.reset_every > 0 and (t + 1) % s.reset_every == 0:
