@@ -1,14 +1,16 @@
 """The build pipeline: config → models + images → stages → Markdown pages.
 
-Each stage is a module ``generator/stages/<name>.py`` with ``run(ctx)``; it computes
-(through ``ctx.cache``), renders figures, and adds page sections. Pages are written
+Each stage is a module ``generator/stages/<name>.py`` (contract in
+:mod:`generator.stages`): ``settings(config)`` reads and checks its config table,
+``run(ctx)`` computes (through ``ctx.cache``), renders figures and adds page sections,
+and ``PROVIDES`` / ``NEEDS`` / ``USES`` declare the artifacts it exchanges with other
+stages through ``ctx.provide`` / ``ctx.need`` / ``ctx.artifact``. The configured order
+and every stage's settings are checked before any model is loaded. Pages are written
 once at the end by :class:`generator.site.SiteWriter`.
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from typing import Any
 import torch
 
 from .cache import Cache
-from .config import Config
+from . import stages as stage_modules
+from .config import Config, ConfigError
 from .images import ImageItem, Skipped, load_image_set, to_model_input
 from .models import LoadedModel, WeightsError, get_spec, load_model
 from .site import SiteWriter
@@ -30,7 +33,7 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available (use --device cpu)")
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available (use --device cpu)")
     return dev
 
 
@@ -48,6 +51,8 @@ class BuildContext:
     batch_size: int
     timer: StageTimer
     out: Path
+    settings: dict[str, dict] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
     _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -97,7 +102,22 @@ class BuildContext:
             model.spec.layer(name)  # raises a clear KeyError for unknown names
         return list(wanted)
 
+    # -- artifacts exchanged between stages (declared in each stage module) ------
+    def provide(self, name: str, value: Any) -> None:
+        self.artifacts[name] = value
+
+    def need(self, name: str) -> Any:
+        if name not in self.artifacts:
+            raise RuntimeError(f"artifact {name!r} was not provided (stage order is checked, so this is a bug)")
+        return self.artifacts[name]
+
+    def artifact(self, name: str, default: Any = None) -> Any:
+        return self.artifacts.get(name, default)
+
     # -- pages (delegates) -----------------------------------------------------
+    def declare(self, page: str, title: str, intro: str = "", nav: str | None = None, order: int = 50) -> None:
+        self.site.declare(page, title, intro, nav, order)
+
     def figure_path(self, rel: str) -> Path:
         return self.site.figure_path(rel)
 
@@ -140,6 +160,11 @@ def load_models(names: list[str], weights_dir: str | None, offline: bool, strict
 def run_build(config: Config, say=print) -> BuildResult:
     timer = StageTimer()
     b = config.build
+    # everything that can be wrong with the configuration is found before any model work
+    stages = stage_modules.plan(list(b["stages"]))
+    settings = {name: mod.settings(config) for name, mod in zip(b["stages"], stages) if hasattr(mod, "settings")}
+    if int(b["batch_size"]) < 1:
+        raise ConfigError(f"[build] batch_size = {b['batch_size']}: must be at least 1")
     device = pick_device(b["device"])
     out = config.resolve_path(b["out"])
     with timer.stage("load models"):
@@ -156,17 +181,14 @@ def run_build(config: Config, say=print) -> BuildResult:
     ctx = BuildContext(
         config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
         cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out), device=device,
-        batch_size=int(b["batch_size"]), timer=timer, out=out,
+        batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
     )
-    for name in b["stages"]:
-        try:
-            mod = importlib.import_module(f"generator.stages.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"generator.stages.{name}":
-                raise ValueError(f"unknown stage {name!r} in [build].stages") from None
-            raise
+    for name, mod in zip(b["stages"], stages):
         with timer.stage(name):
             mod.run(ctx)
+        missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
+        if missing_artifacts:
+            raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
     with timer.stage("write pages"):
         ctx.site.finish()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses")

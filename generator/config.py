@@ -2,7 +2,9 @@
 
 The ``[build]`` table drives the pipeline; every stage reads its own table
 (``[activity]``, ``[attribution]``, ``[findings]``, ``[atlas]``, ``[dgn_am]``) through
-:meth:`Config.section`, and a model can have its own table ``[models.<name>]``
+:meth:`Config.table`, which checks it against the stage's defaults: an unknown key or a
+value of the wrong type is a :class:`ConfigError` (one line naming the key, its table and
+what is allowed). A model can have its own table ``[models.<name>]``
 (e.g. ``layers = ["conv1", "conv5"]``).
 """
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "data" / "config.toml"
@@ -27,28 +29,83 @@ BUILD_DEFAULTS: dict[str, Any] = {
     "weights_dir": "",
     "stages": ["overview", "activity"],
     "image_limit": 0,
+    "no_cache": False,
 }
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input: one line for the user, exit code 2, nothing built."""
+
+
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a table"}
+
+
+def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True
+    return isinstance(value, allowed)
+
+
+def read_table(data: Mapping[str, Any], table: str, defaults: Mapping[str, Any],
+               types: Mapping[str, type | tuple[type, ...]] | None = None,
+               choices: Mapping[str, Iterable[Any]] | None = None) -> dict[str, Any]:
+    """``data`` (one config table) merged over ``defaults``, checked key by key.
+
+    A key not in ``defaults`` or a value whose type differs from its default's (or from
+    ``types[key]`` where a key takes several types) raises :class:`ConfigError` naming the
+    key, its table and the allowed keys or types; ``choices[key]`` restricts a value (or
+    every item of a list value) to a set. Integers are accepted where a float is expected
+    and converted. A default of ``None`` accepts any value.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{table}] must be a table, got {data!r}")
+    out = dict(defaults)
+    for key, value in data.items():
+        if key not in defaults:
+            raise ConfigError(f"[{table}] unknown key {key!r}; allowed: {', '.join(defaults)}")
+        want = (types or {}).get(key)
+        if want is None:
+            default = defaults[key]
+            want = None if default is None else (float,) if isinstance(default, float) else (type(default),)
+        elif not isinstance(want, tuple):
+            want = (want,)
+        if want is not None and not _type_ok(value, want):
+            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in want)
+            raise ConfigError(f"[{table}] {key} = {value!r}: must be {names}")
+        if want == (float,) and isinstance(value, int):
+            value = float(value)
+        allowed = (choices or {}).get(key)
+        if allowed is not None:
+            allowed = list(allowed)
+            for v in value if isinstance(value, list) else [value]:
+                if v not in allowed:
+                    raise ConfigError(f"[{table}] {key}: unknown value {v!r}; allowed: "
+                                      f"{', '.join(map(str, allowed))}")
+        out[key] = value
+    return out
 
 
 class Config:
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
-        build = dict(BUILD_DEFAULTS)
-        build.update(data.get("build", {}))
-        self.data["build"] = build
+        self.data["build"] = read_table(data.get("build", {}), "build", BUILD_DEFAULTS,
+                                        types={"weights_dir": (str, type(None))})
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
         p = Path(path) if path else DEFAULT_CONFIG
         if not p.is_file():
             if path:
-                raise FileNotFoundError(f"config file {p} does not exist")
+                raise ConfigError(f"config file {p} does not exist")
             return cls({}, None)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{p}: invalid TOML ({e})") from None
+            raise ConfigError(f"{p}: invalid TOML ({e})") from None
         return cls(data, p)
 
     @property
@@ -61,17 +118,18 @@ class Config:
     def get(self, key: str, default: Any = None) -> Any:
         return self.build.get(key, default)
 
-    def section(self, name: str) -> dict[str, Any]:
-        return copy.deepcopy(self.data.get(name, {}))
+    def table(self, name: str, defaults: Mapping[str, Any], **checks: Any) -> dict[str, Any]:
+        """The stage table ``[name]`` checked against ``defaults`` (see :func:`read_table`)."""
+        return read_table(copy.deepcopy(self.data.get(name, {})), name, defaults, **checks)
 
     def model_section(self, model: str) -> dict[str, Any]:
         return copy.deepcopy(self.data.get("models", {}).get(model, {}))
 
     def override(self, **kw: Any) -> "Config":
-        """Apply CLI overrides (None means 'not given')."""
-        for k, v in kw.items():
-            if v is not None:
-                self.build[k] = v
+        """Apply CLI overrides (None means 'not given'), checked like the file's values."""
+        given = {k: v for k, v in kw.items() if v is not None}
+        self.data["build"] = read_table({**self.build, **given}, "build", BUILD_DEFAULTS,
+                                        types={"weights_dir": (str, type(None))})
         return self
 
     def resolve_path(self, value: str | Path) -> Path:
