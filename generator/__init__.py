@@ -1,3 +1,19 @@
-"""What does a deep CNN learn? — precompute CNN visualisations and write a MkDocs site."""
+"""What does a deep CNN learn? — precompute CNN visualisations and write a MkDocs site.
+
+The package reads top-down in the order data flows (each layer imports only from those above it):
+
+1. inputs       ``config`` (TOML tables checked against defaults), ``models`` (registry, weights),
+                ``images`` (validated photo set), ``cache`` (content-addressed results), ``util``.
+2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
+                deconvnet, objectives for activation maximisation, pixel-space AM) and
+                ``deepsim/`` (the image generator behind DGN-AM and PPGN, and its training).
+3. metrics      ``metrics/``: measurements of the methods (sanity, similarity, faithfulness,
+                model table), ``receptive_field``, ``unit_stats`` (streaming top-k for the atlas).
+4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).
+5. pages        ``site`` + ``templates/``: Markdown pages from sections.
+6. stages       ``stages/``: glue — cache → methods/metrics → render → page sections; they
+                exchange results only through declared artifacts (see ``stages/__init__``).
+7. build, cli   ``build`` (checks config and stage order, runs the stages), ``cli`` (commands).
+"""
 
 __version__ = "0.1.0"

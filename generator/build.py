@@ -102,6 +102,12 @@ class BuildContext:
             model.spec.layer(name)  # raises a clear KeyError for unknown names
         return list(wanted)
 
+    def stage_settings(self, stage: str) -> dict:
+        """The checked settings of ``stage`` (read once from its config table)."""
+        if stage not in self.settings:
+            self.settings[stage] = stage_modules.load(stage).settings(self.config)
+        return self.settings[stage]
+
     # -- artifacts exchanged between stages (declared in each stage module) ------
     def provide(self, name: str, value: Any) -> None:
         self.artifacts[name] = value
@@ -157,12 +163,23 @@ def load_models(names: list[str], weights_dir: str | None, offline: bool, strict
     return models, missing
 
 
+def check_config(config: Config) -> dict[str, dict]:
+    """Every table of the configuration checked (also those of stages not run this time,
+    so a typo never waits for the day its stage is enabled); returns each stage's settings."""
+    known = {"build", "models", *stage_modules.STAGES}
+    for table in config.data:
+        if table not in known:
+            raise ConfigError(f"unknown table [{table}]; known: {', '.join(sorted(known))}")
+    return {name: mod.settings(config) for name in stage_modules.STAGES
+            if hasattr(mod := stage_modules.load(name), "settings")}
+
+
 def run_build(config: Config, say=print) -> BuildResult:
     timer = StageTimer()
     b = config.build
     # everything that can be wrong with the configuration is found before any model work
     stages = stage_modules.plan(list(b["stages"]))
-    settings = {name: mod.settings(config) for name, mod in zip(b["stages"], stages) if hasattr(mod, "settings")}
+    settings = check_config(config)
     if int(b["batch_size"]) < 1:
         raise ConfigError(f"[build] batch_size = {b['batch_size']}: must be at least 1")
     device = pick_device(b["device"])

@@ -211,7 +211,10 @@ def test_stage_pages_link_correctly_and_rerun_is_cached(tmp_path, folder):
     dgn = out / "figures" / "dgn_am" / "toy" / "c1" / "0.webp"
     dgn.parent.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(dgn, "WEBP")
+    stale = out / "figures" / "dgn_am" / "toy" / "c1" / "1.webp"  # an earlier run's file, not this run's
+    Image.new("RGB", (8, 8)).save(stale, "WEBP")
     ctx = make_ctx()
+    ctx.provide("unit_images", {("toy", "c1", 0): "figures/dgn_am/toy/c1/0.webp"})  # what the dgn_am stage hands on
     stage.run(ctx)
     ctx.site.finish()
     pages = sorted(p.relative_to(out).as_posix() for p in (out / "units").rglob("*.md"))

@@ -162,7 +162,7 @@ def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2,
 
 
 def test_statements_follow_the_numbers():
-    s = findings.settings_from({})
+    s = findings.settings(Config({}))
     titles = {"a": "Method A", "b": "Method B", "c": "Method C"} | findings.BASELINES
     M, cas, cls, fai = _fake("Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.3, 0.2]},
                              {"a": 0.97, "b": 0.1, "c": 0.85}, {"a": 0.25, "b": 0.05, "c": 0.35},
@@ -213,7 +213,7 @@ def test_cross_model_agreement():
 
 
 def test_settings_merge_and_helpers():
-    s = findings.settings_from({"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}})
+    s = findings.settings(Config({"findings": {"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}}}))
     assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
     assert findings.DEFAULTS["method_params"]["smoothgrad"] == {"samples": 12}  # defaults not mutated

@@ -9,6 +9,20 @@ from ..util import chunks, progress
 
 CODE_VERSION = 1
 ORDER = 20
+PROVIDES: tuple[str, ...] = ()
+NEEDS: tuple[str, ...] = ()
+DEFAULTS = {
+    "top_channels": 16,   # channels shown per layer (the most active on the image)
+    "top_classes": 5,     # predictions listed per image
+    "neurons": 3,         # chosen neurons per layer whose maps are drawn over the image
+    "fixed_neurons": {},  # layer → channels always drawn (e.g. {stage3 = [1, 7]})
+}
+
+
+def settings(config) -> dict:
+    s = config.table("activity", DEFAULTS)
+    s["fixed_neurons"] = {k: [int(c) for c in v] for k, v in s["fixed_neurons"].items()}
+    return s
 
 
 def _compute(ctx, model, layers: list[str], settings: dict) -> list[dict]:
@@ -59,19 +73,18 @@ def _figures(ctx, model, it, res, layers) -> None:
 
 
 def run(ctx) -> None:
-    cfg = ctx.config.section("activity")
-    settings = {"top_channels": int(cfg.get("top_channels", 16)), "neurons": int(cfg.get("neurons", 3)),
-                "fixed_neurons": {k: [int(c) for c in v] for k, v in dict(cfg.get("fixed_neurons", {})).items()}}
-    top_classes = int(cfg.get("top_classes", 5))
+    s = ctx.stage_settings("activity")
+    top_classes = s["top_classes"]
+    computed = {k: s[k] for k in ("top_channels", "neurons", "fixed_neurons")}  # what changes the results
     method_page = "methods/activity"
-    ctx.site.declare(method_page, "Activity", order=10)
+    ctx.declare(method_page, "Activity", order=10)
     ctx.section(method_page, "", ctx.render("activity/method.md.j2"), order=0)
     gallery = []
     for model in ctx.models:
         layers = ctx.layers(model)
         conv_layers = [n for n in layers if model.spec.layer(n).kind == "conv"]
         rows = []
-        for it, res in zip(ctx.images, _compute(ctx, model, layers, settings)):
+        for it, res in zip(ctx.images, _compute(ctx, model, layers, computed)):
             _figures(ctx, model, it, res, layers)
             p, c = F.softmax(res["logits"], dim=0).topk(top_classes)
             preds = [{"label": model.labels[int(ci)], "index": int(ci), "prob": float(pi),

@@ -10,9 +10,8 @@ written:
 - ``units/<model>/index.md``: layers (receptive field, channel count);
 - ``units/<model>/<layer>/index.md``: a grid of thumbnails, one per unit;
 - ``units/<model>/<layer>/<channel>.md``: top-k patches, their projections, the DGN-AM
-  image when ``figures/dgn_am/<model>/<layer>/<channel>.webp`` exists (run the dgn_am
-  stage before this one), the histogram of the per-image maximum over the folder and
-  the classes of the top images.
+  image of the unit when the dgn_am stage made one (artifact ``unit_images``), the
+  histogram of the per-image maximum over the folder and the classes of the top images.
 
 Config (``[atlas]``; all optional)::
 
@@ -50,12 +49,16 @@ from pathlib import Path
 import torch
 
 from .. import atlas as A
+from ..config import ConfigError
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..util import atomic_write_bytes, chunks, md_escape, progress, stable_hash
 
 CODE_VERSION = 1
 RF_VERSION = 1
 ORDER = 60
+PROVIDES: tuple[str, ...] = ()
+NEEDS: tuple[str, ...] = ()
+USES = ("unit_images",)  # the DGN-AM picture of a unit, shown on its page when the dgn_am stage ran
 
 DEFAULTS = {
     "folder": "",
@@ -75,22 +78,20 @@ DEFAULTS = {
 }
 
 
-def settings(ctx) -> dict:
-    cfg = dict(DEFAULTS)
-    cfg.update(ctx.config.section("atlas"))
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"[atlas]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
-    if cfg["workers"] == "auto":
-        cfg["workers"] = 0 if ctx.device.type == "cpu" else max(0, min(4, (os.cpu_count() or 1) - 1))
-    for k in ("max_channels_per_layer", "top_k", "max_images", "batch_size", "workers", "tile", "thumb",
-              "checkpoint_every", "hist_bins"):
-        cfg[k] = int(cfg[k])
-    if cfg["top_k"] < 1 or cfg["batch_size"] < 1 or cfg["tile"] < 8:
-        raise ValueError("[atlas]: top_k and batch_size must be ≥ 1, tile ≥ 8")
-    if cfg["projection_rule"] not in ("deconvnet", "guided"):
-        raise ValueError("[atlas].projection_rule must be 'deconvnet' or 'guided'")
-    return cfg
+def settings(config) -> dict:
+    s = config.table("atlas", DEFAULTS, types={"workers": (int, str)},
+                     choices={"projection_rule": ("deconvnet", "guided")})
+    if s["workers"] != "auto" and not isinstance(s["workers"], int):
+        raise ConfigError(f"[atlas] workers = {s['workers']!r}: must be \"auto\" or an integer")
+    if s["top_k"] < 1 or s["batch_size"] < 1 or s["tile"] < 8:
+        raise ConfigError("[atlas] top_k and batch_size must be at least 1, tile at least 8")
+    return s
+
+
+def _workers(ctx, s: dict) -> int:
+    if s["workers"] != "auto":
+        return int(s["workers"])
+    return 0 if ctx.device.type == "cpu" else max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _safe(name: str) -> str:
@@ -314,9 +315,11 @@ def _fmt(x: float) -> str:
 
 
 def run(ctx) -> None:
-    cfg = settings(ctx)
+    cfg = dict(ctx.stage_settings("atlas"))
+    cfg["workers"] = _workers(ctx, cfg)
     method_page = "methods/atlas"
-    ctx.site.declare(method_page, "Unit atlas", order=60)
+    ctx.declare(method_page, "Unit atlas", order=60)
+    unit_images = ctx.artifact("unit_images", {})
     index_rel = "units/index.md"
     fallback_note = ""
     folder = ctx.config.resolve_path(cfg["folder"] or ctx.config["images"])
@@ -380,8 +383,7 @@ def run(ctx) -> None:
                 if e.get("deconv") is not None:
                     deconv_rel = _figure_rel(model.name, layer, c, "deconv")
                     _webp(_tile_grid(e["deconv"]), ctx.figure_path(deconv_rel))
-                dgn_rel = f"figures/dgn_am/{model.name}/{layer}/{c}.webp"
-                has_dgn = (ctx.site.out / dgn_rel).is_file()
+                dgn_rel = unit_images.get((model.name, layer, c))
                 examples = []
                 for r in range(tk.k):
                     i = int(tk.index[c, r])
@@ -403,7 +405,7 @@ def run(ctx) -> None:
                     "atlas/unit.md.j2", model=model, layer=layer, channel=c, n_channels=C, channels=channels,
                     examples=examples, classes=classes.most_common(), labelled=labelled,
                     top_rel=_figure_rel(model.name, layer, c, "top"), deconv_rel=deconv_rel,
-                    dgn_rel=dgn_rel if has_dgn else None, rule=cfg["projection_rule"], switchless=switchless, hist_svg=svg, hist_lo=_fmt(lo), hist_hi=_fmt(hi),
+                    dgn_rel=dgn_rel, rule=cfg["projection_rule"], switchless=switchless, hist_svg=svg, hist_lo=_fmt(lo), hist_hi=_fmt(hi),
                     n_images=hist.n, mean_max=_fmt(float(hist.sum[c]) / max(1, hist.n)),
                     active=float(hist.active[c]) / max(1, hist.n), rf=rf, folder_name=folder_name, k=tk.k,
                     link=link, unit_page=lambda cc: posix_name(unit_page(model.name, layer, cc)),

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from ..config import ConfigError
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make, normalize_for_display, to_rgb
 from ..methods.neuron_deconv import project_activations, top_neurons
 from ..render import colour_bar, colourise, grid, to_pil
@@ -47,6 +48,8 @@ from ..util import atomic_write_bytes, progress
 
 CODE_VERSION = 2
 ORDER = 30
+PROVIDES: tuple[str, ...] = ()
+NEEDS: tuple[str, ...] = ()
 # the galleries use these settings unless [attribution.method_params.<name>] says otherwise
 GALLERY_PARAMS: dict[str, dict] = {
     "smoothgrad": {"samples": 25, "sigma": 0.15},
@@ -83,27 +86,28 @@ def _u8(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(t.permute(1, 2, 0).contiguous().numpy())
 
 
-def settings(cfg: dict) -> dict:
-    methods = list(cfg.get("methods") or ATTRIBUTION_METHODS)
-    for m in methods:
-        if m not in ATTRIBUTION_METHODS:
-            raise ValueError(f"[attribution].methods: unknown method {m!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
-    rules = list(cfg.get("neuron_rules") or ["deconvnet", "guided"])
-    for r in rules:
-        if r not in ("deconvnet", "guided", "gradient"):
-            raise ValueError(f"[attribution].neuron_rules: unknown rule {r!r} (deconvnet, guided, gradient)")
-    user = dict(cfg.get("method_params", {}))
-    params = {m: {**GALLERY_PARAMS.get(m, {}), **dict(user.get(m, {}))} for m in methods}
-    return {
-        "methods": methods,
-        "params": params,
-        "gallery_images": int(cfg.get("gallery_images", 6)),
-        "neurons": int(cfg.get("neurons", 6)),
-        "neuron_images": int(cfg.get("neuron_images", 6)),
-        "neuron_layers": int(cfg.get("neuron_layers", 3)),
-        "neuron_rules": rules,
-        "batch_size": int(cfg.get("batch_size", 0) or 0),
-    }
+DEFAULTS = {
+    "methods": [],          # default: every method in ATTRIBUTION_METHODS
+    "gallery_images": 6,
+    "neurons": 6,
+    "neuron_images": 6,
+    "neuron_layers": 3,
+    "neuron_rules": ["deconvnet", "guided"],
+    "batch_size": 0,
+    "method_params": {},
+}
+
+
+def settings(config) -> dict:
+    s = config.table("attribution", DEFAULTS, choices={"methods": ATTRIBUTION_METHODS,
+                                                       "neuron_rules": ("deconvnet", "guided", "gradient")})
+    s["methods"] = list(s["methods"] or ATTRIBUTION_METHODS)
+    unknown = set(s["method_params"]) - set(ATTRIBUTION_METHODS)
+    if unknown:
+        raise ConfigError(f"[attribution.method_params]: unknown method {sorted(unknown)[0]!r}; "
+                          f"known: {', '.join(ATTRIBUTION_METHODS)}")
+    s["params"] = {m: {**GALLERY_PARAMS.get(m, {}), **dict(s["method_params"].get(m, {}))} for m in s["methods"]}
+    return s
 
 
 def neuron_layers(ctx, model, count: int) -> list[str]:
@@ -269,7 +273,7 @@ def _neuron_figure(ctx, model, layer: str, items, res: list[dict], path: Path) -
 
 
 def run(ctx) -> None:
-    s = settings(ctx.config.section("attribution"))
+    s = ctx.stage_settings("attribution")
     methods = s["methods"]
     copy_batch = s["batch_size"] or ctx.batch_size
     bar_path = ctx.figure_path("attribution/colorbar.svg")
@@ -347,7 +351,7 @@ def run(ctx) -> None:
     for order, n in enumerate(methods):
         cls = ATTRIBUTION_METHODS[n]
         page = f"methods/{n}"
-        ctx.site.declare(page, cls.title, order=20 + order)
+        ctx.declare(page, cls.title, order=20 + order)
         gallery = ctx.images[: max(0, s["gallery_images"])]
         ctx.section(page, "", ctx.render(
             "attribution/method.md.j2", name=n, cls=cls, models=list(per_model.values()), items=gallery,

@@ -29,47 +29,61 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError
 from ..util import md_escape, sha256_file
 
 CODE_VERSION = 2
 ORDER = 60
+#: "unit_images": {(model, layer, channel): figure path relative to the generated folder}
+PROVIDES = ("unit_images",)
+NEEDS: tuple[str, ...] = ()
 PAGE = "methods/dgn_am"
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GENERATOR = "data/weights/deepsim_lite0_64.pt"
 
 
-def _settings(cfg: dict) -> dict:
+DEFAULTS = {
+    "generator": DEFAULT_GENERATOR,
+    "classes": 4,            # a number of classes spread over ImageNet, or a list of class indices
+    "steps": 100,
+    "optimizer": "adam",
+    "lr_start": 0.5,
+    "lr_end": 0.01,
+    "decay": 0.001,
+    "clip_sigma": 3.0,
+    "baselines": ["plain", "fourier"],
+    "ppgn_steps": 600,
+    "ppgn_samples": 5,
+    "ppgn_eps1": 1e-5,
+    "ppgn_eps2": 1.0,
+    "ppgn_eps3": 1e-17,
+    "ppgn_update": "normalized",
+    "ppgn_schedule": "cyclical",
+    "ppgn_lr": 0.5,
+    "ppgn_lr_end": 0.01,
+    "ppgn_normalize": False,
+    "ppgn_precondition": "none",
+    "ppgn_from": "random",
+    "units_per_layer": 1,
+    "units": {},
+    "layers": [],
+    "seed": 0,
+    "recon_images": 8,
+}
+
+
+def settings(config) -> dict:
     from ..deepsim.evaluate import spread_classes
 
-    classes = cfg.get("classes", 4)
-    classes = spread_classes(int(classes)) if isinstance(classes, int) else [int(c) for c in classes]
-    return {
-        "classes": classes,
-        "steps": int(cfg.get("steps", 100)),
-        "optimizer": str(cfg.get("optimizer", "adam")),
-        "lr_start": float(cfg.get("lr_start", 0.5)),
-        "lr_end": float(cfg.get("lr_end", 0.01)),
-        "decay": float(cfg.get("decay", 0.001)),
-        "clip_sigma": float(cfg.get("clip_sigma", 3.0)),
-        "baselines": list(cfg.get("baselines", ["plain", "fourier"])),
-        "ppgn_steps": int(cfg.get("ppgn_steps", 600)),
-        "ppgn_samples": int(cfg.get("ppgn_samples", 5)),
-        "ppgn_eps1": float(cfg.get("ppgn_eps1", 1e-5)),
-        "ppgn_eps2": float(cfg.get("ppgn_eps2", 1.0)),
-        "ppgn_eps3": float(cfg.get("ppgn_eps3", 1e-17)),
-        "ppgn_update": str(cfg.get("ppgn_update", "normalized")),
-        "ppgn_schedule": str(cfg.get("ppgn_schedule", "cyclical")),
-        "ppgn_lr": float(cfg.get("ppgn_lr", 0.5)),
-        "ppgn_lr_end": float(cfg.get("ppgn_lr_end", 0.01)),
-        "ppgn_normalize": bool(cfg.get("ppgn_normalize", False)),
-        "ppgn_precondition": str(cfg.get("ppgn_precondition", "none")),
-        "ppgn_from": str(cfg.get("ppgn_from", "random")),
-        "units_per_layer": int(cfg.get("units_per_layer", 1)),
-        "units": {k: [int(c) for c in v] for k, v in dict(cfg.get("units", {})).items()},
-        "layers": list(cfg.get("layers", [])),
-        "seed": int(cfg.get("seed", 0)),
-        "recon_images": int(cfg.get("recon_images", 8)),
-    }
+    s = config.table("dgn_am", DEFAULTS, types={"classes": (int, list)},
+                     choices={"ppgn_schedule": ("cyclical", "linear", "constant"), "ppgn_from": ("random", "dgn"),
+                              "baselines": ("plain", "fourier"), "optimizer": ("adam", "sgd")})
+    s["classes"] = spread_classes(s["classes"]) if isinstance(s["classes"], int) else [int(c) for c in s["classes"]]
+    bad = [c for c in s["classes"] if not 0 <= c < 1000]
+    if bad:
+        raise ConfigError(f"[dgn_am] classes: {bad[0]} is not an ImageNet class index (0..999)")
+    s["units"] = {k: [int(c) for c in v] for k, v in s["units"].items()}
+    return s
 
 
 def ppgn_settings(s: dict):
@@ -79,8 +93,6 @@ def ppgn_settings(s: dict):
 
     every = max(1, s["ppgn_steps"] // max(1, s["ppgn_samples"]))
     sched = s["ppgn_schedule"]
-    if sched not in ("cyclical", "linear", "constant"):
-        raise ValueError(f"[dgn_am] ppgn_schedule must be cyclical, linear or constant, not {sched!r}")
     return PPGNSettings(steps=every * max(1, s["ppgn_samples"]), eps1=s["ppgn_eps1"], eps2=s["ppgn_eps2"],
                         eps3=s["ppgn_eps3"], update=s["ppgn_update"], lr=s["ppgn_lr"],
                         lr_end=None if sched == "constant" else s["ppgn_lr_end"],
@@ -279,13 +291,13 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
 
 
 def run(ctx) -> None:
-    cfg = ctx.config.section("dgn_am")
-    s = _settings(cfg)
-    gpath = Path(cfg.get("generator", DEFAULT_GENERATOR))
+    s = ctx.stage_settings("dgn_am")
+    gpath = Path(s["generator"])
     if not gpath.is_absolute():
         gpath = ROOT / gpath
-    if hasattr(ctx.site, "declare"):
-        ctx.site.declare(PAGE, "DGN-AM and PPGN", order=60)
+    ctx.declare(PAGE, "DGN-AM and PPGN", order=60)
+    unit_images: dict[tuple[str, str, int], str] = {}
+    ctx.provide("unit_images", unit_images)
     if not gpath.is_file():
         ctx.section(PAGE, "", f"Not built: the generator file `{md_escape(gpath.name)}` was not found. Train one with "
                     "`python -m generator train-generator` (see the README).", order=0)
@@ -304,6 +316,7 @@ def run(ctx) -> None:
             "dgn_am/model.md.j2", model=model, figs=figs, s=s, prior_note=out.get("ppgn_prior"), link=lambda t, page=page: ctx.link(page, t),
             method_link=ctx.link(page, PAGE)), order=ORDER)
         per_model.append({"model": model, "figs": figs})
+        unit_images.update({(model.name, u["layer"], u["channel"]): f"figures/{u['fig']}" for u in figs["units"]})
     enc = meta.get("encoder", {})
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},

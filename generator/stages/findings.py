@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..metrics import faithfulness as fa
 from ..metrics import model_table as mt
 from ..metrics import plots
@@ -53,6 +54,8 @@ from ..metrics import similarity as si
 from ..util import progress, stable_hash
 
 CODE_VERSION = 1
+PROVIDES: tuple[str, ...] = ()
+NEEDS: tuple[str, ...] = ()
 PAGE = "findings/index"
 ORDER = 70  # method-page sections after the galleries
 
@@ -91,13 +94,19 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def settings_from(cfg: dict) -> dict:
-    s = {k: v for k, v in DEFAULTS.items() if k != "method_params"}
-    s.update({k: v for k, v in cfg.items() if k != "method_params"})
+def settings(config) -> dict:
+    from ..methods.attribution import ATTRIBUTION_METHODS
+
+    s = config.table("findings", DEFAULTS, choices={"methods": ATTRIBUTION_METHODS,
+                                                    "figure_format": ("svg", "png")})
     mp = {k: dict(v) for k, v in DEFAULTS["method_params"].items()}
-    for k, v in dict(cfg.get("method_params", {})).items():
+    for k, v in s["method_params"].items():
+        if k not in ATTRIBUTION_METHODS:
+            raise ConfigError(f"[findings.method_params]: unknown method {k!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
         mp[k] = {**mp.get(k, {}), **dict(v)}
     s["method_params"] = mp
+    if not 2 < s["low_rank"] <= 1000:
+        raise ConfigError(f"[findings] low_rank = {s['low_rank']}: must be in 3..1000")
     return s
 
 
@@ -413,20 +422,15 @@ def cross_model(summaries: list[dict]) -> dict:
 def run(ctx) -> None:
     from ..methods.attribution import ATTRIBUTION_METHODS, make
 
-    s = settings_from(ctx.config.section("findings"))
+    s = ctx.stage_settings("findings")
     t_stage = time.perf_counter()
     names = list(s["methods"]) or list(ATTRIBUTION_METHODS)
-    for n in names:
-        if n not in ATTRIBUTION_METHODS:
-            raise KeyError(f"[findings].methods: unknown method {n!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
     titles = {n: ATTRIBUTION_METHODS[n].title for n in names} | BASELINES
     wanted = set(s["models"]) if s["models"] else None
     models = [m for m in ctx.models if wanted is None or m.name in wanted]
     items = select_items(ctx, s) if ctx.images else []
     n_sanity = max(1, min(int(s["sanity_images"]), len(items)))
     low_rank = int(s["low_rank"])
-    if not 2 < low_rank <= 1000:
-        raise ValueError(f"[findings].low_rank must be in 3..1000, got {low_rank}")
 
     summaries, accuracy, timing_all, settings_used = [], {}, {}, {}
     for model in models:
@@ -500,9 +504,7 @@ def _plain(obj):
 def _figures(ctx, model, names, titles, cas, cls, fai, maps, items, x, s, low_rank) -> dict:
     base = f"findings/{model.name}"
     title = model.spec.title
-    ext = str(s["figure_format"]).lower()
-    if ext not in ("svg", "png"):
-        raise ValueError(f"[findings].figure_format must be svg or png, got {ext!r}")
+    ext = s["figure_format"]
     T = float(s["sanity_threshold"])
     figs = {}
     curves = {n: {m: cas["methods"][n][m] for m in si.METRICS} for n in names}
@@ -533,7 +535,7 @@ def _figures(ctx, model, names, titles, cas, cls, fai, maps, items, x, s, low_ra
 def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank) -> None:
     from ..models import get_spec
 
-    ctx.site.declare(PAGE, "Findings", order=0)
+    ctx.declare(PAGE, "Findings", order=0)
     link = lambda target: ctx.link(PAGE, target)
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
     not_selected = [m.spec.title for m in ctx.models if m.name not in {sm["model"].name for sm in summaries}]
