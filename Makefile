@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := true
 
 MATHJAX := site_src/assets/mathjax/tex-mml-chtml.js
 
-.PHONY: site build serve test bench clean setup
+.PHONY: site build serve test bench clean setup rehearse
 
 setup: $(STAMP)
 
@@ -50,5 +50,10 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python bench/bench_methods.py $(ARGS)
 
 clean:
-	rm -rf site site_src/generated site_src/assets/mathjax .cache .build-rc .pytest_cache
+	rm -rf site site_src/generated site_src/assets/mathjax .cache .build-rc .pytest_cache .rehearsal
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# The whole default build with random weights where real ones are missing: its own site in
+# .rehearsal/site, a banner on every page; --timing prints seconds per model and stage.
+rehearse: $(STAMP)
+	$(BIN)/python -m generator rehearse --timing $(ARGS)

@@ -27,6 +27,11 @@ from .util import StageTimer, chunks
 
 log = logging.getLogger("generator")
 
+REHEARSAL_BANNER = ("!!! danger \"Rehearsal: random weights\"\n"
+                    "    This page comes from a rehearsal build. Models whose real weights were missing ran with "
+                    "**random** weights: their pictures and numbers show only that the pipeline runs, not what a "
+                    "trained network learned.")
+
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -147,19 +152,26 @@ class BuildResult:
 
 
 def load_models(names: list[str], weights_dir: str | None, offline: bool, strict: bool, device: torch.device,
-                say=print) -> tuple[list[LoadedModel], dict[str, str]]:
+                say=print, random_for_missing: bool = False) -> tuple[list[LoadedModel], dict[str, str]]:
+    """Each model with its real weights; a model whose weights are missing is reported and
+    skipped (``strict``: an error). ``random_for_missing`` (rehearsals only) builds such a
+    model with seeded random weights instead, labelled in its ``weights_id``."""
     models, missing = [], {}
     for name in names:
+        spec = get_spec(name)
         try:
-            spec = get_spec(name)
             m = load_model(spec, weights_dir or None, offline=offline, device=device)
-            models.append(m)
             say(f"model {spec.name}: real weights from {m.weights_path}")
         except WeightsError as e:
             if strict:
                 raise
-            missing[get_spec(name).name] = str(e)
-            say(f"model {name}: MISSING WEIGHTS, skipped. {e}")
+            if not random_for_missing:
+                missing[spec.name] = str(e)
+                say(f"model {spec.name}: MISSING WEIGHTS, skipped. {e}")
+                continue
+            m = load_model(spec, allow_random=True, device=device)
+            say(f"model {spec.name}: REHEARSAL with random weights (real ones missing: {e})")
+        models.append(m)
     return models, missing
 
 
@@ -174,7 +186,10 @@ def check_config(config: Config) -> dict[str, dict]:
             if hasattr(mod := stage_modules.load(name), "settings")}
 
 
-def run_build(config: Config, say=print) -> BuildResult:
+def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult:
+    """Run the configured stages and write the pages. ``rehearsal=True`` (see
+    :mod:`generator.rehearse`) gives missing models random weights and puts a banner on
+    every page; it never writes to the real output folder or cache."""
     timer = StageTimer()
     b = config.build
     # everything that can be wrong with the configuration is found before any model work
@@ -186,7 +201,7 @@ def run_build(config: Config, say=print) -> BuildResult:
     out = config.resolve_path(b["out"])
     with timer.stage("load models"):
         models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]), bool(b["strict"]),
-                                      device, say)
+                                      device, say, random_for_missing=rehearsal)
     with timer.stage("load images"):
         images, skipped, notes = load_image_set(config.resolve_path(b["images"]), limit=b.get("image_limit") or None)
     for n in notes:
@@ -197,7 +212,7 @@ def run_build(config: Config, say=print) -> BuildResult:
         f"device {device}")
     ctx = BuildContext(
         config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
-        cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out), device=device,
+        cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
         batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
     )
     for name, mod in zip(b["stages"], stages):

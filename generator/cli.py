@@ -2,6 +2,7 @@
 
 Commands
   build            compute the galleries and write site_src/generated (default command)
+  rehearse         the whole build with random weights where real ones are missing, as its own site
   weights          say, per model, whether its weights are found and how to supply them
   models           list the registry and each model's layer catalogue
   train-generator  train the DeePSim-style image generator used by DGN-AM / PPGN
@@ -12,20 +13,18 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
+# The commands import the package's modules inside their functions on purpose: they load torch,
+# which takes seconds, and `--help` or a bad flag should answer at once.
 
-def _build_parser(sub) -> None:
-    p = sub.add_parser("build", help="compute galleries and write the generated Markdown (default)",
-                       description="Compute every configured stage for every model and image and write "
-                                   "Markdown + figures under the output folder. Run `mkdocs build` afterwards "
-                                   "(make site does both).")
+
+def _add_build_options(p) -> None:
     p.add_argument("--config", help="TOML config file (default: data/config.toml)")
     p.add_argument("--models", help="comma-separated model names, overriding the config "
                                     "(registry names, or torchvision:ARCH / timm:ARCH)")
     p.add_argument("--images", help="image folder (with an optional images.toml manifest)")
-    p.add_argument("--out", help="output folder for generated Markdown and figures (default site_src/generated)")
-    p.add_argument("--cache", help="results cache folder (default .cache/results)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything (the cache is not read or written)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when available)")
     p.add_argument("--batch-size", type=int, help="images per batch (default 16)")
@@ -33,26 +32,65 @@ def _build_parser(sub) -> None:
     p.add_argument("--image-limit", type=int, help="use only the first N images (0 = all)")
     p.add_argument("--weights-dir", help="folder with weight files (also $CNNVIS_WEIGHTS_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never try to download weights")
+
+
+def _build_parser(sub) -> None:
+    p = sub.add_parser("build", help="compute galleries and write the generated Markdown (default)",
+                       description="Compute every configured stage for every model and image and write "
+                                   "Markdown + figures under the output folder. Run `mkdocs build` afterwards "
+                                   "(make site does both).")
+    _add_build_options(p)
+    p.add_argument("--out", help="output folder for generated Markdown and figures (default site_src/generated)")
+    p.add_argument("--cache", help="results cache folder (default .cache/results)")
     p.add_argument("--strict", action="store_true", default=None, help="missing weights are an error, not a note")
     p.set_defaults(func=cmd_build)
+    r = sub.add_parser("rehearse", help="rehearse the whole build with random weights where real ones are missing",
+                       description="Run every configured stage on every configured model — seeded random weights "
+                                   "for the models whose real weights are missing — into its own folder (pages, "
+                                   "results cache and MkDocs site, a banner on every page), never into the real "
+                                   "site or cache. Shows that the real job runs and how long it takes.")
+    _add_build_options(r)
+    r.add_argument("--dir", default=None, help="rehearsal folder (default .rehearsal; its site is DIR/site)")
+    r.add_argument("--small", action="store_true", help="two photos, every stage, a few optimisation steps "
+                                                        "(what `make test` runs)")
+    r.add_argument("--timing", action="store_true", help="first build each model alone and print seconds per "
+                                                         "model and stage")
+    r.add_argument("--no-site", action="store_true", help="skip the MkDocs build of the rehearsal")
+    r.set_defaults(func=cmd_rehearse)
+
+
+def _config_from_args(args):
+    from .config import Config
+
+    cfg = Config.load(args.config)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
+    cfg.override(models=split(args.models), images=args.images, out=getattr(args, "out", None),
+                 cache=getattr(args, "cache", None), device=args.device, batch_size=args.batch_size,
+                 stages=split(args.stages), image_limit=args.image_limit, weights_dir=args.weights_dir,
+                 offline=args.offline, strict=getattr(args, "strict", None),
+                 no_cache=True if args.no_cache else None)
+    return cfg
 
 
 def cmd_build(args) -> int:
     from .build import run_build
-    from .config import Config
     from .models import WeightsError
 
-    cfg = Config.load(args.config)
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None
-    cfg.override(models=split(args.models), images=args.images, out=args.out, cache=args.cache, device=args.device,
-                 batch_size=args.batch_size, stages=split(args.stages), image_limit=args.image_limit,
-                 weights_dir=args.weights_dir, offline=args.offline, strict=args.strict,
-                 no_cache=True if args.no_cache else None)
+    cfg = _config_from_args(args)
     try:
         result = run_build(cfg, say=_say)
     except WeightsError as e:
         _say(f"error: {e}")
         return 2
+    return result.exit_code
+
+
+def cmd_rehearse(args) -> int:
+    from .rehearse import DEFAULT_DIR, rehearse
+
+    cfg = _config_from_args(args)
+    folder = Path(args.dir) if args.dir else cfg.resolve_path(DEFAULT_DIR)
+    result = rehearse(cfg, folder, small=args.small, timing=args.timing, site=not args.no_site, say=_say)
     return result.exit_code
 
 

@@ -126,6 +126,44 @@ def grid(tiles: Sequence[Image.Image], ncols: int, tile: int, pad: int = 2, labe
     return canvas
 
 
+def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[str], row_labels: Sequence[str],
+                  tile: int, pad: int = 3, label_w: int = 110, head_h: int = 30) -> Image.Image:
+    """A table of pictures: ``rows[r][c]`` resized to ``tile``, column labels on top (wrapped to two
+    lines), row labels on the left (wrapped to fit the tile's height)."""
+    ncols = max((len(r) for r in rows), default=0)
+    W = label_w + ncols * (tile + pad) + pad
+    H = head_h + len(rows) * (tile + pad) + pad
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(11)
+
+    def wrap(text: str, width_px: int, max_lines: int) -> list[str]:
+        words, lines, line = str(text).split(), [], ""
+        for word in words:
+            trial = f"{line} {word}".strip()
+            if draw.textlength(trial, font=font) <= width_px or not line:
+                line = trial
+            else:
+                lines.append(line)
+                line = word
+        lines.append(line)
+        if len(lines) > max_lines:
+            lines = lines[:max_lines]
+            lines[-1] = lines[-1][: max(1, len(lines[-1]) - 1)] + "…"
+        return lines
+
+    for c, text in enumerate(col_labels[:ncols]):
+        for k, line in enumerate(wrap(text, tile, 2)):
+            draw.text((label_w + pad + c * (tile + pad) + 2, 2 + 13 * k), line, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(rows):
+        y = head_h + pad + r * (tile + pad)
+        for k, line in enumerate(wrap(row_labels[r] if r < len(row_labels) else "", label_w - 6, max(1, tile // 13))):
+            draw.text((2, y + 2 + 13 * k), line, fill=(0, 0, 0), font=font)
+        for c, t in enumerate(row):
+            canvas.paste(t.convert("RGB").resize((tile, tile), Image.BILINEAR), (label_w + pad + c * (tile + pad), y))
+    return canvas
+
+
 def colour_bar(path: str | Path, label: str, cmap: str = CMAP, signed: bool = False, ticks=None) -> Path:
     """A small horizontal colour bar with a label (SVG or PNG by suffix)."""
     import matplotlib

@@ -65,8 +65,9 @@ class _Page:
 
 
 class SiteWriter:
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, banner: str = "") -> None:
         self.out = Path(out_dir)
+        self.banner = banner  # Markdown put at the top of every page (rehearsal builds)
         self.env = make_env()
         self.pages: dict[str, _Page] = {}
         self.standalone: dict[str, tuple[str, str, str | None, int]] = {}
@@ -121,13 +122,18 @@ class SiteWriter:
         written: dict[str, str] = {}
         for key, p in self.pages.items():
             secs = sorted(p.sections, key=lambda s: s.order)
-            body = self.render("page.md.j2", title=p.title, intro=p.intro, sections=secs, home=(key == "home"))
+            body = self.render("page.md.j2", title=p.title, intro=p.intro, sections=secs, home=(key == "home"),
+                               banner=self.banner)
             if key == "home":
                 written["_snippets/home.md"] = body
             else:
                 written[self.page_file(key)] = body
         for rel, (title, md, _nav, _order) in self.standalone.items():
-            written[rel] = md if md.lstrip().startswith("# ") else f"# {title}\n\n{md}"
+            text = md if md.lstrip().startswith("# ") else f"# {title}\n\n{md}"
+            if self.banner:
+                head, _, rest = text.partition("\n")
+                text = f"{head}\n\n{self.banner}\n{rest}"
+            written[rel] = text
         written.update(self._summaries())
         paths = []
         for rel, text in written.items():

@@ -48,7 +48,8 @@ from ..util import atomic_write_bytes, progress
 
 CODE_VERSION = 2
 ORDER = 30
-PROVIDES: tuple[str, ...] = ()
+#: "attribution_maps": {"methods", "items", "titles", "models": {name: {"model", "heatmaps": {method: N×H×W}}}}
+PROVIDES = ("attribution_maps",)
 NEEDS: tuple[str, ...] = ()
 # the galleries use these settings unless [attribution.method_params.<name>] says otherwise
 GALLERY_PARAMS: dict[str, dict] = {
@@ -326,7 +327,9 @@ def run(ctx) -> None:
                             "n": len(err), "steps": made["integrated_gradients"].params["steps"]}
         per_model[model.name] = {"model": model, "rows": rows, "neuron_figs": neuron_figs,
                                  "completeness": completeness, "params": {n: made[n].params for n in methods},
-                                 "swap": swap, "has_maxpool": has_maxpool}
+                                 "swap": swap, "has_maxpool": has_maxpool,
+                                 "heatmaps": {n: torch.stack([r["heatmap"].float() for r in results[n]])
+                                              for n in methods if results[n]}}
 
         page = f"models/{model.name}"
         ctx.section(page, "Attribution", ctx.render(
@@ -337,6 +340,10 @@ def run(ctx) -> None:
                 "attribution/neurons.md.j2", model=model, figs=neuron_figs, k=s["neurons"], n_images=len(nitems),
                 rules=s["neuron_rules"], has_maxpool=has_maxpool,
                 link=lambda t, page=page: ctx.link(page, t)), order=ORDER + 1)
+
+    ctx.provide("attribution_maps", {
+        "methods": methods, "items": list(ctx.images), "titles": {n: ATTRIBUTION_METHODS[n].title for n in methods},
+        "models": {name: {"model": d["model"], "heatmaps": d["heatmaps"]} for name, d in per_model.items()}})
 
     # image pages: rows = models, columns = methods
     for i, it in enumerate(ctx.images):

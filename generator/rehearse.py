@@ -1,0 +1,145 @@
+"""Rehearsal of the full job: every stage, every configured model, random weights where real ones are missing.
+
+The people this tool is for build the site with AlexNet, VGG16, GoogLeNet and ResNet-50 and their real
+weights. Where those weights are missing (as on the project's own machines) a rehearsal still runs the
+whole build with the same settings — seeded random weights for the missing models, real weights for the
+others — so that what breaks, runs out of memory or is slow on the classic architectures shows up here,
+and the time of a real build can be stated: a weight-for-weight identical real build does the same work.
+
+A rehearsal lives in its own folder (default ``.rehearsal/``): its own generated pages, its own results
+cache and its own MkDocs site, with a banner on every page. It never writes to the real output folder or
+to the real results cache, so no number from it can reach the real site.
+
+``--small`` is the rehearsal run by ``make test``: two photos, every stage, a few optimisation steps.
+``--timing`` first builds each model alone (sharing the rehearsal's cache, so the combined build that
+follows reuses that work) and prints seconds per model and per stage as a Markdown table.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .build import BuildResult, run_build
+from .config import ROOT, Config, ConfigError
+from .util import atomic_write_text
+
+DEFAULT_DIR = ".rehearsal"
+
+#: ``--small``: every stage on every model, as cheaply as each stage allows
+SMALL: dict[str, dict] = {
+    "build": {"image_limit": 2},
+    "activity": {"top_channels": 4, "neurons": 1},
+    "attribution": {"gallery_images": 2, "neurons": 2, "neuron_images": 1, "neuron_layers": 1,
+                    "method_params": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2},
+                                      "occlusion": {"window": 112, "stride": 112}}},
+    "findings": {"images": 2, "sanity_images": 1, "cascade_steps": 2, "faithfulness_steps": 2,
+                 "accuracy_folder": "",
+                 "method_params": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2},
+                                   "occlusion": {"window": 112, "stride": 112}}},
+    "dgn_am": {"classes": [1], "steps": 2, "baselines": ["plain"], "ppgn_steps": 2, "ppgn_samples": 1,
+               "units_per_layer": 1, "recon_images": 1},
+    "atlas": {"max_channels_per_layer": 1, "top_k": 1, "max_images": 2, "batch_size": 2},
+}
+
+ANNOUNCE = """{% extends "base.html" %}
+{% block announce %}Rehearsal build: models whose real weights were missing ran with <strong>random
+weights</strong>. The pictures and numbers here show only that the pipeline runs.{% endblock %}
+"""
+
+
+def apply_small(config: Config) -> Config:
+    for table, values in SMALL.items():
+        if table == "build":
+            config.override(**values)
+            continue
+        current = config.data.setdefault(table, {})
+        for key, value in values.items():
+            if key == "method_params":
+                mp = current.setdefault("method_params", {})
+                for method, params in value.items():
+                    mp[method] = {**mp.get(method, {}), **params}
+            else:
+                current[key] = value
+    return config
+
+
+def prepare(config: Config, folder: Path) -> Config:
+    """Point the build at the rehearsal folder; refuse one that is the real output or cache."""
+    real = {config.resolve_path(config["out"]).resolve(), config.resolve_path(config["cache"]).resolve(),
+            (ROOT / "site_src").resolve(), ROOT.resolve()}
+    folder = folder.resolve()
+    if folder in real or any(folder == p or p.is_relative_to(folder) for p in real if p != ROOT.resolve()):
+        raise ConfigError(f"rehearsal folder {folder} would overwrite the real site or cache; choose another")
+    config.override(out=str(folder / "site_src" / "generated"), cache=str(folder / "cache"))
+    return config
+
+
+def write_mkdocs_project(folder: Path) -> Path:
+    """The hand-written pages, the MkDocs config and an announce banner, inside ``folder``."""
+    src = folder / "site_src"
+    src.mkdir(parents=True, exist_ok=True)
+    for item in (ROOT / "site_src").iterdir():
+        if item.name == "generated":
+            continue
+        dest = src / item.name
+        if item.is_dir():
+            shutil.copytree(item, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest)
+    atomic_write_text(folder / "overrides" / "main.html", ANNOUNCE)
+    lines = []
+    for line in (ROOT / "mkdocs.yml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("site_name:"):
+            line = line + " (rehearsal, random weights)"
+        lines.append(line)
+        if line.strip() == "name: material":
+            lines.append("  custom_dir: overrides")
+    cfg = folder / "mkdocs.yml"
+    atomic_write_text(cfg, "\n".join(lines) + "\n")
+    return cfg
+
+
+def mkdocs_build(cfg: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(cfg)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"mkdocs build of the rehearsal failed:\n{r.stdout}{r.stderr}")
+
+
+def timing_table(times: dict[str, dict[str, float]], stages: list[str]) -> str:
+    """model → stage → seconds, as a Markdown table: a column per stage, and the model's
+    total over the stages (loading the model and writing pages are not counted)."""
+    rows = ["| Model | " + " | ".join(stages) + " | total |", "|---|" + "---|" * (len(stages) + 1)]
+    for model, t in times.items():
+        rows.append(f"| {model} | " + " | ".join(f"{t.get(s, 0.0):.0f} s" for s in stages)
+                    + f" | {sum(t.get(s, 0.0) for s in stages):.0f} s |")
+    return "\n".join(rows)
+
+
+def rehearse(config: Config, folder: Path, small: bool = False, timing: bool = False, site: bool = True,
+             say=print) -> BuildResult:
+    if small:
+        apply_small(config)
+    prepare(config, folder)
+    if timing:
+        per_model: dict[str, dict[str, float]] = {}
+        for name in list(config["models"]):
+            one = Config(copy.deepcopy(config.data), config.path)
+            one.override(models=[name], out=str(folder / "per-model" / "generated"))
+            t0 = time.perf_counter()
+            res = run_build(one, say=lambda m: None, rehearsal=True)
+            per_model[name] = dict(res.ctx.timer.times)
+            say(f"rehearsal: {name} alone took {time.perf_counter() - t0:.0f} s")
+        shutil.rmtree(folder / "per-model", ignore_errors=True)
+        say("seconds per model and stage (each model built alone; a warm rehearsal cache makes these 0):\n"
+            + timing_table(per_model, list(config["stages"])))
+    result = run_build(config, say=say, rehearsal=True)
+    if site:
+        cfg = write_mkdocs_project(folder)
+        mkdocs_build(cfg)
+        say(f"rehearsal site: {folder / 'site' / 'index.html'}")
+    return result

@@ -1,0 +1,96 @@
+"""Compare stage: the same method on every model, side by side — does the architecture change what it shows?
+
+Uses the attribution stage's maps (artifact ``attribution_maps``; no model work here) and writes
+
+* ``methods/compare``: per method an images × models figure and, for every pair of models, the
+  Spearman rank correlation of their maps (mean over the photos, with its spread and n);
+  a summary table method × model pair first;
+* ``images/<id>``: a models × methods figure of that photo.
+
+Models see different crops at different sizes (their own preprocessing); every map is cut to the
+view all models share and resampled to one size before it is shown or compared
+(:mod:`generator.metrics.across_models`).
+
+Config (``[compare]``)::
+
+    images = 4      # photos in each method's images × models figure
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..metrics.across_models import common_view, model_view, pair_similarity, to_common_view
+from ..render import colourise, labelled_grid, save_image, to_pil
+from ..methods.attribution import normalize_for_display
+
+ORDER = 35  # image-page section after the attribution galleries
+PAGE = "methods/compare"
+PROVIDES: tuple[str, ...] = ()
+NEEDS = ("attribution_maps",)
+DEFAULTS = {"images": 4, "tile": 112}
+
+
+def settings(config) -> dict:
+    s = config.table("compare", DEFAULTS)
+    s["images"] = max(0, s["images"])
+    return s
+
+
+def _heat_tiles(maps: torch.Tensor) -> list:
+    """N×S×S nonnegative maps → coloured pictures, each map scaled by the display rule of the galleries."""
+    shown = normalize_for_display(maps.float())
+    return [to_pil(colourise(m.numpy())) for m in shown]
+
+
+def run(ctx) -> None:
+    s = ctx.stage_settings("compare")
+    data = ctx.need("attribution_maps")
+    models = list(data["models"].values())
+    items, methods = data["items"], data["methods"]
+    ctx.declare(PAGE, "Across models", order=19)
+    if len(models) < 2 or not items:
+        ctx.section(PAGE, "", "Comparing models needs at least two models with weights and one photo; this build "
+                              f"has {len(models)} model(s) and {len(items)} photo(s).", order=0)
+        return
+    by_name = {d["model"].name: d["model"] for d in models}
+    views = {d["model"].name: model_view(d["model"].spec.input_size, d["model"].spec.resize_size) for d in models}
+    view = common_view(list(views.values()))
+    aligned = {m: {d["model"].name: to_common_view(d["heatmaps"][m], views[d["model"].name], view) for d in models}
+               for m in methods}
+    first = models[0]["model"]
+    photos = to_common_view(ctx.batch(first, items).cpu(), views[first.name], view)
+    photo_tiles = [to_pil(p) for p in photos]
+    titles = [d["model"].spec.title for d in models]
+    tile = s["tile"]
+
+    sections, summary = [], []
+    shown = items[: s["images"]]
+    for m in methods:
+        rel = f"compare/{m}.webp"
+        rows = [[photo_tiles[i]] + [_heat_tiles(aligned[m][d["model"].name][i : i + 1])[0] for d in models]
+                for i in range(len(shown))]
+        save_image(labelled_grid(rows, ["photo", *titles], [it.title for it in shown], tile), ctx.figure_path(rel))
+        pairs = []
+        for (a, b), rho in pair_similarity(aligned[m]).items():
+            r = rho.numpy()
+            pairs.append({"a": by_name[a].spec.title, "b": by_name[b].spec.title,
+                          "mean": float(np.mean(r)), "sd": float(np.std(r, ddof=1)) if len(r) > 1 else 0.0,
+                          "n": len(r)})
+        summary.append({"name": m, "title": data["titles"][m], "pairs": pairs,
+                        "mean": float(np.mean([p["mean"] for p in pairs]))})
+        sections.append({"name": m, "title": data["titles"][m], "fig": rel, "pairs": pairs})
+    ctx.section(PAGE, "", ctx.render(
+        "compare/page.md.j2", sections=sections, summary=summary, models=[d["model"] for d in models],
+        view=view, views=views, n=len(items), n_shown=len(shown), link=lambda t: ctx.link(PAGE, t)), order=0)
+
+    for i, it in enumerate(items):
+        rel = f"compare/images/{it.id}.webp"
+        rows = [[photo_tiles[i]] + [_heat_tiles(aligned[m][d["model"].name][i : i + 1])[0] for m in methods]
+                for d in models]
+        save_image(labelled_grid(rows, ["photo", *[data["titles"][m] for m in methods]], titles, tile),
+                   ctx.figure_path(rel))
+        page = f"images/{it.id}"
+        ctx.section(page, "Across models", ctx.render(
+            "compare/image.md.j2", it=it, fig=ctx.link(page, f"figures/{rel}"), models=[d["model"] for d in models],
+            view=view, link=lambda t, page=page: ctx.link(page, t)), order=ORDER)
