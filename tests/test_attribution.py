@@ -358,6 +358,63 @@ def test_integrated_gradients_completeness_at_200_steps():
     assert (chk2["rel_error"] > 0.01).any()
 
 
+def test_smoothgrad_variants_on_a_linear_model():
+    """The gradient of a linear model is its weight row whatever the noise: SmoothGrad is
+    w, SmoothGrad² is w² and VarGrad is 0."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+    x = torch.rand(2, 3, 6, 6)
+    t = torch.tensor([1, 3])
+    w = net[1].weight.detach().view(4, 3, 6, 6)[t]
+    kw = dict(samples=7, sigma=0.3, batch_size=5)
+    assert torch.allclose(make("smoothgrad", net, **kw).attribute(x, t), w, atol=1e-6)
+    assert torch.allclose(make("smoothgrad_sq", net, **kw).attribute(x, t), w * w, rtol=1e-5, atol=1e-9)
+    var = make("vargrad", net, **kw).attribute(x, t)
+    assert (var >= 0).all() and var.max() <= 1e-6 * (w * w).max()
+
+
+class Quadratic(nn.Module):
+    """Logit 0 = ½ Σ a·x² (gradient a·x), logit 1 = Σ b·x."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.stack([0.5 * (self.a * x * x).flatten(1).sum(1), (self.b * x).flatten(1).sum(1)], 1)
+
+
+def test_smoothgrad_variants_on_a_quadratic_model():
+    """Gradient a·(x + σε): SmoothGrad a·(x + σ·mean ε), SmoothGrad² the mean of its square,
+    VarGrad a²σ²·var(ε) — computed with the method's own seeded noise, and, for many
+    samples, close to the expectations a·x, a²(x² + σ²) and a²σ²."""
+    torch.manual_seed(0)
+    shape = (3, 5, 5)
+    a, b = torch.rand(shape) + 0.5, torch.rand(shape)
+    net = Quadratic(a, b)
+    x = torch.rand(2, *shape)
+    n, frac, seed = 9, 0.2, 4
+    eps = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+    sigma = (frac * (x.flatten(1).amax(1) - x.flatten(1).amin(1))).view(-1, 1, 1, 1, 1)
+    grads = a * (x[:, None] + sigma * eps[None])  # B×n×3×H×W
+    kw = dict(samples=n, sigma=frac, seed=seed, batch_size=4)
+    sg = make("smoothgrad", net, **kw).attribute(x, 0)
+    sq = make("smoothgrad_sq", net, **kw).attribute(x, 0)
+    vg = make("vargrad", net, **kw).attribute(x, 0)
+    assert torch.allclose(sg, grads.mean(1), atol=1e-5)
+    assert torch.allclose(sq, (grads ** 2).mean(1), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(vg, grads.var(1, unbiased=False), rtol=1e-3, atol=1e-5)
+    assert torch.allclose(vg, sq - sg ** 2, atol=1e-5)
+    # many samples: the expectations
+    many = dict(samples=4000, sigma=frac, batch_size=4000)
+    s2 = sigma[:, 0] ** 2
+    assert rel(make("smoothgrad", net, **many).attribute(x, 0), a * x) < 0.05
+    assert rel(make("smoothgrad_sq", net, **many).attribute(x, 0), a * a * (x * x + s2)) < 0.05
+    assert rel(make("vargrad", net, **many).attribute(x, 0), a * a * s2.expand_as(x)) < 0.05
+    # logit 1 is linear: no variance at all
+    assert make("vargrad", net, **kw).attribute(x, 1).max() <= 1e-6 * (b * b).max()
+
+
 def test_classes_declare_what_the_pipeline_shows():
     """The flags reproduce what used to be spelt out by name in the stages and templates."""
     flagged = lambda attr: {n for n, c in ATTRIBUTION_METHODS.items() if getattr(c, attr)}
@@ -370,7 +427,8 @@ def test_classes_declare_what_the_pipeline_shows():
         "deconvnet": ("image_swap", "single_neurons"), "guided_backprop": ("image_swap",)}
     assert {n: c.gallery_params for n, c in ATTRIBUTION_METHODS.items() if c.gallery_params} == {
         "smoothgrad": {"samples": 25, "sigma": 0.15}, "integrated_gradients": {"steps": 64, "baseline": "black"},
-        "occlusion": {"window": 32, "stride": 16, "fill": 0.5}}
+        "occlusion": {"window": 32, "stride": 16, "fill": 0.5},
+        "smoothgrad_sq": {"samples": 25, "sigma": 0.15}, "vargrad": {"samples": 25, "sigma": 0.15}}
     ig = ATTRIBUTION_METHODS["integrated_gradients"].self_check
     assert ig.setting in ATTRIBUTION_METHODS["integrated_gradients"].defaults and ig.measure == "rel_error"
     for cls in ATTRIBUTION_METHODS.values():
@@ -459,7 +517,8 @@ def small_cnn():
     ).eval()
 
 
-FAST = {"smoothgrad": {"samples": 5}, "integrated_gradients": {"steps": 6}, "occlusion": {"window": 6, "stride": 4}}
+FAST = {"smoothgrad": {"samples": 5}, "smoothgrad_sq": {"samples": 5}, "vargrad": {"samples": 5},
+        "integrated_gradients": {"steps": 6}, "occlusion": {"window": 6, "stride": 4}}
 
 
 def layer_kw(name):

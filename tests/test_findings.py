@@ -60,8 +60,8 @@ def _labelled_folder(root):
 
 
 FAST = {"images": 3, "sanity_images": 2, "cascade_steps": 3, "faithfulness_steps": 4, "seed": 7, "thumb": 16,
-        "method_params": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 3},
-                          "occlusion": {"window": 32, "stride": 32}}}
+        "method_params": {"smoothgrad": {"samples": 2}, "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
+                          "integrated_gradients": {"steps": 3}, "occlusion": {"window": 32, "stride": 32}}}
 
 
 def _ctx(tmp_path, model, folder):

@@ -1,6 +1,6 @@
 """Attribution stage: every method of ``ATTRIBUTION_METHODS`` (saliency, deconvnet, guided
-backprop, Grad-CAM, guided Grad-CAM, SmoothGrad, Integrated Gradients, occlusion) for
-every model × image, plus Zeiler & Fergus single-neuron
+backprop, Grad-CAM, guided Grad-CAM, SmoothGrad, Integrated Gradients, occlusion,
+SmoothGrad², VarGrad) for every model × image, plus Zeiler & Fergus single-neuron
 deconvnet projections. What a method needs shown (signed view, layer, self-check,
 notes, extra sections) is read from its class, never from its name.
 
