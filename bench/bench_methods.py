@@ -10,8 +10,9 @@ For every model × method it prints images/second for
 and ``bs16/ref``, the speed-up of batching, all measured in the same run on the same
 inputs. Results are also checked to agree (max relative difference printed).
 
-The default run is short (about two minutes on one CPU core): EfficientNet-Lite0,
-all methods with light settings, 224 px. Examples::
+The default run is short (a few minutes on one CPU core): EfficientNet-Lite0, every
+registered method with its light settings (``findings_params``, what the findings stage
+uses), 224 px; ``--full`` uses the galleries' settings (``gallery_params``). Examples::
 
     python bench/bench_methods.py
     python bench/bench_methods.py --models efficientnet_lite0 resnet50 --methods saliency occlusion
@@ -35,12 +36,12 @@ import torch  # noqa: E402
 from generator.methods.attribution import ATTRIBUTION_METHODS, make  # noqa: E402
 from generator.models import WeightsError, load_model  # noqa: E402
 
-# light settings so the default run stays short; --full uses the gallery defaults
-LIGHT = {
-    "smoothgrad": {"samples": 8},
-    "integrated_gradients": {"steps": 8},
-    "occlusion": {"window": 56, "stride": 28},
-}
+
+
+def method_params(name: str, full: bool) -> dict:
+    """The method's gallery settings with ``full``, else its (lighter) findings settings."""
+    cls = ATTRIBUTION_METHODS[name]
+    return dict(cls.gallery_params if full else cls.findings_params)
 
 
 def sync(device: torch.device) -> None:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
-    ap.add_argument("--full", action="store_true", help="gallery default parameters instead of light ones")
+    ap.add_argument("--full", action="store_true", help="the galleries' settings instead of the findings' lighter ones")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -112,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             any_random = True
         x = x_cpu.to(device)
         for name in args.methods:
-            params = {} if args.full else LIGHT.get(name, {})
+            params = method_params(name, args.full)
             ips_b, ips_1, ips_r, diff = bench_one(lm, name, x, args.batch, min(args.small, args.images), params, args.copy_batch)
             print(f"{tag:<20} {name:<22} {ips_1:>10.2f} {ips_b:>11.2f} {ips_r:>10.2f} {ips_b / ips_r:>8.2f}x {diff:>9.1e}", flush=True)
     if any_random:
         print("* random weights (throughput does not depend on the weights)")
-    print("light settings: " + ", ".join(f"{k} {v}" for k, v in LIGHT.items()) if not args.full else "gallery default settings")
+    settings = {n: method_params(n, args.full) for n in args.methods}
+    print(("gallery" if args.full else "findings (light)") + " settings: "
+          + ", ".join(f"{n} {p}" for n, p in settings.items() if p))
     return 0
 
 

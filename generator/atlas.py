@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .methods.attribution import to_rgb
 from .methods.base import capture_outputs
 from .receptive_field import receptive_field
+from .render import signed_to_rgb
 from .util import stable_hash
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -442,7 +442,7 @@ def unit_examples(net: nn.Module, module: nn.Module, images: torch.Tensor, picks
             patch = _mark(patch.clone(), (cy - sy // 2, cx - sx // 2, cy + (sy + 1) // 2, cx + (sx + 1) // 2))
         pat_tiles.append(_resize_tile(patch, tile))
         if proj is not None:
-            d = to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
+            d = signed_to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
             dec_tiles.append(_resize_tile(F.pad(d, pad, value=0.5), tile))
     to8 = lambda ts: (torch.stack(ts) * 255 + 0.5).to(torch.uint8) if ts else torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
     return {"patches": to8(pat_tiles), "deconv": to8(dec_tiles), "boxes": clipped, "display": shown}

@@ -1,25 +1,29 @@
 """Rendering: tensors → pictures. No model code here, no page code here.
 
 Conventions
-- Pictures are saved as WebP (quality 85) or PNG through :func:`save_image`, atomically.
-- Heatmaps are normalised by :func:`normalise_map`: divide by the 99th percentile of
-  the map (per map), clip to [0, 1]. Signed maps use the 99th percentile of |map|
-  and are shown on a diverging scale centred on 0.
+- Pictures are saved as WebP (quality 85) or PNG through :func:`save_image`, atomically,
+  and only when the bytes change (stable mtimes for ``mkdocs serve``).
+- One display rule, :func:`normalise_maps`: each map is divided by the 99th percentile of
+  its absolute value and clipped to [0, 1] (signed maps: to [-1, 1]). Heatmaps are then
+  coloured (:func:`heatmap_image`); signed pixel-space attributions are shown as images
+  with grey = 0 (:func:`signed_to_rgb`).
 """
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from .receptive_field import crop_patch
 from .util import atomic_write_bytes
 
 CMAP = "inferno"
-DIVERGING = "RdBu_r"
 PERCENTILE = 99.0
 
 
@@ -27,7 +31,10 @@ def to_pil(img: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
     """3×H×W or H×W×3 float in [0,1] (or uint8) → PIL RGB."""
     if isinstance(img, Image.Image):
         return img.convert("RGB")
-    a = img.detach().float().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if isinstance(img, torch.Tensor):
+        a = img.detach().cpu().numpy() if img.dtype == torch.uint8 else img.detach().float().cpu().numpy()
+    else:
+        a = np.asarray(img)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -37,8 +44,14 @@ def to_pil(img: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
     return Image.fromarray(a).convert("RGB")
 
 
+def to_uint8(x01: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] → uint8 (rounded)."""
+    return (x01 * 255).round().to(torch.uint8)
+
+
 def save_image(img, path: str | Path, quality: int = 85) -> Path:
-    """Save atomically; format from the suffix (.webp, .png, .jpg)."""
+    """Save atomically, format from the suffix (.webp, .png, .jpg); a file that already
+    holds exactly these bytes is left alone."""
     path = Path(path)
     pil = to_pil(img)
     buf = io.BytesIO()
@@ -51,7 +64,10 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
         pil.save(buf, "JPEG", quality=quality, optimize=True)
     else:
         raise ValueError(f"unsupported figure format {suffix!r}")
-    return atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    return atomic_write_bytes(path, data)
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -64,14 +80,33 @@ def save_figure(fig, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def normalise_map(m: torch.Tensor | np.ndarray, signed: bool = False, percentile: float = PERCENTILE) -> np.ndarray:
-    """One map (H×W) → [0,1] (or [-1,1] if signed) by its own 99th percentile."""
-    a = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float32)
-    scale = float(np.percentile(np.abs(a), percentile)) if a.size else 0.0
-    if scale <= 0:
-        scale = float(np.abs(a).max()) or 1.0
-    a = a / scale
-    return np.clip(a, -1.0, 1.0) if signed else np.clip(a, 0.0, 1.0)
+def _quantile_per_map(a: torch.Tensor, q: float) -> torch.Tensor:
+    flat = a.reshape(len(a), -1).float()
+    if flat.shape[1] > 1_000_000:  # torch.quantile has an input-size limit
+        flat = flat[:, :: math.ceil(flat.shape[1] / 1_000_000)]
+    return torch.quantile(flat, q, dim=1)
+
+
+def normalise_maps(maps: torch.Tensor, signed: bool = False, percentile: float = PERCENTILE) -> torch.Tensor:
+    """The display rule. ``maps`` (first dimension: one map each, any shape after it) →
+    each divided by its own ``percentile`` of |map| and clipped to [0, 1], or to [-1, 1]
+    when ``signed``. A map whose percentile is 0 is divided by its maximum |value|
+    instead; an all-zero map stays 0. Scales are therefore not comparable across maps:
+    a few extreme pixels would otherwise turn everything else black."""
+    a = maps.detach().float()
+    mag = a.abs()
+    scale = _quantile_per_map(mag, percentile / 100)
+    scale = torch.where(scale > 0, scale, mag.reshape(len(a), -1).amax(1))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    a = a / scale.view(-1, *([1] * (a.ndim - 1)))
+    return a.clamp(-1, 1) if signed else a.clamp(0, 1)
+
+
+def signed_to_rgb(attribution: torch.Tensor) -> torch.Tensor:
+    """Signed B×3×H×W pixel-space attributions → images in [0, 1], grey (0.5) = 0, each
+    scaled by :func:`normalise_maps` (how deconvnet / guided-backprop reconstructions
+    are shown in the papers)."""
+    return 0.5 + 0.5 * normalise_maps(attribution, signed=True)
 
 
 def colourise(m01: np.ndarray, cmap: str = CMAP, signed: bool = False) -> np.ndarray:
@@ -82,8 +117,9 @@ def colourise(m01: np.ndarray, cmap: str = CMAP, signed: bool = False) -> np.nda
     return colormaps[cmap](x)[..., :3]
 
 
-def heatmap_image(m, size: int | None = None, cmap: str = CMAP, signed: bool = False) -> Image.Image:
-    rgb = colourise(normalise_map(m, signed), cmap, signed)
+def heatmap_image(m: torch.Tensor, size: int | None = None, cmap: str = CMAP, signed: bool = False) -> Image.Image:
+    """One H×W map → a coloured picture, scaled by the display rule."""
+    rgb = colourise(normalise_maps(torch.as_tensor(m)[None], signed)[0].numpy(), cmap, signed)
     pil = to_pil(rgb)
     if size and pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR)
@@ -206,3 +242,52 @@ def maps_grid(maps: torch.Tensor, labels: Sequence[str], tile: int = 72, ncols: 
     d.text((64 + bw, g.height + 3), f"{vmax:.3g}", fill=(0, 0, 0), font=f)
     d.text((60, g.height + 14), caption, fill=(60, 60, 60), font=f)
     return canvas
+
+
+def field_tile(image: torch.Tensor, box, field, tile: int, signed: bool = False) -> torch.Tensor:
+    """A unit's receptive field cut out of ``image`` (3×H×W) → 3×tile×tile uint8.
+
+    ``box`` is the field clipped to the image, ``field`` the unclipped one: a field that
+    fits in the image is padded where it extends past the border (so border units keep
+    their geometry), a larger one is shown clipped. ``signed``: ``image`` is a signed
+    projection, scaled inside the field by :func:`signed_to_rgb` (padding = 0 = grey);
+    otherwise a photo in [0, 1], padded with grey.
+    """
+    h, w = image.shape[-2:]
+    if field[2] - field[0] > h or field[3] - field[1] > w:
+        field = None
+    if signed:
+        crop = signed_to_rgb(crop_patch(image, box, field, fill=0.0)[None])[0]
+    else:
+        crop = crop_patch(image, box, field, fill=0.5)
+    crop = F.interpolate(crop[None], size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)[0]
+    return to_uint8(crop.clamp(0, 1))
+
+
+def neuron_figure(images: Sequence[torch.Tensor], labels: Sequence[str], neurons: Sequence[dict], tile: int) -> Image.Image | None:
+    """Zeiler & Fergus-style figure: one row per image — the image with the units'
+    receptive fields outlined in yellow, then per unit its projection tiles and the image
+    patch. ``neurons[i]``: ``picks`` (k×3: channel, y, x), ``values``, ``boxes`` (k×4,
+    y0 x0 y1 x1), ``proj`` (rules×k×3×tile×tile uint8) and ``patch`` (k×3×tile×tile
+    uint8). Rows with fewer units are padded with white. None when there is nothing to draw."""
+    tiles, captions = [], []
+    k = max((len(r["picks"]) for r in neurons), default=0)
+    for x, label, r in zip(images, labels, neurons):
+        im = to_pil(x)
+        d = ImageDraw.Draw(im)
+        for (y0, x0, y1, x1) in r["boxes"].tolist():
+            d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 220, 0), width=2)
+        tiles.append(im)
+        captions.append(label)
+        n_rules = len(r["proj"])
+        for n in range(k):
+            if n < len(r["picks"]):
+                tiles += [to_pil(r["proj"][q][n]) for q in range(n_rules)] + [to_pil(r["patch"][n])]
+                captions += [f"ch {int(r['picks'][n][0])}"] + [""] * (n_rules - 1) + [f"{float(r['values'][n]):.3g}"]
+            else:
+                tiles += [Image.new("RGB", (tile, tile), (255, 255, 255))] * (n_rules + 1)
+                captions += [""] * (n_rules + 1)
+    if not tiles:
+        return None
+    per = (len(neurons[0]["proj"]) + 1) if neurons else 2
+    return grid(tiles, 1 + per * k, tile + 16, labels=captions)

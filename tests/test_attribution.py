@@ -14,9 +14,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from generator.methods import attribution as A
-from generator.methods.attribution import ATTRIBUTION_METHODS, make, normalize_for_display, run_batched, to_rgb
+from generator.methods.attribution import ATTRIBUTION_METHODS, make, run_batched
 from generator.methods.neuron_deconv import forward_to, project_activations, top_neurons
 from generator.methods.relu_rules import relu_rule
+from generator.render import normalise_maps, signed_to_rgb
 
 ORIGINAL_RELU = F.relu
 ORIGINAL_HARDTANH = F.hardtanh
@@ -357,6 +358,85 @@ def test_integrated_gradients_completeness_at_200_steps():
     assert (chk2["rel_error"] > 0.01).any()
 
 
+def test_smoothgrad_variants_on_a_linear_model():
+    """The gradient of a linear model is its weight row whatever the noise: SmoothGrad is
+    w, SmoothGrad² is w² and VarGrad is 0."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+    x = torch.rand(2, 3, 6, 6)
+    t = torch.tensor([1, 3])
+    w = net[1].weight.detach().view(4, 3, 6, 6)[t]
+    kw = dict(samples=7, sigma=0.3, batch_size=5)
+    assert torch.allclose(make("smoothgrad", net, **kw).attribute(x, t), w, atol=1e-6)
+    assert torch.allclose(make("smoothgrad_sq", net, **kw).attribute(x, t), w * w, rtol=1e-5, atol=1e-9)
+    var = make("vargrad", net, **kw).attribute(x, t)
+    assert (var >= 0).all() and var.max() <= 1e-6 * (w * w).max()
+
+
+class Quadratic(nn.Module):
+    """Logit 0 = ½ Σ a·x² (gradient a·x), logit 1 = Σ b·x."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.stack([0.5 * (self.a * x * x).flatten(1).sum(1), (self.b * x).flatten(1).sum(1)], 1)
+
+
+def test_smoothgrad_variants_on_a_quadratic_model():
+    """Gradient a·(x + σε): SmoothGrad a·(x + σ·mean ε), SmoothGrad² the mean of its square,
+    VarGrad a²σ²·var(ε) — computed with the method's own seeded noise, and, for many
+    samples, close to the expectations a·x, a²(x² + σ²) and a²σ²."""
+    torch.manual_seed(0)
+    shape = (3, 5, 5)
+    a, b = torch.rand(shape) + 0.5, torch.rand(shape)
+    net = Quadratic(a, b)
+    x = torch.rand(2, *shape)
+    n, frac, seed = 9, 0.2, 4
+    eps = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+    sigma = (frac * (x.flatten(1).amax(1) - x.flatten(1).amin(1))).view(-1, 1, 1, 1, 1)
+    grads = a * (x[:, None] + sigma * eps[None])  # B×n×3×H×W
+    kw = dict(samples=n, sigma=frac, seed=seed, batch_size=4)
+    sg = make("smoothgrad", net, **kw).attribute(x, 0)
+    sq = make("smoothgrad_sq", net, **kw).attribute(x, 0)
+    vg = make("vargrad", net, **kw).attribute(x, 0)
+    assert torch.allclose(sg, grads.mean(1), atol=1e-5)
+    assert torch.allclose(sq, (grads ** 2).mean(1), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(vg, grads.var(1, unbiased=False), rtol=1e-3, atol=1e-5)
+    assert torch.allclose(vg, sq - sg ** 2, atol=1e-5)
+    # many samples: the expectations
+    many = dict(samples=4000, sigma=frac, batch_size=4000)
+    s2 = sigma[:, 0] ** 2
+    assert rel(make("smoothgrad", net, **many).attribute(x, 0), a * x) < 0.05
+    assert rel(make("smoothgrad_sq", net, **many).attribute(x, 0), a * a * (x * x + s2)) < 0.05
+    assert rel(make("vargrad", net, **many).attribute(x, 0), a * a * s2.expand_as(x)) < 0.05
+    # logit 1 is linear: no variance at all
+    assert make("vargrad", net, **kw).attribute(x, 1).max() <= 1e-6 * (b * b).max()
+
+
+def test_classes_declare_what_the_pipeline_shows():
+    """The flags reproduce what used to be spelt out by name in the stages and templates."""
+    flagged = lambda attr: {n for n, c in ATTRIBUTION_METHODS.items() if getattr(c, attr)}
+    assert flagged("signed_view") == {"deconvnet", "guided_backprop", "guided_gradcam"}
+    assert flagged("needs_layer") == {"gradcam", "guided_gradcam"}
+    assert flagged("swap_test") == {"saliency", "deconvnet", "guided_backprop"}
+    assert flagged("self_check") == {"integrated_gradients"}
+    assert flagged("notes") == {"deconvnet", "guided_backprop", "guided_gradcam"}
+    assert {n: c.page_sections for n, c in ATTRIBUTION_METHODS.items() if c.page_sections} == {
+        "deconvnet": ("image_swap", "single_neurons"), "guided_backprop": ("image_swap",)}
+    assert {n: c.gallery_params for n, c in ATTRIBUTION_METHODS.items() if c.gallery_params} == {
+        "smoothgrad": {"samples": 25, "sigma": 0.15}, "integrated_gradients": {"steps": 64, "baseline": "black"},
+        "occlusion": {"window": 32, "stride": 16, "fill": 0.5},
+        "smoothgrad_sq": {"samples": 25, "sigma": 0.15}, "vargrad": {"samples": 25, "sigma": 0.15}}
+    ig = ATTRIBUTION_METHODS["integrated_gradients"].self_check
+    assert ig.setting in ATTRIBUTION_METHODS["integrated_gradients"].defaults and ig.measure == "rel_error"
+    for cls in ATTRIBUTION_METHODS.values():
+        assert set(cls.gallery_params) <= set(cls.defaults) and set(cls.findings_params) <= set(cls.defaults)
+    with pytest.raises(ValueError, match="taken"):
+        A.register(A.Saliency)
+
+
 def test_gradcam_on_cam_architecture_is_relu_of_weighted_maps():
     # conv → global average pool → linear: alpha_k = w_ck / Z, cam = relu(sum_k w_ck A_k / Z)
     torch.manual_seed(0)
@@ -437,16 +517,20 @@ def small_cnn():
     ).eval()
 
 
-FAST = {"smoothgrad": {"samples": 5}, "integrated_gradients": {"steps": 6}, "occlusion": {"window": 6, "stride": 4}}
+FAST = {"smoothgrad": {"samples": 5}, "smoothgrad_sq": {"samples": 5}, "vargrad": {"samples": 5},
+        "integrated_gradients": {"steps": 6}, "occlusion": {"window": 6, "stride": 4}}
+
+
+def layer_kw(name):
+    """Methods built on a layer get the small CNN's last convolution."""
+    return {"layer": "3"} if ATTRIBUTION_METHODS[name].needs_layer else {}
 
 
 @pytest.mark.parametrize("name", list(ATTRIBUTION_METHODS))
 def test_batched_equals_per_image_and_heatmap_contract(name):
     net = small_cnn()
     x = torch.rand(3, 3, 16, 16)
-    kw = dict(FAST.get(name, {}))
-    if name in ("gradcam", "guided_gradcam"):
-        kw["layer"] = "3"
+    kw = dict(FAST.get(name, {}), **layer_kw(name))
     t = torch.tensor([1, 4, 0])
     batched = make(name, net, batch_size=64, **kw).attribute(x, t)
     small = make(name, net, batch_size=2, **kw).attribute(x, t)
@@ -457,7 +541,7 @@ def test_batched_equals_per_image_and_heatmap_contract(name):
     assert batched.shape == ((3, 3, 16, 16) if m.output == "pixels" else (3, 1, 16, 16))
     h = m.heatmap(batched)
     assert h.shape == (3, 16, 16) and (h >= 0).all() and h.sum() > 0
-    d = normalize_for_display(h)
+    d = normalise_maps(h)
     assert d.min() >= 0 and d.max() == 1
     # a method run under no_grad (as in a build) gives the same
     with torch.no_grad():
@@ -507,14 +591,14 @@ def test_make_api_and_display_helpers():
     assert m.params["layer"] == "conv5" and m.layer_module is lm.module("conv5")
     assert make("integrated_gradients", lm, steps=7).params == {"steps": 7, "baseline": "black"}
     h = torch.arange(200.0).view(2, 10, 10)
-    d = normalize_for_display(h)
+    d = normalise_maps(h)
     assert d.shape == h.shape and d.min() == 0 and d.max() == 1
     q = torch.quantile(h[1].flatten(), 0.99)
     assert torch.allclose(d[1], (h[1] / q).clamp(max=1))
-    assert (normalize_for_display(torch.zeros(1, 4, 4)) == 0).all()
-    rgb = to_rgb(torch.zeros(1, 3, 4, 4))
+    assert (normalise_maps(torch.zeros(1, 4, 4)) == 0).all()
+    rgb = signed_to_rgb(torch.zeros(1, 3, 4, 4))
     assert (rgb == 0.5).all()
-    r2 = to_rgb(torch.randn(2, 3, 8, 8))
+    r2 = signed_to_rgb(torch.randn(2, 3, 8, 8))
     assert r2.min() >= 0 and r2.max() <= 1
     for cls in ATTRIBUTION_METHODS.values():
         assert cls.title and cls.paper and cls.formula and cls.summary
@@ -525,7 +609,7 @@ def test_cuda_matches_cpu():
     net = small_cnn()
     x = torch.rand(2, 3, 16, 16)
     for name in ATTRIBUTION_METHODS:
-        kw = dict(FAST.get(name, {}), **({"layer": "3"} if "gradcam" in name else {}))
+        kw = dict(FAST.get(name, {}), **layer_kw(name))
         cpu = make(name, net, **kw).attribute(x, 2)
         gpu = make(name, net.cuda(), **kw).attribute(x.cuda(), 2)
         net.cpu()
@@ -575,7 +659,7 @@ def test_nothing_leaks_even_on_errors():
     before = _snapshot(net)
     g0 = input_grad(net, x, t)
     for name in ATTRIBUTION_METHODS:
-        kw = dict(FAST.get(name, {}), **({"layer": "3"} if "gradcam" in name else {}))
+        kw = dict(FAST.get(name, {}), **layer_kw(name))
         make(name, net, **kw).attribute(x, t)
         with pytest.raises((RuntimeError, IndexError)):
             make(name, net, **kw).attribute(x, torch.tensor([1, 99]))  # bad class: raises mid-way
@@ -593,7 +677,7 @@ def test_nothing_leaks_even_on_errors():
 def test_repeated_calls_do_not_grow_memory():
     net = small_cnn()
     x = torch.rand(2, 3, 16, 16)
-    methods = [make(n, net, **dict(FAST.get(n, {}), **({"layer": "3"} if "gradcam" in n else {}))) for n in ATTRIBUTION_METHODS]
+    methods = [make(n, net, **dict(FAST.get(n, {}), **layer_kw(n))) for n in ATTRIBUTION_METHODS]
 
     def live_tensors():
         gc.collect()

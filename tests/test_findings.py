@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 from generator.cache import Cache
 from generator.config import Config
 from generator.images import ImageItem
+from generator.methods import attribution as A
+from generator.methods.attribution import ATTRIBUTION_METHODS
 from generator.models import REGISTRY, Layer, ModelSpec, load_model
 from generator.site import SiteWriter, make_env
 from generator.stages import findings
@@ -58,8 +60,8 @@ def _labelled_folder(root):
 
 
 FAST = {"images": 3, "sanity_images": 2, "cascade_steps": 3, "faithfulness_steps": 4, "seed": 7, "thumb": 16,
-        "method_params": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 3},
-                          "occlusion": {"window": 32, "stride": 32}}}
+        "method_params": {"smoothgrad": {"samples": 2}, "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
+                          "integrated_gradients": {"steps": 3}, "occlusion": {"window": 32, "stride": 32}}}
 
 
 def _ctx(tmp_path, model, folder):
@@ -99,8 +101,7 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     # the model table: measured accuracy on the 4 labelled photos, 2 classes
     row = next(l for l in page.splitlines() if l.startswith("| Tiny test net |"))
     assert "(2 classes)" in row and row.rstrip().endswith("| 4 |")
-    names = ["saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam", "smoothgrad",
-             "integrated_gradients", "occlusion"]
+    names = list(ATTRIBUTION_METHODS)
     for n in names:
         assert f"(../methods/{n}.md)" in page
         sec = (ctx.out / "methods" / f"{n}.md").read_text()
@@ -216,7 +217,7 @@ def test_settings_merge_and_helpers():
     s = findings.settings(Config({"findings": {"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}}}))
     assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
-    assert findings.DEFAULTS["method_params"]["smoothgrad"] == {"samples": 12}  # defaults not mutated
+    assert A.SmoothGrad.findings_params == {"samples": 12}  # the class's settings are not mutated
     assert findings.and_list(["a"]) == "a" and findings.and_list(["a", "b", "c"]) == "a, b and c"
     assert findings.f2(-0.123) == "−0.12" and findings.f2(float("nan")) == "–"
 

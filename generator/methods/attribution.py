@@ -1,50 +1,52 @@
 """Attribution methods: which pixels matter for a class score.
 
-Stable API (the findings code and the site stage use it):
+Stable API (the findings code, the site stage and the benchmark use it):
 
 ``ATTRIBUTION_METHODS``
-    name → class, for ``saliency``, ``deconvnet``, ``guided_backprop``, ``gradcam``,
-    ``guided_gradcam``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``.
+    name → class, in registration order: ``saliency``, ``deconvnet``,
+    ``guided_backprop``, ``gradcam``, ``guided_gradcam``, ``smoothgrad``,
+    ``integrated_gradients``, ``occlusion``, ``smoothgrad_sq``, ``vargrad``. A class
+    joins it with the :func:`register` decorator; everything the pipeline needs to know
+    about a method is a class attribute (see :class:`AttributionMethod`), so galleries,
+    method pages, findings and the benchmark pick a new method up with no other change.
 ``make(name, loaded_model, batch_size=None, **overrides) -> AttributionMethod``
     builds a method on a registry :class:`~generator.models.LoadedModel` (or a bare
-    ``nn.Module``: then Grad-CAM needs ``layer=`` a module path or module). Unknown
-    overrides raise ``TypeError``. ``method.params`` holds every setting that changes
-    the result (cache keys); ``batch_size`` does not change results and is not in it.
+    ``nn.Module``: then a method with ``needs_layer`` needs ``layer=`` a module path or
+    module). Unknown overrides raise ``TypeError``. ``method.params`` holds every
+    setting that changes the result (cache keys); ``batch_size`` does not change results
+    and is not in it.
 ``method.attribute(inputs, target=None) -> Tensor``
     ``inputs``: ``B×3×H×W`` pixel-space images in [0, 1] on the model's device.
     ``target``: ``None`` (each image's top-1 class), an int or a length-B vector of
     classes. Returns a detached float tensor on the inputs' device: ``B×3×H×W`` for
-    the pixel-space methods, ``B×1×H×W`` for ``gradcam`` and ``occlusion``.
-    ``method.last_target`` holds the classes used.
+    the pixel-space methods, ``B×1×H×W`` for those with ``output = "map"``
+    (``gradcam``, ``occlusion``). ``method.last_target`` holds the classes used.
 ``method.heatmap(attribution) -> B×H×W`` (nonnegative)
-    ``saliency``, ``deconvnet``, ``guided_backprop``, ``guided_gradcam``,
-    ``smoothgrad``: max over colour channels of ``|a|`` (Simonyan et al. 2014).
+    by default the max over colour channels of ``|a|`` (Simonyan et al. 2014).
     ``integrated_gradients``: ``|Σ_c a_c|`` (IG attributions add up per pixel, so
     channels are summed before taking the magnitude). ``gradcam``: the map itself
     (already ReLU'd, bilinearly upsampled). ``occlusion``: the drop in probability
     clipped at 0 (occluding a region that *raises* the probability shows as 0).
+    ``heatmap_rule`` says it in words for the method page.
 ``method.explain(inputs, target=None) -> B×H×W`` = ``heatmap(attribute(...))``.
-``normalize_for_display(heatmap, q=0.99) -> B×H×W in [0, 1]``
-    each map divided by its own ``q`` quantile and clipped to [0, 1] (a few extreme
-    pixels would otherwise make everything else black). Scales are not comparable
-    across methods, so every map in a gallery uses this same per-map rule; the
-    colour bar reads "0 … ≥ 99th percentile of that map".
-``to_rgb(attribution, q=0.99) -> B×3×H×W in [0, 1]``
-    signed pixel-space attributions shown as an image, grey = 0:
-    ``0.5 + 0.5·a / quantile_q(|a|)`` clipped (how deconvnet / guided-backprop
-    reconstructions are shown in the papers).
-``IntegratedGradients.completeness(inputs, target, attribution)``
-    ``Σ attribution`` vs ``F(x) − F(baseline)`` per image.
+``method.check(inputs, target, attribution) -> dict[str, Tensor]``
+    per-image numbers of the method's ``self_check`` (a :class:`SelfCheck`; only
+    Integrated Gradients has one: its completeness, ``Σ attribution`` vs
+    ``F(x) − F(baseline)``).
 
-Batching: every method processes many images per forward/backward; SmoothGrad,
-Integrated Gradients and Occlusion process their perturbed copies in batches of
-``batch_size`` copies. On out-of-memory the batch is halved and retried
-(:func:`run_batched`). CPU and CUDA both work (the inputs' device is used).
+Maps are shown with the display rule of :mod:`generator.render` (``normalise_maps``,
+``signed_to_rgb``).
+
+Batching: every method processes many images per forward/backward; SmoothGrad (and its
+squared and variance variants), Integrated Gradients and Occlusion process their
+perturbed copies in batches of ``batch_size`` copies. On out-of-memory the batch is
+halved and retried (:func:`run_batched`). CPU and CUDA both work (the inputs' device is
+used).
 """
 from __future__ import annotations
 
 import contextlib
-import math
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -52,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Method, as_target
-from .relu_rules import relu_rule
+from .relu_rules import RECTIFIER_NOTE, relu_rule
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -142,38 +144,7 @@ def input_gradient(
 
 
 # ------------------------------------------------------------------------------------
-# display helpers
-
-
-def _quantile_per_map(h: torch.Tensor, q: float) -> torch.Tensor:
-    flat = h.reshape(len(h), -1).float()
-    if flat.shape[1] > 1_000_000:  # torch.quantile has an input-size limit
-        flat = flat[:, :: math.ceil(flat.shape[1] / 1_000_000)]
-    return torch.quantile(flat, q, dim=1)
-
-
-def normalize_for_display(heatmap: torch.Tensor, q: float = 0.99) -> torch.Tensor:
-    """B×H×W nonnegative maps → [0, 1]: divide each by its own ``q`` quantile, clip.
-
-    A map whose quantile is 0 is divided by its maximum instead; an all-zero map
-    stays 0.
-    """
-    h = heatmap.float().clamp(min=0)
-    s = _quantile_per_map(h, q)
-    mx = h.reshape(len(h), -1).amax(1)
-    s = torch.where(s > 0, s, mx)
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    return (h / s.view(-1, *([1] * (h.ndim - 1)))).clamp(0, 1)
-
-
-def to_rgb(attribution: torch.Tensor, q: float = 0.99) -> torch.Tensor:
-    """Signed B×3×H×W attributions → displayable images, grey (0.5) = 0, each scaled by its
-    own ``q`` quantile of |a| (by its maximum when that quantile is 0, e.g. a sparse projection)."""
-    a = attribution.float()
-    s = _quantile_per_map(a.abs(), q)
-    s = torch.where(s > 0, s, a.abs().flatten(1).amax(1))
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    return (0.5 + 0.5 * a / s.view(-1, 1, 1, 1)).clamp(0, 1)
+# heatmaps
 
 
 def max_abs_channels(a: torch.Tensor) -> torch.Tensor:
@@ -184,15 +155,56 @@ def max_abs_channels(a: torch.Tensor) -> torch.Tensor:
 # methods
 
 
+@dataclass(frozen=True)
+class SelfCheck:
+    """A promise of the method measured on every image of every build, and how the method
+    page presents it: ``title`` (section heading), ``explanation`` (Markdown paragraph),
+    ``measure`` (the key of :meth:`AttributionMethod.check`'s result summarised in the
+    table, a relative error shown in percent) and ``setting`` (the parameter that
+    controls it, shown beside the numbers)."""
+
+    title: str
+    explanation: str
+    measure: str
+    setting: str
+
+
 class AttributionMethod(Method):
-    """Common machinery: parameters with defaults, target resolution, heatmaps."""
+    """Common machinery: parameters with defaults, target resolution, heatmaps.
+
+    What the pipeline needs to know about a method is declared here, per class; no
+    other module tests a method's name:
+
+    ``output``          "pixels" (B×3×H×W) or "map" (B×1×H×W).
+    ``signed_view``     the raw attributions are also shown as a signed image (grey = 0).
+    ``needs_layer``     built on one layer of the model (``make`` picks the model's
+                        ``gradcam_layer``; the method page lists it per model).
+    ``gallery_params``  settings for the galleries (config may override them).
+    ``findings_params`` cheaper settings for the findings stage (config may override).
+    ``self_check``      a :class:`SelfCheck` computed with :meth:`check`, or None.
+    ``swap_test``       measured in "does the map depend on the image?" (same class,
+                        another image).
+    ``notes``           Markdown blocks the method page shows before its gallery.
+    ``page_sections``   extra sections after the gallery, by name
+                        (``templates/attribution/sections/<name>.md.j2``).
+    ``short``           column header in galleries; ``summary``, ``formula``, ``url``,
+                        ``heatmap_rule``: the method page's text.
+    """
 
     defaults: ClassVar[dict[str, Any]] = {}
-    output: ClassVar[str] = "pixels"  # "pixels" (B×3×H×W) or "map" (B×1×H×W)
+    output: ClassVar[str] = "pixels"
+    signed_view: ClassVar[bool] = False
+    needs_layer: ClassVar[bool] = False
+    gallery_params: ClassVar[dict[str, Any]] = {}
+    findings_params: ClassVar[dict[str, Any]] = {}
+    self_check: ClassVar[SelfCheck | None] = None
+    swap_test: ClassVar[bool] = False
+    notes: ClassVar[tuple[str, ...]] = ()
+    page_sections: ClassVar[tuple[str, ...]] = ()
     url: ClassVar[str] = ""
     formula: ClassVar[str] = ""  # Markdown (arithmatex-compatible LaTeX)
     summary: ClassVar[str] = ""  # one paragraph of Markdown
-    short: ClassVar[str] = ""  # column header in galleries
+    short: ClassVar[str] = ""
     heatmap_rule: ClassVar[str] = "max over colour channels of |a|"
 
     def __init__(self, model: nn.Module, batch_size: int | None = None, **params: Any) -> None:
@@ -224,6 +236,21 @@ class AttributionMethod(Method):
         self.last_target = t
         return t
 
+    def check(self, inputs: torch.Tensor, target: Any, attribution: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image numbers of ``self_check`` (only for methods that declare one)."""
+        raise NotImplementedError(f"{self.name} declares no self-check")
+
+
+ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {}
+
+
+def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+    """Class decorator: add ``cls`` to :data:`ATTRIBUTION_METHODS` under ``cls.name``."""
+    if not cls.name or cls.name in ATTRIBUTION_METHODS:
+        raise ValueError(f"{cls.__name__}: attribution method name {cls.name!r} is empty or taken")
+    ATTRIBUTION_METHODS[cls.name] = cls
+    return cls
+
 
 class _RuleGradient(AttributionMethod):
     """Gradient of the class score w.r.t. the input under a rectifier rule."""
@@ -244,6 +271,7 @@ class _RuleGradient(AttributionMethod):
         return out
 
 
+@register
 class Saliency(_RuleGradient):
     name = "saliency"
     title = "Saliency (gradient)"
@@ -251,6 +279,7 @@ class Saliency(_RuleGradient):
     paper = "Simonyan, Vedaldi & Zisserman (2014), Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency Maps"
     url = "https://arxiv.org/abs/1312.6034"
     rule = "gradient"
+    swap_test = True
     summary = (
         "The gradient of the *unnormalised* class score (the logit, before the softmax) with "
         "respect to the input pixels: how much a tiny change of each pixel would change the score. "
@@ -259,6 +288,7 @@ class Saliency(_RuleGradient):
     formula = r"$$ M_{ij} = \max_c \left| \frac{\partial S_k(x)}{\partial x_{c,i,j}} \right| $$"
 
 
+@register
 class Deconvnet(_RuleGradient):
     name = "deconvnet"
     title = "Deconvnet"
@@ -266,6 +296,10 @@ class Deconvnet(_RuleGradient):
     paper = "Zeiler & Fergus (2014), Visualizing and Understanding Convolutional Networks"
     url = "https://arxiv.org/abs/1311.2901"
     rule = "deconvnet"
+    signed_view = True
+    swap_test = True
+    notes = (RECTIFIER_NOTE,)
+    page_sections = ("image_swap", "single_neurons")
     summary = (
         "A backward pass from the class score in which every ReLU passes back the ReLU of the "
         "incoming signal (whatever the forward input was), max-pooling is undone through the "
@@ -275,6 +309,7 @@ class Deconvnet(_RuleGradient):
     formula = r"$$ R^{(l)} = W_l^{\top}\,\mathrm{unpool}_{s}\big(\max(R^{(l+1)}, 0)\big) $$"
 
 
+@register
 class GuidedBackprop(_RuleGradient):
     name = "guided_backprop"
     title = "Guided backpropagation"
@@ -282,6 +317,10 @@ class GuidedBackprop(_RuleGradient):
     paper = "Springenberg, Dosovitskiy, Brox & Riedmiller (2015), Striving for Simplicity: The All Convolutional Net"
     url = "https://arxiv.org/abs/1412.6806"
     rule = "guided"
+    signed_view = True
+    swap_test = True
+    notes = (RECTIFIER_NOTE,)
+    page_sections = ("image_swap",)
     summary = (
         "The gradient, except that at every ReLU only *positive* signals pass, and only where "
         "the forward input was positive: the combination of the gradient's forward mask and the "
@@ -291,6 +330,7 @@ class GuidedBackprop(_RuleGradient):
     formula = r"$$ R^{(l)} = [x^{(l)} > 0] \cdot \max(R^{(l+1)}, 0) $$"
 
 
+@register
 class GradCAM(AttributionMethod):
     name = "gradcam"
     title = "Grad-CAM"
@@ -298,6 +338,7 @@ class GradCAM(AttributionMethod):
     paper = "Selvaraju et al. (2017), Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization"
     url = "https://arxiv.org/abs/1610.02391"
     output = "map"
+    needs_layer = True
     defaults = {"layer": "", "interpolation": "bilinear"}
     heatmap_rule = "the map itself (ReLU of the weighted feature maps, upsampled)"
     summary = (
@@ -360,11 +401,14 @@ class GradCAM(AttributionMethod):
         return attribution[:, 0].clamp(min=0)
 
 
+@register
 class GuidedGradCAM(GradCAM):
     name = "guided_gradcam"
     title = "Guided Grad-CAM"
     short = "Guided Grad-CAM"
     output = "pixels"
+    signed_view = True
+    notes = (RECTIFIER_NOTE,)
     heatmap_rule = "max over colour channels of |a|"
     summary = (
         "Guided backpropagation multiplied pixel-wise by the upsampled Grad-CAM map: "
@@ -390,23 +434,30 @@ class GuidedGradCAM(GradCAM):
         return max_abs_channels(attribution)
 
 
-def _mean_gradient(model, x: torch.Tensor, t: torch.Tensor, n: int, batch_size: int | None,
-                   copy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def _gradient_moments(model, x: torch.Tensor, t: torch.Tensor, n: int, batch_size: int | None,
+                      copy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      squares: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean input gradient over ``n`` derived copies of each image (SmoothGrad's noisy
-    copies, IG's path points). ``copy(img_idx, j_idx)`` builds a batch of copies; all
-    len(x)·n copies go through the model in batches of ``batch_size``."""
-    acc = torch.zeros_like(x)
+    copies, IG's path points) and, with ``squares``, the mean of the squared gradients
+    (else None). ``copy(img_idx, j_idx)`` builds a batch of copies; all len(x)·n copies
+    go through the model in batches of ``batch_size``."""
+    total = torch.zeros_like(x)
+    total_sq = torch.zeros_like(x) if squares else None
 
     def fn(s: int, e: int) -> None:
         k = torch.arange(s, e, device=x.device)
         img, j = k // n, k % n
         g, _, _ = input_gradient(model, copy(img, j), t[img], "gradient")
-        acc.index_add_(0, img, g)
+        g_sq = g * g if total_sq is not None else None
+        total.index_add_(0, img, g)
+        if total_sq is not None:
+            total_sq.index_add_(0, img, g_sq)
 
     run_batched(len(x) * n, batch_size, fn)
-    return acc / n
+    return total / n, (None if total_sq is None else total_sq / n)
 
 
+@register
 class SmoothGrad(AttributionMethod):
     name = "smoothgrad"
     title = "SmoothGrad"
@@ -414,6 +465,8 @@ class SmoothGrad(AttributionMethod):
     paper = "Smilkov, Thorat, Kim, Viégas & Wattenberg (2017), SmoothGrad: removing noise by adding noise"
     url = "https://arxiv.org/abs/1706.03825"
     defaults = {"samples": 25, "sigma": 0.15, "seed": 0}
+    gallery_params = {"samples": 25, "sigma": 0.15}
+    findings_params = {"samples": 12}
     summary = (
         "The average of the gradients of $n$ noisy copies of the image, $x + \\mathcal N(0, \\sigma^2)$, "
         "with $\\sigma$ a fraction of the image's value range ($x_{\\max} - x_{\\min}$). "
@@ -422,17 +475,24 @@ class SmoothGrad(AttributionMethod):
     )
     formula = r"$$ \hat M(x) = \frac{1}{n}\sum_{i=1}^{n} \nabla_x S_c\big(x + \mathcal N(0, \sigma^2)\big) $$"
 
-    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def _noisy_moments(self, x: torch.Tensor, target: torch.Tensor | None,
+                       squares: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean gradient (and mean squared gradient) over the noisy copies of each image."""
         t = self._targets(x, target)
         n = int(self.params["samples"])
         gen = torch.Generator(device="cpu").manual_seed(int(self.params["seed"]))
         noise = torch.randn((n, *x.shape[1:]), generator=gen).to(x.device)
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp(min=1e-6)
         sigma = float(self.params["sigma"]) * span  # per image
-        return _mean_gradient(self.model, x, t, n, self.batch_size,
-                              lambda img, j: x[img] + sigma[img].view(-1, 1, 1, 1) * noise[j])
+        return _gradient_moments(self.model, x, t, n, self.batch_size,
+                                 lambda img, j: x[img] + sigma[img].view(-1, 1, 1, 1) * noise[j], squares)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        mean, _ = self._noisy_moments(x, target, squares=False)
+        return mean
 
 
+@register
 class IntegratedGradients(AttributionMethod):
     name = "integrated_gradients"
     title = "Integrated Gradients"
@@ -440,6 +500,18 @@ class IntegratedGradients(AttributionMethod):
     paper = "Sundararajan, Taly & Yan (2017), Axiomatic Attribution for Deep Networks"
     url = "https://arxiv.org/abs/1703.01365"
     defaults = {"steps": 50, "baseline": "black"}
+    # measured on EfficientNet-Lite0: completeness error 5–75 % at 32 steps, 3–28 % at 64, 1–7 % at 128
+    gallery_params = {"steps": 64, "baseline": "black"}
+    findings_params = {"steps": 16}
+    self_check = SelfCheck(
+        title="Completeness check",
+        explanation=(
+            "Integrated Gradients promises $\\sum_i \\mathrm{IG}_i(x) = F(x) - F(x')$ for the explained logit $F$. The table\n"
+            "gives the relative error $|\\sum_i \\mathrm{IG}_i - (F(x) - F(x'))| / |F(x) - F(x')|$ of the midpoint-rule\n"
+            "approximation over all images; more `steps` make it smaller."),
+        measure="rel_error",
+        setting="steps",
+    )
     heatmap_rule = "|sum over colour channels of a| (attributions add up per pixel)"
     summary = (
         "The gradient averaged along the straight path from a baseline $x'$ (default: a black "
@@ -467,8 +539,9 @@ class IntegratedGradients(AttributionMethod):
         base = self.baseline_for(x)
         diff = x - base
         alphas = (torch.arange(m, device=x.device, dtype=x.dtype) + 0.5) / m
-        return diff * _mean_gradient(self.model, x, t, m, self.batch_size,
-                                     lambda img, j: base[img] + alphas[j].view(-1, 1, 1, 1) * diff[img])
+        mean, _ = _gradient_moments(self.model, x, t, m, self.batch_size,
+                                    lambda img, j: base[img] + alphas[j].view(-1, 1, 1, 1) * diff[img])
+        return diff * mean
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
         return attribution.sum(1).abs()
@@ -487,7 +560,11 @@ class IntegratedGradients(AttributionMethod):
         delta = fx - fb
         return {"sum": total, "delta": delta, "rel_error": (total - delta).abs() / delta.abs().clamp(min=1e-6)}
 
+    def check(self, inputs: torch.Tensor, target: Any, attribution: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.completeness(inputs, target, attribution)
 
+
+@register
 class Occlusion(AttributionMethod):
     name = "occlusion"
     title = "Occlusion"
@@ -496,6 +573,8 @@ class Occlusion(AttributionMethod):
     url = "https://arxiv.org/abs/1311.2901"
     output = "map"
     defaults = {"window": 32, "stride": 16, "fill": 0.5}
+    gallery_params = {"window": 32, "stride": 16, "fill": 0.5}
+    findings_params = {"window": 32, "stride": 32}
     heatmap_rule = "drop in target probability, clipped at 0"
     summary = (
         "A grey square (`window` pixels, value `fill`) is slid over the image with step `stride`; "
@@ -557,23 +636,69 @@ class Occlusion(AttributionMethod):
         return attribution[:, 0].clamp(min=0)
 
 
-ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {
-    c.name: c
-    for c in (Saliency, Deconvnet, GuidedBackprop, GradCAM, GuidedGradCAM, SmoothGrad, IntegratedGradients, Occlusion)
-}
+# SmoothGrad's two variants that beat a random ranking in Hooker et al.'s ROAR benchmark
+# (registered last so the original eight keep their places in galleries and menus)
+
+
+@register
+class SmoothGradSquared(SmoothGrad):
+    name = "smoothgrad_sq"
+    title = "SmoothGrad²"
+    short = "SmoothGrad²"
+    paper = ("Hooker, Erhan, Kindermans & Kim (2019), A Benchmark for Interpretability Methods in Deep Neural "
+             "Networks")
+    url = "https://arxiv.org/abs/1806.10758"
+    summary = (
+        "SmoothGrad with every gradient squared before averaging: the mean of "
+        "$\\big(\\nabla_x S_c\\big)^2$ over $n$ noisy copies $x + \\mathcal N(0, \\sigma^2)$ (same noise, "
+        "$\\sigma$ and seeds as SmoothGrad). Gradients of opposite sign no longer cancel, so the map "
+        "measures how strongly a pixel matters under noise, not in which direction. In Hooker et al.'s "
+        "ROAR benchmark (retrain after removing the top-ranked pixels) it was one of the two "
+        "methods that beat a random ranking."
+    )
+    formula = r"$$ \hat M(x) = \frac{1}{n}\sum_{i=1}^{n} \Big(\nabla_x S_c\big(x + \mathcal N(0, \sigma^2)\big)\Big)^2 $$"
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        _, mean_sq = self._noisy_moments(x, target, squares=True)
+        return mean_sq
+
+
+@register
+class VarGrad(SmoothGrad):
+    name = "vargrad"
+    title = "VarGrad"
+    short = "VarGrad"
+    paper = ("Adebayo, Gilmer, Goodfellow & Kim (2018), Local Explanation Methods for Deep Neural Networks "
+             "Lack Sensitivity to Parameter Values")
+    url = "https://arxiv.org/abs/1810.03307"
+    summary = (
+        "The *variance* of the gradients of $n$ noisy copies of the image (same noise, $\\sigma$ and "
+        "seeds as SmoothGrad), per pixel and colour channel: where the gradient changes most "
+        "under small perturbations. It equals SmoothGrad² minus the square of SmoothGrad. With "
+        "SmoothGrad² it was one of the two methods that beat a random ranking in Hooker et al.'s "
+        "ROAR benchmark (2019)."
+    )
+    formula = (
+        r"$$ \hat M(x) = \frac{1}{n}\sum_{i=1}^{n} \big(g_i - \bar g\big)^2,\qquad "
+        r"g_i = \nabla_x S_c\big(x + \mathcal N(0, \sigma^2)\big),\ \bar g = \frac{1}{n}\sum_i g_i $$"
+    )
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        mean, mean_sq = self._noisy_moments(x, target, squares=True)
+        return (mean_sq - mean * mean).clamp(min=0)  # E[g²] − E[g]², rounding can dip below 0
 
 
 def make(name: str, loaded_model: Any, batch_size: int | None = None, **overrides: Any) -> AttributionMethod:
     """Build method ``name`` on a registry ``LoadedModel`` (or a bare ``nn.Module``).
 
-    For ``gradcam`` / ``guided_gradcam`` the layer defaults to ``spec.gradcam_layer``;
+    For a method that ``needs_layer`` the layer defaults to ``spec.gradcam_layer``;
     ``layer=`` takes a catalogued layer name (LoadedModel) or a module path / module.
     """
     if name not in ATTRIBUTION_METHODS:
         raise KeyError(f"unknown attribution method {name!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
     cls = ATTRIBUTION_METHODS[name]
     net = getattr(loaded_model, "net", loaded_model)
-    if issubclass(cls, GradCAM):
+    if cls.needs_layer:
         layer = overrides.pop("layer", None)
         spec = getattr(loaded_model, "spec", None)
         if spec is not None:
@@ -598,13 +723,15 @@ __all__ = [
     "IntegratedGradients",
     "Occlusion",
     "Saliency",
+    "SelfCheck",
     "SmoothGrad",
+    "SmoothGradSquared",
+    "VarGrad",
     "input_gradient",
     "make",
     "max_abs_channels",
-    "normalize_for_display",
     "predict",
+    "register",
     "resolve_target",
     "run_batched",
-    "to_rgb",
 ]

@@ -21,13 +21,18 @@ API (also used by the unit-atlas code for dataset examples):
     ``scale="activation"`` the kept activation keeps its value (as in the paper);
     ``scale="one"`` starts from 1. ``rule="guided"`` gives guided backprop from the
     neuron instead.
+``project_top_neurons(net, module, inputs, k, rules, batch_size=32) -> (picks, values, projections)``
+    both of the above: the ``k`` strongest units per image and their projections under
+    each rule, ``projections``: Tensor[len(rules), B·k, 3, H, W] on the CPU.
 ``forward_to(net, module, inputs)``
     runs ``net`` only as far as ``module`` and returns its output (the rest of the
     network is skipped).
 
-Show projections with :func:`generator.methods.attribution.to_rgb` (grey = 0).
+Show projections with :func:`generator.render.signed_to_rgb` (grey = 0).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -132,4 +137,13 @@ def project_activations(
     return out
 
 
-__all__ = ["forward_to", "project_activations", "top_neurons"]
+def project_top_neurons(net: nn.Module, module: nn.Module, inputs: torch.Tensor, k: int, rules: Sequence[str],
+                        batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`top_neurons` and, for each rule, :func:`project_activations` of those picks."""
+    picks, values = top_neurons(net, module, inputs, k, batch_size=batch_size)
+    projections = torch.stack([project_activations(net, module, inputs, picks, rule=r, batch_size=batch_size).cpu()
+                               for r in rules])
+    return picks, values, projections
+
+
+__all__ = ["forward_to", "project_activations", "project_top_neurons", "top_neurons"]

@@ -69,6 +69,16 @@ from torch.overrides import TorchFunctionMode
 
 RULES = ("gradient", "deconvnet", "guided")
 
+#: shown on the page of every method that runs a backward pass under a rule
+RECTIFIER_NOTE = """\
+!!! note "Every rectifier, however it is called"
+    The backward rule is applied to *every* ReLU and ReLU6 the network executes — `nn.ReLU` modules (also one
+    in-place module reused several times, as in ResNet), functional `F.relu` (GoogLeNet's `BasicConv2d`),
+    `torch.relu`, `Tensor.relu_`, and `F.hardtanh(x, 0, 6)` (what `nn.ReLU6` in EfficientNet-Lite calls) —
+    through a `TorchFunctionMode` active only during the computation. Hooks on `nn.ReLU` modules alone would
+    silently fall back to the plain gradient on such networks. The unit tests check, on all five
+    architectures, that the number of intercepted calls equals the number of rectifier kernels executed."""
+
 
 class _Rectify(torch.autograd.Function):
     """``clamp(x, lo, hi)`` (hi may be None) with a rule-specific backward."""

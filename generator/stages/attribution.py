@@ -1,6 +1,8 @@
-"""Attribution stage: saliency, deconvnet, guided backprop, Grad-CAM, guided Grad-CAM,
-SmoothGrad, Integrated Gradients and occlusion for every model × image, plus
-Zeiler & Fergus single-neuron deconvnet projections.
+"""Attribution stage: every method of ``ATTRIBUTION_METHODS`` (saliency, deconvnet, guided
+backprop, Grad-CAM, guided Grad-CAM, SmoothGrad, Integrated Gradients, occlusion,
+SmoothGrad², VarGrad) for every model × image, plus Zeiler & Fergus single-neuron
+deconvnet projections. What a method needs shown (signed view, layer, self-check,
+notes, extra sections) is read from its class, never from its name.
 
 Pages it adds to:
 
@@ -9,19 +11,20 @@ Pages it adds to:
   projections beside the image patches (receptive fields) that caused them.
 * ``images/<id>``: "Attribution" — rows = models, columns = methods, with each
   model's top-1 prediction and probability, the explained class and the true class.
-* ``methods/<method>``: explanation, formula, paper, settings, gallery across models
-  (and, for deconvnet, the neuron-level figures; for IG, the completeness check).
+* ``methods/<method>``: explanation, formula, paper, settings, gallery across models,
+  and what the class declares: notes, the signed view, its layers, its self-check
+  (IG's completeness), extra sections (the swap test, the neuron-level figures).
 
 Config (``[attribution]`` in data/config.toml; all optional)::
 
-    methods = ["saliency", "deconvnet", ...]   # default: all eight
+    methods = ["saliency", "deconvnet", ...]   # default: every registered method
     gallery_images = 6        # images shown on each method page
     neurons = 6               # single-neuron deconvnet: neurons per image and layer
     neuron_images = 6         # ... for this many images (the first ones)
     neuron_layers = 3         # ... in this many layers, spread over the model's layers (first one skipped)
     neuron_rules = ["deconvnet", "guided"]   # projections shown beside each patch
     batch_size = 0            # perturbed copies per forward pass (0: [build].batch_size)
-    [attribution.method_params.smoothgrad]   # per-method settings (see methods/attribution.py)
+    [attribution.method_params.smoothgrad]   # per-method settings over the class's gallery_params
     samples = 25
 
 ``[models.<name>] deconv_layers = ["stage1", ...]`` picks the neuron layers by name.
@@ -32,59 +35,24 @@ weights, method + settings, image, class, code version).
 """
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from ..config import ConfigError
-from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make, normalize_for_display, to_rgb
-from ..methods.neuron_deconv import project_activations, top_neurons
-from ..render import colour_bar, colourise, grid, to_pil
-from ..util import atomic_write_bytes, progress
+from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
+from ..methods.neuron_deconv import project_top_neurons
+from ..receptive_field import receptive_field_boxes
+from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, save_image, signed_to_rgb, to_pil, to_uint8
+from ..util import progress
 
 CODE_VERSION = 2
 ORDER = 30
 #: "attribution_maps": {"methods", "items", "titles", "models": {name: {"model", "heatmaps": {method: N×H×W}}}}
 PROVIDES = ("attribution_maps",)
 NEEDS: tuple[str, ...] = ()
-# the galleries use these settings unless [attribution.method_params.<name>] says otherwise
-GALLERY_PARAMS: dict[str, dict] = {
-    "smoothgrad": {"samples": 25, "sigma": 0.15},
-    # measured on EfficientNet-Lite0: completeness error 5–75 % at 32 steps, 3–28 % at 64, 1–7 % at 128
-    "integrated_gradients": {"steps": 64, "baseline": "black"},
-    "occlusion": {"window": 32, "stride": 16, "fill": 0.5},
-}
-SIGNED = ("deconvnet", "guided_backprop", "guided_gradcam")  # also shown as images (grey = 0)
 TILE = 80
 NORMALISATION = ("Every map is scaled by its own 99th percentile and clipped to [0, 1] (so a few extreme "
                  "pixels do not turn the rest black); scales are not comparable across maps or methods.")
-
-
-# ---------------------------------------------------------------------------------
-# small helpers
-
-
-def _save(img: Image.Image, path: Path, quality: int = 85) -> None:
-    """Encode as WebP and write only when the bytes differ (stable mtimes for `mkdocs serve`)."""
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "WEBP", quality=quality, method=4)
-    data = buf.getvalue()
-    if path.exists() and path.read_bytes() == data:
-        return
-    atomic_write_bytes(path, data)
-
-
-def _heat_image(h01: torch.Tensor) -> Image.Image:
-    return to_pil(colourise(h01.float().cpu().numpy()))
-
-
-def _u8(t: torch.Tensor) -> Image.Image:
-    """3×H×W uint8 tensor → PIL."""
-    return Image.fromarray(t.permute(1, 2, 0).contiguous().numpy())
 
 
 DEFAULTS = {
@@ -107,7 +75,8 @@ def settings(config) -> dict:
     if unknown:
         raise ConfigError(f"[attribution.method_params]: unknown method {sorted(unknown)[0]!r}; "
                           f"known: {', '.join(ATTRIBUTION_METHODS)}")
-    s["params"] = {m: {**GALLERY_PARAMS.get(m, {}), **dict(s["method_params"].get(m, {}))} for m in s["methods"]}
+    s["params"] = {m: {**ATTRIBUTION_METHODS[m].gallery_params, **dict(s["method_params"].get(m, {}))}
+                   for m in s["methods"]}
     return s
 
 
@@ -133,6 +102,8 @@ def neuron_layers(ctx, model, count: int) -> list[str]:
 
 
 def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tensor) -> list[dict]:
+    """Per image: the heatmap (bfloat16), the explained class, the signed view as uint8
+    RGB (``rgb``, methods with ``signed_view``) and the self-check's numbers."""
     keys = [{"what": "attribution", "v": CODE_VERSION, "model": model.cache_id, "method": name,
              "params": method.params, "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size],
              "target": int(t)} for it, t in zip(ctx.images, targets)]
@@ -147,11 +118,10 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
                 t = targets[part].to(x.device)
                 a = method.attribute(x, t)
                 heat = method.heatmap(a).float()
-                rgb = (to_rgb(a) * 255).round().to(torch.uint8).cpu() if name in SIGNED else None
+                rgb = to_uint8(signed_to_rgb(a)).cpu() if method.signed_view else None
                 extra = {}
-                if name == "integrated_gradients":
-                    chk = method.completeness(x, t, a)
-                    extra = {k: v.float().cpu() for k, v in chk.items()}
+                if method.self_check is not None:
+                    extra = {k: v.float().cpu() for k, v in method.check(x, t, a).items()}
                 for j in range(len(part)):
                     r = {"heatmap": heat[j].cpu().to(torch.bfloat16).clone(), "target": int(t[j])}
                     if rgb is not None:
@@ -169,50 +139,41 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
 
 def _neurons(ctx, model, layer: str, items, k: int, rules: list[str]) -> list[dict]:
     """Top-k neurons of ``layer`` per image, their projections (one per rule: deconvnet,
-    guided backprop) and the image patches, all cropped to the unit's receptive field and
-    resized to TILE. Fields that fit in the image are padded with grey at the border (so
-    border units keep their geometry); larger ones are clipped to the image."""
-    from ..receptive_field import crop_patch, receptive_field_boxes
-
+    guided backprop) and the image patches, as tiles of each unit's receptive field
+    (:func:`~generator.render.field_tile`)."""
     keys = [{"what": "deconv-neurons", "v": CODE_VERSION, "model": model.cache_id, "layer": layer, "k": k, "rules": rules,
              "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size], "tile": TILE}
             for it in items]
     module = model.module(layer)
-    S = model.spec.input_size
+    size = (model.spec.input_size, model.spec.input_size)
 
     def compute(idx: list[int]) -> list[dict]:
         out: list[dict] = []
         for s in range(0, len(idx), ctx.batch_size):
             part = idx[s : s + ctx.batch_size]
             x = ctx.batch(model, [items[i] for i in part])
-            picks, values = top_neurons(model.net, module, x, k, batch_size=ctx.batch_size)
-            shown = [project_activations(model.net, module, x, picks, rule=r, batch_size=ctx.batch_size).cpu()
-                     for r in rules]
+            picks, values, projections = project_top_neurons(model.net, module, x, k, rules, batch_size=ctx.batch_size)
             pos = picks[:, 2:4].cpu()
-            boxes = receptive_field_boxes(model.net, module, (S, S), pos)
-            full = receptive_field_boxes(model.net, module, (S, S), pos, clip=False)
+            boxes = receptive_field_boxes(model.net, module, size, pos)
+            fields = receptive_field_boxes(model.net, module, size, pos, clip=False)
             xc = x.cpu()
             for j in range(len(part)):
-                rows = (picks[:, 0] == j).nonzero()[:, 0].cpu()
-                tiles: list[list[torch.Tensor]] = [[] for _ in range(len(rules) + 1)]
-                for r in rows.tolist():
-                    pad = full[r].tolist()
-                    if pad[2] - pad[0] > S or pad[3] - pad[1] > S:
-                        pad = None
-                    for q, (src, dst) in enumerate(zip([sh[r] for sh in shown] + [xc[j]], tiles)):
-                        if q < len(shown):  # projection: scaled inside its own field, grey = 0
-                            crop = to_rgb(crop_patch(src, boxes[r].tolist(), pad, fill=0.0)[None])[0]
-                        else:
-                            crop = crop_patch(src, boxes[r].tolist(), pad, fill=0.5)
-                        crop = F.interpolate(crop[None], size=(TILE, TILE), mode="bilinear", align_corners=False,
-                                             antialias=True)[0]
-                        dst.append((crop.clamp(0, 1) * 255).round().to(torch.uint8))
+                rows = (picks[:, 0] == j).nonzero()[:, 0].cpu().tolist()
+                proj = torch.stack([torch.stack([field_tile(p[r], boxes[r].tolist(), fields[r].tolist(), TILE, signed=True)
+                                                 for r in rows]) for p in projections])
+                patch = torch.stack([field_tile(xc[j], boxes[r].tolist(), fields[r].tolist(), TILE) for r in rows])
                 out.append({"picks": picks[rows].cpu()[:, 1:].clone(), "values": values[rows].float().cpu().clone(),
-                            "boxes": boxes[rows].clone(), "proj": torch.stack([torch.stack(t) for t in tiles[:-1]]),
-                            "patch": torch.stack(tiles[-1])})
+                            "boxes": boxes[rows].clone(), "proj": proj, "patch": patch})
         return out
 
     return ctx.cache.batched(keys, compute)
+
+
+def _self_check_summary(method: AttributionMethod, results: list[dict]) -> dict:
+    """Mean, median and max over the images of the method's self-check measure."""
+    values = torch.tensor([r[method.self_check.measure] for r in results])
+    return {"mean": float(values.mean()), "median": float(values.median()), "max": float(values.max()),
+            "n": len(values), "setting": method.params[method.self_check.setting]}
 
 
 def _swap_test(ctx, model, made: dict, targets: torch.Tensor) -> dict[str, float]:
@@ -222,7 +183,7 @@ def _swap_test(ctx, model, made: dict, targets: torch.Tensor) -> dict[str, float
     attributions. 0 means the method ignores the image (deconvnet on a network without
     max-pooling: every other step of its backward pass is independent of the input).
     """
-    names = [n for n in ("saliency", "deconvnet", "guided_backprop") if n in made]
+    names = [n for n, m in made.items() if m.swap_test]
     if len(ctx.images) < 2 or not names:
         return {}
     items = ctx.images[:2]
@@ -239,34 +200,6 @@ def _swap_test(ctx, model, made: dict, targets: torch.Tensor) -> dict[str, float
         return out
 
     return ctx.cache.get_or_compute(key, compute)
-
-
-# ---------------------------------------------------------------------------------
-# figures
-
-
-def _neuron_figure(ctx, model, layer: str, items, res: list[dict], path: Path) -> None:
-    tiles, labels = [], []
-    k = max((len(r["picks"]) for r in res), default=0)
-    for it, r in zip(items, res):
-        x = ctx.batch(model, [it])[0].cpu()
-        im = to_pil(x)
-        d = ImageDraw.Draw(im)
-        for (y0, x0, y1, x1), (c, _, _) in zip(r["boxes"].tolist(), r["picks"].tolist()):
-            d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 220, 0), width=2)
-        tiles.append(im)
-        labels.append(it.id)
-        nr = len(r["proj"])
-        for n in range(k):
-            if n < len(r["picks"]):
-                tiles += [_u8(r["proj"][q][n]) for q in range(nr)] + [_u8(r["patch"][n])]
-                labels += [f"ch {int(r['picks'][n][0])}"] + [""] * (nr - 1) + [f"{float(r['values'][n]):.3g}"]
-            else:
-                tiles += [Image.new("RGB", (TILE, TILE), (255, 255, 255))] * (nr + 1)
-                labels += [""] * (nr + 1)
-    per = (len(res[0]["proj"]) + 1) if res else 2
-    if tiles:
-        _save(grid(tiles, 1 + per * k, TILE + 16, labels=labels), path)
 
 
 # ---------------------------------------------------------------------------------
@@ -293,14 +226,12 @@ def run(ctx) -> None:
                 results[n] = _maps(ctx, model, n, m, targets)
         # figures: heatmap per (model, method, image), signed view for pixel-space methods, input crop
         for i, it in enumerate(ctx.images):
-            _save(to_pil(ctx.batch(model, [it])[0]), ctx.figure_path(f"attribution/{model.name}/input/{it.id}.webp"))
+            save_image(to_pil(ctx.batch(model, [it])[0]), ctx.figure_path(f"attribution/{model.name}/input/{it.id}.webp"))
         for n in methods:
-            heats = torch.stack([r["heatmap"].float() for r in results[n]]) if ctx.images else torch.empty(0)
-            shown = normalize_for_display(heats) if len(heats) else heats
-            for it, h, r in zip(ctx.images, shown, results[n]):
-                _save(_heat_image(h), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}.webp"))
+            for it, r in zip(ctx.images, results[n]):
+                save_image(heatmap_image(r["heatmap"].float()), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}.webp"))
                 if "rgb" in r:
-                    _save(_u8(r["rgb"]), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}-rgb.webp"))
+                    save_image(to_pil(r["rgb"]), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}-rgb.webp"))
         rows = []
         for i, it in enumerate(ctx.images):
             top = int(probs[i].argmax())
@@ -316,17 +247,15 @@ def run(ctx) -> None:
             for layer in progress(layers, desc=f"deconv neurons {model.name}", unit="layer"):
                 res = _neurons(ctx, model, layer, nitems, s["neurons"], s["neuron_rules"])
                 rel = f"attribution/{model.name}/neurons/{layer}.webp"
-                _neuron_figure(ctx, model, layer, nitems, res, ctx.figure_path(rel))
+                fig = neuron_figure([ctx.batch(model, [it])[0].cpu() for it in nitems], [it.id for it in nitems], res, TILE)
+                if fig is not None:
+                    save_image(fig, ctx.figure_path(rel))
                 neuron_figs.append({"layer": layer, "fig": rel})
         swap = _swap_test(ctx, model, made, targets)
         has_maxpool = any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)) for m in model.net.modules())
-        completeness = None
-        if "integrated_gradients" in results and results["integrated_gradients"]:
-            err = torch.tensor([r["rel_error"] for r in results["integrated_gradients"]])
-            completeness = {"mean": float(err.mean()), "median": float(err.median()), "max": float(err.max()),
-                            "n": len(err), "steps": made["integrated_gradients"].params["steps"]}
+        self_checks = {n: _self_check_summary(made[n], results[n]) for n in methods if made[n].self_check and results[n]}
         per_model[model.name] = {"model": model, "rows": rows, "neuron_figs": neuron_figs,
-                                 "completeness": completeness, "params": {n: made[n].params for n in methods},
+                                 "self_checks": self_checks, "params": {n: made[n].params for n in methods},
                                  "swap": swap, "has_maxpool": has_maxpool,
                                  "heatmaps": {n: torch.stack([r["heatmap"].float() for r in results[n]])
                                               for n in methods if results[n]}}
@@ -355,12 +284,14 @@ def run(ctx) -> None:
                 normalisation=NORMALISATION, link=lambda t, page=page: ctx.link(page, t)), order=ORDER)
 
     # method pages
+    swap_methods = [n for n in methods if ATTRIBUTION_METHODS[n].swap_test]
     for order, n in enumerate(methods):
         cls = ATTRIBUTION_METHODS[n]
         page = f"methods/{n}"
         ctx.declare(page, cls.title, order=20 + order)
         gallery = ctx.images[: max(0, s["gallery_images"])]
+        models = [{**d, "self_check": d["self_checks"].get(n)} for d in per_model.values()]
         ctx.section(page, "", ctx.render(
-            "attribution/method.md.j2", name=n, cls=cls, models=list(per_model.values()), items=gallery,
-            signed=n in SIGNED, params=s["params"][n], normalisation=NORMALISATION, missing=ctx.missing,
+            "attribution/method.md.j2", name=n, cls=cls, models=models, items=gallery, swap_methods=swap_methods,
+            params=s["params"][n], normalisation=NORMALISATION, missing=ctx.missing,
             link=lambda t, page=page: ctx.link(page, t)), order=0)

@@ -18,11 +18,9 @@ Config (``[compare]``)::
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..metrics.across_models import common_view, model_view, pair_similarity, to_common_view
-from ..render import colourise, labelled_grid, save_image, to_pil
-from ..methods.attribution import normalize_for_display
+from ..render import heatmap_image, labelled_grid, save_image, to_pil
 
 ORDER = 35  # image-page section after the attribution galleries
 PAGE = "methods/compare"
@@ -35,12 +33,6 @@ def settings(config) -> dict:
     s = config.table("compare", DEFAULTS)
     s["images"] = max(0, s["images"])
     return s
-
-
-def _heat_tiles(maps: torch.Tensor) -> list:
-    """N×S×S nonnegative maps → coloured pictures, each map scaled by the display rule of the galleries."""
-    shown = normalize_for_display(maps.float())
-    return [to_pil(colourise(m.numpy())) for m in shown]
 
 
 def run(ctx) -> None:
@@ -68,7 +60,7 @@ def run(ctx) -> None:
     shown = items[: s["images"]]
     for m in methods:
         rel = f"compare/{m}.webp"
-        rows = [[photo_tiles[i]] + [_heat_tiles(aligned[m][d["model"].name][i : i + 1])[0] for d in models]
+        rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for d in models]
                 for i in range(len(shown))]
         save_image(labelled_grid(rows, ["photo", *titles], [it.title for it in shown], tile), ctx.figure_path(rel))
         pairs = []
@@ -86,7 +78,7 @@ def run(ctx) -> None:
 
     for i, it in enumerate(items):
         rel = f"compare/images/{it.id}.webp"
-        rows = [[photo_tiles[i]] + [_heat_tiles(aligned[m][d["model"].name][i : i + 1])[0] for m in methods]
+        rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for m in methods]
                 for d in models]
         save_image(labelled_grid(rows, ["photo", *[data["titles"][m] for m in methods]], titles, tile),
                    ctx.figure_path(rel))

@@ -32,8 +32,8 @@ Config (``[findings]`` in data/config.toml; defaults in :data:`DEFAULTS`)::
     accuracy_max_images = 500   # balanced subset of it (0 = all)
     methods = []                # attribution methods (default: all)
     models = []                 # default: every model with weights
-    [findings.method_params.smoothgrad]     # cheaper settings than the galleries'
-    samples = 12
+    [findings.method_params.smoothgrad]     # over the class's findings_params, which are
+    samples = 12                            # cheaper than the galleries' settings
 """
 from __future__ import annotations
 
@@ -46,12 +46,15 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..methods import attribution, base, relu_rules
+from ..methods.attribution import ATTRIBUTION_METHODS, make
 from ..metrics import faithfulness as fa
 from ..metrics import model_table as mt
 from ..metrics import plots
 from ..metrics import sanity as sa
 from ..metrics import similarity as si
-from ..util import progress, stable_hash
+from ..models import get_spec
+from ..util import atomic_write_bytes, progress, stable_hash
 
 CODE_VERSION = 1
 PROVIDES: tuple[str, ...] = ()
@@ -77,13 +80,10 @@ DEFAULTS: dict = {
     "models": [],
     "thumb": 80,
     "figure_format": "svg",  # svg | png (plots; the map grid is always WebP)
-    # Cheaper than the galleries' defaults so the stage fits a few CPU minutes; the
-    # page prints the settings used. Set e.g. samples = 25 to match the galleries.
-    "method_params": {
-        "smoothgrad": {"samples": 12},
-        "integrated_gradients": {"steps": 16},
-        "occlusion": {"window": 32, "stride": 32},
-    },
+    # Over each method's findings_params, which are cheaper than the galleries' settings so
+    # the stage fits a few CPU minutes; the page prints the settings used. Set e.g.
+    # [findings.method_params.smoothgrad] samples = 25 to match the galleries.
+    "method_params": {},
 }
 
 BASELINES = {"random": "random order (baseline)", "centre": "centre prior (baseline)"}
@@ -95,16 +95,13 @@ def _say(msg: str) -> None:
 
 
 def settings(config) -> dict:
-    from ..methods.attribution import ATTRIBUTION_METHODS
-
     s = config.table("findings", DEFAULTS, choices={"methods": ATTRIBUTION_METHODS,
                                                     "figure_format": ("svg", "png")})
-    mp = {k: dict(v) for k, v in DEFAULTS["method_params"].items()}
-    for k, v in s["method_params"].items():
+    for k in s["method_params"]:
         if k not in ATTRIBUTION_METHODS:
             raise ConfigError(f"[findings.method_params]: unknown method {k!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
-        mp[k] = {**mp.get(k, {}), **dict(v)}
-    s["method_params"] = mp
+    s["method_params"] = {n: {**cls.findings_params, **dict(s["method_params"].get(n, {}))}
+                          for n, cls in ATTRIBUTION_METHODS.items()}
     if not 2 < s["low_rank"] <= 1000:
         raise ConfigError(f"[findings] low_rank = {s['low_rank']}: must be in 3..1000")
     return s
@@ -129,8 +126,6 @@ def select_items(ctx, s: dict) -> list:
 @functools.lru_cache(maxsize=1)
 def methods_fingerprint() -> str:
     """Hash of the attribution code's source: a change there invalidates cached maps."""
-    from ..methods import attribution, base, relu_rules
-
     return stable_hash([Path(m.__file__).read_text(encoding="utf-8") for m in (attribution, relu_rules, base)])[:16]
 
 
@@ -286,8 +281,6 @@ def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
 
 
 def model_rows(ctx, s: dict, accuracy: dict) -> list[dict]:
-    from ..models import get_spec
-
     names = [get_spec(n).name for n in ctx.config["models"]]
     for m in ctx.models:
         if m.name not in names:
@@ -420,8 +413,6 @@ def cross_model(summaries: list[dict]) -> dict:
 
 
 def run(ctx) -> None:
-    from ..methods.attribution import ATTRIBUTION_METHODS, make
-
     s = ctx.stage_settings("findings")
     t_stage = time.perf_counter()
     names = list(s["methods"]) or list(ATTRIBUTION_METHODS)
@@ -481,8 +472,6 @@ def _figure(ctx, rel: str, data, draw) -> str:
         draw(path)
         ctx.cache.put(key, {"bytes": path.read_bytes()})
     elif not path.is_file() or path.read_bytes() != blob["bytes"]:
-        from ..util import atomic_write_bytes
-
         atomic_write_bytes(path, blob["bytes"])
     return f"figures/{rel}"
 
@@ -533,8 +522,6 @@ def _figures(ctx, model, names, titles, cas, cls, fai, maps, items, x, s, low_ra
 
 
 def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank) -> None:
-    from ..models import get_spec
-
     ctx.declare(PAGE, "Findings", order=0)
     link = lambda target: ctx.link(PAGE, target)
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
