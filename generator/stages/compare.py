@@ -24,7 +24,8 @@ from ..render import heatmap_image, labelled_grid, save_image, to_pil
 
 ORDER = 35  # image-page section after the attribution galleries
 PAGE = "methods/compare"
-PROVIDES: tuple[str, ...] = ()
+#: "model_agreement": {"n": photos, "models": [titles], "methods": [{"name", "title", "mean"}] sorted by mean}
+PROVIDES = ("model_agreement",)
 NEEDS = ("attribution_maps",)
 DEFAULTS = {"images": 4, "tile": 112}
 
@@ -41,6 +42,7 @@ def run(ctx) -> None:
     models = list(data["models"].values())
     items, methods = data["items"], data["methods"]
     ctx.declare(PAGE, "Across models", order=19)
+    ctx.provide("model_agreement", None)
     if len(models) < 2 or not items:
         ctx.section(PAGE, "", "Comparing models needs at least two models with weights and one photo; this build "
                               f"has {len(models)} model(s) and {len(items)} photo(s).", order=0)
@@ -72,6 +74,10 @@ def run(ctx) -> None:
         summary.append({"name": m, "title": data["titles"][m], "pairs": pairs,
                         "mean": float(np.mean([p["mean"] for p in pairs]))})
         sections.append({"name": m, "title": data["titles"][m], "fig": rel, "pairs": pairs})
+    ctx.provide("model_agreement", {
+        "n": len(items), "models": titles,
+        "methods": sorted(({"name": r["name"], "title": r["title"], "mean": r["mean"]} for r in summary),
+                          key=lambda r: -r["mean"])})
     ctx.section(PAGE, "", ctx.render(
         "compare/page.md.j2", sections=sections, summary=summary, models=[d["model"] for d in models],
         view=view, views=views, n=len(items), n_shown=len(shown), link=lambda t: ctx.link(PAGE, t)), order=0)

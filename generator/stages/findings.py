@@ -59,6 +59,7 @@ from ..util import atomic_write_bytes, progress, stable_hash
 CODE_VERSION = 1
 PROVIDES: tuple[str, ...] = ()
 NEEDS: tuple[str, ...] = ()
+USES = ("model_agreement",)  # how much models agree per method (compare stage), quoted in "Across models"
 PAGE = "findings/index"
 ORDER = 70  # method-page sections after the galleries
 
@@ -529,7 +530,8 @@ def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_us
     common = dict(s=s, names=names, titles=titles, summaries=summaries, rows=rows, missing=missing, items=items,
                   n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND, timing=timing_all,
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
-                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, f2=f2)
+                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, f2=f2,
+                  agreement=ctx.artifact("model_agreement"))
     ctx.section(PAGE, "", ctx.render("findings/summary.md.j2", **common), order=0)
     ctx.section(PAGE, "Models: size, cost and measured accuracy", ctx.render("findings/model_table.md.j2", **common),
                 order=10)
