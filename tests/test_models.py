@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from generator.images import load_image_set, to_model_input
+from generator.images import load_image_set
 from generator.models import (CLASSIC_MODELS, REGISTRY, WeightsCorrupt, WeightsMissing, build_architecture,
                               get_spec, load_model, resolve_weights)
 from conftest import DATA_IMAGES
@@ -93,7 +93,7 @@ def test_efficientnet_lite0_predicts_shipped_photos(lite0):
     items, skipped, _ = load_image_set(DATA_IMAGES)
     assert not skipped and len(items) == 8
     by_id = {it.id: it for it in items}
-    x = to_model_input([it.pil for it in items], 224, 256)
+    x = lite0.spec.preprocess([it.pil for it in items])
     with torch.no_grad():
         probs = lite0.net(x).softmax(1)
     top1 = {it.id: int(p.argmax()) for it, p in zip(items, probs)}

@@ -129,7 +129,7 @@ def neuron_layers(ctx, model, count: int) -> list[str]:
 
 def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tensor) -> list[dict]:
     keys = [{"what": "attribution", "v": CODE_VERSION, "model": model.cache_id, "method": name,
-             "params": method.params, "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size],
+             "params": method.params, "image": it.sha256, "input": model.spec.preprocess.key,
              "target": int(t)} for it, t in zip(ctx.images, targets)]
 
     def compute(idx: list[int]) -> list[dict]:
@@ -170,7 +170,7 @@ def _neurons(ctx, model, layer: str, items, k: int, rules: list[str]) -> list[di
     from ..receptive_field import crop_patch, receptive_field_boxes
 
     keys = [{"what": "deconv-neurons", "v": CODE_VERSION, "model": model.cache_id, "layer": layer, "k": k, "rules": rules,
-             "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size], "tile": TILE}
+             "image": it.sha256, "input": model.spec.preprocess.key, "tile": TILE}
             for it in items]
     module = model.module(layer)
     S = model.spec.input_size
