@@ -329,7 +329,8 @@ def spec_from_string(text: str) -> ModelSpec:
         weights = tvm.get_model_weights(arch).DEFAULT
         t = weights.transforms()
         url = weights.url
-        net = tvm.get_model(arch, weights=None)
+        with torch.device("meta"):  # the catalogue needs only the structure, as built for the weights
+            net = tvm.get_model(arch, weights=None, **torchvision_weights_kwargs(arch, str(weights)))
         return ModelSpec(
             name=arch, title=arch, family="torchvision", arch=arch,
             input_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]), interpolation=t.interpolation.value,
