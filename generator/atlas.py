@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .images import Preprocess
 from .methods.base import capture_outputs
 from .receptive_field import receptive_field
 from .render import signed_to_rgb
@@ -121,21 +122,20 @@ def class_label(name: str | None, labels: Sequence[str] | None = None) -> str | 
 # Loading images
 
 
-def load_input(path: Path, input_size: int, resize_size: int) -> torch.Tensor:
+def load_input(path: Path, pre: Preprocess) -> torch.Tensor:
     """One file → 3×S×S float in [0, 1]: the same checks and conversions as the curated
     image set (:func:`generator.images.load_rgb`: EXIF orientation, alpha, 16-bit, CMYK…)
-    and the same resize + centre crop (:func:`generator.images.to_model_input`).
+    and the model's resize + centre crop (``pre``, a spec's :class:`~generator.images.Preprocess`).
     Raises :class:`generator.images.ImageRejected` for unusable files."""
-    from .images import load_rgb, to_model_input
+    from .images import load_rgb
 
     pil, _conversions = load_rgb(Path(path))
-    return to_model_input([pil], input_size, resize_size)[0]
+    return pre([pil])[0]
 
 
 class _FolderDataset(torch.utils.data.Dataset):
-    def __init__(self, root: Path, files: list[str], indices: list[int], input_size: int, resize_size: int) -> None:
-        self.root, self.files, self.indices = root, files, indices
-        self.input_size, self.resize_size = input_size, resize_size
+    def __init__(self, root: Path, files: list[str], indices: list[int], pre: Preprocess) -> None:
+        self.root, self.files, self.indices, self.pre = root, files, indices, pre
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -143,26 +143,26 @@ class _FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         idx = self.indices[i]
         try:
-            x = load_input(self.root / self.files[idx], self.input_size, self.resize_size)
+            x = load_input(self.root / self.files[idx], self.pre)
             ok = True
         except Exception:  # unreadable file: skipped (counted), the stream goes on
-            x = torch.zeros(3, self.input_size, self.input_size)
+            x = torch.zeros(3, self.pre.input_size, self.pre.input_size)
             ok = False
         return x, idx, ok
 
 
-def iterate_batches(listing: FolderListing, indices: list[int], input_size: int, resize_size: int,
+def iterate_batches(listing: FolderListing, indices: list[int], pre: Preprocess,
                     batch_size: int, workers: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(images B×3×S×S, file indices [B], ok mask [B]) batches, in order."""
-    ds = _FolderDataset(listing.root, listing.files, indices, input_size, resize_size)
+    ds = _FolderDataset(listing.root, listing.files, indices, pre)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                      persistent_workers=False)
     for x, idx, ok in dl:
         yield x, idx.long(), ok.bool()
 
 
-def load_inputs(listing: FolderListing, indices: Sequence[int], input_size: int, resize_size: int) -> torch.Tensor:
-    return torch.stack([load_input(listing.root / listing.files[int(i)], input_size, resize_size) for i in indices])
+def load_inputs(listing: FolderListing, indices: Sequence[int], pre: Preprocess) -> torch.Tensor:
+    return torch.stack([load_input(listing.root / listing.files[int(i)], pre) for i in indices])
 
 
 # ---------------------------------------------------------------------------------

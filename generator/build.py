@@ -20,7 +20,7 @@ import torch
 from .cache import Cache
 from . import stages as stage_modules
 from .config import Config, ConfigError
-from .images import ImageItem, Skipped, load_image_set, to_model_input
+from .images import ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsError, get_spec, load_model
 from .site import SiteWriter
 from .util import StageTimer, chunks
@@ -64,9 +64,9 @@ class BuildContext:
     # -- inputs ----------------------------------------------------------------
     def batch(self, model: LoadedModel, items: list[ImageItem]) -> torch.Tensor:
         """Pixel-space input batch for ``model`` (resize + centre crop), on ctx.device."""
-        key = (model.spec.input_size, model.spec.resize_size, tuple(i.sha256 for i in items))
+        key = (model.spec.preprocess, tuple(i.sha256 for i in items))
         if key not in self._inputs:
-            self._inputs[key] = to_model_input([i.pil for i in items], model.spec.input_size, model.spec.resize_size)
+            self._inputs[key] = model.spec.preprocess([i.pil for i in items])
         return self._inputs[key].to(self.device)
 
     def logits(self, model: LoadedModel) -> torch.Tensor:
@@ -88,7 +88,7 @@ class BuildContext:
     @staticmethod
     def _logits_key(model: LoadedModel, item: ImageItem) -> dict:
         return {"what": "logits", "model": model.cache_id, "image": item.sha256,
-                "input": [model.spec.input_size, model.spec.resize_size]}
+                "input": model.spec.preprocess.key}
 
     def store_logits(self, model: LoadedModel, items: list[ImageItem], logits: torch.Tensor) -> None:
         """Let a stage that ran the model anyway record the logits (no second forward pass)."""

@@ -113,8 +113,13 @@ def cmd_weights(args) -> int:
 def cmd_models(args) -> int:
     from .models import REGISTRY
 
+    def fmt(v) -> str:
+        return "/".join(f"{x:g}" for x in v)
+
     for spec in REGISTRY.values():
-        print(f"{spec.name} ({spec.title}, {spec.family}:{spec.arch}, {spec.input_size}px)")
+        pre = spec.preprocess
+        print(f"{spec.name} ({spec.title}, {spec.family}:{spec.arch}, {pre.input_size}px crop of shorter side "
+              f"{pre.resize_size}, {pre.interpolation} {pre.resize_with} resize, mean {fmt(spec.mean)} std {fmt(spec.std)})")
         for l in spec.layers:
             mark = "*" if l.name in spec.default_layers else " "
             print(f"   {mark} {l.name:<14} {l.path:<16} {l.kind}")

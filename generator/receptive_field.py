@@ -10,8 +10,8 @@ Method (a *support-propagation probe*):
 1. Make a light copy of the network (parameters shared, never modified) in which
    every convolution becomes "mean over input channels, then a 1→1 convolution with
    an all-ones kernel of the same size, stride, padding and dilation", batch/other
-   normalisations, the input normalisation and the pointwise nonlinearities become
-   identities. Pools stay as they are. The copy is linear with positive weights and
+   normalisations, the input normalisation (also torchvision's ``transform_input``)
+   and the pointwise nonlinearities become identities. Pools stay as they are. The copy is linear with positive weights and
    every tensor has one channel per branch, so a probe is cheap (float64, no grad).
    In such a network an output is > 0 exactly when some input pixel it is
    connected to is > 0: there is no cancellation and nothing is lost to a ReLU.
@@ -141,6 +141,8 @@ def _probe_copy(net: nn.Module) -> nn.Module:
     for m in cp.modules():  # hooks copied from the original would see the wrong tensors
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
+        if getattr(m, "transform_input", False):  # torchvision GoogLeNet/Inception3: a per-channel
+            m.transform_input = False  # affine re-normalisation of the input, as Normalize above
     return cp.eval()
 
 

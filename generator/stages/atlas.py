@@ -145,7 +145,7 @@ def _stream(ctx, model, listing: A.FolderListing, indices: list[int], layers: li
     """Top-k + histograms for every channel of ``layers``; cached, resumable."""
     key = {"what": "atlas-stream", "v": CODE_VERSION, "model": model.cache_id, "folder": listing.fingerprint,
            "selection": stable_hash(indices), "layers": layers, "k": cfg["top_k"], "bins": cfg["hist_bins"],
-           "input": [model.spec.input_size, model.spec.resize_size]}
+           "input": model.spec.preprocess.key}
     done = ctx.cache.get(key)
     if done is not None:
         return A.AtlasState.from_dict(done)
@@ -171,8 +171,7 @@ def _stream(ctx, model, listing: A.FolderListing, indices: list[int], layers: li
                 since[0] = 0
 
         try:
-            batches = A.iterate_batches(listing, todo, model.spec.input_size, model.spec.resize_size,
-                                        cfg["batch_size"], cfg["workers"])
+            batches = A.iterate_batches(listing, todo, model.spec.preprocess, cfg["batch_size"], cfg["workers"])
             A.stream_topk(net, mods, batches, state, on_batch, channels_last=fast.enabled)
         finally:
             bar.close()
@@ -206,7 +205,7 @@ def _examples(ctx, model, listing: A.FolderListing, layer: str, state: A.AtlasSt
                     rows.append((c, r, i))
         uniq = sorted(set(files))
         where = {f: j for j, f in enumerate(uniq)}
-        imgs = A.load_inputs(listing, uniq, S, model.spec.resize_size).to(ctx.device) if uniq else \
+        imgs = A.load_inputs(listing, uniq, model.spec.preprocess).to(ctx.device) if uniq else \
             torch.zeros(0, 3, S, S, device=ctx.device)
         picks = torch.tensor([[where[i], c, *tk.pos[c, r].tolist()] for c, r, i in rows], dtype=torch.long).view(-1, 4)
         fnet, fmods = fast.get([layer])

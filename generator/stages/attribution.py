@@ -105,7 +105,7 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
     """Per image: the heatmap (bfloat16), the explained class, the signed view as uint8
     RGB (``rgb``, methods with ``signed_view``) and the self-check's numbers."""
     keys = [{"what": "attribution", "v": CODE_VERSION, "model": model.cache_id, "method": name,
-             "params": method.params, "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size],
+             "params": method.params, "image": it.sha256, "input": model.spec.preprocess.key,
              "target": int(t)} for it, t in zip(ctx.images, targets)]
 
     def compute(idx: list[int]) -> list[dict]:
@@ -142,7 +142,7 @@ def _neurons(ctx, model, layer: str, items, k: int, rules: list[str]) -> list[di
     guided backprop) and the image patches, as tiles of each unit's receptive field
     (:func:`~generator.render.field_tile`)."""
     keys = [{"what": "deconv-neurons", "v": CODE_VERSION, "model": model.cache_id, "layer": layer, "k": k, "rules": rules,
-             "image": it.sha256, "input": [model.spec.input_size, model.spec.resize_size], "tile": TILE}
+             "image": it.sha256, "input": model.spec.preprocess.key, "tile": TILE}
             for it in items]
     module = model.module(layer)
     size = (model.spec.input_size, model.spec.input_size)

@@ -132,7 +132,7 @@ def methods_fingerprint() -> str:
 
 def _key(what: str, model, **kw) -> dict:
     return {"what": f"findings-{what}", "v": CODE_VERSION, "model": model.cache_id, "code": methods_fingerprint(),
-            "input": [model.spec.input_size, model.spec.resize_size], **kw}
+            "input": model.spec.preprocess.key, **kw}
 
 
 def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: dict) -> dict[str, torch.Tensor]:
