@@ -332,6 +332,19 @@ def test_all_units_matches_per_row_objective():
     assert full.shape == (4, 4) and torch.allclose(full.diagonal(), per_row)
 
 
+def test_channel_objective_is_the_spatial_mean_and_keeps_unit_keys():
+    net = TinyNet()
+    targets = [Target(2, layer="conv1"), Target(2, layer="conv1", where="mean"), Target(1)]
+    x = torch.rand(3, 3, 16, 16)
+    act, logits = UnitObjective(net, targets)(x)
+    conv1 = net.conv1(x - 0.5)
+    assert torch.allclose(act[0], conv1[0, 2, 8, 8]) and torch.allclose(act[1], conv1[1, 2].mean())
+    assert torch.allclose(act[2], logits[2, 1])
+    assert [t.key for t in targets] == ["conv1:2", "conv1:2:mean", "logit:1"]  # cache keys of units unchanged
+    with pytest.raises(ValueError):
+        Target(0, layer="conv1", where="max")
+
+
 def test_generator_output_depends_on_code_at_init():
     # He init + code standardisation: the code is not drowned by the biases (a flat grey image
     # for every code was the failure mode of PyTorch's default init on this deep LeakyReLU stack)

@@ -6,8 +6,7 @@ One module for every method that optimises an input — through a generator (DGN
 * :class:`Target` — one unit to maximise: a class logit (``layer=None``, the pre-softmax score as
   in Simonyan et al. 2014 and Nguyen et al. 2016), a hidden *unit* (one channel of a layer read at
   its spatial centre, Nguyen et al. 2016) or a whole *channel* (its spatial mean, Lucent's
-  ``channel`` objective; ``where="mean"``). :func:`class_logit`, :func:`unit` and :func:`channel`
-  build them.
+  ``channel`` objective; ``where="mean"``).
 * :class:`UnitObjective` — evaluates, in one forward pass, row ``i``'s target on row ``i`` of a
   batch, so many classes / units of many layers are optimised together.
 * :func:`spread_classes` and :func:`pick_units` — the targets the site and the evaluation script
@@ -47,18 +46,6 @@ class Target:
         if self.layer is None:
             return f"logit:{self.index}"
         return f"{self.layer}:{self.index}" if self.where == "centre" else f"{self.layer}:{self.index}:{self.where}"
-
-
-def class_logit(index: int, label: str = "") -> Target:
-    return Target(index, label=label)
-
-
-def unit(layer: str, index: int, label: str = "") -> Target:
-    return Target(index, layer=layer, label=label)
-
-
-def channel(layer: str, index: int, label: str = "") -> Target:
-    return Target(index, layer=layer, label=label, where="mean")
 
 
 def _read(o: torch.Tensor, where: str) -> torch.Tensor:
