@@ -160,7 +160,8 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
         state = unit_stats.AtlasState.from_dict(part)
     else:
         channels = unit_stats.layer_channels(model.net, modules, model.spec.input_size)
-        state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing), (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+        state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                            (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
     todo = indices[state.done:]
     if todo:
         net, mods = fast.get(layers)
@@ -176,7 +177,7 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
 
         try:
             batches = image_folder.iterate_batches(listing, todo, model.spec.input_size, model.spec.resize_size,
-                                        cfg["batch_size"], cfg["workers"])
+                                                   cfg["batch_size"], cfg["workers"])
             unit_stats.stream_topk(net, mods, batches, state, on_batch, channels_last=fast.enabled)
         finally:
             bar.close()
@@ -188,8 +189,8 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
     return state
 
 
-def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState, channels: list[int],
-              cfg: dict, stream_id: str, fast: _FastCopy) -> list[dict]:
+def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState,
+              channels: list[int], cfg: dict, stream_id: str, fast: _FastCopy) -> list[dict]:
     """Per channel: uint8 patch and projection tiles of its top-k examples (cached per unit)."""
     tk = state.topk[layer]
     S = model.spec.input_size
