@@ -3,12 +3,15 @@
 The package reads top-down in the order data flows (each layer imports only from those above it):
 
 1. inputs       ``config`` (TOML tables checked against defaults), ``models`` (registry, weights),
-                ``images`` (validated photo set), ``cache`` (content-addressed results), ``util``.
+                ``images`` (validated photo set), ``image_folder`` (any photo folder, streamed for
+                the atlas), ``cache`` (content-addressed results), ``util``.
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
-                deconvnet, objectives for activation maximisation, pixel-space AM) and
-                ``deepsim/`` (the image generator behind DGN-AM and PPGN, and its training).
+                deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``),
+                ``objectives`` (what activation maximisation maximises) and ``deepsim/`` (the image
+                generator behind DGN-AM and PPGN, its training and evaluation script).
 3. metrics      ``metrics/``: measurements of the methods (sanity, similarity, faithfulness,
-                model table), ``receptive_field``, ``unit_stats`` (streaming top-k for the atlas).
+                model table), ``receptive_field``, ``unit_stats`` (streaming top-k, histograms and
+                receptive-field crops for the atlas).
 4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).
 5. pages        ``site`` + ``templates/``: Markdown pages from sections.
 6. stages       ``stages/``: glue — cache → methods/metrics → render → page sections; they

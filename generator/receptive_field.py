@@ -29,7 +29,7 @@ The result is cached per (network, module, input size) in memory; callers can st
 it (:meth:`ReceptiveField.to_dict`) and seed the cache again with :func:`remember`. Image borders need no
 special case: the probe sees the zero padding exactly as the network does, so a
 unit near the border gets the clipped box. For documentation and for padding
-patches to a common size, :func:`layer_receptive_field` also derives the unclipped
+patches to a common size, :func:`receptive_field` also derives the unclipped
 geometry ``box(y) = [y·stride + offset, y·stride + offset + size)`` and checks that
 clipping it reproduces every measured box.
 
@@ -50,19 +50,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .methods.base import capture_outputs
+
 __all__ = [
     "ReceptiveField",
     "receptive_field",
     "receptive_field_boxes",
-    "layer_receptive_field",
     "crop_patch",
     "module_path",
     "remember",
 ]
-
-
-class _Stop(Exception):
-    """Raised by the probe hook once the target module has produced its output."""
 
 
 # ---------------------------------------------------------------------------------
@@ -156,23 +153,11 @@ def module_path(net: nn.Module, module: nn.Module) -> str:
 def _run_to(probe: nn.Module, path: str, x: torch.Tensor, flat: bool = False) -> torch.Tensor:
     """Output of the module at ``path`` (summed over channels → B×h×w, or B×1×1)."""
     target = probe.get_submodule(path) if path else probe
-    got: list[torch.Tensor] = []
-
-    def hook(_m, _i, out):
-        got.append(out[0] if isinstance(out, (tuple, list)) else out)
-        raise _Stop
-
-    h = target.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            probe(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
+    with torch.no_grad(), capture_outputs({"target": target}, detach=False, stop_after="target") as got:
+        probe(x)
     if not got:
         raise RuntimeError(f"module {path!r} was not called in the forward pass")
-    out = got[0]
+    out = got["target"]
     if flat:
         return out
     if out.ndim == 4:
@@ -386,14 +371,6 @@ def receptive_field_boxes(net: nn.Module, module: nn.Module | str, input_size: S
     of (y, x) in ``module``'s output grid), clipped to the image (``clip=False``: the
     unclipped box, which may extend past the borders)."""
     return receptive_field(net, module, input_size).boxes(positions, clip=clip)
-
-
-def layer_receptive_field(net: nn.Module, module: nn.Module | str, input_size: Sequence[int] | int) -> tuple[int, int]:
-    """(size, stride) of the layer's receptive field in pixels (vertical axis; the
-    horizontal one is the same for square kernels). Whole-image layers report the
-    input height for both."""
-    rf = receptive_field(net, module, input_size)
-    return rf.size[0], rf.stride[0]
 
 
 # ---------------------------------------------------------------------------------

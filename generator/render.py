@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .receptive_field import crop_patch
-from .util import atomic_write_bytes
+from .util import atomic_write_bytes, write_bytes_if_changed
 
 CMAP = "inferno"
 PERCENTILE = 99.0
@@ -50,8 +50,8 @@ def to_uint8(x01: torch.Tensor) -> torch.Tensor:
 
 
 def save_image(img, path: str | Path, quality: int = 85) -> Path:
-    """Save atomically, format from the suffix (.webp, .png, .jpg); a file that already
-    holds exactly these bytes is left alone."""
+    """Save atomically, and only when the bytes differ from the file there (stable mtimes for
+    ``mkdocs serve``); format from the suffix (.webp, .png, .jpg)."""
     path = Path(path)
     pil = to_pil(img)
     buf = io.BytesIO()
@@ -64,10 +64,8 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
         pil.save(buf, "JPEG", quality=quality, optimize=True)
     else:
         raise ValueError(f"unsupported figure format {suffix!r}")
-    data = buf.getvalue()
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    return atomic_write_bytes(path, data)
+    write_bytes_if_changed(path, buf.getvalue())
+    return path
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -291,3 +289,91 @@ def neuron_figure(images: Sequence[torch.Tensor], labels: Sequence[str], neurons
         return None
     per = (len(neurons[0]["proj"]) + 1) if neurons else 2
     return grid(tiles, 1 + per * k, tile + 16, labels=captions)
+
+
+# ---------------------------------------------------------------------------------
+# Writing, tiles and small pictures of the unit atlas and the DGN-AM pages
+
+
+def image_tile(img: torch.Tensor | Image.Image, size: int = 160) -> Image.Image:
+    """An image (tensor in [0, 1], any float dtype, or PIL) as a size×size PIL tile."""
+    return to_pil(img.float() if isinstance(img, torch.Tensor) else img).resize((size, size))
+
+
+def mark_box(t: torch.Tensor, box: Sequence[int], colour=(1.0, 0.85, 0.0), width: int = 2) -> torch.Tensor:
+    """Outline ``box`` = (y0, x0, y1, x1) on a 3×H×W float image, in place (clipped to the image)."""
+    y0, x0, y1, x1 = (int(v) for v in box)
+    H, W = t.shape[1:]
+    y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
+    if y1 <= y0 or x1 <= x0:
+        return t
+    c = torch.tensor(colour, dtype=t.dtype).view(3, 1, 1)
+    for sl in ((slice(y0, min(y1, y0 + width)), slice(x0, x1)), (slice(max(y0, y1 - width), y1), slice(x0, x1)),
+               (slice(y0, y1), slice(x0, min(x1, x0 + width))), (slice(y0, y1), slice(max(x0, x1 - width), x1))):
+        t[:, sl[0], sl[1]] = c
+    return t
+
+
+def resize_tile(t: torch.Tensor, tile: int) -> torch.Tensor:
+    """3×h×w float → 3×tile×tile (bilinear, antialiased), clipped to [0, 1]."""
+    return torch.nn.functional.interpolate(t[None].float(), size=(tile, tile), mode="bilinear", align_corners=False,
+                                           antialias=True)[0].clamp(0, 1)
+
+
+def unit_tiles(crops: Sequence[torch.Tensor], tile: int, marks: Sequence[Sequence[int] | None] | None = None) -> torch.Tensor:
+    """Crops (3×h×w in [0, 1]) → uint8 N×3×tile×tile; ``marks[i]``, when given, is a box
+    outlined on crop ``i`` before it is resized."""
+    tiles = []
+    for i, crop in enumerate(crops):
+        if marks is not None and marks[i] is not None:
+            crop = mark_box(crop.clone(), marks[i])
+        tiles.append(resize_tile(crop, tile))
+    if not tiles:
+        return torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
+    return (torch.stack(tiles) * 255 + 0.5).to(torch.uint8)
+
+
+def tile_grid(tiles: torch.Tensor, ncols: int = 3, pad: int = 2) -> Image.Image:
+    """uint8 N×3×t×t tiles pasted as they are in a white grid of ``ncols`` columns."""
+    n = len(tiles)
+    t = tiles.shape[-1] if n else 8
+    nrows = max(1, (n + ncols - 1) // ncols)
+    W = ncols * (t + pad) + pad
+    H = nrows * (t + pad) + pad
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas.paste(Image.fromarray(tiles[i].permute(1, 2, 0).numpy()), (pad + c * (t + pad), pad + r * (t + pad)))
+    return canvas
+
+
+def thumbnail(tile: torch.Tensor, size: int) -> Image.Image:
+    """One uint8 3×t×t tile as a size×size picture (bilinear)."""
+    return Image.fromarray(tile.permute(1, 2, 0).numpy()).resize((size, size), Image.BILINEAR)
+
+
+def histogram_svg(counts: torch.Tensor, edges: torch.Tensor, width: int = 320, height: int = 90) -> tuple[str, float, float]:
+    """Inline SVG bar chart of the non-empty bin range; returns (svg, lo, hi)."""
+    nz = counts.nonzero().flatten()
+    if len(nz) == 0:
+        return "", 0.0, 0.0
+    a, b = int(nz.min()), int(nz.max()) + 1
+    c = counts[a:b].double()
+    lo, hi = float(edges[a]), float(edges[b])
+    n = len(c)
+    bw = width / n
+    top = float(c.max())
+    zero_x = (0.0 - lo) / (hi - lo) * width if lo < 0 < hi else None
+    bars = []
+    for i, v in enumerate(c.tolist()):
+        if v <= 0:
+            continue
+        h = max(1.0, v / top * (height - 2))
+        bars.append(f'<rect x="{i * bw:.1f}" y="{height - h:.1f}" width="{max(bw - 0.5, 0.5):.1f}" height="{h:.1f}"/>')
+    zero = (f'<line x1="{zero_x:.1f}" x2="{zero_x:.1f}" y1="0" y2="{height}" stroke="#999" stroke-dasharray="2,2"/>'
+            if zero_x is not None else "")
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="histogram of per-image maximum activation">'
+           f'<rect x="0" y="0" width="{width}" height="{height}" fill="none" stroke="#ccc"/>'
+           f'<g fill="#3f51b5">{"".join(bars)}</g>{zero}</svg>')
+    return svg, lo, hi

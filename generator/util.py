@@ -55,16 +55,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_if_changed(path: str | os.PathLike, text: str) -> bool:
-    """Atomically write text unless the file already holds exactly that text.
+def write_bytes_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Atomically write ``data`` unless the file already holds exactly these bytes.
 
-    Keeps mtimes stable so `mkdocs serve` does not rebuild needlessly.
+    Keeps mtimes stable so `mkdocs serve` does not rebuild needlessly. Returns whether it wrote.
     """
     path = Path(path)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
+    if path.is_file() and path.read_bytes() == data:
         return False
-    atomic_write_text(path, text)
+    atomic_write_bytes(path, data)
     return True
+
+
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """:func:`write_bytes_if_changed` for UTF-8 text."""
+    return write_bytes_if_changed(path, text.encode("utf-8"))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

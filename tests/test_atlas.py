@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from generator import atlas as A
+from generator import image_folder
 from generator.images import Preprocess
+from generator.metrics import unit_stats
 from generator.methods.base import capture_outputs
 from generator.models import Classifier, Layer, LoadedModel, ModelSpec, imagenet_labels
 from generator.receptive_field import receptive_field
+from generator.render import unit_tiles
 
 
 def toy_net() -> Classifier:
@@ -53,7 +55,7 @@ def make_folder(root: Path, n_per_class: int = 11) -> Path:
 
 
 def brute_force(net, listing, indices, S, R):
-    x = torch.stack([A.load_input(listing.root / listing.files[i], Preprocess(S, R)) for i in indices])
+    x = torch.stack([image_folder.load_input(listing.root / listing.files[i], Preprocess(S, R)) for i in indices])
     mods = {n: net.get_submodule(p) for n, p in MODULES.items()}
     with torch.no_grad(), capture_outputs(mods) as out:
         net(x)
@@ -69,16 +71,17 @@ def brute_force(net, listing, indices, S, R):
 def stream(net, listing, indices, k, batch, state=None, stop_after=None):
     mods = {n: net.get_submodule(p) for n, p in MODULES.items()}
     if state is None:
-        state = A.AtlasState.empty(A.layer_channels(net, mods, 32), k, len(listing), (12, 4))
+        state = unit_stats.AtlasState.empty(unit_stats.layer_channels(net, mods, 32), k, len(listing), (12, 4))
     todo = indices[state.done:]
     if stop_after is not None:
         todo = todo[:stop_after]
-    return A.stream_topk(net, mods, A.iterate_batches(listing, todo, Preprocess(32, 36), batch, workers=0), state)
+    return unit_stats.stream_topk(net, mods, image_folder.iterate_batches(listing, todo, Preprocess(32, 36), batch,
+                                                                          workers=0), state)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> A.FolderListing:
-    return A.list_folder(make_folder(tmp_path_factory.mktemp("imgs")))
+def folder(tmp_path_factory) -> image_folder.FolderListing:
+    return image_folder.list_folder(make_folder(tmp_path_factory.mktemp("imgs")))
 
 
 def test_running_topk_equals_brute_force(folder):
@@ -121,7 +124,7 @@ def test_histogram_matches_brute_force_and_ignores_order(folder):
             assert ha.counts[c].tolist() == expect.tolist()
             assert best[:, c].max() < edges[-1]
             # the smallest power-of-two width that fits: half of it would not
-            assert best[:, c].max() >= edges[-1] / 2 or ha.exp[c] == A.MaxHistogram.E_MIN
+            assert best[:, c].max() >= edges[-1] / 2 or ha.exp[c] == unit_stats.MaxHistogram.E_MIN
         assert torch.allclose(ha.sum, best.double().sum(0), atol=1e-3)
 
 
@@ -134,7 +137,7 @@ def test_stream_resumes_from_a_checkpoint(folder):
     buf = io.BytesIO()
     torch.save(part.to_dict(), buf)
     buf.seek(0)
-    resumed = A.AtlasState.from_dict(torch.load(buf, weights_only=True))
+    resumed = unit_stats.AtlasState.from_dict(torch.load(buf, weights_only=True))
     resumed = stream(net, folder, idx, 3, batch=4, state=resumed)
     assert resumed.done == len(idx) and resumed.failed == once.failed
     for n in MODULES:
@@ -148,10 +151,10 @@ def test_subset_is_spread_and_listing_is_stable(folder):
     assert len(idx) == 6 and idx == sorted(set(idx))
     assert {folder.classes[i] for i in idx} == {"n01440764", "other_class"}
     assert folder.subset(0) == list(range(len(folder)))
-    again = A.list_folder(folder.root)
+    again = image_folder.list_folder(folder.root)
     assert again.files == folder.files and again.fingerprint == folder.fingerprint
-    assert A.class_label("n01440764", imagenet_labels()) == "tench"
-    assert A.class_label("other_class", imagenet_labels()) == "other_class"
+    assert image_folder.class_label("n01440764", imagenet_labels()) == "tench"
+    assert image_folder.class_label("other_class", imagenet_labels()) == "other_class"
 
 
 def test_unit_examples_crop_the_receptive_field_at_borders():
@@ -165,7 +168,8 @@ def test_unit_examples_crop_the_receptive_field_at_borders():
         net(img)
     assert out["m"][1, 3, 6, 8] > 0  # an active unit: its projection cannot be blank
     picks = torch.tensor([[0, 1, 0, 0], [1, 3, 6, 8], [1, 0, 15, 15]])
-    res = A.unit_examples(net, module, img, picks, tile=8)
+    crops = unit_stats.unit_crops(net, module, img, picks)
+    res = {**crops, "patches": unit_tiles(crops["patches"], 8, crops["marks"]), "deconv": unit_tiles(crops["deconv"], 8)}
     assert res["boxes"].tolist() == [[0, 0, 5, 5], [9, 13, 17, 21], [27, 27, 32, 32]]
     assert res["display"].tolist() == [[-3, -3, 5, 5], [9, 13, 17, 21], [27, 27, 35, 35]]
     to8 = lambda t: (t * 255 + 0.5).to(torch.uint8)
@@ -258,7 +262,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
         device = torch.device("cpu")
 
     ctx = Ctx()
-    real = A.iterate_batches
+    real = image_folder.iterate_batches
 
     def interrupted(*a, **kw):
         for n, b in enumerate(real(*a, **kw)):
@@ -266,7 +270,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
                 raise KeyboardInterrupt
             yield b
 
-    monkeypatch.setattr(A, "iterate_batches", interrupted)
+    monkeypatch.setattr(image_folder, "iterate_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
     fed = []
@@ -275,7 +279,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
         fed.append(len(todo))
         return real(listing, todo, *a, **kw)
 
-    monkeypatch.setattr(A, "iterate_batches", counting)
+    monkeypatch.setattr(image_folder, "iterate_batches", counting)
     resumed = stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
     assert fed == [len(idx) - 3 * 4]  # three batches were checkpointed before the interruption
     once = stream(net, folder, idx, 3, batch=4)

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from generator.deepsim import DeePSimFC6, load_deepsim_fc6, load_generator
-from generator.deepsim.dgn_am import DGNAMSettings, Target, dgn_am
+from generator.deepsim.dgn_am import DGNAMSettings, dgn_am
 from generator.deepsim.nets import Comparator, Generator, GeneratorConfig, make_train_config
 from generator.deepsim.ppgn import PPGNSettings, chain_diversity, ppgn_sample, step_size
 from generator.deepsim.train import Trainer, batch_indices, build_parser, export_generator, init_weights
+from generator.methods.objectives import Target, UnitObjective
 from generator.methods.pixel_am import PixelAMSettings, pixel_am
 
 CODE = 16
@@ -277,7 +278,8 @@ def test_deepsim_fc6_loader_on_synthetic_file(tmp_path):
 
 
 def test_dgn_am_stage_takes_the_fc6_layout_and_drops_the_prior_without_alexnet(tmp_path, tmp_torch_home):
-    from generator.stages.dgn_am import load_any_generator, prior_encoder
+    from generator.deepsim import load_any_generator
+    from generator.deepsim.ppgn import prior_encoder
 
     shapes = {"defc7.weight": (64, 32), "defc6.weight": (64, 64), "defc5.weight": (16 * 16, 64),
               "deconv5.weight": (16, 8, 4, 4), "conv5_1.weight": (8, 8, 3, 3), "deconv4.weight": (8, 8, 4, 4),
@@ -297,7 +299,7 @@ def test_dgn_am_stage_takes_the_fc6_layout_and_drops_the_prior_without_alexnet(t
     G, meta = load_any_generator(tmp_path / "fc6.pt")
     assert meta["format"] == "deepsim-fc6" and meta["encoder"]["encoder"] == "alexnet"
     model = types.SimpleNamespace(name="tiny")
-    enc, why = prior_encoder(types.SimpleNamespace(models=[], device="cpu"), model, meta)
+    enc, why = prior_encoder(meta, model, models=[], device="cpu")
     assert enc is None and "alexnet" in why and "ε1" in why
     # DGN-AM through it still drives the target (256-px output resized to the tiny net's input)
     net = TinyNet()
@@ -322,14 +324,25 @@ def test_cli_has_help():
 
 
 def test_all_units_matches_per_row_objective():
-    from generator.deepsim.dgn_am import UnitObjective
-
     net = TinyNet()
     obj = UnitObjective(net, TARGETS)
     x = torch.rand(len(TARGETS), 3, 16, 16)
     per_row, _ = obj(x)
     full = obj.all_units(x)
     assert full.shape == (4, 4) and torch.allclose(full.diagonal(), per_row)
+
+
+def test_channel_objective_is_the_spatial_mean_and_keeps_unit_keys():
+    net = TinyNet()
+    targets = [Target(2, layer="conv1"), Target(2, layer="conv1", where="mean"), Target(1)]
+    x = torch.rand(3, 3, 16, 16)
+    act, logits = UnitObjective(net, targets)(x)
+    conv1 = net.conv1(x - 0.5)
+    assert torch.allclose(act[0], conv1[0, 2, 8, 8]) and torch.allclose(act[1], conv1[1, 2].mean())
+    assert torch.allclose(act[2], logits[2, 1])
+    assert [t.key for t in targets] == ["conv1:2", "conv1:2:mean", "logit:1"]  # cache keys of units unchanged
+    with pytest.raises(ValueError):
+        Target(0, layer="conv1", where="max")
 
 
 def test_generator_output_depends_on_code_at_init():

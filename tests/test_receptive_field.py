@@ -8,7 +8,7 @@ from torch import nn
 
 from generator.methods.base import capture_outputs
 from generator.models import Classifier, load_model
-from generator.receptive_field import crop_patch, layer_receptive_field, receptive_field, receptive_field_boxes
+from generator.receptive_field import crop_patch, receptive_field, receptive_field_boxes
 
 
 def _grid(h: int, w: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ def test_sequential_toy_net_matches_hand_calculation():
     rf = receptive_field(net, net.body[3], (16, 16))
     assert rf.grid == (3, 3)
     assert (rf.y.size, rf.y.stride, rf.y.offset) == (8, 4, -1)
-    assert layer_receptive_field(net, net.body[3], (16, 16)) == (8, 4)
+    assert (rf.size[0], rf.stride[0]) == (8, 4)  # (size, stride) of the field, vertical axis
     boxes = receptive_field_boxes(net, net.body[4], (16, 16), torch.tensor([[0, 0], [1, 2], [2, 1]]))
     assert boxes.tolist() == [[0, 0, 7, 7], [3, 7, 11, 15], [7, 3, 15, 11]]
     # after the first conv: 3×3 windows, clipped at the border

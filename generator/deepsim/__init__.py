@@ -142,3 +142,20 @@ def load_deepsim_fc6(path: str | Path, code_stats: dict | None = None, fc6_std: 
     stats = code_stats or {"mean": torch.zeros(d), "std": torch.full((d,), float(fc6_std))}
     return G, {"format": "deepsim-fc6", "code_stats": stats,
                "encoder": {"encoder": "alexnet", "encoder_layer": "fc6"}, "config": {"size": 256, "code_dim": d}}
+
+
+def load_any_generator(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """This project's generator file, or — when it is not one — the published DeePSim fc6 generator
+    (PyTorch port; its code is AlexNet's fc6). Returns ``(G, meta)``; raises ``ValueError`` with one
+    line saying why when the file is neither."""
+    try:
+        return load_generator(path, device=device)
+    except ValueError as own:
+        try:
+            return load_deepsim_fc6(path, device=device)
+        except (ValueError, KeyError, RuntimeError) as fc6:
+            raise ValueError(f"{path}: neither this project's generator format ({own}) nor the DeePSim fc6 "
+                             f"layout ({fc6})") from None
+    except Exception as e:  # not a (safe) PyTorch file at all: truncated, corrupt, pickled code
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({type(e).__name__}: {msg})") from None

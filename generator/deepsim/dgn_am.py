@@ -20,7 +20,8 @@ generator trained here on a CPU, the paper's update raised class logits by only 
 steps for every step size tried (0.02–10), while Adam (0.5 → 0.01, decay 0.001) reached
 logits 8–15 in 120 steps on the same four classes.
 
-Everything is batched: row ``i`` of the batch has its own :class:`Target`, so many
+Everything is batched: row ``i`` of the batch has its own
+:class:`~generator.methods.objectives.Target`, so many
 classes / units of many layers are optimised together. Every result records its settings
 and the activation trajectory (the target activation at every step).
 """
@@ -33,18 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Target:
-    """One unit to maximise: ``layer=None`` → class logit ``index``; else channel/unit of a layer."""
-
-    index: int
-    layer: str | None = None  # module path inside the classifier (e.g. "body.blocks.3") or None for logits
-    label: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"logit:{self.index}" if self.layer is None else f"{self.layer}:{self.index}"
+from ..methods.objectives import Target, UnitObjective
+from ..util import progress
 
 
 @dataclass
@@ -90,64 +81,12 @@ def fit_to_model(img: torch.Tensor, size: int, fit: str = "resize", crop_frac: f
     return img
 
 
-class UnitObjective:
-    """Evaluates, in one forward pass of ``net``, the activation of row i's target for every row.
-
-    Hidden units are read at the spatial centre of their channel. Hooks are removed in ``finally``.
-    """
-
-    def __init__(self, net: nn.Module, targets: Sequence[Target]) -> None:
-        self.net = net
-        self.targets = list(targets)
-        self.layers = sorted({t.layer for t in self.targets if t.layer is not None})
-        dev = next(net.parameters()).device
-        self.index = torch.tensor([t.index for t in self.targets], device=dev)
-        self.rows = {l: torch.tensor([i for i, t in enumerate(self.targets) if t.layer == l], device=dev)
-                     for l in self.layers}
-        self.logit_rows = torch.tensor([i for i, t in enumerate(self.targets) if t.layer is None], device=dev)
-
-    def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        handles = []
-        try:
-            for l in self.layers:
-                handles.append(self.net.get_submodule(l).register_forward_hook(
-                    lambda m, i, o, l=l: out.__setitem__(l, o)))
-            logits = self.net(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return out, logits
-
-    @staticmethod
-    def _centre(o: torch.Tensor) -> torch.Tensor:
-        return o[:, :, o.shape[2] // 2, o.shape[3] // 2] if o.dim() == 4 else o.flatten(1)
-
-    def all_units(self, x: torch.Tensor) -> torch.Tensor:
-        """Activation of every target unit on every image: N×U (for percentiles over a data set)."""
-        out, logits = self._forward(x)
-        cols = []
-        for t in self.targets:
-            src = logits if t.layer is None else self._centre(out[t.layer])
-            cols.append(src[:, t.index])
-        return torch.stack(cols, 1)
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (activation per row, logits)."""
-        out, logits = self._forward(x)
-        act = logits.new_zeros(x.shape[0])
-        if len(self.logit_rows):
-            r = self.logit_rows
-            act = act.index_put((r,), logits[r, self.index[r]])
-        for l in self.layers:
-            r = self.rows[l]
-            o = out[l][r]
-            if o.dim() == 4:
-                v = o[torch.arange(len(r), device=o.device), self.index[r], o.shape[2] // 2, o.shape[3] // 2]
-            else:
-                v = o.flatten(1)[torch.arange(len(r), device=o.device), self.index[r]]
-            act = act.index_put((r,), v)
-        return act, logits
+@torch.no_grad()
+def class_probabilities(net: nn.Module, images: torch.Tensor, classes: Sequence[int], input_size: int) -> list[float]:
+    """Softmax probability of ``classes[i]`` for image ``i`` (images resized to the model input)."""
+    device = next(net.parameters()).device
+    probs = net(fit_to_model(images.to(device), input_size)).softmax(1).cpu()
+    return probs[torch.arange(len(classes)), torch.tensor(classes)].tolist()
 
 
 def code_bounds(stats: dict, clip_sigma: float, low: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +127,6 @@ def dgn_am(G: nn.Module, net: nn.Module, targets: Sequence[Target], stats: dict,
         raise ValueError(f"unknown optimizer {s.optimizer!r}")
     it = range(s.steps)
     if progress_bar:
-        from ..util import progress
-
         it = progress(it, desc="DGN-AM")
     for t in it:
         lr = s.lr_start + (s.lr_end - s.lr_start) * t / max(1, s.steps - 1)

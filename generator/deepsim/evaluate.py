@@ -26,45 +26,22 @@ from pathlib import Path
 
 import torch
 
+from ..methods.objectives import Target, UnitObjective, pick_units, spread_classes
+from ..methods.pixel_am import PixelAMSettings, pixel_am
+from ..models import load_model
+from ..render import grid, save_image, to_pil
 from ..util import atomic_write_text
 from . import load_generator
-from .dgn_am import DGNAMSettings, Target, dgn_am, fit_to_model
+from .dgn_am import DGNAMSettings, dgn_am, fit_to_model
 from .nets import Encoder
 from .ppgn import PPGNSettings, chain_diversity, ppgn_sample
+from .train import list_images, load_crop, pick_subset
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parents[2] / "data" / "weights" / "deepsim_lite0_64.pt"
 
 
-def spread_classes(n: int) -> list[int]:
-    """n classes evenly spread over ImageNet's 1000 (offset to the middle of each block)."""
-    return [int(1000 * (i + 0.5) / n) for i in range(n)]
-
-
-def pick_units(loaded, layers: list[str], per_layer: int, seed: int) -> list[Target]:
-    out = []
-    g = torch.Generator().manual_seed(seed)
-    for l in layers:
-        mod = loaded.module(l)
-        c = getattr(mod, "num_features", None) or getattr(mod, "out_channels", None)
-        if c is None:  # a block: run a probe
-            o = {}
-            hk = mod.register_forward_hook(lambda m, i, x: o.__setitem__("x", x))
-            try:
-                with torch.no_grad():
-                    loaded.net(torch.zeros(1, 3, 64, 64))
-            finally:
-                hk.remove()
-            c = o["x"].shape[1]
-        for ch in torch.randperm(c, generator=g)[:per_layer].tolist():
-            out.append(Target(ch, layer=loaded.module_path(l), label=f"{l}:{ch}"))
-    return out
-
-
 @torch.no_grad()
 def unit_percentiles(loaded, targets: list[Target], paths: list[Path], q: float = 0.99, batch: int = 32) -> torch.Tensor:
-    from .dgn_am import UnitObjective
-    from .train import load_crop
-
     obj = UnitObjective(loaded.net, targets)
     vals = []
     s = loaded.spec
@@ -78,8 +55,6 @@ def unit_percentiles(loaded, targets: list[Target], paths: list[Path], q: float 
 def _save_grid(folder, name: str, imgs: torch.Tensor, ncols: int = 10) -> None:
     if not folder:
         return
-    from ..render import grid, save_image, to_pil
-
     Path(folder).mkdir(parents=True, exist_ok=True)
     save_image(grid([to_pil(x.float()) for x in imgs], ncols, 96), Path(folder) / name)
 
@@ -124,9 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from ..models import load_model
-    from .train import list_images, pick_subset
-
     skip = set(filter(None, a.skip.split(",")))
     loaded = load_model("efficientnet_lite0")
     net = loaded.net
@@ -170,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     val_classes = [] if {"dgn", "ppgn"} <= skip else None
     val_classes = sorted(d for d in Path(a.val).iterdir() if d.is_dir()) if val_classes is None else []
     ref = []
-    from .train import load_crop
-
     with torch.no_grad():
         for d in val_classes:
             ps = pick_subset(list_images(d), 8, a.seed)
@@ -251,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.baselines_from:
         res["baselines"] = json.loads(Path(a.baselines_from).read_text())["baselines"]
     elif a.baselines:
-        from ..methods.pixel_am import PixelAMSettings, pixel_am
-
         res["baselines"] = {}
         for m in a.baselines.split(","):
             t3 = time.time()

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..methods.base import capture_outputs
+
 
 @dataclass
 class GeneratorConfig:
@@ -45,14 +47,6 @@ class GeneratorConfig:
         d = dict(d)
         d["fc_dims"] = tuple(d.get("fc_dims", ()))
         return cls(**d)
-
-
-@dataclass
-class DiscriminatorConfig:
-    size: int = 64
-    code_dim: int = 1280
-    channels: tuple[int, ...] = (32, 64, 128, 256)
-    slope: float = 0.2
 
 
 @dataclass
@@ -197,21 +191,12 @@ class Encoder(nn.Module):
             z = self.net.normalize(x)
             if hasattr(body, "forward_features") and hasattr(body, "forward_head"):
                 return body.forward_head(body.forward_features(z), pre_logits=True)
-            feats: dict = {}
-            h = self.head.register_forward_hook(lambda m, i, o: feats.__setitem__("x", i[0]))
-            try:
+            with capture_outputs({"head": self.head}, detach=False, read="input") as feats:
                 body(z)
-            finally:
-                h.remove()
-            return feats["x"].flatten(1)
-        mod = self.net.get_submodule(self.path)
-        out: dict = {}
-        hook = mod.register_forward_hook(lambda m, i, o: out.__setitem__("x", o))
-        try:
+            return feats["head"].flatten(1)
+        with capture_outputs({"layer": self.net.get_submodule(self.path)}, detach=False) as out:
             self.net(x)
-        finally:
-            hook.remove()
-        return _pool(out["x"])
+        return _pool(out["layer"])
 
 
 class Comparator(nn.Module):
@@ -228,27 +213,10 @@ class Comparator(nn.Module):
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.size)
-        out: dict = {}
-        handles = []
-
-        class _Stop(Exception):
-            pass
-
-        last = self.paths[-1]
-        try:
-            for p in self.paths:
-                def hook(m, i, o, p=p):
-                    out[p] = o
-                    if p == last:
-                        raise _Stop
-                handles.append(self.net.get_submodule(p).register_forward_hook(hook))
-            try:
-                self.net(x)
-            except _Stop:
-                pass
-        finally:
-            for h in handles:
-                h.remove()
+        # the forward pass stops after the last listed layer: the rest of the net is not run
+        with capture_outputs({p: self.net.get_submodule(p) for p in self.paths}, detach=False,
+                             stop_after=self.paths[-1]) as out:
+            self.net(x)
         return [out[p] for p in self.paths]
 
 

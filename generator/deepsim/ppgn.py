@@ -43,7 +43,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .dgn_am import Target, UnitObjective, code_bounds, fit_to_model
+from ..methods.objectives import Target, UnitObjective
+from ..models import WeightsError, load_model
+from ..util import progress
+from .dgn_am import code_bounds, fit_to_model
+from .nets import Encoder
 
 
 @dataclass
@@ -122,8 +126,6 @@ def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Seque
     samples, codes, probs, steps, traj = [], [], [], [], []
     it = range(s.steps + 1)
     if progress_bar:
-        from ..util import progress
-
         it = progress(it, desc="PPGN")
     for t in it:
         h = h.detach().requires_grad_(True)
@@ -167,6 +169,22 @@ def ppgn_sample(G: nn.Module, encoder: nn.Module, net: nn.Module, targets: Seque
     return PPGNResult(samples=torch.stack(samples, 1), sample_steps=steps, codes=torch.stack(codes, 1),
                       prob=torch.stack(probs, 1), trajectory=torch.stack(traj, 1).cpu(), targets=list(targets),
                       settings=s.to_dict())
+
+
+def prior_encoder(meta: dict, model, models=(), device="cpu") -> tuple[Encoder | None, str | None]:
+    """The encoder ``E`` of the prior term ``R(h) = E(G(h))`` — the network whose code the generator
+    (metadata ``meta``) inverts — as ``(Encoder, None)``, or ``(None, reason)`` when its weights are not
+    available (the chain then runs without the ε1 term, and the page says so). ``model`` and the
+    already loaded ``models`` are reused when one of them is that network."""
+    e = meta.get("encoder", {})
+    name, layer = e.get("encoder", "efficientnet_lite0"), e.get("encoder_layer", "pre_logits")
+    enc_model = model if model.name == name else next((m for m in models if m.name == name), None)
+    if enc_model is None:
+        try:
+            enc_model = load_model(name, device=device)
+        except WeightsError as err:
+            return None, f"the generator's encoder {name} has no weights here ({err}); PPGN ran without the ε1 term"
+    return Encoder(enc_model, layer), None
 
 
 def chain_diversity(features: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,9 @@ Pipeline:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..util import atomic_torch_save, atomic_write_text, progress
+from ..models import load_model
+from ..util import atomic_torch_save, atomic_write_bytes, atomic_write_text, progress
 from .nets import (CONFIGS, Comparator, Discriminator, Encoder, Generator, GeneratorConfig, TrainConfig,
                    count_params, make_train_config)
 
@@ -246,9 +247,6 @@ def evaluate(G: Generator, C: Comparator, E: Encoder | None, codes: torch.Tensor
 
 def save_grid(real: torch.Tensor, fake: torch.Tensor, path: Path) -> None:
     """Two rows: photos (uint8) above reconstructions (float [0,1])."""
-    from ..util import atomic_write_bytes
-    import io
-
     r = real.float() / 255
     rows = torch.cat([torch.cat(list(r), 2), torch.cat(list(fake.float().clamp(0, 1)), 2)], 1)
     arr = (rows.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
@@ -318,8 +316,6 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..models import load_model
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)

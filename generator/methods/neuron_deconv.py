@@ -38,29 +38,15 @@ import torch
 from torch import nn
 
 from .attribution import _prep, run_batched
+from .base import capture_outputs
 from .relu_rules import relu_rule
-
-
-class _Stop(Exception):
-    pass
 
 
 def forward_to(net: nn.Module, module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Output of ``module`` (its first call) when ``net`` runs on ``inputs``; the
     network stops there. Graph is kept when grad mode is on."""
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m, _i, output):
-        store["out"] = output[0] if isinstance(output, (tuple, list)) else output
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
+    with capture_outputs({"out": module}, detach=False, stop_after="out") as store:
         net(inputs)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
     if "out" not in store:
         raise RuntimeError("the module was not called during the forward pass")
     return store.pop("out")

@@ -10,8 +10,8 @@
   decorrelated Fourier spectrum (scaled by 1/frequency) through a sigmoid, optimised with
   Adam under random jitter and scaling (transformation robustness).
 
-Targets are :class:`generator.deepsim.dgn_am.Target` (class logit or hidden unit at the
-spatial centre), one per batch row, the same as DGN-AM; ``steps`` is the shared budget.
+Targets are :class:`generator.methods.objectives.Target` (class logit, hidden unit at the
+spatial centre, or channel), one per batch row, the same as DGN-AM; ``steps`` is the shared budget.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..deepsim.dgn_am import Target, UnitObjective
+from .objectives import Target, UnitObjective
 
 
 @dataclass

@@ -22,11 +22,6 @@ import torch
 import torch.nn.functional as F
 
 METRICS = ("spearman", "ssim", "hog")
-METRIC_TITLES = {
-    "spearman": "Spearman rank correlation of |map|",
-    "ssim": "SSIM",
-    "hog": "HOG similarity (Pearson of HOG features)",
-}
 
 
 def _batch(a: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Unit atlas stage: one page per unit (model → layer → channel).
 
 For every catalogued layer, the image folder of ``[atlas].folder`` is streamed once per
-model (:func:`generator.atlas.stream_topk`, cached and resumable through ``ctx.cache``);
+model (:func:`generator.metrics.unit_stats.stream_topk`, cached and resumable through ``ctx.cache``);
 for the first ``max_channels_per_layer`` channels the top-k examples get their
 receptive-field patches and deconvnet projections (cached per unit), and pages are
 written:
@@ -38,7 +38,6 @@ changed only re-renders pages (seconds).
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
@@ -48,10 +47,12 @@ from pathlib import Path
 
 import torch
 
-from .. import atlas as A
+from .. import image_folder
 from ..config import ConfigError
+from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
-from ..util import atomic_write_bytes, chunks, md_escape, progress, stable_hash
+from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
+from ..util import chunks, md_escape, progress, stable_hash
 
 CODE_VERSION = 1
 RF_VERSION = 1
@@ -59,6 +60,9 @@ ORDER = 60
 PROVIDES: tuple[str, ...] = ()
 NEEDS: tuple[str, ...] = ()
 USES = ("unit_images",)  # the DGN-AM picture of a unit, shown on its page when the dgn_am stage ran
+
+#: WebP quality of the atlas figures (small tiles; the other figures use render's default, 85)
+FIGURE_QUALITY = 80
 
 DEFAULTS = {
     "folder": "",
@@ -136,34 +140,35 @@ class _FastCopy:
         if not self.enabled:
             return self.model.net, modules
         if self._net is None:
-            self._net, _ = A.streaming_copy(self.model.net, {}, True)
+            self._net, _ = unit_stats.streaming_copy(self.model.net, {}, True)
         return self._net, {n: self._net.get_submodule(self.model.module_path(n)) for n in layers}
 
 
-def _stream(ctx, model, listing: A.FolderListing, indices: list[int], layers: list[str], cfg: dict,
-            fast: _FastCopy) -> A.AtlasState:
+def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict,
+            fast: _FastCopy) -> unit_stats.AtlasState:
     """Top-k + histograms for every channel of ``layers``; cached, resumable."""
     key = {"what": "atlas-stream", "v": CODE_VERSION, "model": model.cache_id, "folder": listing.fingerprint,
            "selection": stable_hash(indices), "layers": layers, "k": cfg["top_k"], "bins": cfg["hist_bins"],
            "input": model.spec.preprocess.key}
     done = ctx.cache.get(key)
     if done is not None:
-        return A.AtlasState.from_dict(done)
+        return unit_stats.AtlasState.from_dict(done)
     partial_key = {**key, "partial": True}
     part = ctx.cache.get(partial_key)
     modules = {n: model.module(n) for n in layers}
     if part is not None:
-        state = A.AtlasState.from_dict(part)
+        state = unit_stats.AtlasState.from_dict(part)
     else:
-        channels = A.layer_channels(model.net, modules, model.spec.input_size)
-        state = A.AtlasState.empty(channels, cfg["top_k"], len(listing), (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+        channels = unit_stats.layer_channels(model.net, modules, model.spec.input_size)
+        state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                            (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
     todo = indices[state.done:]
     if todo:
         net, mods = fast.get(layers)
         bar = progress(total=len(indices), initial=state.done, desc=f"atlas {model.name}", unit="img")
         since = [0]
 
-        def on_batch(st: A.AtlasState, n: int) -> None:
+        def on_batch(st: unit_stats.AtlasState, n: int) -> None:
             bar.update(n)
             since[0] += n
             if since[0] >= cfg["checkpoint_every"] and st.done < len(indices):
@@ -171,8 +176,9 @@ def _stream(ctx, model, listing: A.FolderListing, indices: list[int], layers: li
                 since[0] = 0
 
         try:
-            batches = A.iterate_batches(listing, todo, model.spec.preprocess, cfg["batch_size"], cfg["workers"])
-            A.stream_topk(net, mods, batches, state, on_batch, channels_last=fast.enabled)
+            batches = image_folder.iterate_batches(listing, todo, model.spec.preprocess, cfg["batch_size"],
+                                                   cfg["workers"])
+            unit_stats.stream_topk(net, mods, batches, state, on_batch, channels_last=fast.enabled)
         finally:
             bar.close()
             del net, mods
@@ -183,8 +189,8 @@ def _stream(ctx, model, listing: A.FolderListing, indices: list[int], layers: li
     return state
 
 
-def _examples(ctx, model, listing: A.FolderListing, layer: str, state: A.AtlasState, channels: list[int],
-              cfg: dict, stream_id: str, fast: _FastCopy) -> list[dict]:
+def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState,
+              channels: list[int], cfg: dict, stream_id: str, fast: _FastCopy) -> list[dict]:
     """Per channel: uint8 patch and projection tiles of its top-k examples (cached per unit)."""
     tk = state.topk[layer]
     S = model.spec.input_size
@@ -205,19 +211,21 @@ def _examples(ctx, model, listing: A.FolderListing, layer: str, state: A.AtlasSt
                     rows.append((c, r, i))
         uniq = sorted(set(files))
         where = {f: j for j, f in enumerate(uniq)}
-        imgs = A.load_inputs(listing, uniq, model.spec.preprocess).to(ctx.device) if uniq else \
+        imgs = image_folder.load_inputs(listing, uniq, model.spec.preprocess).to(ctx.device) if uniq else \
             torch.zeros(0, 3, S, S, device=ctx.device)
         picks = torch.tensor([[where[i], c, *tk.pos[c, r].tolist()] for c, r, i in rows], dtype=torch.long).view(-1, 4)
         fnet, fmods = fast.get([layer])
-        res = A.unit_examples(model.net, module, imgs, picks, tile=cfg["tile"], projections=cfg["projections"],
-                              projection_batch=min(16, ctx.batch_size), rule=cfg["projection_rule"],
-                              fast=(fnet, fmods[layer]) if fast.enabled else None)
+        crops = unit_stats.unit_crops(model.net, module, imgs, picks, projections=cfg["projections"],
+                                      projection_batch=min(16, ctx.batch_size), rule=cfg["projection_rule"],
+                                      fast=(fnet, fmods[layer]) if fast.enabled else None)
+        patches = unit_tiles(crops["patches"], cfg["tile"], crops["marks"])
+        deconv = unit_tiles(crops["deconv"], cfg["tile"])
         out = []
         for c in chans:
             sel = [j for j, (cc, _r, _i) in enumerate(rows) if cc == c]
-            out.append({"patches": res["patches"][sel].clone(),
-                        "deconv": res["deconv"][sel].clone() if cfg["projections"] else None,
-                        "boxes": res["boxes"][sel].clone()})
+            out.append({"patches": patches[sel].clone(),
+                        "deconv": deconv[sel].clone() if cfg["projections"] else None,
+                        "boxes": crops["boxes"][sel].clone()})
         return out
 
     results: list[dict] = []
@@ -258,57 +266,6 @@ def _receptive_field(ctx, model, layer: str):
 # Figures and pages
 
 
-def _webp(pil, path: Path, quality: int = 80) -> None:
-    buf = io.BytesIO()
-    pil.save(buf, "WEBP", quality=quality, method=4)
-    data = buf.getvalue()
-    if path.exists() and path.read_bytes() == data:
-        return
-    atomic_write_bytes(path, data)
-
-
-def _tile_grid(tiles: torch.Tensor, ncols: int = 3, pad: int = 2):
-    from PIL import Image
-
-    n = len(tiles)
-    t = tiles.shape[-1] if n else 8
-    nrows = max(1, (n + ncols - 1) // ncols)
-    W = ncols * (t + pad) + pad
-    H = nrows * (t + pad) + pad
-    canvas = Image.new("RGB", (W, H), (255, 255, 255))
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        canvas.paste(Image.fromarray(tiles[i].permute(1, 2, 0).numpy()), (pad + c * (t + pad), pad + r * (t + pad)))
-    return canvas
-
-
-def histogram_svg(counts: torch.Tensor, edges: torch.Tensor, width: int = 320, height: int = 90) -> tuple[str, float, float]:
-    """Inline SVG bar chart of the non-empty bin range; returns (svg, lo, hi)."""
-    nz = counts.nonzero().flatten()
-    if len(nz) == 0:
-        return "", 0.0, 0.0
-    a, b = int(nz.min()), int(nz.max()) + 1
-    c = counts[a:b].double()
-    lo, hi = float(edges[a]), float(edges[b])
-    n = len(c)
-    bw = width / n
-    top = float(c.max())
-    zero_x = (0.0 - lo) / (hi - lo) * width if lo < 0 < hi else None
-    bars = []
-    for i, v in enumerate(c.tolist()):
-        if v <= 0:
-            continue
-        h = max(1.0, v / top * (height - 2))
-        bars.append(f'<rect x="{i * bw:.1f}" y="{height - h:.1f}" width="{max(bw - 0.5, 0.5):.1f}" height="{h:.1f}"/>')
-    zero = (f'<line x1="{zero_x:.1f}" x2="{zero_x:.1f}" y1="0" y2="{height}" stroke="#999" stroke-dasharray="2,2"/>'
-            if zero_x is not None else "")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-           f'role="img" aria-label="histogram of per-image maximum activation">'
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="none" stroke="#ccc"/>'
-           f'<g fill="#3f51b5">{"".join(bars)}</g>{zero}</svg>')
-    return svg, lo, hi
-
-
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
@@ -329,7 +286,7 @@ def run(ctx) -> None:
         print(f"atlas: {fallback_note}", file=sys.stderr)
         folder = ctx.config.resolve_path(ctx.config["images"])
     try:
-        listing = A.list_folder(folder)
+        listing = image_folder.list_folder(folder)
     except FileNotFoundError as e:
         msg = f"The unit atlas was not built: {md_escape(e)}. Set `[atlas].folder` in `data/config.toml`."
         ctx.page(index_rel, "Units", msg, nav="units", order=0)
@@ -368,27 +325,21 @@ def run(ctx) -> None:
             for c, e in zip(channels, ex):
                 up = unit_page(model.name, layer, c)
                 link = lambda t, up=up: ctx.link(up, t)
-                top_p = ctx.figure_path(_figure_rel(model.name, layer, c, "top"))
-                _webp(_tile_grid(e["patches"]), top_p)
-                thumb_p = ctx.figure_path(_figure_rel(model.name, layer, c, "thumb"))
-                if len(e["patches"]):
-                    from PIL import Image
-
-                    _webp(Image.fromarray(e["patches"][0].permute(1, 2, 0).numpy()).resize(
-                        (cfg["thumb"], cfg["thumb"]), Image.BILINEAR), thumb_p)
-                else:
-                    _webp(_tile_grid(e["patches"]), thumb_p)
+                save_image(tile_grid(e["patches"]), ctx.figure_path(_figure_rel(model.name, layer, c, "top")),
+                           quality=FIGURE_QUALITY)
+                thumb = thumbnail(e["patches"][0], cfg["thumb"]) if len(e["patches"]) else tile_grid(e["patches"])
+                save_image(thumb, ctx.figure_path(_figure_rel(model.name, layer, c, "thumb")), quality=FIGURE_QUALITY)
                 deconv_rel = None
                 if e.get("deconv") is not None:
                     deconv_rel = _figure_rel(model.name, layer, c, "deconv")
-                    _webp(_tile_grid(e["deconv"]), ctx.figure_path(deconv_rel))
+                    save_image(tile_grid(e["deconv"]), ctx.figure_path(deconv_rel), quality=FIGURE_QUALITY)
                 dgn_rel = unit_images.get((model.name, layer, c))
                 examples = []
                 for r in range(tk.k):
                     i = int(tk.index[c, r])
                     if i < 0:
                         continue
-                    cls = A.class_label(listing.classes[i], model.labels)
+                    cls = image_folder.class_label(listing.classes[i], model.labels)
                     pred = int(state.pred[i])
                     examples.append({"rank": r + 1, "value": float(tk.values[c, r]), "file": listing.files[i],
                                      "cls": cls, "pred": model.labels[pred] if 0 <= pred < len(model.labels) else None,

@@ -30,6 +30,14 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
+from ..deepsim import load_any_generator
+from ..deepsim.dgn_am import DGNAMSettings, class_probabilities, dgn_am
+from ..deepsim.nets import Encoder
+from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
+from ..methods.objectives import Target, pick_units, spread_classes
+from ..methods.pixel_am import PixelAMSettings, pixel_am
+from ..models import load_model
+from ..render import grid, image_tile, save_image
 from ..util import md_escape, sha256_file
 
 CODE_VERSION = 2
@@ -73,8 +81,6 @@ DEFAULTS = {
 
 
 def settings(config) -> dict:
-    from ..deepsim.evaluate import spread_classes
-
     s = config.table("dgn_am", DEFAULTS, types={"classes": (int, list)},
                      choices={"ppgn_schedule": ("cyclical", "linear", "constant"), "ppgn_from": ("random", "dgn"),
                               "baselines": ("plain", "fourier"), "optimizer": ("adam", "sgd")})
@@ -89,8 +95,6 @@ def settings(config) -> dict:
 def ppgn_settings(s: dict):
     """PPGN settings from the stage's config: ``ppgn_samples`` samples, one every ``ppgn_steps // ppgn_samples``
     steps after a burn-in of the same length; with the cyclical schedule each sample ends a cycle."""
-    from ..deepsim.ppgn import PPGNSettings
-
     every = max(1, s["ppgn_steps"] // max(1, s["ppgn_samples"]))
     sched = s["ppgn_schedule"]
     return PPGNSettings(steps=every * max(1, s["ppgn_samples"]), eps1=s["ppgn_eps1"], eps2=s["ppgn_eps2"],
@@ -101,69 +105,22 @@ def ppgn_settings(s: dict):
                         precondition=s["ppgn_precondition"])
 
 
-def load_any_generator(path: Path, device: str = "cpu"):
-    """This project's generator file, or — when it is not one — the published DeePSim fc6 generator
-    (PyTorch port; its code is AlexNet's fc6). Returns ``(G, meta)``."""
-    from ..deepsim import load_deepsim_fc6, load_generator
-
-    try:
-        return load_generator(path, device=device)
-    except ValueError as own:
-        try:
-            return load_deepsim_fc6(path, device=device)
-        except (ValueError, KeyError, RuntimeError) as fc6:
-            raise ValueError(f"{path}: neither this project's generator format ({own}) nor the DeePSim fc6 "
-                             f"layout ({fc6})") from None
-    except Exception as e:  # not a (safe) PyTorch file at all: truncated, corrupt, pickled code
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({type(e).__name__}: {msg})") from None
-
-
-def prior_encoder(ctx, model, meta: dict):
-    """The encoder ``E`` of PPGN's prior term ``R(h) = E(G(h))`` — the network whose code the generator
-    inverts — as ``(Encoder, None)``, or ``(None, reason)`` when its weights are not available (the chain
-    then runs without the ε1 term, and the page says so)."""
-    from ..deepsim.nets import Encoder
-    from ..models import WeightsError, load_model
-
-    e = meta.get("encoder", {})
-    name, layer = e.get("encoder", "efficientnet_lite0"), e.get("encoder_layer", "pre_logits")
-    enc_model = model if model.name == name else next((m for m in ctx.models if m.name == name), None)
-    if enc_model is None:
-        try:
-            enc_model = load_model(name, device=ctx.device)
-        except WeightsError as err:
-            return None, f"the generator's encoder {name} has no weights here ({err}); PPGN ran without the ε1 term"
-    return Encoder(enc_model, layer), None
-
-
-def _unit_targets(ctx, model, s: dict):
-    from ..deepsim.dgn_am import Target
-    from ..deepsim.evaluate import pick_units
-
+def _unit_targets(ctx, model, s: dict) -> list[Target]:
     layers = s["layers"] or [n for n in ctx.layers(model) if model.spec.layer(n).kind == "conv"]
     targets = []
-    for l in layers:
-        if l in s["units"]:
-            targets += [Target(c, layer=model.module_path(l), label=f"{l}:{c}") for c in s["units"][l]]
+    for layer in layers:
+        if layer in s["units"]:
+            targets += [Target(c, layer=model.module_path(layer), label=f"{layer}:{c}") for c in s["units"][layer]]
         elif s["units_per_layer"] > 0:
-            targets += pick_units(model, [l], s["units_per_layer"], s["seed"])
+            targets += pick_units(model, [layer], s["units_per_layer"], s["seed"])
     return targets
 
 
-def _probs(model, imgs: torch.Tensor, classes: list[int]) -> list[float]:
-    from ..deepsim.dgn_am import fit_to_model
-
-    with torch.no_grad():
-        pr = model.net(fit_to_model(imgs.to(model.device), model.spec.input_size)).softmax(1).cpu()
-    return pr[torch.arange(len(classes)), torch.tensor(classes)].tolist()
+def _probs(model, images: torch.Tensor, classes: list[int]) -> list[float]:
+    return class_probabilities(model.net, images, classes, model.spec.input_size)
 
 
 def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
-    from ..deepsim.dgn_am import DGNAMSettings, Target, dgn_am
-    from ..deepsim.ppgn import ppgn_sample
-    from ..methods.pixel_am import PixelAMSettings, pixel_am
-
     stats = meta["code_stats"]
     labels = model.labels
     targets = [Target(c, label=labels[c]) for c in s["classes"]]
@@ -194,7 +151,7 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
 
     pset = ppgn_settings(s)
     h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
-    enc, why = prior_encoder(ctx, model, meta) if s["ppgn_eps1"] != 0 else (None, "PPGN ran without the prior term (ppgn_eps1 = 0 in the config)")
+    enc, why = prior_encoder(meta, model, ctx.models, ctx.device) if s["ppgn_eps1"] != 0 else (None, "PPGN ran without the prior term (ppgn_eps1 = 0 in the config)")
     out["ppgn_prior"] = why
     key = {**base, "part": "ppgn", "settings": pset.to_dict(), "targets": s["classes"], "from": s["ppgn_from"],
            "dgn": dset.to_dict() if h0 is not None else None,
@@ -221,50 +178,40 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     return out
 
 
-def _tile(img: torch.Tensor, size: int = 160):
-    from ..render import to_pil
-
-    return to_pil(img.float()).resize((size, size))
-
-
 def _figures(ctx, model, out: dict, s: dict) -> dict:
-    from ..render import grid, save_image
-
+    """Per class: one row of the methods side by side, and a strip of the PPGN chain; per unit: its
+    DGN-AM image (the unit atlas links it). Returns what the page template shows."""
     labels = model.labels
     figs: dict = {"classes": [], "units": []}
-    cols = [("DGN-AM", out["dgn"]["images"], out["dgn"]["prob"])]
-    cols.append(("PPGN (last sample)", out["ppgn"]["samples"][:, -1], out["ppgn"]["prob"][:, -1].tolist()))
-    for m, r in out["baselines"].items():
-        cols.append((f"pixel AM: {m}", r["images"], r["prob"]))
-    for i, c in enumerate(s["classes"]):
-        rel = f"dgn_am/{model.name}/classes/{c}.webp"
-        tiles = [_tile(col[1][i]) for col in cols]
-        lab = [f"{name.split(':')[-1].strip()} p={col[2][i]:.2f}" for name, col in zip([c[0] for c in cols], cols)]
-        save_image(grid(tiles, len(tiles), 160, labels=lab), ctx.figure_path(rel))
-        strip_rel = f"dgn_am/{model.name}/ppgn/{c}.webp"
+    # (column title, images [classes], class probabilities [classes])
+    columns = [("DGN-AM", out["dgn"]["images"], out["dgn"]["prob"]),
+               ("PPGN (last sample)", out["ppgn"]["samples"][:, -1], out["ppgn"]["prob"][:, -1].tolist())]
+    columns += [(f"pixel AM: {method}", r["images"], r["prob"]) for method, r in out["baselines"].items()]
+    for i, cls in enumerate(s["classes"]):
+        rel = f"dgn_am/{model.name}/classes/{cls}.webp"
+        tiles = [image_tile(images[i]) for _title, images, _probs in columns]
+        tile_labels = [f"{title.split(':')[-1].strip()} p={probs[i]:.2f}" for title, _images, probs in columns]
+        save_image(grid(tiles, len(tiles), 160, labels=tile_labels), ctx.figure_path(rel))
+        strip_rel = f"dgn_am/{model.name}/ppgn/{cls}.webp"
         samples = out["ppgn"]["samples"][i]
-        save_image(grid([_tile(x, 128) for x in samples], len(samples), 128,
-                        labels=[f"step {st} p={p:.2f}" for st, p in zip(out["ppgn"]["steps"], out["ppgn"]["prob"][i].tolist())]),
+        save_image(grid([image_tile(x, 128) for x in samples], len(samples), 128,
+                        labels=[f"step {step} p={p:.2f}" for step, p in zip(out["ppgn"]["steps"], out["ppgn"]["prob"][i].tolist())]),
                    ctx.figure_path(strip_rel))
-        figs["classes"].append({"index": c, "label": labels[c], "grid": rel, "strip": strip_rel,
-                                "probs": {name: float(col[2][i]) for name, col in zip([c[0] for c in cols], cols)}})
+        figs["classes"].append({"index": cls, "label": labels[cls], "grid": rel, "strip": strip_rel,
+                                "probs": {title: float(probs[i]) for title, _images, probs in columns}})
     if "units" in out:
-        u = out["units"]
-        for img, lab, act in zip(u["images"], u["labels"], u["final"].tolist()):
-            layer, ch = lab.split(":")
-            rel = f"dgn_am/{model.name}/{layer}/{ch}.webp"
-            save_image(_tile(img, 224), ctx.figure_path(rel))
-            figs["units"].append({"layer": layer, "channel": int(ch), "fig": rel, "act": act})
-    figs["columns"] = [c[0] for c in cols]
+        units = out["units"]
+        for img, label, act in zip(units["images"], units["labels"], units["final"].tolist()):
+            layer, channel = label.split(":")
+            rel = f"dgn_am/{model.name}/{layer}/{channel}.webp"
+            save_image(image_tile(img, 224), ctx.figure_path(rel))
+            figs["units"].append({"layer": layer, "channel": int(channel), "fig": rel, "act": act})
+    figs["columns"] = [title for title, _images, _probs in columns]
     return figs
 
 
 def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
     """Reconstructions G(E(x)) of the site's own photos (not training photos): one figure."""
-    from ..deepsim.nets import Encoder
-    from ..models import load_model
-    from ..render import grid, save_image
-
     if not ctx.images or n <= 0:
         return None
     enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")
@@ -283,7 +230,7 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
             h = Encoder(model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))(x)
             rec = ctx.cache.put(key, G(h.to(next(G.parameters()).device)).cpu().half())
     x = ctx.batch(model, items).cpu()
-    tiles = [_tile(t, 128) for t in x] + [_tile(t, 128) for t in rec]
+    tiles = [image_tile(t, 128) for t in x] + [image_tile(t, 128) for t in rec]
     rel = "dgn_am/reconstructions.webp"
     save_image(grid(tiles, len(items), 128, labels=[md_escape(i.id)[:20] for i in items] + ["G(E(x))"] * len(items)),
                ctx.figure_path(rel))

@@ -1,27 +1,23 @@
 """Overview stage: home status, model pages (architecture, layer catalogue), image pages."""
 from __future__ import annotations
 
-import torch
-
-from ..methods.base import capture_outputs
+from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
 from ..render import save_image
 
 ORDER = 10
 
 
-def _layer_shapes(ctx, spec, net_body=None) -> list[tuple[str, str, str, str]]:
-    """(name, path, kind, output shape) per catalogued layer, from one dummy forward."""
+def _layer_shapes(ctx, spec, net_body=None) -> dict:
+    """``{"shapes": {layer: output shape without the batch}, "params": count}`` for a model's
+    catalogued layers, from one blank forward pass (cached)."""
     key = {"what": "layer-shapes", "model": spec.name, "arch": spec.arch, "input": spec.input_size,
            "layers": [(l.name, l.path) for l in spec.layers]}
     shapes = ctx.cache.get(key)
     if shapes is None:
         body = net_body if net_body is not None else build_architecture(spec).eval()
-        mods = {l.name: body.get_submodule(l.path) for l in spec.layers}
-        with torch.no_grad(), capture_outputs(mods) as out:
-            dev = next(body.parameters()).device
-            body(torch.zeros(1, 3, spec.input_size, spec.input_size, device=dev))
-        shapes = {n: list(t.shape[1:]) for n, t in out.items()}
+        modules = {layer.name: body.get_submodule(layer.path) for layer in spec.layers}
+        shapes = {name: list(shape) for name, shape in output_shapes(body, modules, spec.input_size).items()}
         params = sum(p.numel() for p in body.parameters())
         shapes = ctx.cache.put(key, {"shapes": shapes, "params": params})
     return shapes

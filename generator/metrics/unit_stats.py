@@ -1,4 +1,4 @@
-"""Unit atlas: which photos of a folder drive each unit hardest, and where.
+"""Unit statistics for the atlas: which photos of a folder drive each unit hardest, and where.
 
 The folder is streamed once per model in batches; for every channel of every chosen
 layer a running top-k keeps the ``k`` images with the largest *maximum* activation
@@ -17,156 +17,26 @@ images or the batch size.
 The stream is resumable: :class:`AtlasState` is a plain dict of tensors that the
 caller checkpoints (``to_dict``/``from_dict``) and restarts from ``state.done``.
 
-For the kept examples, :func:`unit_examples` crops the receptive-field patch of the
+For the kept examples, :func:`unit_crops` crops the receptive-field patch of the
 image at the unit's position (:mod:`generator.receptive_field`) and the deconvnet
 projection of that single activation (:func:`generator.methods.neuron_deconv.project_activations`),
-both at the same box, as small uint8 tiles.
+both at the same box; :func:`generator.render.unit_tiles` turns them into small uint8 tiles.
+The folder itself is listed and loaded by :mod:`generator.image_folder`.
 """
 from __future__ import annotations
 
 import copy
-import functools
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .images import Preprocess
-from .methods.base import capture_outputs
-from .receptive_field import receptive_field
-from .render import signed_to_rgb
-from .util import stable_hash
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
-
-# ---------------------------------------------------------------------------------
-# Folder listing
-
-
-@dataclass
-class FolderListing:
-    root: Path
-    files: list[str]  # relative POSIX paths, sorted
-    classes: list[str | None]  # ImageFolder class (sub-folder name) per file, None for flat folders
-    fingerprint: str  # hash of (path, size, mtime) of every file
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def subset(self, max_images: int | None) -> list[int]:
-        """Indices of at most ``max_images`` files, evenly spaced over the sorted list
-        (so every class of an ImageFolder keeps its share); all when 0/None."""
-        n = len(self.files)
-        if not max_images or max_images >= n:
-            return list(range(n))
-        return sorted({int(i * n // max_images) for i in range(max_images)})
-
-
-def list_folder(folder: str | Path) -> FolderListing:
-    """Images of a flat folder or an ImageFolder (one sub-folder per class, one level)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"atlas image folder {root} does not exist")
-    files: list[str] = []
-    classes: list[str | None] = []
-    meta = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root)
-        depth = len(rel_dir.parts)
-        if depth > 1:
-            continue
-        for fn in sorted(filenames):
-            if fn.startswith(".") or Path(fn).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            rel = (rel_dir / fn).as_posix()
-            st = (Path(dirpath) / fn).stat()
-            files.append(rel)
-            classes.append(rel_dir.parts[0] if depth == 1 else None)
-            meta.append((rel, st.st_size, st.st_mtime_ns))
-    order = sorted(range(len(files)), key=lambda i: files[i])
-    files = [files[i] for i in order]
-    classes = [classes[i] for i in order]
-    meta = [meta[i] for i in order]
-    return FolderListing(root, files, classes, stable_hash(meta))
-
-
-@functools.lru_cache(maxsize=1)
-def _wnid_index() -> dict[str, int]:
-    try:
-        from timm.data import ImageNetInfo
-
-        return {w: i for i, w in enumerate(ImageNetInfo().label_names())}
-    except Exception:  # pragma: no cover - timm missing or changed
-        return {}
-
-
-def class_label(name: str | None, labels: Sequence[str] | None = None) -> str | None:
-    """Readable label of an ImageFolder class: ImageNet wnids (n01440764) → the model's
-    label (tench); anything else is returned as it is."""
-    if name is None:
-        return None
-    if labels is not None and len(labels) == 1000 and len(name) == 9 and name.startswith("n") and name[1:].isdigit():
-        i = _wnid_index().get(name)
-        if i is not None:
-            return labels[i]
-    return name
-
-
-# ---------------------------------------------------------------------------------
-# Loading images
-
-
-def load_input(path: Path, pre: Preprocess) -> torch.Tensor:
-    """One file → 3×S×S float in [0, 1]: the same checks and conversions as the curated
-    image set (:func:`generator.images.load_rgb`: EXIF orientation, alpha, 16-bit, CMYK…)
-    and the model's resize + centre crop (``pre``, a spec's :class:`~generator.images.Preprocess`).
-    Raises :class:`generator.images.ImageRejected` for unusable files."""
-    from .images import load_rgb
-
-    pil, _conversions = load_rgb(Path(path))
-    return pre([pil])[0]
-
-
-class _FolderDataset(torch.utils.data.Dataset):
-    def __init__(self, root: Path, files: list[str], indices: list[int], pre: Preprocess) -> None:
-        self.root, self.files, self.indices, self.pre = root, files, indices, pre
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        idx = self.indices[i]
-        try:
-            x = load_input(self.root / self.files[idx], self.pre)
-            ok = True
-        except Exception:  # unreadable file: skipped (counted), the stream goes on
-            x = torch.zeros(3, self.pre.input_size, self.pre.input_size)
-            ok = False
-        return x, idx, ok
-
-
-def iterate_batches(listing: FolderListing, indices: list[int], pre: Preprocess,
-                    batch_size: int, workers: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(images B×3×S×S, file indices [B], ok mask [B]) batches, in order."""
-    ds = _FolderDataset(listing.root, listing.files, indices, pre)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                     persistent_workers=False)
-    for x, idx, ok in dl:
-        yield x, idx.long(), ok.bool()
-
-
-def load_inputs(listing: FolderListing, indices: Sequence[int], pre: Preprocess) -> torch.Tensor:
-    return torch.stack([load_input(listing.root / listing.files[int(i)], pre) for i in indices])
-
-
-# ---------------------------------------------------------------------------------
-# Running top-k and histograms
+from ..methods.base import capture_outputs, output_shapes
+from ..methods.neuron_deconv import project_activations
+from ..receptive_field import crop_patch, receptive_field
+from ..render import signed_to_rgb
 
 
 def reduce_max(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,10 +182,7 @@ class AtlasState:
 
 def layer_channels(net: nn.Module, modules: dict[str, nn.Module], input_size: int) -> dict[str, int]:
     """Channel count of each module's output (one tiny forward pass)."""
-    dev = next(net.parameters()).device
-    with torch.no_grad(), capture_outputs(modules) as out:
-        net(torch.zeros(1, 3, input_size, input_size, device=dev))
-    return {n: int(out[n].shape[1]) for n in modules}
+    return {n: shape[0] for n, shape in output_shapes(net, modules, input_size).items()}
 
 
 @torch.no_grad()
@@ -378,35 +245,19 @@ def display_boxes(net: nn.Module, module: nn.Module, input_size: int, pos: torch
     return clipped, clipped
 
 
-def _resize_tile(t: torch.Tensor, tile: int) -> torch.Tensor:
-    return F.interpolate(t[None].float(), size=(tile, tile), mode="bilinear", align_corners=False,
-                         antialias=True)[0].clamp(0, 1)
-
-
-def _mark(t: torch.Tensor, box: Sequence[int], colour=(1.0, 0.85, 0.0), width: int = 2) -> torch.Tensor:
-    y0, x0, y1, x1 = (int(v) for v in box)
-    H, W = t.shape[1:]
-    y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
-    if y1 <= y0 or x1 <= x0:
-        return t
-    c = torch.tensor(colour, dtype=t.dtype).view(3, 1, 1)
-    for sl in ((slice(y0, min(y1, y0 + width)), slice(x0, x1)), (slice(max(y0, y1 - width), y1), slice(x0, x1)),
-               (slice(y0, y1), slice(x0, min(x1, x0 + width))), (slice(y0, y1), slice(max(x0, x1 - width), x1))):
-        t[:, sl[0], sl[1]] = c
-    return t
-
-
-def unit_examples(net: nn.Module, module: nn.Module, images: torch.Tensor, picks: torch.Tensor, tile: int = 96,
-                  projection_batch: int = 16, projections: bool = True, rule: str = "deconvnet",
-                  fast: tuple[nn.Module, nn.Module] | None = None) -> dict[str, torch.Tensor]:
-    """Patches and deconvnet projections of single activations.
+def unit_crops(net: nn.Module, module: nn.Module, images: torch.Tensor, picks: torch.Tensor,
+               projection_batch: int = 16, projections: bool = True, rule: str = "deconvnet",
+               fast: tuple[nn.Module, nn.Module] | None = None) -> dict:
+    """Receptive-field patches and deconvnet projections of single activations.
 
     ``images``: M×3×S×S pixel-space inputs; ``picks``: LongTensor[N, 4] rows
-    ``(row in images, channel, y, x)``. Returns uint8 tiles ``patches`` and
-    ``deconv`` (N×3×tile×tile), the clipped ``boxes`` [N, 4] and ``display`` boxes.
-    Patches are placed in a grey canvas of the field's full size when the field
-    passes the image border; when the field is larger than the image, the image is
-    shown whole with the unit's centre cell (one stride) outlined.
+    ``(row in images, channel, y, x)``. Returns, per pick, ``patches`` (3×h×w crops in
+    [0, 1] at the display box: a grey canvas of the field's full size when the field passes
+    the image border), ``marks`` (when the field is larger than the image, the image is
+    shown whole and ``marks[i]`` is the unit's centre cell (one stride) as a box inside the
+    crop; else None), ``deconv`` (the projection crops at the same boxes, shown with
+    :func:`generator.render.signed_to_rgb`; empty without projections), and the
+    clipped ``boxes`` [N, 4] and ``display`` boxes. Tiles: :func:`generator.render.unit_tiles`.
 
     ``rule``: "deconvnet" (Zeiler & Fergus) or "guided" (guided backprop from the
     neuron). ``fast``: a channels-last copy of (net, module) from
@@ -417,32 +268,30 @@ def unit_examples(net: nn.Module, module: nn.Module, images: torch.Tensor, picks
     clipped, shown = display_boxes(net, module, S, picks[:, 2:])
     rf = receptive_field(net, module, (S, S))
     big = not (rf.size[0] <= S and rf.size[1] <= S)
+    proj = None
     if projections and len(picks):
-        from .methods.neuron_deconv import project_activations
-
-        pnet, pmod, pimg = net, module, images
+        projection_net, projection_module, projection_images = net, module, images
         if fast is not None:
-            pnet, pmod = fast
-            pimg = images.contiguous(memory_format=torch.channels_last)
-        proj = project_activations(pnet, pmod, pimg, picks, rule=rule, batch_size=projection_batch).float().cpu()
-    else:
-        proj = None
-    pat_tiles, dec_tiles = [], []
-    imgs = images.cpu()
+            projection_net, projection_module = fast
+            projection_images = images.contiguous(memory_format=torch.channels_last)
+        proj = project_activations(projection_net, projection_module, projection_images, picks, rule=rule,
+                                   batch_size=projection_batch).float().cpu()
+    patches, marks, deconv = [], [], []
+    cpu_images = images.cpu()
     for i in range(len(picks)):
         box, dbox = clipped[i].tolist(), shown[i].tolist()
         y0, x0, y1, x1 = box
-        dy0, dx0, dy1, dx1 = dbox
-        pad = (x0 - dx0, dx1 - x1, y0 - dy0, dy1 - y1)
-        patch = F.pad(imgs[picks[i, 0], :, y0:y1, x0:x1], pad, value=0.5)
+        patches.append(crop_patch(cpu_images[picks[i, 0]], box, dbox, fill=0.5))
+        mark = None
         if big and rf.y is not None and rf.x is not None:
             cy = int(picks[i, 2]) * rf.y.stride + rf.y.offset + rf.y.size // 2 - y0
             cx = int(picks[i, 3]) * rf.x.stride + rf.x.offset + rf.x.size // 2 - x0
             sy, sx = rf.y.stride, rf.x.stride
-            patch = _mark(patch.clone(), (cy - sy // 2, cx - sx // 2, cy + (sy + 1) // 2, cx + (sx + 1) // 2))
-        pat_tiles.append(_resize_tile(patch, tile))
+            mark = (cy - sy // 2, cx - sx // 2, cy + (sy + 1) // 2, cx + (sx + 1) // 2)
+        marks.append(mark)
         if proj is not None:
-            d = signed_to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
-            dec_tiles.append(_resize_tile(F.pad(d, pad, value=0.5), tile))
-    to8 = lambda ts: (torch.stack(ts) * 255 + 0.5).to(torch.uint8) if ts else torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
-    return {"patches": to8(pat_tiles), "deconv": to8(dec_tiles), "boxes": clipped, "display": shown}
+            # normalised on the field's crop, then placed in the same grey canvas as the patch
+            dy0, dx0, dy1, dx1 = dbox
+            shown_projection = signed_to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
+            deconv.append(F.pad(shown_projection, (x0 - dx0, dx1 - x1, y0 - dy0, dy1 - y1), value=0.5))
+    return {"patches": patches, "marks": marks, "deconv": deconv, "boxes": clipped, "display": shown}
