@@ -172,7 +172,8 @@ def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[st
     font = _font(11)
 
     def wrap(text: str, width_px: int, max_lines: int) -> list[str]:
-        words, lines, line = str(text).split(), [], ""
+        # Pillow's built-in font has no superscript glyphs (SmoothGrad²)
+        words, lines, line = str(text).replace("²", "^2").split(), [], ""
         for word in words:
             trial = f"{line} {word}".strip()
             if draw.textlength(trial, font=font) <= width_px or not line:
@@ -187,7 +188,7 @@ def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[st
         return lines
 
     for c, text in enumerate(col_labels[:ncols]):
-        for k, line in enumerate(wrap(text, tile, 2)):
+        for k, line in enumerate(wrap(text, tile - 6, 2)):
             draw.text((label_w + pad + c * (tile + pad) + 2, 2 + 13 * k), line, fill=(0, 0, 0), font=font)
     for r, row in enumerate(rows):
         y = head_h + pad + r * (tile + pad)
@@ -258,8 +259,7 @@ def field_tile(image: torch.Tensor, box, field, tile: int, signed: bool = False)
         crop = signed_to_rgb(crop_patch(image, box, field, fill=0.0)[None])[0]
     else:
         crop = crop_patch(image, box, field, fill=0.5)
-    crop = F.interpolate(crop[None], size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)[0]
-    return to_uint8(crop.clamp(0, 1))
+    return to_uint8(resize_tile(crop, tile))
 
 
 def neuron_figure(images: Sequence[torch.Tensor], labels: Sequence[str], neurons: Sequence[dict], tile: int) -> Image.Image | None:
@@ -316,8 +316,8 @@ def mark_box(t: torch.Tensor, box: Sequence[int], colour=(1.0, 0.85, 0.0), width
 
 def resize_tile(t: torch.Tensor, tile: int) -> torch.Tensor:
     """3×h×w float → 3×tile×tile (bilinear, antialiased), clipped to [0, 1]."""
-    return torch.nn.functional.interpolate(t[None].float(), size=(tile, tile), mode="bilinear", align_corners=False,
-                                           antialias=True)[0].clamp(0, 1)
+    return F.interpolate(t[None].float(), size=(tile, tile), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
 
 
 def unit_tiles(crops: Sequence[torch.Tensor], tile: int, marks: Sequence[Sequence[int] | None] | None = None) -> torch.Tensor:

@@ -69,7 +69,7 @@ def test_stage_writes_figures_and_pair_table(tmp_path):
                        notes=[], cache=Cache(tmp_path / "cache"), site=SiteWriter(out), device=torch.device("cpu"),
                        batch_size=4, timer=StageTimer(), out=out)
     ctx.provide("attribution_maps", {
-        "methods": ["bright"], "items": items, "titles": {"bright": "Brightness"},
+        "methods": ["bright"], "items": items, "titles": {"bright": "Brightness"}, "short": {"bright": "Bright"},
         "models": {m.name: {"model": m, "heatmaps": {"bright": _maps(photos, m.spec.input_size, m.spec.resize_size)}}
                    for m in models}})
     compare.run(ctx)

@@ -182,7 +182,7 @@ def test_statements_follow_the_numbers():
     env = make_env()
     text = env.get_template("findings/summary.md.j2").render(
         s=s, names=["a", "b", "c"], titles=titles, summaries=[sm], missing=[{"title": "VGG16"}], not_selected=[],
-        low_rank=500, cross=findings.cross_model([sm]), and_list=findings.and_list, f2=findings.f2)
+        low_rank=500, cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed)
     assert "Method A keeps a rank" in text and "it fails" in text
     assert "Method B and Method C pass" in text
     assert "Method A and Method C draw" in text
@@ -197,7 +197,7 @@ def test_statements_follow_the_numbers():
     sm = findings.summarise_model(M, titles, cas, cls, fai, s)
     text = env.get_template("findings/summary.md.j2").render(
         s=s, names=["a", "b"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
-        cross=findings.cross_model([sm]), and_list=findings.and_list, f2=findings.f2)
+        cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed)
     assert "No method fails" in text and "Every method's map changes with the class" in text
     assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
 
@@ -219,7 +219,7 @@ def test_settings_merge_and_helpers():
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
     assert A.SmoothGrad.findings_params == {"samples": 12}  # the class's settings are not mutated
     assert findings.and_list(["a"]) == "a" and findings.and_list(["a", "b", "c"]) == "a, b and c"
-    assert findings.f2(-0.123) == "−0.12" and findings.f2(float("nan")) == "–"
+    assert findings.fixed(-0.123) == "−0.12" and findings.fixed(float("nan")) == "–"
 
 
 def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):

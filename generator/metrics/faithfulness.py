@@ -151,9 +151,9 @@ def deletion_insertion(
     return out
 
 
-def n_forward(batch: int, n_orders: int, steps: int) -> int:
-    """How many model evaluations :func:`deletion_insertion` makes."""
-    return batch * n_orders * len(CURVES) * (steps + 1)
+def n_forward(pairs: int, steps: int) -> int:
+    """How many model evaluations :func:`deletion_insertion` makes for ``pairs`` (image, order) pairs."""
+    return pairs * len(CURVES) * (steps + 1)
 
 
 def auc(curve: torch.Tensor) -> torch.Tensor:

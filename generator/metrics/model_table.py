@@ -35,10 +35,7 @@ def architecture_cost(spec) -> dict:
         body = build_architecture(spec)
         net = Classifier(body, spec.mean, spec.std).eval()
         x = torch.zeros(1, 3, spec.input_size, spec.input_size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(x)
-    return {"params": count_params(body), "macs": int(counter.get_total_flops()) // 2, "input_size": spec.input_size}
+    return {"params": count_params(body), "macs": count_macs(net, x), "input_size": spec.input_size}
 
 
 def count_macs(net: torch.nn.Module, example: torch.Tensor) -> int:

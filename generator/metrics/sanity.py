@@ -186,13 +186,6 @@ def randomised_model(loaded, net: nn.Module, label: str):
     return dataclasses.replace(loaded, net=net, weights_id=f"{loaded.weights_id}+sanity-random[{label}]", pretrained=False)
 
 
-def changed_tensors(a: nn.Module, b: nn.Module) -> set[str]:
-    """Names of parameters/buffers whose values differ between two same-architecture nets."""
-    sa = a.state_dict()
-    sb = b.state_dict()
-    return {k for k in sa if not torch.equal(sa[k], sb[k])}
-
-
 def randomisation_curves(
     net: nn.Module,
     groups: Sequence[Group],

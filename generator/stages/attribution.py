@@ -47,7 +47,8 @@ from ..util import progress
 
 CODE_VERSION = 2
 ORDER = 30
-#: "attribution_maps": {"methods", "items", "titles", "models": {name: {"model", "heatmaps": {method: N×H×W}}}}
+#: "attribution_maps": {"methods", "items", "titles", "short" (column headers),
+#:                      "models": {name: {"model", "heatmaps": {method: N×H×W at the model's input size}}}}
 PROVIDES = ("attribution_maps",)
 NEEDS: tuple[str, ...] = ()
 TILE = 80
@@ -272,6 +273,7 @@ def run(ctx) -> None:
 
     ctx.provide("attribution_maps", {
         "methods": methods, "items": list(ctx.images), "titles": {n: ATTRIBUTION_METHODS[n].title for n in methods},
+        "short": {n: ATTRIBUTION_METHODS[n].short or ATTRIBUTION_METHODS[n].title for n in methods},
         "models": {name: {"model": d["model"], "heatmaps": d["heatmaps"]} for name, d in per_model.items()}})
 
     # image pages: rows = models, columns = methods

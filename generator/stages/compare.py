@@ -86,7 +86,7 @@ def run(ctx) -> None:
         rel = f"compare/images/{it.id}.webp"
         rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for m in methods]
                 for d in models]
-        save_image(labelled_grid(rows, ["photo", *[data["titles"][m] for m in methods]], titles, tile),
+        save_image(labelled_grid(rows, ["photo", *[data["short"][m] for m in methods]], titles, tile),
                    ctx.figure_path(rel))
         page = f"images/{it.id}"
         ctx.section(page, "Across models", ctx.render(

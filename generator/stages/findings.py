@@ -48,11 +48,11 @@ import torch
 from ..config import ConfigError
 from ..methods import attribution, base, relu_rules
 from ..methods.attribution import ATTRIBUTION_METHODS, make
-from ..metrics import faithfulness as fa
-from ..metrics import model_table as mt
+from ..metrics import faithfulness
+from ..metrics import model_table
 from ..metrics import plots
-from ..metrics import sanity as sa
-from ..metrics import similarity as si
+from ..metrics import sanity
+from ..metrics import similarity
 from ..models import get_spec
 from ..util import atomic_write_bytes, progress, stable_hash
 
@@ -158,8 +158,8 @@ def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, tim
 
 
 def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, s: dict, timing: dict) -> dict:
-    groups = sa.model_groups(model, x[:1])
-    steps = sa.choose_steps(len(groups), int(s["cascade_steps"]))
+    groups = sanity.model_groups(model, x[:1])
+    steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
     total = sum(g.numel for g in groups)
     gnames = [g.name for g in groups]
     keys = {(name, i): _key("cascade", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
@@ -170,12 +170,12 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
     todo = sorted({name for (name, i), v in got.items() if v is None})
     if missing:
         t0 = time.perf_counter()
-        donor = sa.fresh_donor(model, int(s["seed"]))
+        donor = sanity.fresh_donor(model, int(s["seed"]))
         xm, tm = x[missing], top1[missing].to(x.device)
         bar = progress(total=len(steps) * len(todo), desc=f"findings {model.name}: randomisation", unit="map")
 
         def explain(work, k):
-            view = sa.randomised_model(model, work, f"top{k}:seed={s['seed']}")
+            view = sanity.randomised_model(model, work, f"top{k}:seed={s['seed']}")
             maps = {}
             for name in todo:
                 meth = make(name, view, batch_size=ctx.batch_size, **s["method_params"].get(name, {}))
@@ -184,7 +184,7 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
             return maps
 
         try:
-            curves = sa.randomisation_curves(model.net, groups, donor, steps, {n: ref[n][missing, 0] for n in todo},
+            curves = sanity.randomisation_curves(model.net, groups, donor, steps, {n: ref[n][missing, 0] for n in todo},
                                              explain, thumb=int(s["thumb"]))
         finally:
             bar.close()
@@ -194,7 +194,7 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
             c = curves[name]
             for j, i in enumerate(missing):
                 val = {"steps": steps, "seconds": dt, "thumbs": c["thumbs"][:, j].clone(),
-                       **{m: c[m][:, j].clone() for m in si.METRICS}}
+                       **{m: c[m][:, j].clone() for m in similarity.METRICS}}
                 got[(name, i)] = ctx.cache.put(keys[(name, i)], val)
     timing["cascade"] = timing.get("cascade", 0.0) + sum(v["seconds"] for v in got.values())
     labels = []
@@ -204,7 +204,7 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
     per_method = {}
     for name in methods:
         vals = [got[(name, i)] for i in range(len(items))]
-        per_method[name] = {m: torch.stack([v[m] for v in vals], 1).numpy() for m in si.METRICS}  # S×B
+        per_method[name] = {m: torch.stack([v[m] for v in vals], 1).numpy() for m in similarity.METRICS}  # S×B
         per_method[name]["thumbs"] = torch.stack([v["thumbs"] for v in vals], 1).float().numpy()  # S×B×t×t
     return {"steps": steps, "labels": labels, "groups": gnames, "fraction": frac, "methods": per_method,
             "n_groups": len(groups)}
@@ -227,27 +227,26 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
     if only:
         t0 = time.perf_counter()
         b, _, h, w = x.shape
-        orders = {name: fa.order_from_maps(maps[name][:, 0], seed) for name in methods}
-        orders["random"] = fa.random_order(b, h * w, seed)
-        orders["centre"] = fa.centre_order(b, h, w, seed)
-        n_eval = len(only) * 2 * (steps + 1)
-        bar = progress(total=n_eval, desc=f"findings {model.name}: deletion/insertion", unit="img")
+        orders = {name: faithfulness.order_from_maps(maps[name][:, 0], seed) for name in methods}
+        orders["random"] = faithfulness.random_order(b, h * w, seed)
+        orders["centre"] = faithfulness.centre_order(b, h, w, seed)
+        bar = progress(total=faithfulness.n_forward(len(only), steps), desc=f"findings {model.name}: deletion/insertion", unit="img")
         try:
-            curves = fa.deletion_insertion(model.net, x, top1.to(x.device), orders, steps=steps,
+            curves = faithfulness.deletion_insertion(model.net, x, top1.to(x.device), orders, steps=steps,
                                            baseline=torch.tensor(base_colour), blur_sigma=float(s["blur_sigma"]),
                                            batch_size=ctx.batch_size, only=only, progress=bar)
         finally:
             bar.close()
         dt = (time.perf_counter() - t0) / len(only)
         for name, i in only:
-            got[(name, i)] = ctx.cache.put(keys[(name, i)], {k: curves[name][k][i].clone() for k in fa.CURVES}
+            got[(name, i)] = ctx.cache.put(keys[(name, i)], {k: curves[name][k][i].clone() for k in faithfulness.CURVES}
                                            | {"seconds": dt})
     timing["faithfulness"] = timing.get("faithfulness", 0.0) + sum(v["seconds"] for v in got.values())
     out = {}
     for name in names:
-        c = {k: torch.stack([got[(name, i)][k] for i in range(len(items))]) for k in fa.CURVES}
-        out[name] = {k: c[k].numpy() for k in fa.CURVES} | {f"{k}_auc": fa.auc(c[k]).numpy() for k in fa.CURVES}
-    return {"steps": steps, "fractions": fa.fractions(steps).numpy(), "curves": out, "baseline_colour": base_colour}
+        c = {k: torch.stack([got[(name, i)][k] for i in range(len(items))]) for k in faithfulness.CURVES}
+        out[name] = {k: c[k].numpy() for k in faithfulness.CURVES} | {f"{k}_auc": faithfulness.auc(c[k]).numpy() for k in faithfulness.CURVES}
+    return {"steps": steps, "fractions": faithfulness.fractions(steps).numpy(), "curves": out, "baseline_colour": base_colour}
 
 
 def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
@@ -257,10 +256,10 @@ def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
     path = ctx.config.resolve_path(folder)
     if not path.is_dir():
         return {"error": f"folder {folder} not found", "folder": folder}
-    wmap = mt.read_wnid_map(path)
+    wmap = model_table.read_wnid_map(path)
     if not wmap:
         return {"error": f"no WordNet-id → ImageNet-index table (README.md) found for {folder}", "folder": folder}
-    files = mt.list_imagefolder(path, wmap, int(s["accuracy_max_images"]) or None)
+    files = model_table.list_imagefolder(path, wmap, int(s["accuracy_max_images"]) or None)
     if not files:
         return {"error": f"no labelled photos in {folder}", "folder": folder}
     listing = stable_hash([[str(p.relative_to(path)), p.stat().st_size, c] for p, c in files])
@@ -270,7 +269,7 @@ def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
         t0 = time.perf_counter()
         bar = progress(total=len(files), desc=f"findings {model.name}: accuracy", unit="img")
         try:
-            r = mt.imagefolder_accuracy(model.net, model.spec, files, ctx.batch_size, ctx.device, progress=bar)
+            r = model_table.imagefolder_accuracy(model.net, model.spec, files, ctx.batch_size, ctx.device, progress=bar)
         finally:
             bar.close()
         r["per_class_restricted"] = {int(k): float(v) for k, v in r["per_class_restricted"].items()}
@@ -292,7 +291,7 @@ def model_rows(ctx, s: dict, accuracy: dict) -> list[dict]:
         spec = get_spec(name)
         cost = ctx.cache.get_or_compute({"what": "findings-arch-cost", "v": CODE_VERSION, "arch": spec.arch,
                                          "family": spec.family, "input": spec.input_size, "kw": spec.build_kwargs},
-                                        lambda spec=spec: mt.architecture_cost(spec))
+                                        lambda spec=spec: model_table.architecture_cost(spec))
         row = {"name": name, "title": spec.title, "cost": cost, "loaded": name in loaded,
                "missing": ctx.missing.get(name), "curated": None, "folder": accuracy.get(name)}
         if name in loaded:
@@ -301,7 +300,7 @@ def model_rows(ctx, s: dict, accuracy: dict) -> list[dict]:
             if known:
                 logits = ctx.logits(model)[known]
                 labels = torch.tensor([ctx.images[i].imagenet_index for i in known])
-                h = mt.topk_hits(logits, labels)
+                h = model_table.topk_hits(logits, labels)
                 row["curated"] = {"n": len(known), "top1": float(h[1].float().mean()), "top5": float(h[5].float().mean())}
         rows.append(row)
     return rows
@@ -318,7 +317,7 @@ def and_list(xs) -> str:
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
 
-def f2(v, nd: int = 2) -> str:
+def fixed(v, nd: int = 2) -> str:
     """Number for a table: fixed decimals, a real minus sign, NaN as an en dash."""
     v = float(v)
     if v != v:
@@ -335,15 +334,15 @@ def _sd(a) -> float:
     return float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def summarise_model(model, titles, cas, cls, fai, s) -> dict:
+def summarise_model(model, titles, cascade, cls, fai, s) -> dict:
     """Per-method numbers and verdicts for one model (all statements come from here)."""
-    T, C, TT = float(s["sanity_threshold"]), float(s["class_threshold"]), float(s["top_layer_threshold"])
-    methods = list(cas["methods"])
+    sanity_t, class_t, top_layer_t = (float(s[k]) for k in ("sanity_threshold", "class_threshold", "top_layer_threshold"))
+    methods = list(cascade["methods"])
     rows = []
     for name in methods:
-        c = cas["methods"][name]
-        last = {m: c[m][-1] for m in si.METRICS}
-        below = [lab for lab, v in zip(cas["labels"], c["spearman"]) if _mean(v) < T]
+        c = cascade["methods"][name]
+        last = {m: c[m][-1] for m in similarity.METRICS}
+        below = [lab for lab, v in zip(cascade["labels"], c["spearman"]) if _mean(v) < sanity_t]
         per_step = [_mean(v) for v in c["spearman"]]
         cascade_mean = float(np.mean(per_step))
         f = fai["curves"][name]
@@ -352,12 +351,12 @@ def summarise_model(model, titles, cas, cls, fai, s) -> dict:
             "cascade": [(_mean(v), _sd(v)) for v in c["spearman"]],
             "last": {m: (_mean(v), _sd(v)) for m, v in last.items()},
             "cascade_mean": cascade_mean,
-            "fails_randomisation": cascade_mean >= T,
-            "ignores_top": bool(cas["steps"] and cas["steps"][0] == 1 and cas["n_groups"] > 1 and per_step[0] >= TT),
+            "fails_randomisation": cascade_mean >= sanity_t,
+            "ignores_top": bool(cascade["steps"] and cascade["steps"][0] == 1 and cascade["n_groups"] > 1 and per_step[0] >= top_layer_t),
             "first_below": below[0] if below else None,
             "class_second": {m: (_mean(v), _sd(v)) for m, v in cls[name]["second"].items()},
             "class_low": {m: (_mean(v), _sd(v)) for m, v in cls[name]["low"].items()},
-            "class_insensitive": _mean(cls[name]["low"]["spearman"]) >= C,
+            "class_insensitive": _mean(cls[name]["low"]["spearman"]) >= class_t,
             "deletion": (_mean(f["deletion_auc"]), _sd(f["deletion_auc"])),
             "insertion": (_mean(f["insertion_auc"]), _sd(f["insertion_auc"])),
         })
@@ -382,16 +381,16 @@ def summarise_model(model, titles, cas, cls, fai, s) -> dict:
         "passes": [r["title"] for r in rows if not r["fails_randomisation"]],
         "insensitive": [r["title"] for r in rows if r["class_insensitive"]],
         "ignores_top": [r["title"] for r in rows if r["ignores_top"]],
-        "top_group": cas["labels"][0] if cas["steps"] and cas["steps"][0] == 1 else None,
+        "top_group": cascade["labels"][0] if cascade["steps"] and cascade["steps"][0] == 1 else None,
         "best_deletion": by_del[0] if by_del else None,
         "best_insertion": by_ins[0] if by_ins else None,
         "best_combined": by_comb[0] if by_comb else None,
         "faithful_but_flagged": [r["title"] for r in top_half if r["fails_randomisation"] or r["class_insensitive"]],
         "not_better_than_random": [r["title"] for r in rows if not (r["beats_random_deletion"] and r["beats_random_insertion"])],
         "not_better_than_centre": [r["title"] for r in rows if not (r["beats_centre_deletion"] or r["beats_centre_insertion"])],
-        "labels": cas["labels"], "fraction": cas["fraction"], "n_groups": cas["n_groups"],
+        "labels": cascade["labels"], "fraction": cascade["fraction"], "n_groups": cascade["n_groups"],
         "n_images": int(fai["curves"][methods[0]]["deletion_auc"].shape[0]) if methods else 0,
-        "n_sanity": int(cas["methods"][methods[0]]["spearman"].shape[1]) if methods else 0,
+        "n_sanity": int(cascade["methods"][methods[0]]["spearman"].shape[1]) if methods else 0,
     }
 
 
@@ -440,17 +439,17 @@ def run(ctx) -> None:
         maps = trained_maps(ctx, model, methods, items, x, targets, timing)
         cls = {}
         for n in names:
-            cls[n] = {"second": {k: v.numpy() for k, v in si.compare(maps[n][:, 0], maps[n][:, 1]).items()},
-                      "low": {k: v.numpy() for k, v in si.compare(maps[n][:, 0], maps[n][:, 2]).items()}}
-        cas = cascade_results(ctx, model, methods, make, items[:n_sanity], x[:n_sanity], top1[:n_sanity],
+            cls[n] = {"second": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 1]).items()},
+                      "low": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 2]).items()}}
+        cascade = cascade_results(ctx, model, methods, make, items[:n_sanity], x[:n_sanity], top1[:n_sanity],
                               {n: maps[n][:n_sanity] for n in names}, s, timing)
         fai = faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing)
         accuracy[model.name] = accuracy_results(ctx, model, s, timing)
-        sm = summarise_model(model, titles, cas, cls, fai, s)
+        sm = summarise_model(model, titles, cascade, cls, fai, s)
         sm["photos"] = [{"id": it.id, "title": it.title, "top1": model.labels[int(t[0])],
                         "second": model.labels[int(t[1])], "low": model.labels[int(t[2])]}
                        for it, t in zip(items, targets)]
-        sm["figures"] = _figures(ctx, model, names, titles, cas, cls, fai, maps, items, x, s, low_rank)
+        sm["figures"] = _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank)
         summaries.append(sm)
         timing_all[model.name] = timing
         _say(f"findings {model.name}: computed-once costs " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
@@ -491,32 +490,32 @@ def _plain(obj):
     return obj
 
 
-def _figures(ctx, model, names, titles, cas, cls, fai, maps, items, x, s, low_rank) -> dict:
+def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank) -> dict:
     base = f"findings/{model.name}"
     title = model.spec.title
     ext = s["figure_format"]
-    T = float(s["sanity_threshold"])
+    sanity_t = float(s["sanity_threshold"])
     figs = {}
-    curves = {n: {m: cas["methods"][n][m] for m in si.METRICS} for n in names}
-    figs["sanity"] = _figure(ctx, f"{base}/sanity.{ext}", [cas["labels"], curves, titles, title, T],
-                             lambda p: plots.cascade_curves(p, cas["labels"], curves, titles, title, T))
+    curves = {n: {m: cascade["methods"][n][m] for m in similarity.METRICS} for n in names}
+    figs["sanity"] = _figure(ctx, f"{base}/sanity.{ext}", [cascade["labels"], curves, titles, title, sanity_t],
+                             lambda p: plots.cascade_curves(p, cascade["labels"], curves, titles, title, sanity_t))
     for n in names:
         figs[f"sanity-{n}"] = _figure(
-            ctx, f"{base}/sanity-{n}.{ext}", [cas["labels"], curves[n], titles[n], title, T],
-            lambda p, n=n: plots.method_cascade(p, cas["labels"], curves[n], titles[n], title, T))
+            ctx, f"{base}/sanity-{n}.{ext}", [cascade["labels"], curves[n], titles[n], title, sanity_t],
+            lambda p, n=n: plots.method_cascade(p, cascade["labels"], curves[n], titles[n], title, sanity_t))
     t = int(s["thumb"])
     first = {}
     for n in names:
-        trained = sa.thumbnails(maps[n][:1, 0], t).float().numpy()  # 1×t×t
-        first[n] = np.concatenate([trained, cas["methods"][n]["thumbs"][:, 0]], 0)
-    figs["sanity_maps"] = _figure(ctx, f"{base}/sanity-maps.webp", [cas["labels"], first, titles, title, items[0].title],
-                                  lambda p: plots.cascade_maps(p, cas["labels"], first, titles, title, items[0].title))
+        trained = sanity.thumbnails(maps[n][:1, 0], t).float().numpy()  # 1×t×t
+        first[n] = np.concatenate([trained, cascade["methods"][n]["thumbs"][:, 0]], 0)
+    figs["sanity_maps"] = _figure(ctx, f"{base}/sanity-maps.webp", [cascade["labels"], first, titles, title, items[0].title],
+                                  lambda p: plots.cascade_maps(p, cascade["labels"], first, titles, title, items[0].title))
     second = np.stack([cls[n]["second"]["spearman"] for n in names])
     low = np.stack([cls[n]["low"]["spearman"] for n in names])
-    C = float(s["class_threshold"])
-    figs["class"] = _figure(ctx, f"{base}/class.{ext}", [names, second, low, titles, title, low_rank, C],
-                            lambda p: plots.class_bars(p, names, second, low, titles, title, low_rank, C))
-    fcurves = {n: {k: fai["curves"][n][k] for k in fa.CURVES} for n in fai["curves"]}
+    class_t = float(s["class_threshold"])
+    figs["class"] = _figure(ctx, f"{base}/class.{ext}", [names, second, low, titles, title, low_rank, class_t],
+                            lambda p: plots.class_bars(p, names, second, low, titles, title, low_rank, class_t))
+    fcurves = {n: {k: fai["curves"][n][k] for k in faithfulness.CURVES} for n in fai["curves"]}
     figs["faithfulness"] = _figure(ctx, f"{base}/faithfulness.{ext}", [fai["fractions"], fcurves, titles, title],
                                    lambda p: plots.faithfulness_curves(p, fai["fractions"], fcurves, titles, title))
     return figs
@@ -530,7 +529,7 @@ def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_us
     common = dict(s=s, names=names, titles=titles, summaries=summaries, rows=rows, missing=missing, items=items,
                   n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND, timing=timing_all,
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
-                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, f2=f2,
+                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
                   agreement=ctx.artifact("model_agreement"))
     ctx.section(PAGE, "", ctx.render("findings/summary.md.j2", **common), order=0)
     ctx.section(PAGE, "Models: size, cost and measured accuracy", ctx.render("findings/model_table.md.j2", **common),
