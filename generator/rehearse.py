@@ -67,11 +67,11 @@ def apply_small(config: Config) -> Config:
 
 
 def prepare(config: Config, folder: Path) -> Config:
-    """Point the build at the rehearsal folder; refuse one that is the real output or cache."""
-    real = {config.resolve_path(config["out"]).resolve(), config.resolve_path(config["cache"]).resolve(),
-            (ROOT / "site_src").resolve(), ROOT.resolve()}
+    """Point the build at the rehearsal folder; refuse one inside or around the real output, cache or site."""
+    real = [config.resolve_path(config["out"]), config.resolve_path(config["cache"]), ROOT / "site_src", ROOT / "site"]
     folder = folder.resolve()
-    if folder in real or any(folder == p or p.is_relative_to(folder) for p in real if p != ROOT.resolve()):
+    if folder == ROOT.resolve() or any(folder.is_relative_to(r.resolve()) or r.resolve().is_relative_to(folder)
+                                       for r in real):
         raise ConfigError(f"rehearsal folder {folder} would overwrite the real site or cache; choose another")
     config.override(out=str(folder / "site_src" / "generated"), cache=str(folder / "cache"))
     return config

@@ -41,9 +41,10 @@ def test_rehearsal_refuses_the_real_site_and_cache(tmp_path):
     cfg = Config.load()
     with pytest.raises(ConfigError, match="would overwrite the real site or cache"):
         prepare(cfg, cfg.resolve_path("site_src"))
-    cfg = Config.load()
-    with pytest.raises(ConfigError, match="would overwrite"):
-        prepare(cfg, cfg.resolve_path(".cache"))
+    for bad in (".cache", "site_src/generated/x", "site", "."):
+        cfg = Config.load()
+        with pytest.raises(ConfigError, match="would overwrite"):
+            prepare(cfg, cfg.resolve_path(bad))
     cfg = prepare(Config.load(), tmp_path / "r")
     assert cfg["out"] == str((tmp_path / "r" / "site_src" / "generated").resolve())
     assert cfg["cache"] == str((tmp_path / "r" / "cache").resolve())
