@@ -310,7 +310,6 @@ def run(ctx) -> None:
         switchless = not any(isinstance(m, torch.nn.MaxPool2d) for m in model.net.modules())
         layer_rows = []
         for layer in layers:
-            module = model.module(layer)
             with ctx.timer.stage(f"atlas receptive fields {model.name}"):
                 rf = _receptive_field(ctx, model, layer)
             C = state.topk[layer].values.shape[0]
