@@ -22,10 +22,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-# Generator (exit 1 = some images were skipped: the site is still built, then make fails)
+# Generator exit codes: 0 ok; 1 built, with skipped photos or models without weights (the site
+# is still built, then make fails); 2 bad input/config, 3 internal error, anything else (a
+# signal): nothing built, so MkDocs must not run. The generator replaces its output folder
+# only when it finished, so the pages MkDocs reads are always one whole run's.
 build: $(STAMP)
-	@rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(ARGS) || rc=$$?; \
-	  if [ $$rc -gt 1 ]; then exit $$rc; fi; echo $$rc > .build-rc
+	@rm -f .build-rc; rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(ARGS) || rc=$$?; \
+	  case $$rc in 0|1) echo $$rc > .build-rc ;; \
+	  *) echo "generator failed (exit $$rc): the site was not built" >&2; exit $$rc ;; esac
 
 # MathJax for the formulas, served with the site (npm registry; the site still builds without it)
 $(MATHJAX):
@@ -36,6 +40,7 @@ $(MATHJAX):
 	else echo "note: could not fetch MathJax with npm: formulas will show as TeX source"; fi
 
 site: build $(MATHJAX)
+	@test -f .build-rc || { echo "no finished generator run: the site was not built" >&2; exit 2; }
 	$(BIN)/mkdocs build --strict
 	@du -sh site | sed 's/^/site size: /'
 	@rc=$$(cat .build-rc); rm -f .build-rc; exit $$rc

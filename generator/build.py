@@ -19,10 +19,10 @@ import torch
 
 from .cache import Cache
 from . import stages as stage_modules
-from .config import Config, ConfigError
-from .images import ImageItem, Skipped, load_image_set
-from .models import LoadedModel, WeightsError, get_spec, load_model
-from .site import SiteWriter
+from .config import Config, ConfigError, read_table
+from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
+from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
+from .site import OutputFolder, SiteWriter
 from .util import StageTimer, chunks
 
 log = logging.getLogger("generator")
@@ -36,9 +36,18 @@ REHEARSAL_BANNER = ("!!! danger \"Rehearsal: random weights\"\n"
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available (use --device cpu)")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"[build] device = {name!r}: must be auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"[build] device = {name!r}: CUDA is not available on this machine (use cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"[build] device = {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), numbered from 0")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"[build] device = {name!r}: MPS is not available on this machine (use cpu or auto)")
     return dev
 
 
@@ -167,7 +176,8 @@ def load_models(names: list[str], weights_dir: str | None, offline: bool, strict
                 raise
             if not random_for_missing:
                 missing[spec.name] = str(e)
-                say(f"model {spec.name}: MISSING WEIGHTS, skipped. {e}")
+                what = "CORRUPT WEIGHTS" if isinstance(e, WeightsCorrupt) else "MISSING WEIGHTS"
+                say(f"model {spec.name}: {what}, skipped. {e}")
                 continue
             m = load_model(spec, allow_random=True, device=device)
             say(f"model {spec.name}: REHEARSAL with random weights (real ones missing: {e})")
@@ -182,6 +192,24 @@ def check_config(config: Config) -> dict[str, dict]:
     for table in config.data:
         if table not in known:
             raise ConfigError(f"unknown table [{table}]; known: {', '.join(sorted(known))}")
+    model_tables = config.data.get("models", {})
+    if not isinstance(model_tables, dict):
+        raise ConfigError(f"[models] must be a table of [models.<name>] tables, got {model_tables!r}")
+    for name, table in model_tables.items():
+        read_table(table, f"models.{name}", {"layers": [], "deconv_layers": []})
+    for name in config["models"]:
+        try:
+            spec = get_spec(name)
+        except KeyError as e:
+            raise ConfigError(f"[build] models: {e.args[0]}") from None
+        except Exception as e:  # a malformed torchvision:/timm: name
+            raise ConfigError(f"[build] models: {name!r}: {e}") from None
+        for key in ("layers", "deconv_layers"):
+            for layer in config.model_section(spec.name).get(key) or []:
+                try:
+                    spec.layer(layer)
+                except (KeyError, TypeError) as e:
+                    raise ConfigError(f"[models.{spec.name}] {key}: {layer!r}: {e.args[0] if e.args else e}") from None
     return {name: mod.settings(config) for name in stage_modules.STAGES
             if hasattr(mod := stage_modules.load(name), "settings")}
 
@@ -192,39 +220,51 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
     every page; it never writes to the real output folder or cache."""
     timer = StageTimer()
     b = config.build
-    # everything that can be wrong with the configuration is found before any model work
+    # everything that can be wrong with the configuration and the inputs is found before
+    # any model work: stage order, every table, model and layer names, device, photos,
+    # the output folder
     stages = stage_modules.plan(list(b["stages"]))
     settings = check_config(config)
-    if int(b["batch_size"]) < 1:
-        raise ConfigError(f"[build] batch_size = {b['batch_size']}: must be at least 1")
     device = pick_device(b["device"])
     out = config.resolve_path(b["out"])
-    with timer.stage("load models"):
-        models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]), bool(b["strict"]),
-                                      device, say, random_for_missing=rehearsal)
     with timer.stage("load images"):
-        images, skipped, notes = load_image_set(config.resolve_path(b["images"]), limit=b.get("image_limit") or None)
+        folder = config.resolve_path(b["images"])
+        images, skipped, notes = load_image_set(folder, limit=b.get("image_limit") or None)
     for n in notes:
         say(f"note: {n}")
     for s in skipped:
         say(str(s))
-    say(f"{len(images)} images, {len(skipped)} skipped; {len(models)} models with weights, {len(missing)} missing; "
-        f"device {device}")
-    ctx = BuildContext(
-        config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
-        cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
-        batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
-    )
-    for name, mod in zip(b["stages"], stages):
-        with timer.stage(name):
-            mod.run(ctx)
-        missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
-        if missing_artifacts:
-            raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
-    with timer.stage("write pages"):
-        ctx.site.finish()
-    say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses")
+    if not images:
+        raise ConfigError(f"image folder {folder}: no usable photo (all {len(skipped)} skipped, see above)" if skipped
+                          else f"image folder {folder} holds no photos (file types used: "
+                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    output = OutputFolder(out)  # refuses a folder with files this tool did not write
+    try:
+        with timer.stage("load models"):
+            models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]),
+                                          bool(b["strict"]), device, say, random_for_missing=rehearsal)
+        say(f"{len(images)} images, {len(skipped)} skipped; {len(models)} models with weights, {len(missing)} "
+            f"missing; device {device}")
+        ctx = BuildContext(
+            config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
+            cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")),
+            site=SiteWriter(output.tmp, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
+            batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
+        )
+        for name, mod in zip(b["stages"], stages):
+            with timer.stage(name):
+                mod.run(ctx)
+            missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
+            if missing_artifacts:
+                raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
+        with timer.stage("write pages"):
+            ctx.site.finish()
+            output.commit()
+    except BaseException:
+        output.abort()  # the previous output stays as it was
+        raise
+    say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses, {ctx.cache.stored} stored")
     say("time per stage:\n" + timer.summary())
-    if skipped:
-        say(f"{len(skipped)} image(s) were skipped (see above): exit code 1")
-    return BuildResult(ctx, 1 if skipped else 0)
+    if skipped or missing:
+        say(f"{len(skipped)} image(s) skipped, {len(missing)} model(s) without weights (see above): exit code 1")
+    return BuildResult(ctx, 1 if skipped or missing else 0)

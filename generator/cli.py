@@ -6,17 +6,40 @@ Commands
   weights          say, per model, whether its weights are found and how to supply them
   models           list the registry and each model's layer catalogue
   train-generator  train the DeePSim-style image generator used by DGN-AM / PPGN
+
+Exit codes
+  0  built, nothing skipped
+  1  built, but some photos were skipped or some models had no (or corrupt) weights
+  2  bad input or configuration (one line says which file or key, the value and what is
+     allowed); nothing was built and the output folder is as it was
+  3  internal error (a bug: run again with --debug for the traceback); nothing was built
+  130 interrupted (Ctrl-C); finished results stay in the cache
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
 # The commands import the package's modules inside their functions on purpose: they load torch,
 # which takes seconds, and `--help` or a bad flag should answer at once.
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is too small: must be at least {lo}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def _add_build_options(p) -> None:
@@ -26,9 +49,9 @@ def _add_build_options(p) -> None:
     p.add_argument("--images", help="image folder (with an optional images.toml manifest)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything (the cache is not read or written)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when available)")
-    p.add_argument("--batch-size", type=int, help="images per batch (default 16)")
+    p.add_argument("--batch-size", type=_int_at_least(1), help="images per batch (default 16)")
     p.add_argument("--stages", help="comma-separated stages to run (default from the config)")
-    p.add_argument("--image-limit", type=int, help="use only the first N images (0 = all)")
+    p.add_argument("--image-limit", type=_int_at_least(0), help="use only the first N images (0 = all)")
     p.add_argument("--weights-dir", help="folder with weight files (also $CNNVIS_WEIGHTS_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never try to download weights")
 
@@ -78,7 +101,7 @@ def cmd_build(args) -> int:
     cfg = _config_from_args(args)
     try:
         result = run_build(cfg, say=_say)
-    except WeightsError as e:
+    except WeightsError as e:  # --strict and a model without weights
         _say(f"error: {e}")
         return 2
     return result.exit_code
@@ -132,14 +155,22 @@ def cmd_train_generator(args, rest: Sequence[str]) -> int:
     return int(train_generator_main(list(rest)) or 0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m generator",
         description="What does a deep CNN learn? Precompute CNN visualisations and write the site's pages.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 2)[2],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command")
     _build_parser(sub)
     w = sub.add_parser("weights", help="check which models' weights are available")
@@ -158,24 +189,40 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the command line
+    if "train-generator" not in argv:
+        argv = [a for a in argv if a != "--debug"]
     parser = make_parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.command is None:
         args = parser.parse_args(["build", *argv])
         rest = []
+    args.debug = debug
     if getattr(args, "passthrough", None):
         return args.passthrough(args, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    from .config import ConfigError  # no torch
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _say("interrupted: finished results are kept in the cache; run the same command again to resume")
         return 130
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except ConfigError as e:  # bad input or configuration: one line, nothing built
+        if args.debug:
+            traceback.print_exc()
         _say(f"error: {e}")
         return 2
+    except Exception as e:  # a bug: one line (the traceback with --debug)
+        if args.debug:
+            traceback.print_exc()
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        msg = " ".join(str(e).split())
+        _say(f"internal error: {e.__class__.__name__}{at}: {msg} (run again with --debug for the traceback)")
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

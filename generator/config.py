@@ -10,6 +10,7 @@ what is allowed). A model can have its own table ``[models.<name>]``
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -88,12 +89,33 @@ def read_table(data: Mapping[str, Any], table: str, defaults: Mapping[str, Any],
     return out
 
 
+DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def check_build(table: dict[str, Any]) -> dict[str, Any]:
+    """Value ranges of ``[build]`` (types are checked by :func:`read_table`)."""
+    if table["batch_size"] < 1:
+        raise ConfigError(f"[build] batch_size = {table['batch_size']!r}: must be at least 1")
+    if table["image_limit"] < 0:
+        raise ConfigError(f"[build] image_limit = {table['image_limit']!r}: must be 0 (all) or a positive integer")
+    if not DEVICE_RE.fullmatch(table["device"]):
+        raise ConfigError(f"[build] device = {table['device']!r}: must be auto, cpu, cuda, cuda:N or mps")
+    for key in ("models", "stages"):
+        bad = [v for v in table[key] if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ConfigError(f"[build] {key}: {bad[0]!r} is not a name; must be a list of names")
+    for key in ("images", "out", "cache"):
+        if not table[key].strip():
+            raise ConfigError(f"[build] {key} = {table[key]!r}: must be a folder path")
+    return table
+
+
 class Config:
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
-        self.data["build"] = read_table(data.get("build", {}), "build", BUILD_DEFAULTS,
-                                        types={"weights_dir": (str, type(None))})
+        self.data["build"] = check_build(read_table(data.get("build", {}), "build", BUILD_DEFAULTS,
+                                                    types={"weights_dir": (str, type(None))}))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
@@ -104,8 +126,10 @@ class Config:
             return cls({}, None)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p}: invalid TOML ({e})") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from None
         return cls(data, p)
 
     @property
@@ -128,8 +152,8 @@ class Config:
     def override(self, **kw: Any) -> "Config":
         """Apply CLI overrides (None means 'not given'), checked like the file's values."""
         given = {k: v for k, v in kw.items() if v is not None}
-        self.data["build"] = read_table({**self.build, **given}, "build", BUILD_DEFAULTS,
-                                        types={"weights_dir": (str, type(None))})
+        self.data["build"] = check_build(read_table({**self.build, **given}, "build", BUILD_DEFAULTS,
+                                                    types={"weights_dir": (str, type(None))}))
         return self
 
     def resolve_path(self, value: str | Path) -> Path:

@@ -526,8 +526,9 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
-        raise WeightsCorrupt(f"corrupt weights file {path}: {first}") from None
+        first = " ".join(str(e).split()) or e.__class__.__name__
+        raise WeightsCorrupt(f"corrupt weights file {path} (cannot be read as a PyTorch state dict: {first}); "
+                             f"delete it and supply the file again") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -69,11 +69,18 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically (SVG or PNG by suffix) and close it."""
+    """Save a matplotlib figure atomically (SVG or PNG by suffix) and close it.
+
+    Byte-deterministic: fixed SVG element ids (``svg.hashsalt``) and no date or software
+    stamp, so an identical rebuild writes identical files."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    meta = {"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else {}
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight", dpi=110)
+    with matplotlib.rc_context({"svg.hashsalt": "cnnvis"}):
+        fig.savefig(buf, format=fmt, bbox_inches="tight", dpi=110, metadata=meta)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 

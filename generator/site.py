@@ -11,13 +11,20 @@ generated snippet ``generated/_snippets/home.md``.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
 import posixpath
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from .util import md_code, md_escape, write_if_changed
+from .config import ConfigError
+from .util import atomic_write_text, md_code, md_escape, write_if_changed
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -165,10 +172,144 @@ class SiteWriter:
         return out
 
     def _remove_stale(self, keep: set[Path]) -> None:
-        """Delete generated .md files that this run did not write (e.g. a removed image)."""
+        """Delete generated .md files that this run did not write (e.g. a removed image),
+        among the files this tool wrote (its output manifest) only."""
         if not self.out.is_dir():
             return
+        owned = {self.out / rel for rel in owned_files(self.out) or ()}
         for p in self.out.rglob("*.md"):
-            if p not in keep and "figures" not in p.relative_to(self.out).parts:
+            if p in owned and p not in keep and "figures" not in p.relative_to(self.out).parts:
                 p.unlink()
+
+
+# ---------------------------------------------------------------------------------
+# The output folder: only ever the tool's own, replaced as a whole at the end of a build.
+
+OUTPUT_MANIFEST = ".cnnvis-output.json"
+_TOOL = "cnnvis-generator"
+#: what an output folder written before the manifest existed can hold
+_LEGACY_SUFFIXES = {".md", ".webp", ".png", ".jpg", ".svg", ".json"}
+
+
+def _all_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def owned_files(folder: Path) -> list[str] | None:
+    """The files (relative paths) the tool wrote in ``folder``, from its output manifest;
+    None when ``folder`` has no manifest."""
+    try:
+        data = json.loads((folder / OUTPUT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("tool") != _TOOL or not isinstance(data.get("files"), list):
+        return None
+    return [f for f in data["files"] if isinstance(f, str)]
+
+
+def check_output_folder(out: Path) -> list[str]:
+    """Raise ConfigError unless ``out`` is absent, empty, or holds only files this tool
+    wrote there (its manifest lists them; an output of a version before the manifest is
+    recognised by its ``_snippets/home.md`` and its file types). Returns those files."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return []
+    if out.is_symlink() or not out.is_dir():
+        raise ConfigError(f"output folder {out} is {'a link' if out.is_symlink() else 'a file'}; "
+                          f"give a new or empty folder, or one an earlier build wrote")
+    present = _all_files(out)
+    if not present:
+        return []
+    owned = owned_files(out)
+    if owned is None:
+        legacy = (out / "_snippets" / "home.md").is_file() and all(
+            Path(f).suffix.lower() in _LEGACY_SUFFIXES and not (out / f).is_symlink() for f in present)
+        if legacy:
+            return present
+        raise ConfigError(f"output folder {out} holds files this tool did not write (e.g. {present[0]}); give a "
+                          f"new or empty folder (the build replaces the whole folder)")
+    foreign = sorted(set(present) - set(owned) - {OUTPUT_MANIFEST})
+    if foreign:
+        raise ConfigError(f"output folder {out} holds files this tool did not write (e.g. {foreign[0]}); move them "
+                          f"away or give another folder (the build replaces the whole folder)")
+    return present
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputFolder:
+    """A build writes into a fresh sibling ``.<name>.partial-<pid>`` of the output folder;
+    :meth:`commit` swaps it in with one rename when the build finished, :meth:`abort`
+    removes it. An interrupted build leaves the previous output untouched; its partial
+    folder is removed by the next build. Every figure is therefore drawn from this run's
+    photos: nothing of an earlier run is carried over."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.previous = check_output_folder(self.out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_partials()
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+
+    def _clean_stale_partials(self) -> None:
+        for p in self.out.parent.glob(f".{self.out.name}.*-*"):
+            kind, _, pid = p.name.rpartition("-")
+            if kind.endswith((".partial", ".old")) and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Record the files written, then put the new folder in place of the old one."""
+        files = _all_files(self.tmp)
+        atomic_write_text(self.tmp / OUTPUT_MANIFEST, json.dumps({"tool": _TOOL, "files": files}, indent=0) + "\n")
+        if not self.out.exists():
+            os.rename(self.tmp, self.out)
+            return
+        check_output_folder(self.out)  # still ours (nobody added files while we built)?
+        if _exchange(self.tmp, self.out):  # atomic: the old folder is now at self.tmp
+            old = self.tmp
+        else:
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.rename(self.out, old)
+            os.rename(self.tmp, self.out)
+        _remove_owned(old)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _remove_owned(folder: Path) -> None:
+    """Delete the files the tool wrote in ``folder``, then its empty subfolders and itself."""
+    owned = owned_files(folder)
+    files = check_output_folder(folder) if owned is None else [*owned, OUTPUT_MANIFEST]
+    for rel in files:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (folder / rel).unlink()
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
