@@ -102,7 +102,7 @@ class BuildContext:
     def store_logits(self, model: LoadedModel, items: list[ImageItem], logits: torch.Tensor) -> None:
         """Let a stage that ran the model anyway record the logits (no second forward pass)."""
         for it, row in zip(items, logits):
-            self.cache.put(self._logits_key(model, it), row.detach().float().cpu().clone())
+            self.cache.put_if_absent(self._logits_key(model, it), row.detach().float().cpu().clone())
 
     def targets(self, model: LoadedModel) -> torch.Tensor:
         """Class to explain per image: the manifest's class when known, else the top-1 prediction."""

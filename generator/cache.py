@@ -98,6 +98,15 @@ class Cache:
             for fd in reversed(fds):
                 os.close(fd)  # closing releases the lock
 
+    def put_if_absent(self, key: dict, obj: Any) -> bool:
+        """Store a result computed on the side (no lookup first) unless the cache holds it
+        already; returns whether it stored."""
+        with self.lock([key]):
+            if not self.enabled or self._read(key) is not None:
+                return False
+            self.put(key, obj)
+            return True
+
     def get_or_compute(self, key: dict, fn: Callable[[], Any]) -> Any:
         obj = self.get(key)
         if obj is None:

@@ -60,7 +60,10 @@ def _build_parser(sub) -> None:
     p = sub.add_parser("build", help="compute galleries and write the generated Markdown (default)",
                        description="Compute every configured stage for every model and image and write "
                                    "Markdown + figures under the output folder. Run `mkdocs build` afterwards "
-                                   "(make site does both).")
+                                   "(make site does both). The output folder is replaced only when the build "
+                                   "finished; it must be new, empty or written by an earlier build.",
+                       epilog="Exit codes" + __doc__.split("Exit codes", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_build_options(p)
     p.add_argument("--out", help="output folder for generated Markdown and figures (default site_src/generated)")
     p.add_argument("--cache", help="results cache folder (default .cache/results)")
@@ -193,11 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "train-generator" not in argv:
         argv = [a for a in argv if a != "--debug"]
     parser = make_parser()
-    args, rest = parser.parse_known_args(argv)
+    try:  # a usage error is one line and exit 2 (--help exits 0)
+        args, rest = parser.parse_known_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["build", *argv])
+            rest = []
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if args.command is None:
-        args = parser.parse_args(["build", *argv])
-        rest = []
     args.debug = debug
     if getattr(args, "passthrough", None):
         return args.passthrough(args, rest)

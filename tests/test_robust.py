@@ -57,7 +57,8 @@ def _one(folder: Path, entry: str):
 ])
 def test_bad_manifest_entry_is_skipped_with_one_line(tmp_path, entry, expected):
     items, skipped, _ = _one(tmp_path, entry)
-    assert items == [] and len(skipped) == 1
+    assert len(skipped) == 1
+    assert [(i.imagenet_index, i.imagenet_label) for i in items] in ([], [(None, None)])  # a.png unlisted if file = 3
     line = str(skipped[0])
     assert "\n" not in line and expected in line and "images.toml [[image]] #1" in line
 
@@ -294,26 +295,86 @@ def test_sigkill_at_several_points_then_resume_is_byte_identical(tmp_path, two_i
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out, cache = tmp_path / "out", tmp_path / "cache"
-    # kill points: as soon as the first cache entry exists, then as soon as the new output is
-    # being written (a previous output from the first resume is in place by then)
-    points = [lambda: any(cache.glob("??/*.pt")),
-              lambda: any(tmp_path.glob(".out.partial-*/figures"))]
-    for i, ready in enumerate([points[0], None, points[1]]):
-        p = subprocess.Popen(_build_cmd(out, cache, two_images), cwd=ROOT, env=_env(),
-                             stderr=subprocess.DEVNULL)
-        if ready is None:
-            assert p.wait(timeout=300) == 0
-            continue
+    # kill points: as soon as the first cache entry exists (models and photos being worked
+    # on), then as soon as figures of the new output are being written
+    for ready in (lambda: any(cache.glob("??/*.pt")), lambda: any(tmp_path.glob(".out.partial-*/figures"))):
+        p = subprocess.Popen(_build_cmd(out, cache, two_images), cwd=ROOT, env=_env(), stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
         while p.poll() is None and not ready() and time.monotonic() - t0 < 300:
             time.sleep(0.02)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        if i == 2:
-            assert _tree(out) == _tree(clean / "out")  # the earlier whole output, untouched
+        assert not out.exists()  # replaced whole or not at all: nothing half-written is published
     r = subprocess.run(_build_cmd(out, cache, two_images), cwd=ROOT, env=_env(), capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert _tree(out) == _tree(clean / "out")
+    assert _tree(out) == _tree(clean / "out")  # figures (colorbar.svg included) byte for byte
     assert not list(tmp_path.glob(".out.*"))  # partial folders of killed runs are cleaned up
     assert not list(cache.rglob("*.tmp"))
+
+
+# --- property: random manifests and config values → one line and exit 2, or a build ------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_scalar = st.one_of(st.integers(-2000, 2000), st.floats(allow_nan=False, allow_infinity=False, width=32),
+                    st.booleans(), st.text(st.characters(codec="ascii", exclude_categories=["Cc"]), max_size=8),
+                    st.sampled_from(["a.png", "b.png", "../a.png", "/etc/passwd", "sub", "x.svg", "a.png/",
+                                     "missing.jpg", "", "tabby", "tiger shark"]))
+_value = st.one_of(_scalar, st.lists(_scalar, max_size=3), st.dictionaries(st.sampled_from(["file", "x"]), _scalar,
+                                                                           max_size=2))
+_entry = st.dictionaries(st.sampled_from(["file", "imagenet_index", "imagenet_label", "title", "sha256", "bogus"]),
+                         _value, max_size=4)
+_build = st.dictionaries(st.sampled_from(["batch_size", "image_limit", "device", "stages", "strict", "bogus"]),
+                         _value, max_size=2)
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.lists(_entry, max_size=4), image_table=st.booleans(), build=_build)
+def test_random_manifest_and_config_is_one_line_exit_2_or_a_build(tmp_path_factory, capsys, entries, image_table,
+                                                                 build):
+    import generator.build as b
+
+    base = tmp_path_factory.mktemp("prop")
+    imgs = base / "imgs"
+    imgs.mkdir()
+    _png(imgs / "a.png", 1)
+    _png(imgs / "b.png", 2)
+    (imgs / "sub").mkdir()
+    if image_table and entries:
+        text = "[image]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in entries[0].items())
+    else:
+        text = "".join("[[image]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in e.items()) for e in entries)
+    _manifest(imgs, text)
+    (base / "c.toml").write_text("[build]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in build.items()))
+    before = {p: p.stat().st_mtime_ns for p in base.rglob("*")}
+    real = b.load_models
+    b.load_models = lambda *a, **k: ([], {})  # validation, photos and pages; no model work
+    try:
+        rc = main(["build", "--config", str(base / "c.toml"), "--images", str(imgs), "--out", str(base / "out"),
+                   "--cache", str(base / "cache"), "--stages", "overview", "--device", "cpu"])
+    finally:
+        b.load_models = real
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in err)
+    if rc == 2:
+        assert len(err) == 1 and "error" in err[0], err
+        assert not (base / "out").exists()
+    else:
+        assert rc in (0, 1), err
+        assert (base / "out" / OUTPUT_MANIFEST).is_file()
+    after = {p: p.stat().st_mtime_ns for p in base.rglob("*") if not p.is_relative_to(base / "out")
+             and not p.is_relative_to(base / "cache")}
+    assert after == {p: t for p, t in before.items() if p in after} and set(after) <= set(before)

@@ -13,14 +13,14 @@ def _layer_shapes(ctx, spec, net_body=None) -> dict:
     catalogued layers, from one blank forward pass (cached)."""
     key = {"what": "layer-shapes", "model": spec.name, "arch": spec.arch, "input": spec.input_size,
            "layers": [(l.name, l.path) for l in spec.layers]}
-    shapes = ctx.cache.get(key)
-    if shapes is None:
+
+    def compute() -> dict:
         body = net_body if net_body is not None else build_architecture(spec).eval()
         modules = {layer.name: body.get_submodule(layer.path) for layer in spec.layers}
         shapes = {name: list(shape) for name, shape in output_shapes(body, modules, spec.input_size).items()}
-        params = sum(p.numel() for p in body.parameters())
-        shapes = ctx.cache.put(key, {"shapes": shapes, "params": params})
-    return shapes
+        return {"shapes": shapes, "params": sum(p.numel() for p in body.parameters())}
+
+    return ctx.cache.get_or_compute(key, compute)
 
 
 def run(ctx) -> None:
