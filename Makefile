@@ -55,7 +55,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python bench/bench_methods.py $(ARGS)
 
 clean:
-	rm -rf site site_src/generated site_src/assets/mathjax .cache .build-rc .pytest_cache .rehearsal
+	rm -rf site site_src/generated site_src/.generated.* site_src/assets/mathjax .cache .build-rc .pytest_cache .rehearsal
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 # The whole default build with random weights where real ones are missing: its own site in
