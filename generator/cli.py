@@ -201,14 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args = parser.parse_args(["build", *argv])
             rest = []
+        if rest and not getattr(args, "passthrough", None):
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     args.debug = debug
     if getattr(args, "passthrough", None):
         return args.passthrough(args, rest)
-    if rest:
-        parser.error(f"unrecognised arguments: {' '.join(rest)}")
     from .config import ConfigError  # no torch
 
     try:
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:  # bad input or configuration: one line, nothing built
         if args.debug:
             traceback.print_exc()
-        _say(f"error: {e}")
+        _say("error: " + " ".join(str(e).split()))
         return 2
     except Exception as e:  # a bug: one line (the traceback with --debug)
         if args.debug:
