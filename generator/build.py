@@ -20,6 +20,7 @@ import torch
 from .cache import Cache
 from . import stages as stage_modules
 from .config import Config, ConfigError
+from .executor import EXECUTORS, LocalExecutor, make_executor
 from .images import ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsError, get_spec, load_model
 from .site import SiteWriter
@@ -57,6 +58,7 @@ class BuildContext:
     timer: StageTimer
     out: Path
     settings: dict[str, dict] = field(default_factory=dict)
+    executor: Any = field(default_factory=LocalExecutor)  # generator.executor: where chunks of model work run
     artifacts: dict[str, Any] = field(default_factory=dict)
     _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -197,6 +199,8 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
     settings = check_config(config)
     if int(b["batch_size"]) < 1:
         raise ConfigError(f"[build] batch_size = {b['batch_size']}: must be at least 1")
+    if b["executor"] not in EXECUTORS:
+        raise ConfigError(f"[build] executor = {b['executor']!r}; allowed: {', '.join(EXECUTORS)}")
     device = pick_device(b["device"])
     out = config.resolve_path(b["out"])
     with timer.stage("load models"):
@@ -215,12 +219,16 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
         cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
         batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
     )
-    for name, mod in zip(b["stages"], stages):
-        with timer.stage(name):
-            mod.run(ctx)
-        missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
-        if missing_artifacts:
-            raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
+    ctx.executor = make_executor(b["executor"], b["ray_address"], say)
+    try:
+        for name, mod in zip(b["stages"], stages):
+            with timer.stage(name):
+                mod.run(ctx)
+            missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
+            if missing_artifacts:
+                raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
+    finally:
+        ctx.executor.close()
     with timer.stage("write pages"):
         ctx.site.finish()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses")

@@ -73,7 +73,11 @@ def save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight", dpi=110)
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    # no timestamp and fixed element ids: the same figure gives the same bytes in every build
+    with plt.rc_context({"svg.hashsalt": "cnnvis"}):
+        fig.savefig(buf, format=fmt, bbox_inches="tight", dpi=110,
+                    metadata={"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else {})
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
