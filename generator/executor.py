@@ -162,6 +162,11 @@ class RayExecutor(LocalExecutor):
             self.ray.shutdown()
 
 
+def distributed(ctx) -> bool:
+    """Whether ``ctx`` (a build context) fans chunks out (contexts without an executor: no)."""
+    return bool(getattr(getattr(ctx, "executor", None), "distributed", False))
+
+
 def make_executor(name: str, address: str = "", say: Callable[[str], None] = print):
     if name == "local":
         return LocalExecutor()

@@ -49,7 +49,7 @@ import torch
 
 from .. import image_folder
 from ..config import ConfigError
-from ..executor import chunk_size, split
+from ..executor import chunk_size, distributed, split
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
@@ -154,7 +154,7 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
     done = ctx.cache.get(key)
     if done is not None:
         return unit_stats.AtlasState.from_dict(done)
-    if ctx.executor.distributed:  # chunks of photos as tasks (generator/executor.py), merged in order
+    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), merged in order
         state = _stream_distributed(ctx, model, listing, indices, layers, cfg, key)
         ctx.cache.put(key, state.to_dict())
         return state

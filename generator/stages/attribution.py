@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..executor import chunk_size
+from ..executor import chunk_size, distributed
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
@@ -123,7 +123,7 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
             bar.close()
         return out
 
-    if ctx.executor.distributed:  # chunks of photos as tasks (generator/executor.py), results via the cache
+    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), results via the cache
         return ctx.executor.cached(
             ctx.cache, keys, chunk_size(ctx.executor, len(keys), ctx.batch_size),
             lambda idx: (model, name, ctx.stage_settings("attribution")["params"][name], method.batch_size, ctx.batch_size,
