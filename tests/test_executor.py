@@ -48,6 +48,34 @@ def test_merged_chunk_states_equal_one_stream():
     assert (merged.done, merged.hist["l"].n) == (n, n)
 
 
+def test_local_executor_computes_only_the_misses_in_chunks_and_caches_them(tmp_path):
+    from generator.cache import Cache
+    from generator.executor import LocalExecutor
+
+    cache = Cache(tmp_path)
+    keys = [{"what": "square", "i": i} for i in range(7)]
+    cache.put(keys[2], torch.tensor(4))
+    calls = []
+
+    def args_of(idx):
+        calls.append(list(idx))
+        return (idx,)
+
+    got = LocalExecutor().cached(cache, keys, 2, args_of, lambda idx: [torch.tensor(i * i) for i in idx])
+    assert [int(v) for v in got] == [i * i for i in range(7)]
+    assert calls == [[0, 1], [3, 4], [5, 6]]
+    assert all(cache.path(k).is_file() for k in keys)
+
+
+def test_an_unknown_executor_is_a_config_error(tmp_path):
+    from generator.config import ConfigError
+
+    cfg = Config.load()
+    cfg.override(executor="spark", out=str(tmp_path / "out"), cache=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="executor"):
+        run_build(cfg, say=lambda m: None)
+
+
 # ---------------------------------------------------------------------------------
 # builds (slow: a local Ray cluster)
 

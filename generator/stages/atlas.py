@@ -155,9 +155,7 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
     if done is not None:
         return unit_stats.AtlasState.from_dict(done)
     if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), merged in order
-        state = _stream_distributed(ctx, model, listing, indices, layers, cfg, key)
-        ctx.cache.put(key, state.to_dict())
-        return state
+        return _stream_distributed(ctx, model, listing, indices, layers, cfg, key)
     partial_key = {**key, "partial": True}
     part = ctx.cache.get(partial_key)
     modules = {n: model.module(n) for n in layers}
@@ -204,7 +202,11 @@ def _stream_distributed(ctx, model, listing, indices: list[int], layers: list[st
     sub = {k: cfg[k] for k in ("top_k", "hist_bins", "batch_size", "channels_last")}
     got = ctx.executor.cached(ctx.cache, keys, 1, lambda idx: (model, listing, parts[idx[0]], layers, channels, sub),
                               _stream_chunk, what=f"atlas {model.name}")
-    return unit_stats.merge_states([unit_stats.AtlasState.from_dict(d) for d in got])
+    state = unit_stats.merge_states([unit_stats.AtlasState.from_dict(d) for d in got])
+    ctx.cache.put(key, state.to_dict())
+    for k in keys:  # the merged state replaces the chunks' (as the finished stream replaces its checkpoint)
+        ctx.cache.path(k).unlink(missing_ok=True)
+    return state
 
 
 def _stream_chunk(model, listing, part: list[int], layers: list[str], channels: dict, cfg: dict) -> list[dict]:
