@@ -4,7 +4,8 @@ The package reads top-down in the order data flows (each layer imports only from
 
 1. inputs       ``config`` (TOML tables checked against defaults), ``models`` (registry, weights),
                 ``images`` (validated photo set), ``image_folder`` (any photo folder, streamed for
-                the atlas), ``cache`` (content-addressed results), ``util``.
+                the atlas), ``cache`` (content-addressed results), ``executor`` (chunks of model
+                work here or as Ray tasks, results through the cache), ``util``.
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
                 deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``),
                 ``objectives`` (what activation maximisation maximises) and ``deepsim/`` (the image

@@ -23,6 +23,7 @@ from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
 from .site import OutputFolder, SiteWriter
+from .executor import EXECUTORS, LocalExecutor, make_executor
 from .util import StageTimer, chunks
 
 log = logging.getLogger("generator")
@@ -66,6 +67,7 @@ class BuildContext:
     timer: StageTimer
     out: Path
     settings: dict[str, dict] = field(default_factory=dict)
+    executor: Any = field(default_factory=LocalExecutor)  # generator.executor: where chunks of model work run
     artifacts: dict[str, Any] = field(default_factory=dict)
     _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -225,6 +227,8 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
     # the output folder
     stages = stage_modules.plan(list(b["stages"]))
     settings = check_config(config)
+    if b["executor"] not in EXECUTORS:
+        raise ConfigError(f"[build] executor = {b['executor']!r}; allowed: {', '.join(EXECUTORS)}")
     device = pick_device(b["device"])
     out = config.resolve_path(b["out"])
     with timer.stage("load images"):
@@ -239,6 +243,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
                           else f"image folder {folder} holds no photos (file types used: "
                                f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     output = OutputFolder(out)  # refuses a folder with files this tool did not write
+    ctx = None
     try:
         with timer.stage("load models"):
             models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]),
@@ -251,6 +256,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             site=SiteWriter(output.tmp, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
             batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
         )
+        ctx.executor = make_executor(b["executor"], b["ray_address"], say)
         for name, mod in zip(b["stages"], stages):
             with timer.stage(name):
                 mod.run(ctx)
@@ -263,6 +269,9 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
     except BaseException:
         output.abort()  # the previous output stays as it was
         raise
+    finally:
+        if ctx is not None:
+            ctx.executor.close()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses, {ctx.cache.stored} stored")
     say("time per stage:\n" + timer.summary())
     if skipped or missing:

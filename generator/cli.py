@@ -54,6 +54,10 @@ def _add_build_options(p) -> None:
     p.add_argument("--image-limit", type=_int_at_least(0), help="use only the first N images (0 = all)")
     p.add_argument("--weights-dir", help="folder with weight files (also $CNNVIS_WEIGHTS_DIR)")
     p.add_argument("--offline", action="store_true", default=None, help="never try to download weights")
+    p.add_argument("--executor", choices=("local", "ray"), help="where the heavy model work runs: here (local, "
+                   "the default) or as Ray tasks of (model, chunk of photos)")
+    p.add_argument("--ray-address", help="with --executor ray: address of an existing Ray cluster "
+                                         "(default: start a local one)")
 
 
 def _build_parser(sub) -> None:
@@ -93,7 +97,8 @@ def _config_from_args(args):
                  cache=getattr(args, "cache", None), device=args.device, batch_size=args.batch_size,
                  stages=split(args.stages), image_limit=args.image_limit, weights_dir=args.weights_dir,
                  offline=args.offline, strict=getattr(args, "strict", None),
-                 no_cache=True if args.no_cache else None)
+                 no_cache=True if args.no_cache else None, executor=args.executor,
+                 ray_address=args.ray_address)
     return cfg
 
 

@@ -31,6 +31,8 @@ BUILD_DEFAULTS: dict[str, Any] = {
     "stages": ["overview", "activity"],
     "image_limit": 0,
     "no_cache": False,
+    "executor": "local",    # or "ray": the heavy stages' model work as Ray tasks (generator/executor.py)
+    "ray_address": "",      # an existing Ray cluster ("" = start a local one)
 }
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +178,51 @@ class AtlasState:
         return cls({n: RunningTopK.from_dict(t) for n, t in d["topk"].items()},
                    {n: MaxHistogram.from_dict(h) for n, h in d["hist"].items()},
                    d["pred"], int(d["done"]), [int(i) for i in d["failed"]])
+
+
+def merge_states(states: Sequence[AtlasState]) -> AtlasState:
+    """One state from the states of consecutive chunks of the selection, in order: the
+    same top-k (ties keep the earlier image), histogram counts, predictions and failures
+    as one stream over all of them (sums up to float64 rounding)."""
+    first = states[0]
+    out = AtlasState({n: RunningTopK.from_dict(t.to_dict()) for n, t in first.topk.items()},
+                     {n: MaxHistogram.from_dict({**h.to_dict(), "counts": h.counts.clone(), "sum": h.sum.clone(),
+                                                 "active": h.active.clone()}) for n, h in first.hist.items()},
+                     first.pred.clone(), first.done, list(first.failed))
+    for st in states[1:]:
+        for n, t in st.topk.items():
+            _merge_topk(out.topk[n], t)
+        for n, h in st.hist.items():
+            _merge_hist(out.hist[n], h)
+        out.pred = torch.where(st.pred >= 0, st.pred, out.pred)
+        out.done += st.done
+        out.failed.extend(st.failed)
+    return out
+
+
+def _merge_topk(a: RunningTopK, b: RunningTopK) -> None:
+    """Keep in ``a`` the top-k of both, ``a``'s entries first among equal values (the earlier images)."""
+    cand_v, cand_i, cand_p = torch.cat([a.values, b.values], 1), torch.cat([a.index, b.index], 1), \
+        torch.cat([a.pos, b.pos], 1)
+    order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, : a.k]
+    a.values, a.index = cand_v.gather(1, order), cand_i.gather(1, order)
+    a.pos = cand_p.gather(1, order[..., None].expand(-1, -1, 2))
+
+
+def _merge_hist(a: MaxHistogram, b: MaxHistogram) -> None:
+    """Add ``b`` into ``a``: both re-binned to the wider bins (power-of-two widths nest, so the
+    counts are those one stream over both would have)."""
+    exp = torch.maximum(a.exp, b.exp)
+    p = torch.arange(-a.n_neg, a.n_pos).view(1, -1).expand_as(a.counts)
+    counts = torch.zeros_like(a.counts)
+    for h in (a, b):
+        d = (exp - h.exp).clamp(max=62)
+        p_new = torch.bitwise_right_shift(p, d.view(-1, 1))
+        counts.scatter_add_(1, (p_new + a.n_neg).clamp(0, a.counts.shape[1] - 1), h.counts)
+    a.counts, a.exp = counts, exp
+    a.n += b.n
+    a.sum = a.sum + b.sum
+    a.active = a.active + b.active
 
 
 def layer_channels(net: nn.Module, modules: dict[str, nn.Module], input_size: int) -> dict[str, int]:

@@ -49,6 +49,7 @@ import torch
 
 from .. import image_folder
 from ..config import ConfigError
+from ..executor import chunk_size, distributed, split
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
@@ -153,6 +154,8 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
     done = ctx.cache.get(key)
     if done is not None:
         return unit_stats.AtlasState.from_dict(done)
+    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), merged in order
+        return _stream_distributed(ctx, model, listing, indices, layers, cfg, key)
     partial_key = {**key, "partial": True}
     part = ctx.cache.get(partial_key)
     modules = {n: model.module(n) for n in layers}
@@ -187,6 +190,34 @@ def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int],
     if p.exists():
         p.unlink()
     return state
+
+
+def _stream_distributed(ctx, model, listing, indices: list[int], layers: list[str], cfg: dict,
+                        key: dict) -> unit_stats.AtlasState:
+    """:func:`_stream` as executor tasks over consecutive chunks of ``indices`` (each chunk's
+    state cached: a rerun or a lost worker repeats only missing chunks), merged in order."""
+    parts = split(indices, chunk_size(ctx.executor, len(indices), cfg["batch_size"]))
+    channels = unit_stats.layer_channels(model.net, {n: model.module(n) for n in layers}, model.spec.input_size)
+    keys = [{**key, "chunk": stable_hash(p)} for p in parts]
+    sub = {k: cfg[k] for k in ("top_k", "hist_bins", "batch_size", "channels_last")}
+    got = ctx.executor.cached(ctx.cache, keys, 1, lambda idx: (model, listing, parts[idx[0]], layers, channels, sub),
+                              _stream_chunk, what=f"atlas {model.name}")
+    state = unit_stats.merge_states([unit_stats.AtlasState.from_dict(d) for d in got])
+    ctx.cache.put(key, state.to_dict())
+    for k in keys:  # the merged state replaces the chunks' (as the finished stream replaces its checkpoint)
+        ctx.cache.path(k).unlink(missing_ok=True)
+    return state
+
+
+def _stream_chunk(model, listing, part: list[int], layers: list[str], channels: dict, cfg: dict) -> list[dict]:
+    """One executor task: the stream state of the photos ``part`` (batched as a local run)."""
+    state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                        (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+    fast = cfg["channels_last"] and model.device.type == "cpu"
+    net, mods = unit_stats.streaming_copy(model.net, {n: model.module(n) for n in layers}, fast)
+    batches = image_folder.iterate_batches(listing, part, model.spec.preprocess, cfg["batch_size"], 0)
+    unit_stats.stream_topk(net, mods, batches, state, channels_last=fast)
+    return [state.to_dict()]
 
 
 def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState,

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..executor import chunk_size, distributed
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
@@ -116,26 +117,47 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
             for s in range(0, len(idx), ctx.batch_size):
                 part = idx[s : s + ctx.batch_size]
                 x = ctx.batch(model, [ctx.images[i] for i in part])
-                t = targets[part].to(x.device)
-                a = method.attribute(x, t)
-                heat = method.heatmap(a).float()
-                rgb = to_uint8(signed_to_rgb(a)).cpu() if method.signed_view else None
-                extra = {}
-                if method.self_check is not None:
-                    extra = {k: v.float().cpu() for k, v in method.check(x, t, a).items()}
-                for j in range(len(part)):
-                    r = {"heatmap": heat[j].cpu().to(torch.bfloat16).clone(), "target": int(t[j])}
-                    if rgb is not None:
-                        r["rgb"] = rgb[j].clone()
-                    for k, v in extra.items():
-                        r[k] = float(v[j])
-                    out.append(r)
+                out.extend(_map_batch(method, x, targets[part].to(x.device)))
                 bar.update(len(part))
         finally:
             bar.close()
         return out
 
+    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), results via the cache
+        return ctx.executor.cached(
+            ctx.cache, keys, chunk_size(ctx.executor, len(keys), ctx.batch_size),
+            lambda idx: (model, name, ctx.stage_settings("attribution")["params"][name], method.batch_size, ctx.batch_size,
+                         ctx.batch(model, [ctx.images[i] for i in idx]).cpu(), targets[idx]),
+            _maps_chunk, what=f"{name} {model.name}")
     return ctx.cache.batched(keys, compute)
+
+
+def _map_batch(method: AttributionMethod, x: torch.Tensor, t: torch.Tensor) -> list[dict]:
+    """The cached results of one batch (see :func:`_maps`)."""
+    a = method.attribute(x, t)
+    heat = method.heatmap(a).float()
+    rgb = to_uint8(signed_to_rgb(a)).cpu() if method.signed_view else None
+    extra = {}
+    if method.self_check is not None:
+        extra = {k: v.float().cpu() for k, v in method.check(x, t, a).items()}
+    out = []
+    for j in range(len(x)):
+        r = {"heatmap": heat[j].cpu().to(torch.bfloat16).clone(), "target": int(t[j])}
+        if rgb is not None:
+            r["rgb"] = rgb[j].clone()
+        for k, v in extra.items():
+            r[k] = float(v[j])
+        out.append(r)
+    return out
+
+
+def _maps_chunk(model, name: str, params: dict, copy_batch: int, batch_size: int, x: torch.Tensor,
+                targets: torch.Tensor) -> list[dict]:
+    """One executor task: the maps of a chunk of photos (inputs ``x``), batched as a local run."""
+    method = make(name, model, batch_size=copy_batch, **params)
+    x, targets = x.to(model.device), targets.to(model.device)
+    return [r for s in range(0, len(x), batch_size)
+            for r in _map_batch(method, x[s : s + batch_size], targets[s : s + batch_size])]
 
 
 def _neurons(ctx, model, layer: str, items, k: int, rules: list[str]) -> list[dict]:

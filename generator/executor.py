@@ -1,0 +1,190 @@
+"""Where the model work of the heavy stages runs: in this process, or fanned out over Ray.
+
+A stage that can scale out splits its cache misses into chunks of photos and hands
+``executor.cached(cache, keys, chunks, fn)`` one task per chunk: ``fn(*args)`` computes the
+results of one (model, chunk of photos) and returns them, one per key, in order. Every
+result is written to the content cache (by the worker, and by the driver when the worker's
+file is not visible to it) and read back from there, so a distributed build and a local
+build write the same pages and figures, and an interrupted one resumes chunk by chunk.
+
+* :class:`LocalExecutor` (default): calls ``fn`` here, chunk after chunk; needs no Ray.
+* :class:`RayExecutor` (``--executor ray``; ``--ray-address`` joins an existing cluster, a
+  local one is started otherwise): one task per chunk, one GPU per task where the cluster
+  has GPUs (else one CPU), workers with ``OMP_NUM_THREADS=1`` and this checkout's code. A
+  chunk whose worker died is run again (up to ``RETRIES`` times), with one line saying so.
+
+Ray is imported only when a :class:`RayExecutor` is made.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .cache import Cache
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Runs every chunk in this process, in order."""
+
+    distributed = False
+    workers = 1
+
+    def run_chunks(self, tasks: Sequence[tuple], what: str = "") -> list[Any]:
+        """Each task ``(fn, args, cache_root, cache_enabled, keys)`` through :func:`_store_chunk`."""
+        return [_store_chunk(*t) for t in tasks]
+
+    def cached(self, cache: Cache, keys: list[dict], size: int, args_of: Callable[[list[int]], tuple],
+               fn: Callable[..., list[Any]], what: str = "") -> list[Any]:
+        """Results for ``keys``: cache hits as they are; the misses in chunks of ``size``
+        (indices into ``keys``), each computed by ``fn(*args_of(chunk))`` (one result per
+        key of the chunk, in order) and written to the cache."""
+        out = [cache.get(k) for k in keys]
+        todo = split([i for i, o in enumerate(out) if o is None], size)
+        results = self.run_chunks([(fn, args_of(idx), cache.root, cache.enabled, [keys[i] for i in idx])
+                                   for idx in todo], what)
+        for idx, res in zip(todo, results, strict=True):
+            for i, r in zip(idx, res, strict=True):
+                out[i] = r if (not cache.enabled or cache.path(keys[i]).is_file()) else cache.put(keys[i], r)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _store_chunk(fn: Callable[..., list[Any]], args: tuple, root: Path, enabled: bool, keys: list[dict]) -> list[Any]:
+    """Run one chunk and write its results to the cache (on the worker)."""
+    res = fn(*args)
+    if len(res) != len(keys):
+        raise RuntimeError(f"a chunk of {len(keys)} photos gave {len(res)} results")
+    cache = Cache(root, enabled)
+    for k, r in zip(keys, res):
+        cache.put(k, r)
+    return res
+
+
+def _ray_task(fn, root, enabled, keys, device_type, *args):  # pragma: no cover - runs in a Ray worker
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    args = tuple(_to_device(a, device_type) for a in args)
+    return [_to_device(r, "cpu") for r in _store_chunk(fn, args, root, enabled, keys)]
+
+
+def _to_device(obj, device_type: str):
+    """Models (anything with ``.to``) onto the worker's device: its GPU when Ray gave it one."""
+    if device_type == "cuda" and hasattr(obj, "to") and hasattr(obj, "net"):
+        return obj.to("cuda")
+    return obj
+
+
+class RayExecutor(LocalExecutor):
+    """Fans chunks out as Ray tasks; see the module docstring."""
+
+    distributed = True
+    RETRIES = 3
+
+    def __init__(self, address: str = "", say: Callable[[str], None] = print, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is in requirements.txt
+            raise RuntimeError("--executor ray needs Ray: pip install 'ray>=2.9' (or the [ray] extra)") from None
+        self.ray, self.say = ray, say
+        env = {"env_vars": {"OMP_NUM_THREADS": "1", "CNNVIS_NO_PROGRESS": "1"}}
+        if address:
+            # an existing cluster: ship this checkout's code (not the data, caches or the venv)
+            env.update(working_dir=str(ROOT), excludes=[".venv", ".cache", "site", "site_src", ".rehearsal",
+                                                        "data/images", ".git", "*.pt", "*.pth"])
+        else:
+            env["env_vars"]["PYTHONPATH"] = os.pathsep.join(
+                [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        self._started = False
+        if not ray.is_initialized():
+            ray.init(address=address or None, num_cpus=None if address else num_cpus, runtime_env=env,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            self._started = True
+            self._env = None
+        else:
+            self._env = env  # joined a Ray session someone else started (tests): the env goes per task
+        res = ray.cluster_resources()
+        self.gpus = int(res.get("GPU", 0))
+        self.workers = self.gpus or int(res.get("CPU", 1))
+        self._remote = ray.remote(max_retries=0)(_ray_task)
+        say(f"executor: ray, {self.workers} worker slot(s) ({'one GPU' if self.gpus else 'one CPU'} per task)")
+
+    def run_chunks(self, tasks: Sequence[tuple], what: str = "") -> list[Any]:
+        ray = self.ray
+        if not tasks:
+            return []
+        opts: dict[str, Any] = {"num_gpus": 1} if self.gpus else {"num_cpus": 1}
+        if self._env is not None:
+            opts["runtime_env"] = self._env
+        device = "cuda" if self.gpus else "cpu"
+        shared: dict[int, Any] = {}
+
+        def put(a):  # a model goes to the object store once per call, not once per chunk
+            if hasattr(a, "net"):
+                if id(a) not in shared:
+                    shared[id(a)] = ray.put(a)
+                return shared[id(a)]
+            return a
+
+        def submit(i: int):
+            inner, args, *rest = tasks[i]
+            # arguments at the top level, so Ray resolves the object-store references among them
+            return self._remote.options(**opts).remote(inner, *rest, device, *(put(a) for a in args))
+
+        refs = {submit(i): i for i in range(len(tasks))}
+        tries = [0] * len(tasks)
+        out: list[Any] = [None] * len(tasks)
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                i = refs.pop(ref)
+                try:
+                    out[i] = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError) as e:
+                    tries[i] += 1
+                    if tries[i] > self.RETRIES:
+                        raise RuntimeError(f"{what} chunk {i + 1}/{len(tasks)}: its worker died "
+                                           f"{tries[i]} times; giving up") from e
+                    self.say(f"executor: the worker of {what} chunk {i + 1}/{len(tasks)} died "
+                             f"({type(e).__name__}); running that chunk again (try {tries[i] + 1})")
+                    refs[submit(i)] = i
+        return out
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+
+
+def distributed(ctx) -> bool:
+    """Whether ``ctx`` (a build context) fans chunks out (contexts without an executor: no)."""
+    return bool(getattr(getattr(ctx, "executor", None), "distributed", False))
+
+
+def make_executor(name: str, address: str = "", say: Callable[[str], None] = print):
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address, say)
+    raise ValueError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
+
+
+def split(indices: list[int], size: int) -> list[list[int]]:
+    """``indices`` in consecutive chunks of ``size`` (the last may be shorter)."""
+    size = max(1, int(size))
+    return [indices[s : s + size] for s in range(0, len(indices), size)]
+
+
+def chunk_size(executor, n: int, batch: int) -> int:
+    """Photos per task: a multiple of ``batch`` (so chunks batch as a local run does), about
+    two tasks per worker slot so a lost chunk costs little and slots stay busy."""
+    if not executor.distributed:
+        return max(n, 1)
+    per = -(-n // max(1, 2 * executor.workers))
+    return max(batch, -(-per // batch) * batch)
