@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := true
 
 MATHJAX := site_src/assets/mathjax/tex-mml-chtml.js
 
-.PHONY: site build serve test bench clean setup rehearse
+.PHONY: site build serve test bench clean setup rehearse chromium
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
+
+# Headless Chromium for the browser test (Debian's package; Playwright drives it, never downloads its own)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: could not install chromium: the browser test will be skipped"
 
 # Generator (exit 1 = some images were skipped: the site is still built, then make fails)
 build: $(STAMP)
@@ -43,7 +49,7 @@ site: build $(MATHJAX)
 serve: build $(MATHJAX)
 	$(BIN)/mkdocs serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
