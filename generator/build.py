@@ -22,6 +22,7 @@ from . import stages as stage_modules
 from .config import Config, ConfigError
 from .images import ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsError, get_spec, load_model
+from .progress import line as progress_line
 from .site import SiteWriter
 from .util import StageTimer, chunks
 
@@ -215,9 +216,11 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
         cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")), site=SiteWriter(out, banner=REHEARSAL_BANNER if rehearsal else ""), device=device,
         batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
     )
-    for name, mod in zip(b["stages"], stages):
+    for i, (name, mod) in enumerate(zip(b["stages"], stages), 1):
+        progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build)")
         with timer.stage(name):
             mod.run(ctx)
+        progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s")
         missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
         if missing_artifacts:
             raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
