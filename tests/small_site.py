@@ -43,6 +43,10 @@ def build_small_site(folder: Path, say=lambda m: None) -> Path:
     images.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
         shutil.copy(ROOT / "data/images" / name, images / name)
+    # the shipped manifest's entries for these photos (titles, credits, licences)
+    blocks = (ROOT / "data/images/images.toml").read_text(encoding="utf-8").split("[[image]]")
+    (images / "images.toml").write_text("".join("[[image]]" + b for b in blocks[1:]
+                                                if any(f'file = "{n}"' in b for n in PHOTOS)), encoding="utf-8")
     proj = folder / "proj"
     if (proj / "site_src").exists():
         for item in (proj / "site_src").iterdir():

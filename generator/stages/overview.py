@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..figures import write_manifest
 from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
 from ..render import heatmap_image, labelled_grid, save_image, to_pil
@@ -80,6 +81,13 @@ def run(ctx) -> None:
                        "link": ctx.link("images/index", page)})
     site.section("images/index", "", ctx.render("overview/images_index.md.j2", thumbs=thumbs,
                                                 skipped=ctx.skipped), order=0)
+
+    # what each figure shows and whose photo it is (captions, download links, `generator export`)
+    write_manifest(ctx.out / "figures",
+                   [{"id": it.id, "title": it.title, "author": it.author, "license": it.license, "source": it.source,
+                     "url": it.url} for it in ctx.images],
+                   [{"name": s.name, "title": s.title, "layers": [l.name for l in s.layers]}
+                    for s in [m.spec for m in ctx.models] + [get_spec(n) for n in ctx.missing]])
 
     # ---- home -----------------------------------------------------------------
     site.section("home", "", ctx.render(
