@@ -225,7 +225,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
         if missing_artifacts:
             raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
     with timer.stage("write pages"):
-        stage_modules.load("overview").finish_home(ctx)
+        stage_modules.load("overview").finish(ctx)
         ctx.site.finish()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses")
     say("time per stage:\n" + timer.summary())

@@ -22,7 +22,7 @@ MANIFEST = "credits.json"
 FIGURE_SUFFIXES = (".webp", ".png", ".jpg", ".svg")
 FAMILIES = {"activity": "Activity", "attribution": "Attribution", "compare": "Across models",
             "dgn_am": "DGN-AM / PPGN", "atlas": "Units", "findings": "Findings", "images": "Photo",
-            "home": "Overview"}
+            "home": "Overview: attribution maps of several photos and models"}
 
 
 def write_manifest(figures_dir: Path, images: list[dict], models: list[dict]) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..figures import write_manifest
 from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
+from ..util import md_escape
 from ..render import heatmap_image, labelled_grid, save_image, to_pil
 
 log = logging.getLogger("generator")
@@ -37,7 +38,9 @@ def run(ctx) -> None:
                        "are listed with what is missing; nothing on this site is computed with substitute weights.")
     site.declare("images/index", "Images", order=0, intro="The photos the galleries are computed on, with their credits.")
     site.declare("methods/index", "Methods", order=0, intro="One page per visualisation method: what it is, the paper, "
-                                                           "and its gallery across models.")
+                                                           "its gallery across models and, for the attribution methods, "
+                                                           "how it fares in the sanity checks and the faithfulness test "
+                                                           "([Findings](../findings/index.md)).")
 
     # ---- models ---------------------------------------------------------------
     rows = []
@@ -151,8 +154,16 @@ def home_figure(ctx) -> dict | None:
             "method_pages": [(data["titles"][m], f"methods/{m}") for m in methods]}
 
 
-def finish_home(ctx) -> None:
-    """Called by the build after the last stage (the figure and numbers come from later stages)."""
+def finish(ctx) -> None:
+    """Called by the build after the last stage: the home page's figure and numbers and the
+    Methods index come from later stages."""
+    methods = sorted(((p.order, p.title, key) for key, p in ctx.site.pages.items()
+                      if key.startswith("methods/") and key != "methods/index"), key=lambda t: (t[0], t[1]))
+    methods += sorted((order, title, rel[:-3]) for rel, (title, _md, _nav, order) in ctx.site.standalone.items()
+                      if rel.startswith("methods/") and rel != "methods/index.md")
+    if "methods/index" in ctx.site.pages and methods:
+        ctx.section("methods/index", "", "\n".join(
+            f"- [{md_escape(title)}]({ctx.link('methods/index', key)})" for _o, title, key in methods) + "\n", order=5)
     if "home" not in ctx.site.pages:
         return
     ctx.section("home", "", ctx.render("overview/home_top.md.j2", figure=home_figure(ctx), headlines=headlines(ctx),
