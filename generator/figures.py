@@ -53,11 +53,11 @@ class Figure:
 
     def caption(self) -> str:
         """Plain text: what is shown, on which model, photo and layer."""
-        out = [self.what]
+        out = [] if self.family == "images" and self.photo else [self.what]
         if self.model:
             out.append(f"model {self.model.get('title', self.model.get('name'))}")
         if self.photo:
-            out.append(f"photo “{self.photo.get('title', self.photo.get('id'))}”")
+            out.append(f"{'photo ' if out else 'Photo '}“{self.photo.get('title', self.photo.get('id'))}”")
         if self.layer:
             out.append(f"layer {self.layer}")
         return "; ".join(out)

@@ -14,6 +14,17 @@ IMG = re.compile(r'<img\b[^>]*\bsrc="(?P<src>[^"]*?figures/(?P<rel>[^"]+))"[^>]*
 WRAP = re.compile(r'\s*</a>')
 
 
+UNIT_PAGE = re.compile(r"generated/units/[^/]+/[^/]+/(?!index\.md$)[^/]+\.md$")
+
+
+def on_page_markdown(markdown, page, **kw):
+    """Single-unit pages (hundreds, mostly pictures and numbers) stay out of the search index, which
+    every page loads: their layer pages, which list them, are searched instead."""
+    if UNIT_PAGE.match(page.file.src_uri):
+        page.meta.setdefault("search", {})["exclude"] = True
+    return markdown
+
+
 def on_page_content(html, page, config, files, **kw):
     try:
         from generator.figures import caption_html, describe, read_manifest
