@@ -140,45 +140,45 @@ def test_every_page_in_chromium(site):
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            for base in (base_http, base_file):
-                for width in WIDTHS:
-                    ctx = browser.new_context(viewport={"width": width, "height": 900})
-                    page = ctx.new_page()
-                    current = {"url": ""}
-                    loaded: dict[str, set] = {}
+            # served under a sub-path at desktop width; from disk at desktop and phone width
+            for base, width in [(base_http, WIDTHS[0])] + [(base_file, w) for w in WIDTHS]:
+                ctx = browser.new_context(viewport={"width": width, "height": 900})
+                page = ctx.new_page()
+                current = {"url": ""}
+                loaded: dict[str, set] = {}
 
-                    def on_request(req, current=current, base=base, loaded=loaded):
-                        u = urlsplit(req.url)
-                        local = (u.scheme == "file") or (u.scheme == "http" and u.netloc == urlsplit(base).netloc)
-                        if u.scheme not in ("data", "blob") and not local:
-                            problems.append(f"{current['url']}: request to another host {req.url}")
-                        loaded.setdefault(current["url"], set()).add(req.url)
+                def on_request(req, current=current, base=base, loaded=loaded):
+                    u = urlsplit(req.url)
+                    local = (u.scheme == "file") or (u.scheme == "http" and u.netloc == urlsplit(base).netloc)
+                    if u.scheme not in ("data", "blob") and not local:
+                        problems.append(f"{current['url']}: request to another host {req.url}")
+                    loaded.setdefault(current["url"], set()).add(req.url)
 
-                    def on_failed(req, current=current):
-                        if req.failure == "net::ERR_ABORTED":
-                            return  # a load cut short by going to the next page
-                        problems.append(f"{current['url']}: failed request {req.url} ({req.failure})")
+                def on_failed(req, current=current):
+                    if req.failure == "net::ERR_ABORTED":
+                        return  # a load cut short by going to the next page
+                    problems.append(f"{current['url']}: failed request {req.url} ({req.failure})")
 
-                    def on_console(msg, current=current):
-                        if msg.type == "error":
-                            problems.append(f"{current['url']}: console error {msg.text}")
+                def on_console(msg, current=current):
+                    if msg.type == "error":
+                        problems.append(f"{current['url']}: console error {msg.text}")
 
-                    page.on("request", on_request)
-                    page.on("requestfailed", on_failed)
-                    page.on("console", on_console)
-                    page.on("pageerror", lambda e, current=current: problems.append(f"{current['url']}: {e}"))
-                    for rel in pages:
-                        current["url"] = base + rel
-                        page.goto(base + rel, wait_until="load")
-                        for src in page.evaluate(_IMAGES_CHECK):
-                            problems.append(f"{rel} ({width} px): image not loaded {src}")
-                        for t in page.evaluate(_TABLE_CHECK):
-                            problems.append(f"{rel} ({width} px): table wider than its column: {t}")
-                        if base == base_file and width == WIDTHS[0]:
-                            weights[rel] = _weight(site, loaded.get(current["url"], ()))
+                page.on("request", on_request)
+                page.on("requestfailed", on_failed)
+                page.on("console", on_console)
+                page.on("pageerror", lambda e, current=current: problems.append(f"{current['url']}: {e}"))
+                for rel in pages:
+                    current["url"] = base + rel
+                    page.goto(base + rel, wait_until="load")
+                    for src in page.evaluate(_IMAGES_CHECK):
+                        problems.append(f"{rel} ({width} px): image not loaded {src}")
+                    for t in page.evaluate(_TABLE_CHECK):
+                        problems.append(f"{rel} ({width} px): table wider than its column: {t}")
                     if base == base_file and width == WIDTHS[0]:
-                        _check_search_and_dark_mode(page, base_file, problems)
-                    ctx.close()
+                        weights[rel] = _weight(site, loaded.get(current["url"], ()))
+                if base == base_file and width == WIDTHS[0]:
+                    _check_search_and_dark_mode(page, base_file, problems)
+                ctx.close()
             browser.close()
     finally:
         server.shutdown()

@@ -99,11 +99,11 @@ def run(ctx) -> None:
         stages=list(ctx.config["stages"]), device=str(ctx.device)), order=0)
 
 
-
 # ---- home: the figure and the headline numbers, once every stage has run -------------------------
 
 CLASSIC = ("saliency", "deconvnet", "guided_backprop", "gradcam")  # the home figure's columns, when computed
-HOME_PHOTOS = 3
+HOME_PHOTOS = 3   # photos in the home figure with one model; two when several models share it
+HOME_MODELS = 3
 
 
 def headlines(ctx) -> list[dict]:
@@ -138,10 +138,10 @@ def home_figure(ctx) -> dict | None:
     if not data or not data["models"] or not data["items"]:
         return None
     methods = [m for m in CLASSIC if m in data["methods"]] or list(data["methods"])[:4]
-    n = min(HOME_PHOTOS, len(data["items"]))
-    items = data["items"][:n]
+    shown = list(data["models"].values())[:HOME_MODELS]
+    items = data["items"][: HOME_PHOTOS if len(shown) == 1 else 2]
     rows, labels = [], []
-    for d in list(data["models"].values())[:3]:
+    for d in shown:
         model = d["model"]
         photos = ctx.batch(model, items).cpu()
         for i, it in enumerate(items):
@@ -150,7 +150,7 @@ def home_figure(ctx) -> dict | None:
     rel = "home/comparison.webp"
     save_image(labelled_grid(rows, ["photo", *[data["short"][m] for m in methods]], labels, 128), ctx.figure_path(rel))
     return {"src": rel, "methods": [data["titles"][m] for m in methods], "photos": [it.title for it in items],
-            "models": [d["model"].spec.title for d in list(data["models"].values())[:3]],
+            "models": [d["model"].spec.title for d in shown],
             "method_pages": [(data["titles"][m], f"methods/{m}") for m in methods]}
 
 
