@@ -5,7 +5,8 @@ The package reads top-down in the order data flows (each layer imports only from
 1. inputs       ``config`` (TOML tables checked against defaults), ``models`` (registry, weights),
                 ``images`` (validated photo set), ``image_folder`` (any photo folder, streamed for
                 the atlas), ``cache`` (content-addressed results), ``executor`` (chunks of model
-                work here or as Ray tasks, results through the cache), ``util``.
+                work here or as Ray tasks, results through the cache), ``util``, ``progress`` (bars on a
+                terminal, plain lines in a log).
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
                 deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``),
                 ``objectives`` (what activation maximisation maximises) and ``deepsim/`` (the image
@@ -14,7 +15,8 @@ The package reads top-down in the order data flows (each layer imports only from
                 model table), ``receptive_field``, ``unit_stats`` (streaming top-k, histograms and
                 receptive-field crops for the atlas).
 4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).
-5. pages        ``site`` + ``templates/``: Markdown pages from sections.
+5. pages        ``site`` + ``templates/``: Markdown pages from sections; ``figures`` (what a figure shows
+                and whose photo it is, from its path: captions, credits, ``export``).
 6. stages       ``stages/``: glue — cache → methods/metrics → render → page sections; they
                 exchange results only through declared artifacts (see ``stages/__init__``).
 7. build, cli   ``build`` (checks config and stage order, runs the stages), ``cli`` (commands).

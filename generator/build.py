@@ -24,6 +24,7 @@ from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
 from .site import OutputFolder, SiteWriter
 from .executor import EXECUTORS, LocalExecutor, make_executor
+from .progress import line as progress_line
 from .util import StageTimer, chunks
 
 log = logging.getLogger("generator")
@@ -257,13 +258,16 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
         )
         ctx.executor = make_executor(b["executor"], b["ray_address"], say)
-        for name, mod in zip(b["stages"], stages):
+        for i, (name, mod) in enumerate(zip(b["stages"], stages), 1):
+            progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build)")
             with timer.stage(name):
                 mod.run(ctx)
+            progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s")
             missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
             if missing_artifacts:
                 raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
         with timer.stage("write pages"):
+            stage_modules.load("overview").finish(ctx)
             ctx.site.finish()
             output.commit()
     except BaseException:

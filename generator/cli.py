@@ -157,6 +157,21 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .figures import export, select
+
+    src = Path(args.figures)
+    if not src.is_dir():
+        raise FileNotFoundError(f"no figures in {src}: build the site first (make site) or pass --figures")
+    figs = select(src, model=args.model or "", photo=args.photo or "", method=args.method or "", pattern=args.match or "")
+    if not figs:
+        _say("no figure matches these filters")
+        return 1
+    written = export(src, Path(args.out), figs)
+    print(f"{len(written)} figure(s) and CAPTIONS.md written to {args.out}")
+    return 0
+
+
 def cmd_train_generator(args, rest: Sequence[str]) -> int:
     from .deepsim.train import train_generator_main
 
@@ -189,6 +204,16 @@ def make_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_weights)
     m = sub.add_parser("models", help="list the model registry and layer catalogues")
     m.set_defaults(func=cmd_models)
+    e = sub.add_parser("export", help="export figures (PNG, plots as SVG) with a captions-and-credits file",
+                       description="Copy figures of the built output as PNG (plots stay SVG) with CAPTIONS.md "
+                                   "(caption, photo credit and licence per file); no rebuilding.")
+    e.add_argument("--out", required=True, help="folder to write the figure pack to")
+    e.add_argument("--figures", default="site_src/generated/figures", help="the generated figures folder")
+    e.add_argument("--model", help="only this model (e.g. efficientnet_lite0)")
+    e.add_argument("--photo", help="only this photo id (e.g. tabby-cat-chelsea)")
+    e.add_argument("--method", help="only this method or figure family (e.g. gradcam, activity, findings)")
+    e.add_argument("--match", help="only paths matching this glob (e.g. 'attribution/*/gradcam/*')")
+    e.set_defaults(func=cmd_export)
     t = sub.add_parser("train-generator", help="train the image generator (see train-generator --help)",
                        add_help=False)
     t.set_defaults(func=None, passthrough=cmd_train_generator)

@@ -101,17 +101,11 @@ def chunks(seq: list, size: int) -> Iterator[list]:
 
 
 def progress(iterable: Iterable | None = None, **kw):
-    """tqdm progress bar on stderr. Shown on a terminal; off when stderr is not a terminal
-    (logs, CI) unless ``CNNVIS_PROGRESS=1``; always off with ``CNNVIS_NO_PROGRESS=1``."""
-    from tqdm.auto import tqdm
+    """Progress of a long loop: a tqdm bar on a terminal, plain lines with counts and elapsed
+    time in a log (see :mod:`generator.progress`)."""
+    from .progress import bar
 
-    kw.setdefault("file", sys.stderr)
-    kw.setdefault("dynamic_ncols", True)
-    kw.setdefault("leave", False)
-    kw.setdefault("disable", False if os.environ.get("CNNVIS_PROGRESS") else None)  # None: off when not a TTY
-    if os.environ.get("CNNVIS_NO_PROGRESS"):
-        kw["disable"] = True
-    return tqdm(iterable, **kw)
+    return bar(iterable, **kw)
 
 
 class StageTimer:
@@ -128,6 +122,9 @@ class StageTimer:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
 
     def summary(self) -> str:
         if not self.times:

@@ -45,14 +45,15 @@ def test_small_build_then_mkdocs_strict(tmp_path, two_images, tmp_torch_home):
     assert "skipped" in log and "broken.jpg" in log and "alexnet: weights file alexnet-owt-7be5be79.pth" in log
     gen = proj / "site_src/generated"
     home = (gen / "_snippets/home.md").read_text()
-    assert "**missing**" in home and "AlexNet" in home and "1 image(s) skipped" in home
+    assert "Not in this build: AlexNet" in home and "1 image(s) skipped" in home
+    assert "/root/" not in home and "Error" not in home  # no build-machine path, no exception name
     assert (gen / "models/efficientnet_lite0.md").is_file() and (gen / "models/alexnet.md").is_file()
     page = (gen / "images/tabby-cat-chelsea.md").read_text()
     assert "EfficientNet-Lite0: activity" in page and "figures/activity/efficientnet_lite0/tabby-cat-chelsea/stage3.webp" in page
     assert (gen / "figures/activity/efficientnet_lite0/espresso/head.webp").stat().st_size > 1000
     site = mkdocs_strict(proj)
-    assert (site / "generated/models/efficientnet_lite0/index.html").is_file()
-    assert "missing" in (site / "index.html").read_text()
+    assert (site / "generated/models/efficientnet_lite0.html").is_file()
+    assert "Not in this build" in (site / "index.html").read_text()
 
     # rerun with nothing changed: no model work at all
     msgs.clear()
@@ -84,7 +85,7 @@ def test_user_text_is_escaped(tmp_path, two_images, tmp_torch_home):
     assert res.exit_code == 1 and list(res.ctx.missing) == ["alexnet"]  # built; a model without weights
     page = (proj / "site_src/generated/images/espresso.md").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
-    html = (mkdocs_strict(proj) / "generated/images/espresso/index.html").read_text()
+    html = (mkdocs_strict(proj) / "generated/images/espresso.html").read_text()
     assert "<script>alert" not in html
 
 

@@ -32,7 +32,7 @@ def test_small_rehearsal_every_stage_every_architecture(tmp_path, tmp_torch_home
         assert "Rehearsal: random weights" in p.read_text(), p
     html = (folder / "site" / "index.html").read_text()
     assert "random" in html and "weights" in html and "Rehearsal" in html
-    assert (folder / "site" / "generated" / "models" / "vgg16" / "index.html").is_file()
+    assert (folder / "site" / "generated" / "models" / "vgg16.html").is_file()
     # its own cache, nothing in the real one
     assert (folder / "cache").is_dir() and any((folder / "cache").iterdir())
 

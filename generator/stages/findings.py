@@ -57,7 +57,8 @@ from ..models import get_spec
 from ..util import atomic_write_bytes, progress, stable_hash
 
 CODE_VERSION = 1
-PROVIDES: tuple[str, ...] = ()
+#: "findings_summaries": the per-model summaries (summarise_model); the home page quotes its headline numbers
+PROVIDES = ("findings_summaries",)
 NEEDS: tuple[str, ...] = ()
 USES = ("model_agreement",)  # how much models agree per method (compare stage), quoted in "Across models"
 PAGE = "findings/index"
@@ -531,6 +532,7 @@ def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_us
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
                   method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
                   agreement=ctx.artifact("model_agreement"))
+    ctx.provide("findings_summaries", summaries)
     ctx.section(PAGE, "", ctx.render("findings/summary.md.j2", **common), order=0)
     ctx.section(PAGE, "Models: size, cost and measured accuracy", ctx.render("findings/model_table.md.j2", **common),
                 order=10)

@@ -1,0 +1,158 @@
+"""What a figure shows, from its path: the captions and credits beside every figure on the site
+(the MkDocs hook ``site_src/hooks/figures.py``) and ``python -m generator export``.
+
+Figures live at stable paths under ``<out>/figures/`` (``<family>/<model>/.../<photo or layer>``);
+the overview stage writes ``figures/credits.json`` with the photos' titles, authors and licences
+and the models' titles and layer names, so a figure is described without rebuilding anything.
+"""
+from __future__ import annotations
+
+import fnmatch
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .util import atomic_write_bytes, atomic_write_text
+
+MANIFEST = "credits.json"
+FIGURE_SUFFIXES = (".webp", ".png", ".jpg", ".svg")
+FAMILIES = {"activity": "Activity", "attribution": "Attribution", "compare": "Across models",
+            "dgn_am": "DGN-AM / PPGN", "atlas": "Units", "findings": "Findings", "images": "Photo",
+            "home": "Overview: attribution maps of several photos and models"}
+
+
+def write_manifest(figures_dir: Path, images: list[dict], models: list[dict]) -> Path:
+    data = {"images": {i["id"]: i for i in images}, "models": {m["name"]: m for m in models}}
+    return atomic_write_text(Path(figures_dir) / MANIFEST, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def read_manifest(figures_dir: Path) -> dict:
+    try:
+        return json.loads((Path(figures_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"images": {}, "models": {}}
+
+
+@dataclass
+class Figure:
+    rel: str                    # path under figures/
+    family: str
+    model: dict | None = None
+    photo: dict | None = None
+    layer: str | None = None
+    parts: list[str] = field(default_factory=list)  # the path's other words (method, class, unit, …)
+
+    @property
+    def what(self) -> str:
+        bits = [FAMILIES.get(self.family, self.family)] + [p.replace("_", " ") for p in self.parts]
+        return " · ".join(bits)
+
+    def caption(self) -> str:
+        """Plain text: what is shown, on which model, photo and layer."""
+        out = [] if self.family == "images" and self.photo else [self.what]
+        if self.model:
+            out.append(f"model {self.model.get('title', self.model.get('name'))}")
+        if self.photo:
+            out.append(f"{'photo ' if out else 'Photo '}“{self.photo.get('title', self.photo.get('id'))}”")
+        if self.layer:
+            out.append(f"layer {self.layer}")
+        return "; ".join(out)
+
+    def credit(self) -> str:
+        if not self.photo:
+            return ""
+        p = self.photo
+        return (f"Photo: {p.get('author') or 'unknown author'}, {p.get('license') or 'licence unknown'}"
+                + (f" ({p['source']})" if p.get("source") else ""))
+
+
+def describe(rel: str, manifest: dict) -> Figure:
+    parts = Path(rel).with_suffix("").as_posix().split("/")
+    fig = Figure(rel=rel, family=parts[0])
+    images, models = manifest.get("images", {}), manifest.get("models", {})
+    rest = []
+    for w in [*parts[1:-1], parts[-1]]:
+        if fig.model is None and w in models:
+            fig.model = models[w]
+        elif fig.photo is None and (w in images or _photo_prefix(w, images)):
+            fig.photo = images.get(w) or images[_photo_prefix(w, images)]
+            suffix = w[len(fig.photo["id"]):].lstrip("-")
+            if suffix:
+                rest.append(suffix)
+        elif fig.layer is None and fig.model and w.split("-")[0] in fig.model.get("layers", []):
+            fig.layer = w.split("-")[0]
+            if "-" in w:
+                rest.append(w.split("-", 1)[1])
+        else:
+            rest.append(w)
+    fig.parts = rest
+    return fig
+
+
+def _photo_prefix(word: str, images: dict) -> str | None:
+    """A photo id that ``word`` starts with followed by '-' (``espresso-rgb``), longest first."""
+    for pid in sorted(images, key=len, reverse=True):
+        if word.startswith(pid + "-"):
+            return pid
+    return None
+
+
+def figures_in(figures_dir: Path) -> list[str]:
+    figures_dir = Path(figures_dir)
+    return sorted(p.relative_to(figures_dir).as_posix() for p in figures_dir.rglob("*")
+                  if p.suffix.lower() in FIGURE_SUFFIXES and not p.stem.endswith("-thumb"))
+
+
+def select(figures_dir: Path, model: str = "", photo: str = "", method: str = "", pattern: str = "") -> list[Figure]:
+    """Figures whose path matches every filter given (model / photo ids, a method or family word,
+    a glob on the path)."""
+    manifest = read_manifest(figures_dir)
+    out = []
+    for rel in figures_in(figures_dir):
+        f = describe(rel, manifest)
+        if model and not (f.model and f.model.get("name") == model):
+            continue
+        if photo and not (f.photo and f.photo.get("id") == photo):
+            continue
+        if method and method not in [f.family, *f.parts, *rel.split("/")]:
+            continue
+        if pattern and not fnmatch.fnmatch(rel, pattern):
+            continue
+        out.append(f)
+    return out
+
+
+def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
+    """Each figure as PNG (plots stay SVG) under ``dest`` with the same relative path, and
+    ``CAPTIONS.md`` listing every file with its caption and the photo's credit."""
+    dest = Path(dest)
+    written, lines = [], ["# Figures: captions and credits", "",
+                          "From *What does a deep CNN learn?*; each photo keeps its own licence (below).", ""]
+    for f in figures:
+        src = Path(figures_dir) / f.rel
+        if src.suffix.lower() == ".svg":
+            out = dest / f.rel
+            atomic_write_bytes(out, src.read_bytes())
+        else:
+            out = (dest / f.rel).with_suffix(".png")
+            buf = io.BytesIO()
+            with Image.open(src) as im:
+                im.convert("RGB").save(buf, "PNG", optimize=True)
+            atomic_write_bytes(out, buf.getvalue())
+        written.append(out)
+        rel_out = out.relative_to(dest).as_posix()
+        lines.append(f"- `{rel_out}`: {f.caption()}." + (f" {f.credit()}." if f.credit() else ""))
+    atomic_write_text(dest / "CAPTIONS.md", "\n".join(lines) + "\n")
+    return written
+
+
+def caption_html(f: Figure, href: str) -> str:
+    """The line under a figure on the site: caption, credit, download link."""
+    kind = "SVG" if f.rel.endswith(".svg") else "full size"
+    credit = f" {html.escape(f.credit())}." if f.credit() else ""
+    return (f'<span class="figure-dl"><a href="{html.escape(href)}" download>Download ({kind})</a> '
+            f'{html.escape(f.caption())}.{credit}</span>')

@@ -1,0 +1,50 @@
+"""MkDocs hook: under every generated figure, a line with its caption (what, model, photo, layer),
+the photo's credit and licence, and a download link to the full-size file.
+
+The descriptions come from ``generated/figures/credits.json`` (written by the build) through
+:mod:`generator.figures`, the same code as ``python -m generator export``.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+
+IMG = re.compile(r'<img\b[^>]*\bsrc="(?P<src>[^"]*?figures/(?P<rel>[^"]+))"[^>]*>')
+WRAP = re.compile(r'\s*</a>')
+
+
+UNIT_PAGE = re.compile(r"generated/units/[^/]+/[^/]+/(?!index\.md$)[^/]+\.md$")
+
+
+def on_page_markdown(markdown, page, **kw):
+    """Single-unit pages (hundreds, mostly pictures and numbers) stay out of the search index, which
+    every page loads: their layer pages, which list them, are searched instead."""
+    if UNIT_PAGE.match(page.file.src_uri):
+        page.meta.setdefault("search", {})["exclude"] = True
+    return markdown
+
+
+def on_page_content(html, page, config, files, **kw):
+    try:
+        from generator.figures import caption_html, describe, read_manifest
+    except ImportError:  # the package is not importable here: the figures stay as they are
+        return html
+    manifest = read_manifest(Path(config["docs_dir"]) / "generated" / "figures")
+    out, pos = [], 0
+    for m in IMG.finditer(html):
+        if "-thumb." in m.group("rel") or _in_table(html, m.start()):
+            continue  # thumbnails and pictures in table cells link to their own page instead
+        end = m.end()
+        close = WRAP.match(html, end)  # glightbox's <a> around the image
+        if close:
+            end = close.end()
+        out.append(html[pos:end])
+        out.append(caption_html(describe(m.group("rel"), manifest), m.group("src")))
+        pos = end
+    out.append(html[pos:])
+    return "".join(out)
+
+
+def _in_table(html: str, at: int) -> bool:
+    return html.rfind("<td", 0, at) > html.rfind("</td>", 0, at)

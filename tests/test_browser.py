@@ -1,0 +1,221 @@
+"""The built site in a real browser (headless Chromium, driven by Playwright).
+
+A small site (one model, two photos, fast settings) is built, served on 127.0.0.1 under a
+sub-path and opened from ``file://``. Every page is visited; the test fails on a console
+error, a failed request, a request to another host, an image that did not load, a broken
+link or anchor, or a table wider than its column (1280 px and 390 px wide). It also checks
+search and the dark-mode toggle from disk and prints the median page weight (figures aside).
+
+Needs Debian's ``chromium`` (``make setup`` installs it) and the ``playwright`` package; the
+browser build Playwright would download is never used.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import posixpath
+import re
+import shutil
+import statistics
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlsplit
+
+import pytest
+
+from small_site import build_small_site
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FIGURE_EXT = (".png", ".webp", ".jpg", ".jpeg", ".svg", ".gif", ".ico")
+WIDTHS = (1280, 390)
+
+
+def _playwright():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine (make setup installs Debian's chromium package)")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements.txt)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return build_small_site(tmp_path_factory.mktemp("browser"))
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.links = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("name"):
+            self.ids.add(a["name"])
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+
+
+def _parse(path: Path) -> _Page:
+    p = _Page()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def pages_of(site: Path) -> list[str]:
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html") if p.name != "404.html")
+
+
+def test_no_broken_link_or_anchor_and_no_nav_files(site):
+    pages = pages_of(site)
+    assert not [p for p in pages if "SUMMARY" in p], "navigation files are published"
+    parsed = {p: _parse(site / p) for p in pages}
+    broken = []
+    for page, info in parsed.items():
+        for href in info.links:
+            if urlsplit(href).scheme or href.startswith("//"):
+                continue  # outside links (e.g. to a paper) are not requests the page makes
+            path, frag = urldefrag(href)
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(page), unquote(path))) if path else page
+            if not (site / target).exists():
+                broken.append(f"{page}: {href} (no file)")
+            elif frag and target.endswith(".html") and unquote(frag) not in parsed.get(target, _parse(site / target)).ids:
+                broken.append(f"{page}: {href} (no anchor)")
+    assert not broken, "\n".join(broken[:30])
+
+
+def test_no_build_machine_detail_on_any_page(site):
+    bad = re.compile(r"/root/|/home/|/work/|/tmp/|site-packages|\.cache/torch|[A-Za-z]+(Error|Exception)\b|gaierror")
+    found = []
+    for p in pages_of(site):
+        text = re.sub(r"<[^>]+>", " ", (site / p).read_text(encoding="utf-8"))
+        found += [f"{p}: {m.group(0)}" for m in bad.finditer(text)]
+    assert not found, found[:20]
+
+
+def _serve(root: Path):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+_TABLE_CHECK = """() => {
+  const col = document.querySelector('.md-content__inner');
+  if (!col) return ['no content column'];
+  const right = col.getBoundingClientRect().right + 1;
+  const bad = [];
+  for (const t of col.querySelectorAll('table')) {
+    const box = t.closest('.md-typeset__scrollwrap') || t;
+    const r = box.getBoundingClientRect();
+    const scrolls = box !== t && ['auto', 'scroll'].includes(getComputedStyle(box).overflowX);
+    if (r.right > right || (!scrolls && t.getBoundingClientRect().right > right))
+      bad.push((t.querySelector('th') || t).textContent.trim().slice(0, 40) + ' ' + Math.round(r.right) + '>' + Math.round(right));
+  }
+  return bad;
+}"""
+
+_IMAGES_CHECK = """async () => {
+  const imgs = [...document.querySelectorAll('img')];
+  imgs.forEach(i => { i.loading = 'eager'; });
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; setTimeout(r, 3000); })));
+  return imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+}"""
+
+
+def test_every_page_in_chromium(site):
+    sync_api = _playwright()
+    pages = pages_of(site)
+    server = _serve(site.parent)  # the site under a sub-path: http://127.0.0.1:PORT/site/
+    base_http = f"http://127.0.0.1:{server.server_address[1]}/site/"
+    base_file = site.as_uri() + "/"
+    problems, weights = [], {}
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            # served under a sub-path at desktop width; from disk at desktop and phone width
+            for base, width in [(base_http, WIDTHS[0])] + [(base_file, w) for w in WIDTHS]:
+                ctx = browser.new_context(viewport={"width": width, "height": 900})
+                page = ctx.new_page()
+                current = {"url": ""}
+                loaded: dict[str, set] = {}
+
+                def on_request(req, current=current, base=base, loaded=loaded):
+                    u = urlsplit(req.url)
+                    local = (u.scheme == "file") or (u.scheme == "http" and u.netloc == urlsplit(base).netloc)
+                    if u.scheme not in ("data", "blob") and not local:
+                        problems.append(f"{current['url']}: request to another host {req.url}")
+                    loaded.setdefault(current["url"], set()).add(req.url)
+
+                def on_failed(req, current=current):
+                    if req.failure == "net::ERR_ABORTED":
+                        return  # a load cut short by going to the next page
+                    problems.append(f"{current['url']}: failed request {req.url} ({req.failure})")
+
+                def on_console(msg, current=current):
+                    if msg.type == "error":
+                        problems.append(f"{current['url']}: console error {msg.text}")
+
+                page.on("request", on_request)
+                page.on("requestfailed", on_failed)
+                page.on("console", on_console)
+                page.on("pageerror", lambda e, current=current: problems.append(f"{current['url']}: {e}"))
+                for rel in pages:
+                    current["url"] = base + rel
+                    page.goto(base + rel, wait_until="load")
+                    for src in page.evaluate(_IMAGES_CHECK):
+                        problems.append(f"{rel} ({width} px): image not loaded {src}")
+                    for t in page.evaluate(_TABLE_CHECK):
+                        problems.append(f"{rel} ({width} px): table wider than its column: {t}")
+                    if base == base_file and width == WIDTHS[0]:
+                        weights[rel] = _weight(site, loaded.get(current["url"], ()))
+                if base == base_file and width == WIDTHS[0]:
+                    _check_search_and_dark_mode(page, base_file, problems)
+                ctx.close()
+            browser.close()
+    finally:
+        server.shutdown()
+    kb = sorted(w / 1024 for w in weights.values())
+    median = statistics.median(kb)
+    print(f"\npage weight from file:// (HTML, CSS, JS, search index; figures aside) over {len(kb)} pages: "
+          f"median {median:.0f} KB, max {kb[-1]:.0f} KB")
+    assert not problems, "\n".join(problems[:40]) + (f"\n… {len(problems)} in all" if len(problems) > 40 else "")
+    assert median < 600, f"median page weight {median:.0f} KB"
+
+
+def _weight(site: Path, urls) -> int:
+    total = 0
+    for url in set(urls):
+        u = urlsplit(url)
+        if u.scheme != "file":
+            continue
+        path = Path(unquote(u.path))
+        if path.suffix.lower() in FIGURE_EXT or not path.is_file():
+            continue
+        total += path.stat().st_size
+    return total
+
+
+def _check_search_and_dark_mode(page, base: str, problems: list) -> None:
+    page.goto(base + "index.html", wait_until="load")
+    before = page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    after = page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    if before == after:
+        problems.append(f"dark-mode toggle from file:// did nothing (scheme stays {before})")
+    page.goto(base + "index.html", wait_until="load")
+    if page.evaluate("document.body.getAttribute('data-md-color-scheme')") != after:
+        problems.append("the colour scheme chosen is not kept from one page to the next (file://)")
+    page.locator("input.md-search__input").click()
+    page.keyboard.type("saliency")
+    try:
+        page.wait_for_selector(".md-search-result__item", timeout=10000)
+    except Exception:
+        problems.append("search from file:// found nothing for 'saliency'")
