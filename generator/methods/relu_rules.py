@@ -107,7 +107,7 @@ class _Rectify(torch.autograd.Function):
         else:
             (y,) = ctx.saved_tensors
             if rule == "guided":  # relu(g) where x > lo; the visualisation rules ignore the cap
-                gx = torch.ops.aten.threshold_backward(g.clamp(min=0), y, ctx.lo)
+                gx = torch.ops.aten.threshold_backward(g, y, ctx.lo).clamp_(min=0)  # a new tensor: in place is safe
             elif ctx.hi is None:  # "gradient": identical to autograd's own relu / hardtanh backward
                 gx = torch.ops.aten.threshold_backward(g, y, ctx.lo)
             else:
