@@ -143,15 +143,15 @@ CAPTUM_METHODS = ["saliency", "guided_backprop", "deconvnet", "gradcam", "smooth
 
 
 class TinyNet(torch.nn.Module):
-    """A small random conv net (conv, batch norm, ReLU modules, max-pooling) for smoke runs."""
+    """A small random conv net (conv, batch norm, ReLU or ReLU6 modules, max-pooling) for smoke runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, act: type = torch.nn.ReLU) -> None:
         super().__init__()
         nn = torch.nn
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), act(),
             nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), act(),
         )
         self.fc = nn.Linear(16, 10)
 
@@ -160,15 +160,16 @@ class TinyNet(torch.nn.Module):
 
 
 def load_bench_model(name: str, size: int, device: torch.device):
-    """(net, Grad-CAM layer path, preprocess, tag) for a registry model or ``tiny``."""
+    """(net, Grad-CAM layer path, preprocess, tag) for a registry model, ``tiny`` or ``tiny6``
+    (the same with ReLU6)."""
     from generator.images import Preprocess
 
-    if name == "tiny":
+    if name in ("tiny", "tiny6"):
         torch.manual_seed(0)
-        net = TinyNet().eval().to(device)
+        net = TinyNet(torch.nn.ReLU6 if name == "tiny6" else torch.nn.ReLU).eval().to(device)
         for p in net.parameters():
             p.requires_grad_(False)
-        return net, "features.5", Preprocess(input_size=size, resize_size=size), "tiny*"
+        return net, "features.5", Preprocess(input_size=size, resize_size=size), name + "*"
     try:
         lm, tag = load_model(name, device=device), name
     except WeightsError:
@@ -331,7 +332,7 @@ def captum_main(argv: list[str] | None = None) -> int:
             params = {**ATTRIBUTION_METHODS[m].defaults, **params}
             if m == "gradcam":
                 params.pop("layer", None)
-                if model_name == "tiny":
+                if model_name in ("tiny", "tiny6"):
                     params["layer"] = layer_path
             agree, so, sc, ratio = compare_one(m, model, net, layer_path, x, t, params, args.batch, args.reps)
             print(f"{tag:<20} {m:<22} {len(x) / so:>10.2f} {len(x) / sc:>12.2f} {ratio:>10.2f}x  {agree}", flush=True)

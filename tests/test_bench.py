@@ -32,6 +32,18 @@ def test_captum_benchmark_prints_a_row_per_method(capsys):
     assert "Captum differs: its own noise" in rows["smoothgrad"]
 
 
+def test_captum_benchmark_says_where_captum_misses_relu6(capsys):
+    bench = load_bench()
+    assert bench.main(["--models", "tiny6", "--size", "32", "--images", "1", "--reps", "1", "--device", "cpu",
+                       "--threads", "1", "--methods", "guided_backprop", "deconvnet", "saliency"]) == 0
+    out = capsys.readouterr().out
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^tiny6\*\s+(\w+)\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+(.*)$", out, re.M)}
+    assert set(rows) == {"guided_backprop", "deconvnet", "saliency"}
+    for name in ("guided_backprop", "deconvnet"):
+        assert rows[name].startswith("Captum differs: it hooks only nn.ReLU modules (0 of 2 rectifier calls"), rows[name]
+    assert rows["saliency"].startswith("rel. error")
+
+
 def test_generator_never_imports_captum():
     for path in (ROOT / "generator").rglob("*.py"):
         assert "captum" not in path.read_text(encoding="utf-8"), path
