@@ -1,22 +1,32 @@
-"""Throughput of the attribution methods: batched vs a straightforward per-image loop.
+"""Throughput of the attribution methods against Captum, and of batching.
 
-For every model × method it prints images/second for
+Default (``make bench``): every method Captum also has — saliency, guided backprop,
+deconvnet, Grad-CAM, SmoothGrad, Integrated Gradients, occlusion — run by this project
+and by Captum on the *same* model object, photos (``data/images``), classes (each
+photo's top-1), settings, device and threads. Per model and method it prints
 
-* ``bs1``  — one image per ``attribute`` call (perturbed copies still batched),
-* ``bs16`` — 16 images per call (``--batch`` to change),
-* ``ref``  — the reference: a plain Python loop, one image per call and one
-  forward/backward per perturbed copy (``batch_size=1``),
+* ``agreement`` — relative error ``‖ours − Captum‖ / ‖Captum‖``, or ``Captum differs: why``
+  where Captum is known to compute something else (its guided backprop and deconvnet only
+  hook ``nn.ReLU`` modules, so on a network with ReLU6 or functional ReLUs they fall back
+  to the plain gradient there; its SmoothGrad draws its own noise, so the yardstick is
+  ours with another seed),
+* ``ours/Captum`` — the ratio of images/s, the median over ``--reps`` runs in which the two
+  alternate (ours first in even runs, Captum first in odd ones), so a busy machine slows
+  both alike. One warm-up run each precedes the timing (it also builds our prepared copy
+  of the network, once per model). SmoothGrad's shared noisy-gradient cache is emptied
+  before every run of ours.
 
-and ``bs16/ref``, the speed-up of batching, all measured in the same run on the same
-inputs. Results are also checked to agree (max relative difference printed).
+Captum is an optional extra (``pip install -e .[bench]``; ``make`` installs it); the
+generator never imports it. Examples::
 
-The default run is short (a few minutes on one CPU core): EfficientNet-Lite0, every
-registered method with its light settings (``findings_params``, what the findings stage
-uses), 224 px; ``--full`` uses the galleries' settings (``gallery_params``). Examples::
+    python bench/bench_methods.py                       # Lite0 + AlexNet, findings settings
+    python bench/bench_methods.py --full --reps 5       # the galleries' settings
+    python bench/bench_methods.py --models tiny --size 64 --images 2 --reps 1   # a smoke run
+    python bench/bench_methods.py --batching            # batched vs a per-image loop (below)
 
-    python bench/bench_methods.py
-    python bench/bench_methods.py --models efficientnet_lite0 resnet50 --methods saliency occlusion
-    python bench/bench_methods.py --device cuda --images 64 --batch 64
+``--batching`` prints, for every model × method, images/second for ``bs1`` (one image
+per call, perturbed copies still batched), ``bs16`` (16 per call) and ``ref`` (a plain
+loop, one image per call and one forward/backward per copy), and ``bs16/ref``.
 
 Models without local weights are benchmarked with random weights (speed does not
 depend on the weights); the table says so.
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,8 +90,9 @@ def bench_one(lm, name: str, x: torch.Tensor, batch: int, n_small: int, params: 
     return len(x) / secs_b, n_small / secs_1, n_small / secs_r, diff
 
 
-def main(argv: list[str] | None = None) -> int:
+def batching_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batching", action="store_true")
     ap.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
     ap.add_argument("--methods", nargs="+", default=list(ATTRIBUTION_METHODS), choices=list(ATTRIBUTION_METHODS))
     ap.add_argument("--images", type=int, default=16, help="images for the batched measurement")
@@ -122,6 +134,218 @@ def main(argv: list[str] | None = None) -> int:
     print(("gallery" if args.full else "findings (light)") + " settings: "
           + ", ".join(f"{n} {p}" for n, p in settings.items() if p))
     return 0
+
+
+# ------------------------------------------------------------------------------------
+# against Captum
+
+CAPTUM_METHODS = ["saliency", "guided_backprop", "deconvnet", "gradcam", "smoothgrad", "integrated_gradients", "occlusion"]
+
+
+class TinyNet(torch.nn.Module):
+    """A small random conv net (conv, batch norm, ReLU or ReLU6 modules, max-pooling) for smoke runs."""
+
+    def __init__(self, act: type = torch.nn.ReLU) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), act(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), act(),
+        )
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def load_bench_model(name: str, size: int, device: torch.device):
+    """(net, Grad-CAM layer path, preprocess, tag) for a registry model, ``tiny`` or ``tiny6``
+    (the same with ReLU6)."""
+    from generator.images import Preprocess
+
+    if name in ("tiny", "tiny6"):
+        torch.manual_seed(0)
+        net = TinyNet(torch.nn.ReLU6 if name == "tiny6" else torch.nn.ReLU).eval().to(device)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net, "features.5", Preprocess(input_size=size, resize_size=size), name + "*"
+    try:
+        lm, tag = load_model(name, device=device), name
+    except WeightsError:
+        lm, tag = load_model(name, allow_random=True, device=device), name + "*"
+    return lm, lm.module_path(lm.spec.gradcam_layer), lm.spec.preprocess, tag
+
+
+def photos(preprocess, n: int, device: torch.device) -> torch.Tensor:
+    from PIL import Image
+
+    folder = Path(__file__).resolve().parent.parent / "data" / "images"
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+    return preprocess([Image.open(f).convert("RGB") for f in files]).to(device)
+
+
+def rectifier_counts(net: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(rectifier calls our rules intercept, calls of nn.ReLU modules Captum hooks)."""
+    from generator.methods.relu_rules import relu_rule
+
+    n_modules = [0]
+    handles = [m.register_forward_hook(lambda *_: n_modules.__setitem__(0, n_modules[0] + 1))
+               for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+    try:
+        with torch.no_grad(), relu_rule("guided") as stats:
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats.calls, n_modules[0]
+
+
+def captum_runner(name: str, net: torch.nn.Module, layer: torch.nn.Module, params: dict, batch: int, n_img: int):
+    """A function (x, target) → Captum's attribution in our output format."""
+    import captum.attr as ca
+    import torch.nn.functional as F
+
+    per_image = max(1, batch // n_img)  # Captum's batch knobs count copies per image
+    if name == "saliency":
+        m = ca.Saliency(net)
+        return lambda x, t: m.attribute(x, target=t, abs=False)
+    if name == "guided_backprop":
+        m = ca.GuidedBackprop(net)
+        return lambda x, t: m.attribute(x, target=t)
+    if name == "deconvnet":
+        m = ca.Deconvolution(net)
+        return lambda x, t: m.attribute(x, target=t)
+    if name == "gradcam":
+        m = ca.LayerGradCam(net, layer)
+
+        def gradcam(x, t):
+            cam = m.attribute(x, target=t, relu_attributions=True)
+            return F.interpolate(cam, size=x.shape[-2:], mode=params["interpolation"], align_corners=False)
+
+        return gradcam
+    if name == "smoothgrad":
+        m = ca.NoiseTunnel(ca.Saliency(net))
+
+        def smoothgrad(x, t):
+            span = float((x.flatten(1).amax(1) - x.flatten(1).amin(1)).mean())  # one σ for the batch
+            return m.attribute(x, nt_type="smoothgrad", nt_samples=int(params["samples"]), nt_samples_batch_size=per_image,
+                               stdevs=float(params["sigma"]) * span, target=t, abs=False)
+
+        return smoothgrad
+    if name == "integrated_gradients":
+        m = ca.IntegratedGradients(net)
+        base = {"black": 0.0, "grey": 0.5, "gray": 0.5, "white": 1.0}.get(params["baseline"], params["baseline"])
+        return lambda x, t: m.attribute(x, baselines=float(base), target=t, n_steps=int(params["steps"]),
+                                        method="riemann_middle", internal_batch_size=batch)
+    if name == "occlusion":
+        m = ca.Occlusion(lambda z: net(z).softmax(1))
+        w, s = int(params["window"]), int(params["stride"])
+        return lambda x, t: m.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=float(params["fill"]),
+                                        target=t, perturbations_per_eval=per_image)[:, :1]
+    raise KeyError(name)
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
+
+
+def compare_one(name: str, model, net, layer_path: str, x: torch.Tensor, t: torch.Tensor, params: dict,
+                batch: int, reps: int) -> tuple[str, float, float, float]:
+    """(agreement text, median seconds ours, median seconds Captum, median per-run ratio)."""
+    from generator.methods import attribution
+
+    ours_m = make(name, model, batch_size=batch, **params)
+    theirs = captum_runner(name, net, net.get_submodule(layer_path), params, batch, len(x))
+
+    def ours() -> torch.Tensor:
+        attribution._MOMENTS.clear()  # no reuse of SmoothGrad's noisy gradients between runs
+        return ours_m.attribute(x, t)
+
+    a, b = ours(), theirs(x, t)  # warm-up (and the outputs compared)
+    sync(x.device)
+    err = rel_error(a, b)
+    agree = f"rel. error {err:.1e}"
+    if name in ("guided_backprop", "deconvnet"):
+        ours_n, relu_modules = rectifier_counts(net, x[:1])
+        if relu_modules < ours_n:
+            agree = (f"Captum differs: it hooks only nn.ReLU modules ({relu_modules} of {ours_n} rectifier calls; "
+                     f"rel. error {err:.1e})")
+    elif name == "smoothgrad":
+        other = make(name, model, batch_size=batch, **{**params, "seed": int(params.get("seed", 0)) + 1}).attribute(x, t)
+        agree = (f"Captum differs: its own noise (rel. error {err:.2f}; ours with another seed: "
+                 f"{rel_error(other, a):.2f})")
+    t_ours, t_theirs, ratios = [], [], []
+    for r in range(reps):
+        order = [("o", ours), ("c", lambda: theirs(x, t))]
+        if r % 2:
+            order.reverse()
+        got = {}
+        for k, fn in order:
+            got[k] = timed(fn, x.device)
+        t_ours.append(got["o"])
+        t_theirs.append(got["c"])
+        ratios.append(got["c"] / got["o"])
+    return agree, statistics.median(t_ours), statistics.median(t_theirs), statistics.median(ratios)
+
+
+def captum_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["efficientnet_lite0", "alexnet"])
+    ap.add_argument("--methods", nargs="+", default=CAPTUM_METHODS, choices=CAPTUM_METHODS)
+    ap.add_argument("--images", type=int, default=4, help="photos from data/images")
+    ap.add_argument("--batch", type=int, default=32, help="images (incl. perturbed copies) per forward pass")
+    ap.add_argument("--reps", type=int, default=3, help="alternating timed runs of each")
+    ap.add_argument("--size", type=int, default=None, help="input size (tiny model only; registry models use their own)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    ap.add_argument("--full", action="store_true", help="the galleries' settings instead of the findings' lighter ones")
+    args = ap.parse_args(argv)
+    try:
+        import captum
+    except ImportError:
+        print("captum is not installed: pip install -e .[bench]  (or make setup)")
+        return 2
+
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # Captum's notes on requires_grad and hooks
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"ours vs Captum {captum.__version__}: device={device} ({name}) photos={args.images} batch={args.batch} "
+          f"reps={args.reps} (alternating) torch={torch.__version__}")
+    header = f"{'model':<20} {'method':<22} {'ours img/s':>10} {'Captum img/s':>12} {'ours/Captum':>11}  agreement"
+    print(header)
+    print("-" * (len(header) + 30))
+    any_random = False
+    for model_name in args.models:
+        model, layer_path, preprocess, tag = load_bench_model(model_name, args.size or 224, device)
+        any_random |= tag.endswith("*")
+        net = getattr(model, "net", model)
+        x = photos(preprocess, args.images, device)
+        with torch.no_grad():
+            t = net(x).argmax(1)
+        for m in args.methods:
+            params = method_params(m, args.full)
+            params = {**ATTRIBUTION_METHODS[m].defaults, **params}
+            if m == "gradcam":
+                params.pop("layer", None)
+                if model_name in ("tiny", "tiny6"):
+                    params["layer"] = layer_path
+            agree, so, sc, ratio = compare_one(m, model, net, layer_path, x, t, params, args.batch, args.reps)
+            print(f"{tag:<20} {m:<22} {len(x) / so:>10.2f} {len(x) / sc:>12.2f} {ratio:>10.2f}x  {agree}", flush=True)
+    if any_random:
+        print("* random weights (throughput does not depend on the weights)")
+    print(("gallery" if args.full else "findings (light)") + " settings: "
+          + ", ".join(f"{n} {method_params(n, args.full)}" for n in args.methods if method_params(n, args.full)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return batching_main(argv) if "--batching" in argv else captum_main(argv)
 
 
 if __name__ == "__main__":

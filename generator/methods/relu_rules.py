@@ -81,22 +81,23 @@ RECTIFIER_NOTE = """\
 
 
 class _Rectify(torch.autograd.Function):
-    """``clamp(x, lo, hi)`` (hi may be None) with a rule-specific backward."""
+    """``clamp(x, lo, hi)`` (hi may be None) with a rule-specific backward.
+
+    The forward derivative mask is read off the *output* ``y`` (as autograd's own relu
+    does): ``y > lo`` ⇔ ``x > lo``, and ``y < hi`` ⇔ ``x < hi``, so no mask is computed
+    or stored in the forward pass, and each backward is one or two fused kernels."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, lo: float, hi: float | None, inplace: bool, rule: str):  # type: ignore[override]
-        # the local derivative mask of the true forward, computed before any in-place change
-        if rule != "deconvnet":
-            mask = x > lo
-            if hi is not None and rule == "gradient":  # the visualisation rules ignore the cap
-                mask &= x < hi
-            ctx.save_for_backward(mask)
-        ctx.rule = rule
+        ctx.rule, ctx.lo, ctx.hi = rule, lo, hi
         if inplace:
             out = x.clamp_(min=lo, max=hi)
             ctx.mark_dirty(x)
-            return out
-        return x.clamp(min=lo, max=hi)
+        else:
+            out = x.clamp(min=lo, max=hi)
+        if rule != "deconvnet":
+            ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
@@ -104,11 +105,13 @@ class _Rectify(torch.autograd.Function):
         if rule == "deconvnet":
             gx = g.clamp(min=0)
         else:
-            (mask,) = ctx.saved_tensors
-            if rule == "guided":
-                gx = g.clamp(min=0) * mask
-            else:  # "gradient": identical to autograd's own relu / hardtanh backward
-                gx = g * mask
+            (y,) = ctx.saved_tensors
+            if rule == "guided":  # relu(g) where x > lo; the visualisation rules ignore the cap
+                gx = torch.ops.aten.threshold_backward(g, y, ctx.lo).clamp_(min=0)  # a new tensor: in place is safe
+            elif ctx.hi is None:  # "gradient": identical to autograd's own relu / hardtanh backward
+                gx = torch.ops.aten.threshold_backward(g, y, ctx.lo)
+            else:
+                gx = torch.ops.aten.hardtanh_backward(g, y, ctx.lo, ctx.hi)
         return gx, None, None, None, None
 
 

@@ -1,0 +1,49 @@
+"""The Captum comparison benchmark runs end to end on a tiny model and prints a row per
+method (no timing is checked: it is a benchmark, not a test)."""
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("captum")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "bench" / "bench_methods.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_captum_benchmark_prints_a_row_per_method(capsys):
+    bench = load_bench()
+    assert bench.main(["--models", "tiny", "--size", "64", "--images", "2", "--reps", "1", "--device", "cpu",
+                       "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^tiny\*\s+(\w+)\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+(.*)$", out, re.M)}
+    assert set(rows) == set(bench.CAPTUM_METHODS)
+    # the tiny net has only nn.ReLU modules: Captum computes the same maps there
+    for name in ("saliency", "guided_backprop", "deconvnet", "gradcam", "integrated_gradients", "occlusion"):
+        err = float(re.search(r"rel\. error (\S+)", rows[name]).group(1))
+        assert err < 1e-2, rows[name]
+    assert "Captum differs: its own noise" in rows["smoothgrad"]
+
+
+def test_captum_benchmark_says_where_captum_misses_relu6(capsys):
+    bench = load_bench()
+    assert bench.main(["--models", "tiny6", "--size", "32", "--images", "1", "--reps", "1", "--device", "cpu",
+                       "--threads", "1", "--methods", "guided_backprop", "deconvnet", "saliency"]) == 0
+    out = capsys.readouterr().out
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^tiny6\*\s+(\w+)\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+(.*)$", out, re.M)}
+    assert set(rows) == {"guided_backprop", "deconvnet", "saliency"}
+    for name in ("guided_backprop", "deconvnet"):
+        assert rows[name].startswith("Captum differs: it hooks only nn.ReLU modules (0 of 2 rectifier calls"), rows[name]
+    assert rows["saliency"].startswith("rel. error")
+
+
+def test_generator_never_imports_captum():
+    for path in (ROOT / "generator").rglob("*.py"):
+        assert "captum" not in path.read_text(encoding="utf-8"), path
