@@ -185,7 +185,7 @@ def layer_channels(net: nn.Module, modules: dict[str, nn.Module], input_size: in
     return {n: shape[0] for n, shape in output_shapes(net, modules, input_size).items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def stream_topk(net: nn.Module, modules: dict[str, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
                 state: AtlasState, on_batch: Callable[[AtlasState, int], None] | None = None,
                 channels_last: bool = False) -> AtlasState:
