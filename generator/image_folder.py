@@ -7,6 +7,8 @@
 * :func:`load_input` / :func:`load_inputs` / :func:`iterate_batches` — files → model inputs, with
   the same checks, conversions, resize and centre crop as the curated image set
   (:mod:`generator.images`); unreadable files are skipped and counted, the stream goes on.
+* :func:`iterate_decoded` + :func:`to_inputs` — the same, split in two so that several
+  models with different input sizes share one decoding of every file.
 """
 from __future__ import annotations
 
@@ -129,6 +131,48 @@ def iterate_batches(listing: FolderListing, indices: list[int], pre: Preprocess,
                                      persistent_workers=False)
     for x, idx, ok in dl:
         yield x, idx.long(), ok.bool()
+
+
+class _DecodedDataset(torch.utils.data.Dataset):
+    def __init__(self, root: Path, files: list[str], indices: list[int]) -> None:
+        self.root, self.files, self.indices = root, files, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        idx = self.indices[i]
+        try:
+            pil, _conversions = load_rgb(self.root / self.files[idx])
+        except Exception:  # unreadable file: skipped (counted), the stream goes on
+            pil = None
+        return pil, idx
+
+
+def _as_lists(batch):
+    return [p for p, _ in batch], torch.tensor([i for _, i in batch], dtype=torch.long)
+
+
+def iterate_decoded(listing: FolderListing, indices: list[int], batch_size: int,
+                    workers: int = 0) -> Iterator[tuple[list, torch.Tensor, torch.Tensor]]:
+    """(decoded RGB PIL images [B] (None where unreadable), file indices [B], ok mask [B])
+    batches, in order; each file is decoded once, whatever number of models it feeds
+    (:func:`to_inputs` makes each model's input from them)."""
+    ds = _DecodedDataset(listing.root, listing.files, indices)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                     collate_fn=_as_lists, persistent_workers=False)
+    for pils, idx in dl:
+        yield pils, idx, torch.tensor([p is not None for p in pils], dtype=torch.bool)
+
+
+def to_inputs(pils: list, pre: Preprocess) -> torch.Tensor:
+    """Decoded images (None: unreadable) → B×3×S×S model inputs, zeros where None: the
+    same tensors as :func:`iterate_batches` gives for those files."""
+    out = torch.zeros(len(pils), 3, pre.input_size, pre.input_size)
+    ok = [j for j, p in enumerate(pils) if p is not None]
+    if ok:
+        out[ok] = pre([pils[j] for j in ok])
+    return out
 
 
 def load_inputs(listing: FolderListing, indices: Sequence[int], pre: Preprocess) -> torch.Tensor:

@@ -262,7 +262,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
         device = torch.device("cpu")
 
     ctx = Ctx()
-    real = image_folder.iterate_batches
+    real = image_folder.iterate_decoded
 
     def interrupted(*a, **kw):
         for n, b in enumerate(real(*a, **kw)):
@@ -270,7 +270,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
                 raise KeyboardInterrupt
             yield b
 
-    monkeypatch.setattr(image_folder, "iterate_batches", interrupted)
+    monkeypatch.setattr(image_folder, "iterate_decoded", interrupted)
     with pytest.raises(KeyboardInterrupt):
         stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
     fed = []
@@ -279,7 +279,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
         fed.append(len(todo))
         return real(listing, todo, *a, **kw)
 
-    monkeypatch.setattr(image_folder, "iterate_batches", counting)
+    monkeypatch.setattr(image_folder, "iterate_decoded", counting)
     resumed = stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
     assert fed == [len(idx) - 3 * 4]  # three batches were checkpointed before the interruption
     once = stream(net, folder, idx, 3, batch=4)
@@ -291,3 +291,74 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
     fed.clear()
     stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
     assert fed == []
+
+
+def test_models_share_one_decoding_and_get_the_same_results_as_alone(tmp_path, folder, monkeypatch):
+    """Two models with different input sizes streamed together: every file is decoded
+    once, and each model's state is exactly what its own stream gives; a model resumed
+    from a checkpoint and one starting fresh share the pass."""
+    from generator.cache import Cache
+    from generator.stages import atlas as stage
+
+    def toy(name, size, resize, seed):
+        torch.manual_seed(seed)
+        net = toy_net()
+        with torch.no_grad():
+            for q in net.parameters():
+                q.add_(0.1 * torch.randn_like(q))
+        spec = ModelSpec(name=name, title=name, family="torchvision", arch="toy", input_size=size, resize_size=resize,
+                         layers=(Layer("c1", "1"), Layer("c2", "4")), default_layers=("c1", "c2"))
+        return LoadedModel(spec, net, f"random-init:seed={seed}", None, False, imagenet_labels())
+
+    a, b = toy("toy_a", 32, 36, 1), toy("toy_b", 40, 44, 2)
+    cfg = {**stage.DEFAULTS, "top_k": 3, "batch_size": 4, "workers": 0, "checkpoint_every": 1, "hist_bins": 12}
+    idx = list(range(len(folder)))
+
+    class Ctx:
+        def __init__(self, root):
+            self.cache = Cache(root)
+            self.device = torch.device("cpu")
+
+    alone = {}
+    for m in (a, b):
+        c = Ctx(tmp_path / f"alone-{m.name}")
+        alone[m.name] = stage._stream(c, m, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(c, m, cfg))
+    # model a streamed halfway (interrupted), then both together
+    ctx = Ctx(tmp_path / "shared")
+    real = image_folder.iterate_decoded
+
+    def interrupted(*args, **kw):
+        for n, batch in enumerate(real(*args, **kw)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(image_folder, "iterate_decoded", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        stage._stream(ctx, a, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, a, cfg))
+    monkeypatch.setattr(image_folder, "iterate_decoded", real)
+    decoded = []
+    real_load = image_folder.load_rgb
+
+    def counting_load(path):
+        decoded.append(Path(path).name)
+        return real_load(path)
+
+    monkeypatch.setattr(image_folder, "load_rgb", counting_load)
+    jobs = [(m, ["c1", "c2"], stage._FastCopy(ctx, m, cfg)) for m in (a, b)]
+    together = stage._stream_all(ctx, jobs, folder, idx, cfg)
+    assert len(decoded) == len(idx)  # model b needed every file, model a the second part: one decoding each
+    for m, st in zip((a, b), together):
+        ref = alone[m.name]
+        assert st.done == ref.done == len(idx) and st.failed == ref.failed and len(st.failed) == 1
+        assert torch.equal(st.pred, ref.pred)
+        for n in ("c1", "c2"):
+            assert torch.equal(st.topk[n].index, ref.topk[n].index)
+            assert torch.equal(st.topk[n].values, ref.topk[n].values)
+            assert torch.equal(st.topk[n].pos, ref.topk[n].pos)
+            assert torch.equal(st.hist[n].counts, ref.hist[n].counts)
+    # the two models really differ (else the test could not tell them apart)
+    assert not torch.equal(together[0].topk["c1"].values, together[1].topk["c1"].values)
+    decoded.clear()
+    again = stage._stream_all(ctx, jobs, folder, idx, cfg)
+    assert decoded == [] and torch.equal(again[1].hist["c2"].counts, together[1].hist["c2"].counts)

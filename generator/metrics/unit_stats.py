@@ -1,8 +1,9 @@
 """Unit statistics for the atlas: which photos of a folder drive each unit hardest, and where.
 
-The folder is streamed once per model in batches; for every channel of every chosen
-layer a running top-k keeps the ``k`` images with the largest *maximum* activation
-of that channel and the position of that maximum (Zeiler & Fergus 2014, Fig. 2:
+The folder is streamed in batches (read and decoded once for all models: the atlas
+stage); for every channel of every chosen layer a running top-k keeps the ``k`` images
+with the largest *maximum* activation of that channel and the position of that maximum
+(Zeiler & Fergus 2014, Fig. 2:
 "the top 9 activations in a random subset of feature maps across the validation
 data"). Memory is bounded by ``channels × (k + batch)`` per layer: activations of
 one batch are reduced to per-image maxima and then dropped.
@@ -230,7 +231,7 @@ def layer_channels(net: nn.Module, modules: dict[str, nn.Module], input_size: in
     return {n: shape[0] for n, shape in output_shapes(net, modules, input_size).items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def stream_topk(net: nn.Module, modules: dict[str, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
                 state: AtlasState, on_batch: Callable[[AtlasState, int], None] | None = None,
                 channels_last: bool = False) -> AtlasState:

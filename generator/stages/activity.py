@@ -1,6 +1,7 @@
 """Activity stage: feature maps, top classes and chosen neurons, per model and image."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from ..methods.activity import Activity, summarise
@@ -39,7 +40,9 @@ def _compute(ctx, model, layers: list[str], settings: dict) -> list[dict]:
         try:
             for part in chunks(idx, ctx.batch_size):
                 items = [ctx.images[i] for i in part]
-                acts, logits = method.record(ctx.batch(model, items))
+                x = ctx.batch(model, items)  # made outside: ctx keeps it for the gradient stages
+                with torch.inference_mode():  # forward only
+                    acts, logits = method.record(x)
                 logits = logits.float().cpu()
                 ctx.store_logits(model, items, logits)
                 per_layer = {n: summarise(acts[n].cpu(), settings["top_channels"], settings["neurons"], fixed.get(n))

@@ -1,7 +1,8 @@
 """Unit atlas stage: one page per unit (model → layer → channel).
 
-For every catalogued layer, the image folder of ``[atlas].folder`` is streamed once per
-model (:func:`generator.metrics.unit_stats.stream_topk`, cached and resumable through ``ctx.cache``);
+For every catalogued layer, the image folder of ``[atlas].folder`` is read once for all
+models: each photo is decoded once and fed to every model at its own input size
+(:func:`generator.metrics.unit_stats.stream_topk`, cached and resumable per model through ``ctx.cache``);
 for the first ``max_channels_per_layer`` channels the top-k examples get their
 receptive-field patches and deconvnet projections (cached per unit), and pages are
 written:
@@ -34,7 +35,12 @@ Config (``[atlas]``; all optional)::
 
 Cost on the 2-core CPU box (EfficientNet-Lite0, 8 layers, 3,925 imagenette-val photos):
 stream ≈ 25–38 ms/photo, projections + patches ≈ 0.5 s per unit; a rerun with nothing
-changed only re-renders pages (seconds).
+changed only re-renders pages (seconds). The stream is the models' forward passes:
+decoding a 224 px imagenette photo takes ~0.7 ms, resizing it for one model ~1.4 ms, a
+Lite0 forward pass ~30 ms (one thread), so decoding once for all models saves little
+there and DataLoader workers (``workers``) would only take cores from the model on CPU;
+they pay off with large photos or a GPU. The timer reports ``atlas decode`` and
+``atlas stream <model>`` (that model's resize + forward) separately.
 """
 from __future__ import annotations
 
@@ -145,51 +151,90 @@ class _FastCopy:
         return self._net, {n: self._net.get_submodule(self.model.module_path(n)) for n in layers}
 
 
+def _stream_key(model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict) -> dict:
+    return {"what": "atlas-stream", "v": CODE_VERSION, "model": model.cache_id, "folder": listing.fingerprint,
+            "selection": stable_hash(indices), "layers": layers, "k": cfg["top_k"], "bins": cfg["hist_bins"],
+            "input": model.spec.preprocess.key}
+
+
 def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict,
             fast: _FastCopy) -> unit_stats.AtlasState:
     """Top-k + histograms for every channel of ``layers``; cached, resumable."""
-    key = {"what": "atlas-stream", "v": CODE_VERSION, "model": model.cache_id, "folder": listing.fingerprint,
-           "selection": stable_hash(indices), "layers": layers, "k": cfg["top_k"], "bins": cfg["hist_bins"],
-           "input": model.spec.preprocess.key}
-    done = ctx.cache.get(key)
-    if done is not None:
-        return unit_stats.AtlasState.from_dict(done)
-    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), merged in order
-        return _stream_distributed(ctx, model, listing, indices, layers, cfg, key)
-    partial_key = {**key, "partial": True}
-    part = ctx.cache.get(partial_key)
-    modules = {n: model.module(n) for n in layers}
-    if part is not None:
-        state = unit_stats.AtlasState.from_dict(part)
-    else:
-        channels = unit_stats.layer_channels(model.net, modules, model.spec.input_size)
-        state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
-                                            (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
-    todo = indices[state.done:]
-    if todo:
-        net, mods = fast.get(layers)
-        bar = progress(total=len(indices), initial=state.done, desc=f"atlas {model.name}", unit="img")
-        since = [0]
+    return _stream_all(ctx, [(model, layers, fast)], listing, indices, cfg)[0]
 
-        def on_batch(st: unit_stats.AtlasState, n: int) -> None:
-            bar.update(n)
-            since[0] += n
-            if since[0] >= cfg["checkpoint_every"] and st.done < len(indices):
-                ctx.cache.put(partial_key, st.to_dict())
-                since[0] = 0
 
+def _stream_all(ctx, jobs: list[tuple], listing: image_folder.FolderListing, indices: list[int],
+                cfg: dict) -> list[unit_stats.AtlasState]:
+    """:func:`_stream` for several ``(model, layers, fast copy)`` jobs at once: the folder is
+    read and decoded once, each photo then resized and cropped for every model that still
+    needs it (their input sizes differ). Each model keeps its own state, checkpoints and
+    cache entries, exactly as if it were streamed alone (same batches, same order)."""
+    states: list[unit_stats.AtlasState | None] = []
+    pending = []  # (job number, model, partial key, state, since-checkpoint counter)
+    for j, (model, layers, _fast) in enumerate(jobs):
+        key = _stream_key(model, listing, indices, layers, cfg)
+        done = ctx.cache.get(key)
+        if done is not None:
+            states.append(unit_stats.AtlasState.from_dict(done))
+            continue
+        partial_key = {**key, "partial": True}
+        part = ctx.cache.get(partial_key)
+        if part is not None:
+            state = unit_stats.AtlasState.from_dict(part)
+        else:
+            modules = {n: model.module(n) for n in layers}
+            channels = unit_stats.layer_channels(model.net, modules, model.spec.input_size)
+            state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                                (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+        states.append(state)
+        pending.append({"j": j, "model": model, "key": key, "partial": partial_key, "state": state, "since": 0})
+    todo_jobs = [p for p in pending if p["state"].done < len(indices)]
+    if todo_jobs:
+        start = min(p["state"].done for p in todo_jobs)
+        for p in todo_jobs:
+            p["net"], p["mods"] = jobs[p["j"]][2].get(jobs[p["j"]][1])
+            p["fast"] = jobs[p["j"]][2].enabled
+        names = ", ".join(p["model"].name for p in todo_jobs)
+        bar = progress(total=len(indices), initial=start, desc=f"atlas {names}", unit="img")
+        timer = getattr(ctx, "timer", None)
+        pos = start
         try:
-            batches = image_folder.iterate_batches(listing, todo, model.spec.preprocess, cfg["batch_size"],
-                                                   cfg["workers"])
-            unit_stats.stream_topk(net, mods, batches, state, on_batch, channels_last=fast.enabled)
+            t0 = time.perf_counter()
+            for pils, idx, ok in image_folder.iterate_decoded(listing, indices[start:], cfg["batch_size"],
+                                                              cfg["workers"]):
+                if timer is not None:
+                    timer.times["atlas decode"] = timer.times.get("atlas decode", 0.0) + time.perf_counter() - t0
+                n = len(idx)
+                for p in todo_jobs:
+                    st = p["state"]
+                    off = st.done - pos  # > 0: this model's checkpoint is inside or past this batch
+                    if off >= n:
+                        continue
+                    t1 = time.perf_counter()
+                    sub = slice(max(0, off), n)
+                    x = image_folder.to_inputs(pils[sub], p["model"].spec.preprocess)
+                    unit_stats.stream_topk(p["net"], p["mods"], [(x, idx[sub], ok[sub])], st,
+                                           channels_last=p["fast"])
+                    p["since"] += len(x)
+                    if p["since"] >= cfg["checkpoint_every"] and st.done < len(indices):
+                        ctx.cache.put(p["partial"], st.to_dict())
+                        p["since"] = 0
+                    if timer is not None:
+                        name = f"atlas stream {p['model'].name}"
+                        timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - t1
+                pos += n
+                bar.update(n)
+                t0 = time.perf_counter()
         finally:
             bar.close()
-            del net, mods
-    ctx.cache.put(key, state.to_dict())
-    p = ctx.cache.path(partial_key)
-    if p.exists():
-        p.unlink()
-    return state
+            for p in todo_jobs:
+                del p["net"], p["mods"]
+    for p in pending:
+        ctx.cache.put(p["key"], p["state"].to_dict())
+        pp = ctx.cache.path(p["partial"])
+        if pp.exists():
+            pp.unlink()
+    return states
 
 
 def _stream_distributed(ctx, model, listing, indices: list[int], layers: list[str], cfg: dict,
@@ -328,13 +373,18 @@ def run(ctx) -> None:
     folder_name = "/".join(Path(folder).parts[-2:])
     labelled = any(c is not None for c in listing.classes)
     model_rows = []
-    for model in ctx.models:
-        layers = _layers(ctx, model, cfg)
-        if not layers:
-            continue
-        with ctx.timer.stage(f"atlas stream {model.name}"):
-            fast = _FastCopy(ctx, model, cfg)
-            state = _stream(ctx, model, listing, indices, layers, cfg, fast)
+    # one pass over the folder for every model (each photo decoded once)
+    jobs = [(model, layers, _FastCopy(ctx, model, cfg)) for model in ctx.models if (layers := _layers(ctx, model, cfg))]
+    if distributed(ctx):  # chunks of photos as tasks per model (generator/executor.py), merged in order
+        streamed = []
+        for m, layers, _fast in jobs:
+            key = _stream_key(m, listing, indices, layers, cfg)
+            done = ctx.cache.get(key)
+            streamed.append(unit_stats.AtlasState.from_dict(done) if done is not None
+                            else _stream_distributed(ctx, m, listing, indices, layers, cfg, key))
+    else:
+        streamed = _stream_all(ctx, jobs, listing, indices, cfg) if jobs else []
+    for (model, layers, fast), state in zip(jobs, streamed):
         stream_id = stable_hash({"m": model.cache_id, "f": listing.fingerprint, "s": indices, "l": layers,
                                  "k": cfg["top_k"], "b": cfg["hist_bins"]})
         n_seen = len(indices) - len(state.failed)

@@ -24,6 +24,7 @@ Config (``[attribution]`` in data/config.toml; all optional)::
     neuron_layers = 3         # ... in this many layers, spread over the model's layers (first one skipped)
     neuron_rules = ["deconvnet", "guided"]   # projections shown beside each patch
     batch_size = 0            # perturbed copies per forward pass (0: [build].batch_size)
+    chunk_images = 4          # photos per cache step: a killed build redoes at most this many per method (0: all at once)
     [attribution.method_params.smoothgrad]   # per-method settings over the class's gallery_params
     samples = 25
 
@@ -31,7 +32,9 @@ Config (``[attribution]`` in data/config.toml; all optional)::
 
 Class explained per image: the manifest's ImageNet class when it has one, else the
 model's top-1 prediction (``ctx.targets``). Every computed map is cached per (model
-weights, method + settings, image, class, code version).
+weights, method + settings, image, class, code version) and stored as soon as its chunk
+of ``chunk_images`` photos is done, so an interrupted build resumes inside a method. The
+maps are handed on as the ``attribution_maps`` artifact (keys at ``PROVIDES``).
 """
 from __future__ import annotations
 
@@ -44,12 +47,17 @@ from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
 from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, save_image, signed_to_rgb, to_pil, to_uint8
-from ..util import progress
+from ..util import chunks, progress
 
-CODE_VERSION = 2
+CODE_VERSION = 3  # 3: the cached heatmap is float32 (the figures still show its bfloat16 rounding)
 ORDER = 30
 #: "attribution_maps": {"methods", "items", "titles", "short" (column headers),
-#:                      "models": {name: {"model", "heatmaps": {method: N×H×W at the model's input size}}}}
+#:     "models": {name: {"model",
+#:                       "heatmaps": {method: N×H×W float32 at the model's input size, rounded through
+#:                                    bfloat16: exactly what the figures show},
+#:                       "exact":    {method: N×H×W float32 = method.explain(x, targets), not rounded},
+#:                       "targets":  LongTensor[N], the class each map explains (ctx.targets),
+#:                       "params":   {method: the settings the maps were made with}}}}
 PROVIDES = ("attribution_maps",)
 NEEDS: tuple[str, ...] = ()
 TILE = 80
@@ -65,6 +73,7 @@ DEFAULTS = {
     "neuron_layers": 3,
     "neuron_rules": ["deconvnet", "guided"],
     "batch_size": 0,
+    "chunk_images": 4,
     "method_params": {},
 }
 
@@ -103,9 +112,13 @@ def neuron_layers(ctx, model, count: int) -> list[str]:
 # computation (cached, batched over the images that miss)
 
 
-def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tensor) -> list[dict]:
-    """Per image: the heatmap (bfloat16), the explained class, the signed view as uint8
-    RGB (``rgb``, methods with ``signed_view``) and the self-check's numbers."""
+def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tensor, chunk: int = 0) -> list[dict]:
+    """Per image: the heatmap (float32), the explained class, the signed view as uint8
+    RGB (``rgb``, methods with ``signed_view``) and the self-check's numbers.
+
+    The photos go through the method ``chunk`` at a time (0: all at once, in batches of
+    ``ctx.batch_size``); each chunk's results are stored before the next one starts, so
+    an interrupted build computes only the photos it has no result for."""
     keys = [{"what": "attribution", "v": CODE_VERSION, "model": model.cache_id, "method": name,
              "params": method.params, "image": it.sha256, "input": model.spec.preprocess.key,
              "target": int(t)} for it, t in zip(ctx.images, targets)]
@@ -129,7 +142,17 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
             lambda idx: (model, name, ctx.stage_settings("attribution")["params"][name], method.batch_size, ctx.batch_size,
                          ctx.batch(model, [ctx.images[i] for i in idx]).cpu(), targets[idx]),
             _maps_chunk, what=f"{name} {model.name}")
-    return ctx.cache.batched(keys, compute)
+    step = chunk if chunk > 0 else max(1, len(keys))
+    results: list[dict] = []
+    for part in chunks(list(range(len(keys))), step):
+        results.extend(ctx.cache.batched([keys[i] for i in part],
+                                         lambda missing, part=part: compute([part[j] for j in missing])))
+    return results
+
+
+def _shown(heatmap: torch.Tensor) -> torch.Tensor:
+    """A heatmap as the figures show it: rounded through bfloat16 (as cached before version 3)."""
+    return heatmap.to(torch.bfloat16).float()
 
 
 def _map_batch(method: AttributionMethod, x: torch.Tensor, t: torch.Tensor) -> list[dict]:
@@ -142,7 +165,7 @@ def _map_batch(method: AttributionMethod, x: torch.Tensor, t: torch.Tensor) -> l
         extra = {k: v.float().cpu() for k, v in method.check(x, t, a).items()}
     out = []
     for j in range(len(x)):
-        r = {"heatmap": heat[j].cpu().to(torch.bfloat16).clone(), "target": int(t[j])}
+        r = {"heatmap": heat[j].cpu().clone(), "target": int(t[j])}
         if rgb is not None:
             r["rgb"] = rgb[j].clone()
         for k, v in extra.items():
@@ -246,13 +269,13 @@ def run(ctx) -> None:
         results = {}
         with ctx.timer.stage("attribution maps"):
             for n, m in made.items():
-                results[n] = _maps(ctx, model, n, m, targets)
+                results[n] = _maps(ctx, model, n, m, targets, s["chunk_images"])
         # figures: heatmap per (model, method, image), signed view for pixel-space methods, input crop
         for i, it in enumerate(ctx.images):
             save_image(to_pil(ctx.batch(model, [it])[0]), ctx.figure_path(f"attribution/{model.name}/input/{it.id}.webp"))
         for n in methods:
             for it, r in zip(ctx.images, results[n]):
-                save_image(heatmap_image(r["heatmap"].float()), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}.webp"))
+                save_image(heatmap_image(_shown(r["heatmap"])), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}.webp"))
                 if "rgb" in r:
                     save_image(to_pil(r["rgb"]), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}-rgb.webp"))
         rows = []
@@ -280,7 +303,10 @@ def run(ctx) -> None:
         per_model[model.name] = {"model": model, "rows": rows, "neuron_figs": neuron_figs,
                                  "self_checks": self_checks, "params": {n: made[n].params for n in methods},
                                  "swap": swap, "has_maxpool": has_maxpool,
-                                 "heatmaps": {n: torch.stack([r["heatmap"].float() for r in results[n]])
+                                 "targets": targets.clone(),
+                                 "exact": {n: torch.stack([r["heatmap"].float() for r in results[n]])
+                                           for n in methods if results[n]},
+                                 "heatmaps": {n: torch.stack([_shown(r["heatmap"]) for r in results[n]])
                                               for n in methods if results[n]}}
 
         page = f"models/{model.name}"
@@ -296,7 +322,8 @@ def run(ctx) -> None:
     ctx.provide("attribution_maps", {
         "methods": methods, "items": list(ctx.images), "titles": {n: ATTRIBUTION_METHODS[n].title for n in methods},
         "short": {n: ATTRIBUTION_METHODS[n].short or ATTRIBUTION_METHODS[n].title for n in methods},
-        "models": {name: {"model": d["model"], "heatmaps": d["heatmaps"]} for name, d in per_model.items()}})
+        "models": {name: {"model": d["model"], "heatmaps": d["heatmaps"], "exact": d["exact"], "targets": d["targets"],
+                          "params": d["params"]} for name, d in per_model.items()}})
 
     # image pages: rows = models, columns = methods
     for i, it in enumerate(ctx.images):
