@@ -241,7 +241,7 @@ def load_image_set(folder: str | Path, limit: int | None = None) -> tuple[list[I
 
     if manifest_path.is_file():
         entries = read_manifest(manifest_path)
-        listed = {e.get("file") for e in entries if isinstance(e, dict)}
+        listed = {e.get("file") for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)}
         for p in listing():
             if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed:
                 entries.append({"file": p.name})
