@@ -77,19 +77,20 @@ DEFAULTS: dict = {
     "probe_sample": "../shared/imagenet-1k-sample",
     "n_scale": 1.0,                 # ONE knob: multiplies every n below (e.g. 10 for a GPU build)
     "images": 100,                  # per-photo checks (class, deletion/insertion) for the cheap methods
-    "expensive_images": 10,         # ... for the expensive methods (their own, smaller n)
+    "expensive_images": 6,          # ... for the expensive methods (their own, smaller n)
     "expensive_methods": ["smoothgrad", "integrated_gradients", "occlusion", "smoothgrad_sq", "vargrad"],
+    "faithfulness_images": 30,      # deletion/insertion (2 × (steps + 1) forward passes per photo and order)
     "sanity_images": 10,            # photos through the randomisation cascade (cheap methods)
-    "sanity_expensive_images": 3,   # ... expensive methods
-    "invariance_images": 20,        # input invariance (Kindermans et al. 2017)
+    "sanity_expensive_images": 2,   # ... expensive methods
+    "invariance_images": 10,        # input invariance (Kindermans et al. 2017)
     "invariance_shift": [0.25, 0.25, 0.25],   # constant input shift, pixel units (0–1)
     "invariance_threshold": 0.9,    # "invariant": Spearman(map, map of shifted copy) interval ≥ this
-    "fragility_images": 20,         # fragility (Ghorbani et al. 2019)
+    "fragility_images": 10,         # fragility (Ghorbani et al. 2019)
     "fragility_eps": 8.0,           # L∞ size of attack and of the random control, 0–255 units
     "fragility_steps": 5,
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
-    "selectivity_images": 100,      # labelled Imagenette photos for selectivity and ablation
-    "ablation_units_per_layer": 8,  # catalogued units per layer ablated (0 = all the atlas catalogues)
+    "selectivity_images": 50,       # labelled Imagenette photos for selectivity and ablation
+    "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
     "image_ids": [],
     "cascade_steps": 4,
     "seed": 0,
@@ -709,7 +710,9 @@ def run(ctx) -> None:
                                    {n: maps[n][:k] for n in group}, s, timing)
             cascade = {**part, "methods": {**cascade.get("methods", {}), **part["methods"]}}
         cascade["methods"] = {n: cascade["methods"][n] for n in names}
-        fai = faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
+        n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
+        k_fai = max(n_fai.values())
+        fai = faithfulness_results(ctx, model, methods, items[:k_fai], x[:k_fai], top1[:k_fai], maps, s, timing, n_fai)
         inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
         frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
             else {"kept": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
