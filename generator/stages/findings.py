@@ -1,39 +1,32 @@
 """Findings stage: is visualisation enough? Measurements, not pictures.
 
-For every model with real weights and every attribution method this stage measures
+For every model with real weights and every attribution method this stage measures, on
+labelled probe photos read at build time (Imagenette val, balanced, interleaved with the
+1,000-class sample of ``../shared``; the curated photos when those are absent):
 
 1. the **model-randomisation sanity check** (Adebayo et al., 2018): layers
    re-initialised top-down on a copy of the model, similarity of every map to the
    trained model's map (Spearman of |map|, SSIM, HOG);
-2. **class sensitivity**: the map for the top-1 class vs the map for the 2nd class
-   and for a low-ranked class;
+2. **class sensitivity**: the map for the top-1 class vs the map for a low-ranked class;
 3. **faithfulness**: deletion / insertion curves and their areas (Petsiuk et al.,
-   2018) beside a random-order and a centre-prior baseline;
-4. the **model table**: parameters, multiply-adds, measured accuracy;
+   2018), per photo against a random-order and a centre-prior baseline;
+4. **input invariance** (Kindermans et al., 2017): the map of a copy of the model that
+   absorbs a constant input shift, on the shifted photo (:mod:`..metrics.invariance`);
+5. **fragility** (Ghorbani et al., 2019): top-k overlap after a small attack vs after
+   random noise of the same L∞ size (:mod:`..metrics.fragility`);
+6. **selectivity vs importance** (Morcos et al., 2018) of the catalogued units
+   (:mod:`..metrics.selectivity`), handed to the atlas as ``unit_importance``;
+7. the **model table**: parameters, multiply-adds, measured accuracy.
 
-and writes the tables, plots and a Findings page whose statements are filled in
-from these numbers. Results are cached per (model weights, method + settings,
-image, test settings), so a rebuild with nothing changed does no model work.
+Every number is a mean with its 95 % bootstrap interval and n (:mod:`..metrics.bootstrap`);
+a verdict is printed only when the interval clears its threshold, else "undecided at
+n = …". The page opens with a methods × checks table per model; the headline numbers go
+to the ``findings_summary`` artifact and ``findings/summary.json`` (for the home page).
+Results are cached per (model weights, method + settings, photo, check settings).
 
-Config (``[findings]`` in data/config.toml; defaults in :data:`DEFAULTS`)::
-
-    images = 6                  # photos measured per model (known ImageNet class first)
-    image_ids = []              # or exactly these image ids
-    sanity_images = 3           # of those, how many go through the randomisation cascade
-    cascade_steps = 4           # measured cascade steps (0 = every catalogued layer group)
-    seed = 0                    # random re-initialisation and tie-breaking
-    low_rank = 500              # class sensitivity: "a low-ranked class" = this rank (1 = top)
-    faithfulness_steps = 16     # points on each deletion/insertion curve, minus one
-    blur_sigma = 5.0            # insertion starts from a Gaussian blur (11-px kernel)
-    sanity_threshold = 0.5      # flag: Spearman averaged over the cascade steps ≥ this
-    top_layer_threshold = 0.9   # note: Spearman ≥ this with only the output layer random
-    class_threshold = 0.8       # flag: mean Spearman(top-1 map, low-class map) ≥ this
-    accuracy_folder = "../shared/imagenette/val"   # ImageFolder of labelled photos ("" = none)
-    accuracy_max_images = 500   # balanced subset of it (0 = all)
-    methods = []                # attribution methods (default: all)
-    models = []                 # default: every model with weights
-    [findings.method_params.smoothgrad]     # over the class's findings_params, which are
-    samples = 12                            # cheaper than the galleries' settings
+Config: ``[findings]`` in data/config.toml, keys and defaults in :data:`DEFAULTS` (one
+knob, ``n_scale``, multiplies every n — e.g. 10 for a GPU build; the expensive methods
+listed in ``expensive_methods`` get their own, smaller n and their ``findings_params``).
 """
 from __future__ import annotations
 
@@ -721,6 +714,7 @@ def run(ctx) -> None:
         accuracy[model.name] = accuracy_results(ctx, model, s, timing)
         sm = summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive)
         sm["units"] = units
+        sm["n_images"] = len(items)
         if units:
             for layer, u in units["layers"].items():
                 for j, c in enumerate(u["channels"]):
