@@ -461,7 +461,7 @@ def unit_results(ctx, model, s: dict, timing: dict) -> dict | None:
 
         try:
             r = ctx.cache.get_or_compute(key, compute)
-        except ValueError as e:  # a layer inside a skip connection cannot be ablated this way
+        except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
             _say(f"findings {model.name}: units of {layer} not ablated ({e})")
             continue
         timing["units"] = timing.get("units", 0.0) + r["seconds"]
