@@ -553,15 +553,6 @@ def fixed(v, nd: int = 2) -> str:
     return f"{v:.{nd}f}".replace("-", "−")
 
 
-def _mean(a) -> float:
-    return float(np.mean(a))
-
-
-def _sd(a) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def _ci(v, seed: int = 0) -> bootstrap.Interval:
     return bootstrap.mean_ci(np.asarray(v, dtype=np.float64), seed=seed)
 
