@@ -38,7 +38,9 @@ SMALL: dict[str, dict] = {
                                       "occlusion": {"window": 112, "stride": 112}}},
     # every attribution method runs on every architecture above; the findings' checks need only two
     "findings": {"images": 2, "sanity_images": 1, "cascade_steps": 2, "faithfulness_steps": 2,
-                 "accuracy_folder": "", "methods": ["saliency", "gradcam"]},
+                 "accuracy_folder": "", "methods": ["saliency", "gradcam"], "expensive_images": 1,
+                 "sanity_expensive_images": 1, "invariance_images": 1, "fragility_images": 1, "fragility_steps": 1,
+                 "faithfulness_images": 2, "selectivity_images": 2, "ablation_units_per_layer": 1},
     "dgn_am": {"classes": [1], "steps": 2, "baselines": ["plain"], "ppgn_steps": 2, "ppgn_samples": 1,
                "units_per_layer": 1, "recon_images": 1},
     "atlas": {"max_channels_per_layer": 1, "top_k": 1, "max_images": 2, "batch_size": 2},

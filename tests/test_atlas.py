@@ -220,8 +220,13 @@ def test_stage_pages_link_correctly_and_rerun_is_cached(tmp_path, folder):
     Image.new("RGB", (8, 8)).save(stale, "WEBP")
     ctx = make_ctx()
     ctx.provide("unit_images", {("toy", "c1", 0): "figures/dgn_am/toy/c1/0.webp"})  # what the dgn_am stage hands on
+    ctx.provide("unit_importance", {("toy", "c1", 0): {  # what the findings stage hands on
+        "selectivity": 0.625, "acc_drop": 0.02, "prob_drop": 0.0314, "preferred": "tench", "n": 50, "n_classes": 10,
+        "rho": {}, "rank": 1, "of": 4}})
     stage.run(ctx)
     ctx.site.finish()
+    (out / "findings").mkdir(exist_ok=True)
+    (out / "findings" / "index.md").write_text("# Findings\n")  # the page the importance line links to
     pages = sorted(p.relative_to(out).as_posix() for p in (out / "units").rglob("*.md"))
     assert "units/toy/c1/0.md" in pages and "units/toy/c2/2.md" in pages and "units/toy/c2/index.md" in pages
     assert "units/toy/c1/3.md" not in pages  # capped at 3 channels
@@ -236,6 +241,9 @@ def test_stage_pages_link_correctly_and_rerun_is_cached(tmp_path, folder):
     assert n_links > 50
     unit0 = (out / "units/toy/c1/0.md").read_text()
     assert "dgn_am/toy/c1/0.webp" in unit0
+    assert "class selectivity\n0.62" in unit0 or "class selectivity 0.62" in unit0.replace("\n", " ")
+    assert "0.031 of the\ntrue class" in unit0 or "0.031 of the true class" in unit0.replace("\n", " ")
+    assert "Selectivity vs importance" not in (out / "units/toy/c1/1.md").read_text()
     assert "dgn_am" not in (out / "units/toy/c1/1.md").read_text()
     assert "tench" in unit0 or "other\\_class" in unit0  # wnid folders get ImageNet labels
     layer = (out / "units/toy/c1/index.md").read_text()

@@ -97,7 +97,9 @@ def test_every_stage_together_passes_mkdocs_strict(tmp_path, two_images, tmp_tor
                                "gallery_images": 2, "neurons": 2, "neuron_images": 1, "neuron_layers": 1,
                                "method_params": {"integrated_gradients": {"steps": 4}}}
     cfg.data["findings"] = {"images": 2, "sanity_images": 1, "cascade_steps": 2, "accuracy_folder": "",
-                            "methods": ["saliency", "gradcam"], "faithfulness_steps": 4}
+                            "methods": ["saliency", "gradcam"], "faithfulness_steps": 4, "invariance_images": 1,
+                            "fragility_images": 1, "fragility_steps": 1, "selectivity_images": 2,
+                            "ablation_units_per_layer": 1}
     cfg.data["dgn_am"] = {"classes": [281], "steps": 3, "baselines": ["plain"], "ppgn_steps": 2,
                           "ppgn_samples": 2, "units_per_layer": 0}
     cfg.data["atlas"] = {"folder": str(two_images), "max_channels_per_layer": 2, "top_k": 2,

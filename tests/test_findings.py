@@ -59,14 +59,17 @@ def _labelled_folder(root):
     return root / "val"
 
 
-FAST = {"images": 3, "sanity_images": 2, "cascade_steps": 3, "faithfulness_steps": 4, "seed": 7, "thumb": 16,
+FAST = {"images": 3, "sanity_images": 2, "expensive_images": 2, "sanity_expensive_images": 1, "invariance_images": 2,
+        "fragility_images": 2, "fragility_steps": 2, "selectivity_images": 4, "ablation_units_per_layer": 2,
+        "probe_sample": "", "cascade_steps": 3, "faithfulness_steps": 4, "seed": 7, "thumb": 16,
         "method_params": {"smoothgrad": {"samples": 2}, "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
                           "integrated_gradients": {"steps": 3}, "occlusion": {"window": 32, "stride": 32}}}
 
 
 def _ctx(tmp_path, model, folder):
     cfg = Config({"build": {"models": ["tiny_test", "alexnet"], "stages": ["findings"]},
-                  "findings": {**FAST, "accuracy_folder": str(folder), "accuracy_max_images": 0}})
+                  "findings": {**FAST, "accuracy_folder": str(folder), "accuracy_max_images": 0,
+                               "probe_folder": str(folder)}})
     from generator.build import BuildContext
 
     out = tmp_path / "out"
@@ -139,19 +142,25 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     assert {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()} == figures_before
 
 
-def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2, 0.4)):
-    """Synthetic per-method measurements → summarise_model input (2 photos each)."""
+def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2, 0.4), inv=None, frag=None, n=20):
+    """Synthetic per-method measurements → summarise_model input (n photos each, small spread)."""
     names = list(cascade_vals)
+    jit = np.linspace(-0.01, 0.01, n)
+    arr = lambda v: v + jit
     cas = {"labels": ["logits only", "down to x", "all layers"], "steps": [1, 2, 3], "n_groups": 3,
            "fraction": [0.3, 0.6, 1.0],
-           "methods": {n: {"spearman": np.array([[v, v] for v in cascade_vals[n]]),
-                           "ssim": np.zeros((3, 2)), "hog": np.zeros((3, 2)), "thumbs": np.zeros((3, 2, 4, 4))}
-                       for n in names}}
-    cls = {n: {k: {"spearman": np.array([class_low[n]] * 2), "ssim": np.zeros(2), "hog": np.zeros(2)}
-               for k in ("second", "low")} for n in names}
-    curves = {n: {"deletion_auc": np.array([dels[n]] * 2), "insertion_auc": np.array([inss[n]] * 2)} for n in names}
-    curves["random"] = {"deletion_auc": np.array([base[0]] * 2), "insertion_auc": np.array([base[1]] * 2)}
-    curves["centre"] = {"deletion_auc": np.array([base[2]] * 2), "insertion_auc": np.array([base[3]] * 2)}
+           "methods": {nm: {"spearman": np.array([arr(v) for v in cascade_vals[nm]]),
+                            "ssim": np.zeros((3, n)), "hog": np.zeros((3, n)), "thumbs": np.zeros((3, n, 4, 4))}
+                       for nm in names}}
+    cls = {nm: {"low": {"spearman": arr(class_low[nm]), "ssim": np.zeros(n), "hog": np.zeros(n)}} for nm in names}
+    curves = {nm: {"deletion_auc": arr(dels[nm]), "insertion_auc": arr(inss[nm])} for nm in names}
+    curves["random"] = {"deletion_auc": arr(base[0]), "insertion_auc": arr(base[1])}
+    curves["centre"] = {"deletion_auc": arr(base[2]), "insertion_auc": arr(base[3])}
+    inv = inv or {nm: 1.0 for nm in names}
+    invd = {nm: {"spearman": np.minimum(1.0, arr(inv[nm])), "relative_change": np.zeros(n)} for nm in names}
+    frag = frag or {nm: (0.7, 0.7) for nm in names}
+    fr = {"kept": np.ones(n, bool), "p0": np.full(n, 0.9), "p1": np.full(n, 0.88), "eps255": 8.0, "frac": 0.05,
+          "methods": {nm: {"attack": arr(frag[nm][0]), "noise": arr(frag[nm][1])} for nm in names}}
 
     class M:
         name = model_title.lower()
@@ -159,47 +168,62 @@ def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2,
         class spec:
             title = model_title
 
-    return M, cas, cls, {"curves": curves}
+    return M, cas, cls, {"curves": curves}, invd, fr
+
+
+def _render(s, names, titles, sm, missing=()):
+    from generator.metrics import bootstrap
+
+    env = make_env()
+    return env.get_template("findings/summary.md.j2").render(
+        s=s, names=names, titles=titles, summaries=[sm], missing=list(missing), not_selected=[], low_rank=500,
+        cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed, ci=bootstrap.fmt,
+        decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n)
 
 
 def test_statements_follow_the_numbers():
     s = findings.settings(Config({}))
     titles = {"a": "Method A", "b": "Method B", "c": "Method C"} | findings.BASELINES
-    M, cas, cls, fai = _fake("Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.3, 0.2]},
-                             {"a": 0.97, "b": 0.1, "c": 0.85}, {"a": 0.25, "b": 0.05, "c": 0.35},
-                             {"a": 0.35, "b": 0.7, "c": 0.5})
-    sm = findings.summarise_model(M, titles, cas, cls, fai, s)
-    assert sm["fails"] == ["Method A"]  # cascade mean 0.78 ≥ 0.5; C: 0.33
+    M, cas, cls, fai, inv, fr = _fake(
+        "Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.5, 0.5]},
+        {"a": 0.97, "b": 0.1, "c": 0.8}, {"a": 0.25, "b": 0.05, "c": 0.35}, {"a": 0.35, "b": 0.7, "c": 0.5},
+        inv={"a": 1.0, "b": 0.3, "c": 0.9}, frag={"a": (0.3, 0.7), "b": (0.7, 0.7), "c": (0.8, 0.7)})
+    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    assert sm["fails"] == ["Method A"] and sm["passes"] == ["Method B"]
+    assert sm["sanity_undecided"] == ["Method C"]  # mean 0.5 ± 0.01 straddles the threshold 0.5
     assert sm["ignores_top"] == ["Method A"]  # 0.95 ≥ 0.9 with only the logits random
-    assert sm["insensitive"] == ["Method A", "Method C"]
+    assert sm["insensitive"] == ["Method A"] and sm["class_undecided"] == ["Method C"]
     assert sm["best_deletion"]["title"] == "Method B" and sm["best_insertion"]["title"] == "Method B"
-    assert sm["not_better_than_random"] == ["Method C"]  # deletion 0.35 is worse than random's 0.3
-    assert sm["not_better_than_centre"] == ["Method A"]  # 0.25 > 0.2 and 0.35 < 0.4
-    # insertion − deletion: B 0.65, C 0.15, A 0.10 → the better half is B, C; C is flagged (class)
+    # vs random: A (0.3-0.25)+(0.35-0.3) = 0.10 > 0; B 0.65; C (−0.05)+(0.2) = 0.15
+    assert sm["better_than_random"] == ["Method A", "Method B", "Method C"]
+    assert sm["not_invariant"] == ["Method B"] and sm["invariant"] == ["Method A"]  # C: 0.9 straddles
+    assert sm["fragile"] == ["Method A"]
     assert [r["faith_rank"] for r in sm["rows"]] == [3, 1, 2]
-    assert sm["faithful_but_flagged"] == ["Method C"]
-    sm["photos"] = [{"id": "p", "title": "P", "top1": "x", "second": "y", "low": "z"}]
-    env = make_env()
-    text = env.get_template("findings/summary.md.j2").render(
-        s=s, names=["a", "b", "c"], titles=titles, summaries=[sm], missing=[{"title": "VGG16"}], not_selected=[],
-        low_rank=500, cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed)
-    assert "Method A keeps a rank" in text and "it fails" in text
-    assert "Method B and Method C pass" in text
-    assert "Method A and Method C draw" in text
-    assert "in the order of Method B destroys" in text
-    assert "Yet Method C ranks" in text
-    assert "**No — not on this evidence.** 1 of 3 methods failed" in text
+    assert sm["faithful_but_flagged"] == ["Method A"]
+    row = sm["rows"][0]
+    assert row["cascade_mean"].n == 20 and row["cascade_mean"].lo <= row["cascade_mean"].mean <= row["cascade_mean"].hi
+    text = _render(s, ["a", "b", "c"], titles, sm, missing=[{"title": "VGG16"}])
+    glance = text.split("The brief of this site")[0]
+    assert "| Method |" in glance and "**fails**" in glance and "undecided at n = 20" in glance  # table first
+    assert "Method A keeps a rank" in text
+    assert "Passing (interval below 0.5): Method B." in text
+    assert "Undecided: Method C." in text
+    assert "Yet Method A beats random" in text
+    assert "**No — not on this evidence.**" in text and "1 of 3 methods fail the randomisation check" in text
     assert "Only Net could be measured" in text and "VGG16" in text
 
     # the opposite data give the opposite sentences
-    M, cas, cls, fai = _fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
-                             {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8})
-    sm = findings.summarise_model(M, titles, cas, cls, fai, s)
-    text = env.get_template("findings/summary.md.j2").render(
-        s=s, names=["a", "b"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
-        cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed)
-    assert "No method fails" in text and "Every method's map changes with the class" in text
+    M, cas, cls, fai, inv, fr = _fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
+                                      {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8})
+    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    text = _render(s, ["a", "b"], titles, sm)
+    assert "No method is shown to fail" in text and "No method is shown to be class-insensitive" in text
     assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
+
+    # too few photos: no verdict at all
+    M, cas, cls, fai, inv, fr = _fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=1)
+    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    assert sm["fails"] == [] and sm["sanity_undecided"] == ["Method A"] and sm["rows"][0]["sanity_verdict"] == "undecided at n = 1"
 
 
 def test_cross_model_agreement():
@@ -215,6 +239,7 @@ def test_cross_model_agreement():
 
 def test_settings_merge_and_helpers():
     s = findings.settings(Config({"findings": {"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}}}))
+    assert findings.scaled(s, "images") == 2 and findings.scaled({**s, "n_scale": 10.0}, "expensive_images") == 10 * findings.DEFAULTS["expensive_images"]
     assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
     assert A.SmoothGrad.findings_params == {"samples": 12}  # the class's settings are not mutated
@@ -236,4 +261,4 @@ def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):
         pages.append("\n".join(l for l in text.splitlines() if " s, " not in l and "(total" not in l))
         figs.append({p.relative_to(ctx.out): p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()})
     assert pages[0] == pages[1]
-    assert figs[0] == figs[1] and len(figs[0]) == 3 + 4 + 1
+    assert figs[0] == figs[1] and len(figs[0]) == 6 + 4 + 1  # + invariance, fragility, selectivity

@@ -205,3 +205,49 @@ def faithfulness_curves(path, fractions: np.ndarray, curves: dict[str, dict[str,
     fig.suptitle(f"{model_title}: deletion and insertion curves (mean over images)", fontsize=11)
     fig.tight_layout()
     return save(fig, path)
+
+
+def interval_bars(path, labels: Sequence[str], series: dict[str, Sequence[tuple[float, float, float]]],
+                  title: str, ylabel: str, threshold: float | None = None, ylim=(-0.2, 1.05)) -> Path:
+    """Grouped bars with 95 % bootstrap intervals: ``series`` = legend label → one
+    (mean, lo, hi) per label."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(labels) + 2), 3.6))
+    x = np.arange(len(labels))
+    k = max(1, len(series))
+    width = 0.8 / k
+    for j, ((lab, vals), col) in enumerate(zip(series.items(), _colours(k))):
+        v = np.asarray(vals, dtype=np.float64).reshape(-1, 3)
+        err = np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]]))
+        err = np.nan_to_num(err)
+        ax.bar(x - 0.4 + width * (j + 0.5), v[:, 0], width=width * 0.95, yerr=err, color=col, label=lab, capsize=2)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold ({threshold:g})")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_xlabel("method (bars: mean over photos, whiskers: 95 % bootstrap interval)", fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def selectivity_scatter(path, layers: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Path:
+    """Per catalogued layer: class selectivity (x) against the drop in the true class's
+    probability when the unit alone is ablated (y), one point per unit."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for (layer, (sel, cost)), col in zip(layers.items(), _colours(len(layers))):
+        ax.scatter(np.asarray(sel), np.asarray(cost), s=14, color=col, label=layer, alpha=0.8)
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xlabel("class selectivity index (0 = responds to every class alike, 1 = to one)", fontsize=8)
+    ax.set_ylabel("ablation cost: drop of true-class probability", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="layer", title_fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)

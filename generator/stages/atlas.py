@@ -66,7 +66,7 @@ RF_VERSION = 1
 ORDER = 60
 PROVIDES: tuple[str, ...] = ()
 NEEDS: tuple[str, ...] = ()
-USES = ("unit_images",)  # the DGN-AM picture of a unit, shown on its page when the dgn_am stage ran
+USES = ("unit_images", "unit_importance")  # DGN-AM picture (dgn_am); selectivity and ablation cost (findings)
 
 #: WebP quality of the atlas figures (small tiles; the other figures use render's default, 85)
 FIGURE_QUALITY = 80
@@ -439,7 +439,9 @@ def run(ctx) -> None:
                     n_images=hist.n, mean_max=_fmt(float(hist.sum[c]) / max(1, hist.n)),
                     active=float(hist.active[c]) / max(1, hist.n), rf=rf, folder_name=folder_name, k=tk.k,
                     link=link, unit_page=lambda cc: posix_name(unit_page(model.name, layer, cc)),
-                    layer_link=link(lp), method_link=link("methods/atlas.md")))
+                    layer_link=link(lp), method_link=link("methods/atlas.md"),
+                    importance=ctx.artifact("unit_importance", {}).get((model.name, layer, c)),
+                    findings_link=link("findings/index.md")))
             ctx.page(lp, f"{model.spec.title} · {layer}", ctx.render(
                 "atlas/layer.md.j2", model=model, layer=layer, units=units, n_channels=C, cap=cap, rf=rf,
                 folder_name=folder_name, n_images=n_seen, k=cfg["top_k"],

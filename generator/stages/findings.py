@@ -1,43 +1,37 @@
 """Findings stage: is visualisation enough? Measurements, not pictures.
 
-For every model with real weights and every attribution method this stage measures
+For every model with real weights and every attribution method this stage measures, on
+labelled probe photos read at build time (Imagenette val, balanced, interleaved with the
+1,000-class sample of ``../shared``; the curated photos when those are absent):
 
 1. the **model-randomisation sanity check** (Adebayo et al., 2018): layers
    re-initialised top-down on a copy of the model, similarity of every map to the
    trained model's map (Spearman of |map|, SSIM, HOG);
-2. **class sensitivity**: the map for the top-1 class vs the map for the 2nd class
-   and for a low-ranked class;
+2. **class sensitivity**: the map for the top-1 class vs the map for a low-ranked class;
 3. **faithfulness**: deletion / insertion curves and their areas (Petsiuk et al.,
-   2018) beside a random-order and a centre-prior baseline;
-4. the **model table**: parameters, multiply-adds, measured accuracy;
+   2018), per photo against a random-order and a centre-prior baseline;
+4. **input invariance** (Kindermans et al., 2017): the map of a copy of the model that
+   absorbs a constant input shift, on the shifted photo (:mod:`..metrics.invariance`);
+5. **fragility** (Ghorbani et al., 2019): top-k overlap after a small attack vs after
+   random noise of the same L∞ size (:mod:`..metrics.fragility`);
+6. **selectivity vs importance** (Morcos et al., 2018) of the catalogued units
+   (:mod:`..metrics.selectivity`), handed to the atlas as ``unit_importance``;
+7. the **model table**: parameters, multiply-adds, measured accuracy.
 
-and writes the tables, plots and a Findings page whose statements are filled in
-from these numbers. Results are cached per (model weights, method + settings,
-image, test settings), so a rebuild with nothing changed does no model work.
+Every number is a mean with its 95 % bootstrap interval and n (:mod:`..metrics.bootstrap`);
+a verdict is printed only when the interval clears its threshold, else "undecided at
+n = …". The page opens with a methods × checks table per model; the headline numbers go
+to the ``findings_summary`` artifact and ``findings/summary.json`` (for the home page).
+Results are cached per (model weights, method + settings, photo, check settings).
 
-Config (``[findings]`` in data/config.toml; defaults in :data:`DEFAULTS`)::
-
-    images = 6                  # photos measured per model (known ImageNet class first)
-    image_ids = []              # or exactly these image ids
-    sanity_images = 3           # of those, how many go through the randomisation cascade
-    cascade_steps = 4           # measured cascade steps (0 = every catalogued layer group)
-    seed = 0                    # random re-initialisation and tie-breaking
-    low_rank = 500              # class sensitivity: "a low-ranked class" = this rank (1 = top)
-    faithfulness_steps = 16     # points on each deletion/insertion curve, minus one
-    blur_sigma = 5.0            # insertion starts from a Gaussian blur (11-px kernel)
-    sanity_threshold = 0.5      # flag: Spearman averaged over the cascade steps ≥ this
-    top_layer_threshold = 0.9   # note: Spearman ≥ this with only the output layer random
-    class_threshold = 0.8       # flag: mean Spearman(top-1 map, low-class map) ≥ this
-    accuracy_folder = "../shared/imagenette/val"   # ImageFolder of labelled photos ("" = none)
-    accuracy_max_images = 500   # balanced subset of it (0 = all)
-    methods = []                # attribution methods (default: all)
-    models = []                 # default: every model with weights
-    [findings.method_params.smoothgrad]     # over the class's findings_params, which are
-    samples = 12                            # cheaper than the galleries' settings
+Config: ``[findings]`` in data/config.toml, keys and defaults in :data:`DEFAULTS` (one
+knob, ``n_scale``, multiplies every n — e.g. 10 for a GPU build; the expensive methods
+listed in ``expensive_methods`` get their own, smaller n and their ``findings_params``).
 """
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,7 +42,11 @@ import torch
 from ..config import ConfigError
 from ..methods import attribution, base, relu_rules
 from ..methods.attribution import ATTRIBUTION_METHODS, make
+from ..metrics import bootstrap
 from ..metrics import faithfulness
+from ..metrics import fragility
+from ..metrics import invariance
+from ..metrics import selectivity
 from ..metrics import model_table
 from ..metrics import plots
 from ..metrics import sanity
@@ -58,20 +56,40 @@ from ..util import atomic_write_bytes, progress, stable_hash
 
 CODE_VERSION = 1
 #: "findings_summaries": the per-model summaries (summarise_model); the home page quotes its headline numbers
-PROVIDES = ("findings_summaries",)
+#: "unit_importance": {(model, layer, channel): {"selectivity", "acc_drop", "prob_drop", "n", "preferred"}}
+#: "findings_summary": JSON-able headline numbers per model and method (also findings/summary.json)
+PROVIDES: tuple[str, ...] = ("findings_summaries", "unit_importance", "findings_summary")
 NEEDS: tuple[str, ...] = ()
 USES = ("model_agreement",)  # how much models agree per method (compare stage), quoted in "Across models"
 PAGE = "findings/index"
 ORDER = 70  # method-page sections after the galleries
 
 DEFAULTS: dict = {
-    "images": 6,
+    # labelled probe photos for the per-photo checks: Imagenette val (balanced over its classes) and
+    # the 1,000-class sample (classes.tsv), read at build time; the curated photos when neither exists
+    "probe_folder": "../shared/imagenette/val",
+    "probe_sample": "../shared/imagenet-1k-sample",
+    "n_scale": 1.0,                 # ONE knob: multiplies every n below (e.g. 10 for a GPU build)
+    "images": 100,                  # per-photo checks (class, deletion/insertion) for the cheap methods
+    "expensive_images": 6,          # ... for the expensive methods (their own, smaller n)
+    "expensive_methods": ["smoothgrad", "integrated_gradients", "occlusion", "smoothgrad_sq", "vargrad"],
+    "faithfulness_images": 30,      # deletion/insertion (2 × (steps + 1) forward passes per photo and order)
+    "sanity_images": 10,            # photos through the randomisation cascade (cheap methods)
+    "sanity_expensive_images": 2,   # ... expensive methods
+    "invariance_images": 10,        # input invariance (Kindermans et al. 2017)
+    "invariance_shift": [0.25, 0.25, 0.25],   # constant input shift, pixel units (0–1)
+    "invariance_threshold": 0.9,    # "invariant": Spearman(map, map of shifted copy) interval ≥ this
+    "fragility_images": 10,         # fragility (Ghorbani et al. 2019)
+    "fragility_eps": 8.0,           # L∞ size of attack and of the random control, 0–255 units
+    "fragility_steps": 5,
+    "fragility_topk": 0.05,         # top-k = this fraction of the pixels
+    "selectivity_images": 50,       # labelled Imagenette photos for selectivity and ablation
+    "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
     "image_ids": [],
-    "sanity_images": 3,
     "cascade_steps": 4,
     "seed": 0,
     "low_rank": 500,
-    "faithfulness_steps": 16,
+    "faithfulness_steps": 8,
     "blur_sigma": 5.0,
     "sanity_threshold": 0.5,
     "class_threshold": 0.8,
@@ -104,12 +122,18 @@ def settings(config) -> dict:
             raise ConfigError(f"[findings.method_params]: unknown method {k!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
     s["method_params"] = {n: {**cls.findings_params, **dict(s["method_params"].get(n, {}))}
                           for n, cls in ATTRIBUTION_METHODS.items()}
+    for k in s["expensive_methods"]:
+        if k not in ATTRIBUTION_METHODS:
+            raise ConfigError(f"[findings] expensive_methods: unknown method {k!r}")
+    if float(s["n_scale"]) <= 0:
+        raise ConfigError(f"[findings] n_scale = {s['n_scale']}: must be > 0")
     if not 2 < s["low_rank"] <= 1000:
         raise ConfigError(f"[findings] low_rank = {s['low_rank']}: must be in 3..1000")
     return s
 
 
 def select_items(ctx, s: dict) -> list:
+    """The curated photos (known ImageNet class first): the fallback probe set."""
     items = list(ctx.images)
     if s["image_ids"]:
         by_id = {it.id: it for it in items}
@@ -119,7 +143,73 @@ def select_items(ctx, s: dict) -> list:
         return [by_id[i] for i in s["image_ids"]]
     known = [it for it in items if it.imagenet_index is not None]
     rest = [it for it in items if it.imagenet_index is None]
-    return (known + rest)[: max(1, int(s["images"]))]
+    return known + rest
+
+
+class Probe:
+    """A labelled probe photo read from ``../shared`` (quacks like an ``ImageItem`` for ``ctx.batch``)."""
+
+    def __init__(self, path: Path, label: int, source: str) -> None:
+        import hashlib
+
+        self.path, self.imagenet_index, self.source = path, int(label), source
+        self.id = f"{source}:{path.name}"
+        self.title = f"{path.name} ({source})"
+        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self._pil = None
+
+    @property
+    def pil(self):
+        if self._pil is None:
+            from PIL import Image
+
+            with Image.open(self.path) as im:
+                self._pil = im.convert("RGB")
+        return self._pil
+
+
+def scaled(s: dict, key: str) -> int:
+    """A photo count after the one ``n_scale`` knob."""
+    return max(1, int(round(int(s[key]) * float(s["n_scale"]))))
+
+
+def _folder_photos(ctx, folder: str, n: int) -> list:
+    if not folder or n <= 0:
+        return []
+    path = ctx.config.resolve_path(folder)
+    if not path.is_dir():
+        return []
+    wmap = model_table.read_wnid_map(path)
+    return [Probe(p, c, path.parent.name + "-" + path.name) for p, c in model_table.list_imagefolder(path, wmap, n)] if wmap else []
+
+
+def _sample_photos(ctx, folder: str, n: int) -> list:
+    if not folder or n <= 0:
+        return []
+    path = ctx.config.resolve_path(folder)
+    table = path / "classes.tsv"
+    if not table.is_file():
+        return []
+    rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    rows = [(path / r[0], int(r[1])) for r in rows if len(r) >= 2 and (path / r[0]).is_file()]
+    if not rows:
+        return []
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int))  # spread over the classes
+    return [Probe(rows[i][0], rows[i][1], path.name) for i in pick]
+
+
+def probe_set(ctx, s: dict) -> tuple[list, str]:
+    """(photos, where from): half Imagenette val (balanced), half the 1,000-class sample;
+    the curated photos (with the page saying so) when ``../shared`` is absent."""
+    n = scaled(s, "images")
+    if s["image_ids"]:
+        return select_items(ctx, s)[:n], "curated"
+    half = _folder_photos(ctx, str(s["probe_folder"]), n // 2)
+    rest = _sample_photos(ctx, str(s["probe_sample"]), n - len(half))
+    photos = [p for pair in zip(half, rest) for p in pair] + half[len(rest):] + rest[len(half):]  # interleaved
+    if photos:
+        return photos[:n], "shared"
+    return select_items(ctx, s)[:n], "curated"
 
 
 # ------------------------------------------------------------------------------------ computing
@@ -136,19 +226,21 @@ def _key(what: str, model, **kw) -> dict:
             "input": model.spec.preprocess.key, **kw}
 
 
-def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: dict) -> dict[str, torch.Tensor]:
-    """method → N×3×H×W maps for (top-1, 2nd, low-ranked) classes; one batch per method."""
+def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: dict,
+                 n_of: dict) -> dict[str, torch.Tensor]:
+    """method → N×K×H×W maps for the K classes per photo (top-1, low-ranked); one batch per method."""
     out = {}
     for name, meth in methods.items():
         keys = [_key("maps", model, method=name, params=meth.params, image=it.sha256, targets=targets[i].tolist())
-                for i, it in enumerate(items)]
+                for i, it in enumerate(items[: n_of[name]])]
 
         def compute(idx, name=name, meth=meth):
             t0 = time.perf_counter()
             n = len(idx)
-            xx = x[idx].repeat(3, 1, 1, 1)
-            tt = targets[idx].T.reshape(-1).to(x.device)  # all top-1, then all 2nd, then all low
-            maps = meth.explain(xx, tt).float().cpu().view(3, n, *x.shape[-2:]).transpose(0, 1)
+            k = targets.shape[1]
+            xx = x[idx].repeat(k, 1, 1, 1)
+            tt = targets[idx].T.reshape(-1).to(x.device)  # all top-1, then all low-ranked
+            maps = meth.explain(xx, tt).float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
             dt = (time.perf_counter() - t0) / n
             return [{"maps": maps[j].clone(), "seconds": dt} for j in range(n)]
 
@@ -211,16 +303,18 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
             "n_groups": len(groups)}
 
 
-def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict) -> dict:
+def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+                         n_of: dict) -> dict:
     steps = int(s["faithfulness_steps"])
     seed = int(s["seed"])
     base_colour = list(model.spec.mean)
     common = dict(target=None, steps=steps, blur=float(s["blur_sigma"]), baseline=base_colour, seed=seed)
     names = [*methods, *BASELINES]
+    n_of = {**n_of, **{b: len(items) for b in BASELINES}}
     keys = {}
     for name in names:
         params = methods[name].params if name in methods else None
-        for i, it in enumerate(items):
+        for i, it in enumerate(items[: n_of[name]]):
             keys[(name, i)] = _key("faith", model, order=name, params=params, image=it.sha256,
                                    **{**common, "target": int(top1[i])})
     got = {k: ctx.cache.get(v) for k, v in keys.items()}
@@ -229,6 +323,9 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
         t0 = time.perf_counter()
         b, _, h, w = x.shape
         orders = {name: faithfulness.order_from_maps(maps[name][:, 0], seed) for name in methods}
+        for name in methods:  # rows past a method's own n are never evaluated (not in ``only``)
+            if len(orders[name]) < b:
+                orders[name] = torch.cat([orders[name], faithfulness.random_order(b - len(orders[name]), h * w, seed)])
         orders["random"] = faithfulness.random_order(b, h * w, seed)
         orders["centre"] = faithfulness.centre_order(b, h, w, seed)
         bar = progress(total=faithfulness.n_forward(len(only), steps), desc=f"findings {model.name}: deletion/insertion", unit="img")
@@ -245,9 +342,140 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
     timing["faithfulness"] = timing.get("faithfulness", 0.0) + sum(v["seconds"] for v in got.values())
     out = {}
     for name in names:
-        c = {k: torch.stack([got[(name, i)][k] for i in range(len(items))]) for k in faithfulness.CURVES}
+        c = {k: torch.stack([got[(name, i)][k] for i in range(n_of[name])]) for k in faithfulness.CURVES}
         out[name] = {k: c[k].numpy() for k in faithfulness.CURVES} | {f"{k}_auc": faithfulness.auc(c[k]).numpy() for k in faithfulness.CURVES}
     return {"steps": steps, "fractions": faithfulness.fractions(steps).numpy(), "curves": out, "baseline_colour": base_colour}
+
+
+def invariance_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+                       n_of: dict) -> dict:
+    """method → {"spearman", "relative_change"} per photo: map of (model, x) vs map of the
+    shift-absorbing copy on x + shift (Kindermans et al. 2017)."""
+    shift = [float(v) for v in s["invariance_shift"]]
+    view = invariance.shifted_model(model, shift)
+    out = {}
+    for name, meth in methods.items():
+        n = min(n_of[name], scaled(s, "invariance_images"))
+        keys = [_key("invariance", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
+                     shift=shift) for i, it in enumerate(items[:n])]
+
+        def compute(idx, name=name):
+            t0 = time.perf_counter()
+            shifted = make(name, view, batch_size=ctx.batch_size, **s["method_params"].get(name, {}))
+            xs = x[idx] + torch.tensor(shift, device=x.device).view(1, 3, 1, 1)
+            got = shifted.explain(xs, top1[idx].to(x.device)).float().cpu()
+            ch = invariance.map_change(maps[name][idx, 0], got)
+            dt = (time.perf_counter() - t0) / len(idx)
+            return [{"spearman": float(ch["spearman"][j]), "relative_change": float(ch["relative_change"][j]),
+                     "seconds": dt} for j in range(len(idx))]
+
+        res = ctx.cache.batched(keys, compute)
+        timing["invariance"] = timing.get("invariance", 0.0) + sum(r["seconds"] for r in res)
+        out[name] = {k: np.array([r[k] for r in res]) for k in ("spearman", "relative_change")}
+    return out
+
+
+def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+                      n_of: dict) -> dict:
+    """One attack per photo (shared by all methods) and the random control; per method the
+    top-k overlap of the map before/after each (Ghorbani et al. 2019)."""
+    n = min(len(items), scaled(s, "fragility_images"))
+    eps = float(s["fragility_eps"]) / 255.0
+    frac = float(s["fragility_topk"])
+    items, x, top1 = items[:n], x[:n], top1[:n]
+    # the region the attack empties: the top-k pixels of the first listed method's map (saliency by default)
+    ref_name = next(iter(methods))
+    region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
+    layer = model.module(model.spec.gradcam_layer)
+    akeys = [_key("attack", model, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
+                  ref=ref_name, ref_params=methods[ref_name].params, frac=frac) for i, it in enumerate(items)]
+
+    def attack(idx):
+        t0 = time.perf_counter()
+        r = fragility.attack(model.net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]))
+        dt = (time.perf_counter() - t0) / len(idx)
+        return [{"delta": (r["x"][j] - x[idx[j]]).cpu().clone(), "kept": bool(r["kept"][j]), "p0": float(r["p0"][j]),
+                 "p1": float(r["p1"][j]), "seconds": dt} for j in range(len(idx))]
+
+    att = ctx.cache.batched(akeys, attack)
+    timing["fragility"] = timing.get("fragility", 0.0) + sum(r["seconds"] for r in att)
+    xa = x + torch.stack([r["delta"] for r in att]).to(x.device)
+    xn = fragility.random_sign_noise(x, eps, seed=int(s["seed"]))
+    out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]),
+           "p1": np.array([r["p1"] for r in att]), "eps255": float(s["fragility_eps"]), "frac": frac, "methods": {}}
+    for name, meth in methods.items():
+        m = min(n, n_of[name])
+        keys = [_key("fragility", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
+                     attack=stable_hash(akeys[i]), seed=int(s["seed"])) for i, it in enumerate(items[:m])]
+
+        def compute(idx, name=name, meth=meth):
+            t0 = time.perf_counter()
+            k = len(idx)
+            both = meth.explain(torch.cat([xa[idx], xn[idx]]), top1[idx].repeat(2).to(x.device)).float().cpu()
+            ref = maps[name][idx, 0]
+            oa, on = fragility.topk_overlap(ref, both[:k], frac), fragility.topk_overlap(ref, both[k:], frac)
+            dt = (time.perf_counter() - t0) / k
+            return [{"attack": float(oa[j]), "noise": float(on[j]), "seconds": dt} for j in range(k)]
+
+        res = ctx.cache.batched(keys, compute)
+        timing["fragility"] += sum(r["seconds"] for r in res)
+        out["methods"][name] = {k: np.array([r[k] for r in res]) for k in ("attack", "noise")}
+    return out
+
+
+def unit_results(ctx, model, s: dict, timing: dict) -> dict | None:
+    """Selectivity and single-unit ablation cost of the catalogued units (Morcos et al. 2018)."""
+    n = scaled(s, "selectivity_images")
+    photos = _folder_photos(ctx, str(s["probe_folder"]), n)
+    if len({p.imagenet_index for p in photos}) < 2:
+        return None
+    atlas = ctx.settings.get("atlas") or {}
+    cap = int(atlas.get("max_channels_per_layer", 16) or 0)
+    per = int(s["ablation_units_per_layer"])
+    layers = [l for l in ctx.layers(model) if model.spec.layer(l).kind == "conv"]
+    labels = torch.tensor([p.imagenet_index for p in photos])
+    listing = stable_hash([[p.sha256, p.imagenet_index] for p in photos])
+    out = {"n": len(photos), "n_classes": int(len(set(labels.tolist()))), "layers": {}}
+    x = None
+    for layer in layers:
+        module = model.module(layer)
+        key = _key("units", model, layer=layer, photos=listing, cap=cap, per=per)
+
+        def compute(layer=layer, module=module):
+            nonlocal x
+            t0 = time.perf_counter()
+            if x is None:
+                x = ctx.batch(model, photos)
+            resp = selectivity.unit_responses(model.net, {layer: module}, x, ctx.batch_size)[layer]
+            C = resp.shape[1]
+            chans = list(range(C if cap <= 0 else min(C, cap)))
+            if per > 0:
+                chans = chans[:per]
+            sel = selectivity.selectivity_index(resp[:, chans], labels.tolist())
+            pref = selectivity.preferred_class(resp[:, chans], labels.tolist())
+            ab = selectivity.ablation_costs(model.net, module, chans, x, labels, ctx.batch_size)
+            acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
+            prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
+            return {"channels": chans, "selectivity": sel, "preferred": pref, "acc_drop": acc_drop,
+                    "prob_drop": prob_drop, "base_acc": ab["base_correct"].float().mean().item(),
+                    "seconds": time.perf_counter() - t0}
+
+        try:
+            r = ctx.cache.get_or_compute(key, compute)
+        except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
+            _say(f"findings {model.name}: units of {layer} not ablated ({e})")
+            continue
+        timing["units"] = timing.get("units", 0.0) + r["seconds"]
+        rho = selectivity.rank_correlation(r["selectivity"], r["prob_drop"])
+        boot = []
+        rng = np.random.default_rng(int(s["seed"]))
+        m = len(r["channels"])
+        for _ in range(500):
+            i = rng.integers(0, m, m)
+            boot.append(selectivity.rank_correlation(np.asarray(r["selectivity"])[i], np.asarray(r["prob_drop"])[i]))
+        lo, hi = np.quantile(boot, [0.025, 0.975]) if m > 2 else (float("nan"), float("nan"))
+        out["layers"][layer] = {**r, "rho": bootstrap.Interval(rho, float(lo), float(hi), m)}
+    return out
 
 
 def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
@@ -326,72 +554,85 @@ def fixed(v, nd: int = 2) -> str:
     return f"{v:.{nd}f}".replace("-", "−")
 
 
-def _mean(a) -> float:
-    return float(np.mean(a))
+def _ci(v, seed: int = 0) -> bootstrap.Interval:
+    return bootstrap.mean_ci(np.asarray(v, dtype=np.float64), seed=seed)
 
 
-def _sd(a) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def summarise_model(model, titles, cascade, cls, fai, s) -> dict:
-    """Per-method numbers and verdicts for one model (all statements come from here)."""
+def summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive) -> dict:
+    """Per-method numbers (each a mean with its 95 % bootstrap interval and n) and verdicts
+    that are printed only when the interval clears the threshold (all statements come from here)."""
     sanity_t, class_t, top_layer_t = (float(s[k]) for k in ("sanity_threshold", "class_threshold", "top_layer_threshold"))
+    inv_t = float(s["invariance_threshold"])
+    seed = int(s["seed"])
+    V = bootstrap.verdict
     methods = list(cascade["methods"])
     rows = []
     for name in methods:
         c = cascade["methods"][name]
-        last = {m: c[m][-1] for m in similarity.METRICS}
-        below = [lab for lab, v in zip(cascade["labels"], c["spearman"]) if _mean(v) < sanity_t]
-        per_step = [_mean(v) for v in c["spearman"]]
-        cascade_mean = float(np.mean(per_step))
         f = fai["curves"][name]
-        rows.append({
-            "name": name, "title": titles[name],
-            "cascade": [(_mean(v), _sd(v)) for v in c["spearman"]],
-            "last": {m: (_mean(v), _sd(v)) for m, v in last.items()},
-            "cascade_mean": cascade_mean,
-            "fails_randomisation": cascade_mean >= sanity_t,
-            "ignores_top": bool(cascade["steps"] and cascade["steps"][0] == 1 and cascade["n_groups"] > 1 and per_step[0] >= top_layer_t),
-            "first_below": below[0] if below else None,
-            "class_second": {m: (_mean(v), _sd(v)) for m, v in cls[name]["second"].items()},
-            "class_low": {m: (_mean(v), _sd(v)) for m, v in cls[name]["low"].items()},
-            "class_insensitive": _mean(cls[name]["low"]["spearman"]) >= class_t,
-            "deletion": (_mean(f["deletion_auc"]), _sd(f["deletion_auc"])),
-            "insertion": (_mean(f["insertion_auc"]), _sd(f["insertion_auc"])),
-        })
-    base = {b: {"deletion": (_mean(fai["curves"][b]["deletion_auc"]), _sd(fai["curves"][b]["deletion_auc"])),
-                "insertion": (_mean(fai["curves"][b]["insertion_auc"]), _sd(fai["curves"][b]["insertion_auc"]))}
+        nm = len(f["deletion_auc"])
+        rnd, cen = fai["curves"]["random"], fai["curves"]["centre"]
+        r = {"name": name, "title": titles[name], "expensive": name in expensive,
+             "cascade": [_ci(v, seed) for v in c["spearman"]],
+             "last": {m: _ci(c[m][-1], seed) for m in similarity.METRICS},
+             "cascade_mean": _ci(np.asarray(c["spearman"]).mean(0), seed),
+             "class_low": {m: _ci(v, seed) for m, v in cls[name]["low"].items()},
+             "deletion": _ci(f["deletion_auc"], seed), "insertion": _ci(f["insertion_auc"], seed),
+             "vs_random": _ci((rnd["deletion_auc"][:nm] - f["deletion_auc"]) + (f["insertion_auc"] - rnd["insertion_auc"][:nm]), seed),
+             "vs_centre": _ci((cen["deletion_auc"][:nm] - f["deletion_auc"]) + (f["insertion_auc"] - cen["insertion_auc"][:nm]), seed),
+             "invariance": _ci(inv[name]["spearman"], seed), "invariance_change": _ci(inv[name]["relative_change"], seed)}
+        fr = frag["methods"].get(name)
+        if fr is not None:
+            r["fragility_attack"] = _ci(fr["attack"], seed)
+            r["fragility_noise"] = _ci(fr["noise"], seed)
+            r["fragility_drop"] = _ci(fr["noise"] - fr["attack"], seed)
+            r["fragility_verdict"] = V(r["fragility_drop"], 1e-12, "fragile", "not more than noise")
+        else:
+            r["fragility_verdict"] = "not measured"
+        r["sanity_verdict"] = V(r["cascade_mean"], sanity_t, "fails", "passes")
+        r["fails_randomisation"] = r["sanity_verdict"] == "fails"
+        r["ignores_top"] = bool(cascade["steps"] and cascade["steps"][0] == 1 and cascade["n_groups"] > 1
+                                and V(r["cascade"][0], top_layer_t, "yes", "no") == "yes")
+        below = [lab for lab, iv in zip(cascade["labels"], r["cascade"]) if np.isfinite(iv.hi) and iv.hi < sanity_t]
+        r["first_below"] = below[0] if below else None
+        r["class_verdict"] = V(r["class_low"]["spearman"], class_t, "class-insensitive", "changes with the class")
+        r["class_insensitive"] = r["class_verdict"] == "class-insensitive"
+        r["random_verdict"] = V(r["vs_random"], 1e-12, "better than random", "not better than random")
+        r["centre_verdict"] = V(r["vs_centre"], 1e-12, "better than centre prior", "not better than centre prior")
+        r["invariance_verdict"] = V(r["invariance"], inv_t, "invariant", "not invariant")
+        r["combined"] = r["insertion"].mean - r["deletion"].mean
+        rows.append(r)
+    base = {b: {"deletion": _ci(fai["curves"][b]["deletion_auc"], seed), "insertion": _ci(fai["curves"][b]["insertion_auc"], seed)}
             for b in BASELINES}
-    for r in rows:
-        r["beats_random_deletion"] = r["deletion"][0] < base["random"]["deletion"][0]
-        r["beats_random_insertion"] = r["insertion"][0] > base["random"]["insertion"][0]
-        r["beats_centre_deletion"] = r["deletion"][0] < base["centre"]["deletion"][0]
-        r["beats_centre_insertion"] = r["insertion"][0] > base["centre"]["insertion"][0]
-        r["combined"] = r["insertion"][0] - r["deletion"][0]
-    by_del = sorted(rows, key=lambda r: r["deletion"][0])
-    by_ins = sorted(rows, key=lambda r: -r["insertion"][0])
     by_comb = sorted(rows, key=lambda r: -r["combined"])
     for rank, r in enumerate(by_comb, 1):
         r["faith_rank"] = rank
-    top_half = by_comb[: (len(by_comb) + 1) // 2]
+    pick = lambda key, val: [r["title"] for r in rows if r[key] == val]
+    undecided = lambda key: [r["title"] for r in rows if not bootstrap.decided(r[key])]
     return {
-        "model": model, "rows": rows, "baselines": base,
-        "fails": [r["title"] for r in rows if r["fails_randomisation"]],
-        "passes": [r["title"] for r in rows if not r["fails_randomisation"]],
-        "insensitive": [r["title"] for r in rows if r["class_insensitive"]],
+        "model": model, "rows": rows, "baselines": base, "units": None,
+        "fails": pick("sanity_verdict", "fails"), "passes": pick("sanity_verdict", "passes"),
+        "sanity_undecided": undecided("sanity_verdict"),
+        "insensitive": pick("class_verdict", "class-insensitive"), "sensitive": pick("class_verdict", "changes with the class"),
+        "class_undecided": undecided("class_verdict"),
         "ignores_top": [r["title"] for r in rows if r["ignores_top"]],
         "top_group": cascade["labels"][0] if cascade["steps"] and cascade["steps"][0] == 1 else None,
-        "best_deletion": by_del[0] if by_del else None,
-        "best_insertion": by_ins[0] if by_ins else None,
+        "best_deletion": min(rows, key=lambda r: r["deletion"].mean) if rows else None,
+        "best_insertion": max(rows, key=lambda r: r["insertion"].mean) if rows else None,
         "best_combined": by_comb[0] if by_comb else None,
-        "faithful_but_flagged": [r["title"] for r in top_half if r["fails_randomisation"] or r["class_insensitive"]],
-        "not_better_than_random": [r["title"] for r in rows if not (r["beats_random_deletion"] and r["beats_random_insertion"])],
-        "not_better_than_centre": [r["title"] for r in rows if not (r["beats_centre_deletion"] or r["beats_centre_insertion"])],
+        "better_than_random": pick("random_verdict", "better than random"),
+        "not_better_than_random": pick("random_verdict", "not better than random"),
+        "random_undecided": undecided("random_verdict"),
+        "not_better_than_centre": pick("centre_verdict", "not better than centre prior"),
+        "faithful_but_flagged": [r["title"] for r in rows if r["random_verdict"] == "better than random"
+                                 and (r["fails_randomisation"] or r["class_insensitive"])],
+        "invariant": pick("invariance_verdict", "invariant"), "not_invariant": pick("invariance_verdict", "not invariant"),
+        "fragile": pick("fragility_verdict", "fragile"),
+        "fragility": {"kept": float(np.mean(frag["kept"])) if len(frag["kept"]) else float("nan"), "n": int(len(frag["kept"])),
+                      "dp": _ci(np.abs(frag["p1"] - frag["p0"]), seed), "eps255": frag["eps255"], "frac": frag["frac"]},
         "labels": cascade["labels"], "fraction": cascade["fraction"], "n_groups": cascade["n_groups"],
-        "n_images": int(fai["curves"][methods[0]]["deletion_auc"].shape[0]) if methods else 0,
-        "n_sanity": int(cascade["methods"][methods[0]]["spearman"].shape[1]) if methods else 0,
+        "n_images": max((len(fai["curves"][m]["deletion_auc"]) for m in methods), default=0),
+        "n_sanity": max((int(cascade["methods"][m]["spearman"].shape[1]) for m in methods), default=0),
     }
 
 
@@ -420,44 +661,97 @@ def run(ctx) -> None:
     titles = {n: ATTRIBUTION_METHODS[n].title for n in names} | BASELINES
     wanted = set(s["models"]) if s["models"] else None
     models = [m for m in ctx.models if wanted is None or m.name in wanted]
-    items = select_items(ctx, s) if ctx.images else []
-    n_sanity = max(1, min(int(s["sanity_images"]), len(items)))
+    items, source = probe_set(ctx, s) if models else ([], "none")
+    expensive = [n for n in names if n in set(s["expensive_methods"])]
+    n_of = {n: min(len(items), scaled(s, "expensive_images") if n in expensive else len(items)) for n in names}
+    n_sanity = {n: min(n_of[n], scaled(s, "sanity_expensive_images" if n in expensive else "sanity_images"))
+                for n in names}
     low_rank = int(s["low_rank"])
 
-    summaries, accuracy, timing_all, settings_used = [], {}, {}, {}
+    summaries, accuracy, timing_all, settings_used, importance = [], {}, {}, {}, {}
     for model in models:
         if not items:
             break
         timing: dict = {}
-        pos = {it.id: i for i, it in enumerate(ctx.images)}
-        idx = [pos[it.id] for it in items]
         x = ctx.batch(model, items)
-        ranked = ctx.logits(model)[idx].argsort(dim=1, descending=True)
-        targets = torch.stack([ranked[:, 0], ranked[:, 1], ranked[:, low_rank - 1]], 1)  # N×3
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = torch.cat([model.net(x[i : i + ctx.batch_size]).float().cpu() for i in range(0, len(x), ctx.batch_size)])
+        timing["forward"] = time.perf_counter() - t0
+        ranked = logits.argsort(dim=1, descending=True)
+        targets = torch.stack([ranked[:, 0], ranked[:, low_rank - 1]], 1)  # N×2: top-1, low-ranked
         top1 = targets[:, 0]
         methods = {n: make(n, model, batch_size=ctx.batch_size, **s["method_params"].get(n, {})) for n in names}
         settings_used[model.name] = {n: m.params for n, m in methods.items()}
-        maps = trained_maps(ctx, model, methods, items, x, targets, timing)
-        cls = {}
-        for n in names:
-            cls[n] = {"second": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 1]).items()},
-                      "low": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 2]).items()}}
-        cascade = cascade_results(ctx, model, methods, make, items[:n_sanity], x[:n_sanity], top1[:n_sanity],
-                              {n: maps[n][:n_sanity] for n in names}, s, timing)
-        fai = faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing)
+        maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of)
+        cls = {n: {"low": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 1]).items()}}
+               for n in names}
+        cascade = {}
+        for group in ([n for n in names if n not in expensive], expensive):
+            if not group:
+                continue
+            k = n_sanity[group[0]]
+            part = cascade_results(ctx, model, {n: methods[n] for n in group}, make, items[:k], x[:k], top1[:k],
+                                   {n: maps[n][:k] for n in group}, s, timing)
+            cascade = {**part, "methods": {**cascade.get("methods", {}), **part["methods"]}}
+        cascade["methods"] = {n: cascade["methods"][n] for n in names}
+        n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
+        k_fai = max(n_fai.values())
+        fai = faithfulness_results(ctx, model, methods, items[:k_fai], x[:k_fai], top1[:k_fai], maps, s, timing, n_fai)
+        inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
+        frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
+            else {"kept": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
+                  "frac": float(s["fragility_topk"]), "methods": {}}
+        units = unit_results(ctx, model, s, timing)
         accuracy[model.name] = accuracy_results(ctx, model, s, timing)
-        sm = summarise_model(model, titles, cascade, cls, fai, s)
-        sm["photos"] = [{"id": it.id, "title": it.title, "top1": model.labels[int(t[0])],
-                        "second": model.labels[int(t[1])], "low": model.labels[int(t[2])]}
-                       for it, t in zip(items, targets)]
-        sm["figures"] = _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank)
+        sm = summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive)
+        sm["units"] = units
+        sm["n_images"] = len(items)
+        if units:
+            for layer, u in units["layers"].items():
+                for j, c in enumerate(u["channels"]):
+                    importance[(model.name, layer, int(c))] = {
+                        "selectivity": float(u["selectivity"][j]), "acc_drop": float(u["acc_drop"][j]),
+                        "prob_drop": float(u["prob_drop"][j]), "preferred": model.labels[int(u["preferred"][j])],
+                        "n": units["n"], "n_classes": units["n_classes"], "rho": u["rho"].as_dict(),
+                        "rank": int((np.asarray(u["prob_drop"]) > u["prob_drop"][j]).sum()) + 1, "of": len(u["channels"])}
+        sm["photos"] = [{"id": it.id, "title": it.title, "top1": model.labels[int(t[0])], "low": model.labels[int(t[1])]}
+                        for it, t in zip(items, targets)]
+        sm["figures"] = _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank, sm)
         summaries.append(sm)
         timing_all[model.name] = timing
         _say(f"findings {model.name}: computed-once costs " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
 
     rows = model_rows(ctx, s, accuracy)
-    _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank)
+    headline = headline_numbers(summaries, s)
+    ctx.provide("unit_importance", importance)
+    ctx.provide("findings_summary", headline)
+    _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank,
+                 source=source, n_of=n_of, expensive=expensive)
+    path = ctx.site.out / "findings" / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(headline, indent=1, sort_keys=True).encode("utf-8"))
     _say(f"findings: stage wall time this build {time.perf_counter() - t_stage:.1f} s")
+
+
+def headline_numbers(summaries: list[dict], s: dict) -> dict:
+    """Per model and method: each check's mean, interval, n and verdict (JSON-able; the home page may quote it)."""
+    out = {"thresholds": {k: s[k] for k in ("sanity_threshold", "class_threshold", "invariance_threshold")},
+           "fragility_eps_255": float(s["fragility_eps"]), "models": {}}
+    for sm in summaries:
+        per = {}
+        for r in sm["rows"]:
+            d = {"title": r["title"]}
+            for key, vkey in (("cascade_mean", "sanity_verdict"), ("vs_random", "random_verdict"),
+                              ("invariance", "invariance_verdict"), ("fragility_drop", "fragility_verdict")):
+                if key in r:
+                    d[key] = {**r[key].as_dict(), "verdict": r[vkey]}
+            d["class_low_spearman"] = {**r["class_low"]["spearman"].as_dict(), "verdict": r["class_verdict"]}
+            per[r["name"]] = d
+        out["models"][sm["model"].name] = {"title": sm["model"].spec.title, "methods": per,
+                                           "fails": sm["fails"], "class_insensitive": sm["insensitive"],
+                                           "not_invariant": sm["not_invariant"], "fragile": sm["fragile"]}
+    return out
 
 
 def _figure(ctx, rel: str, data, draw) -> str:
@@ -491,7 +785,7 @@ def _plain(obj):
     return obj
 
 
-def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank) -> dict:
+def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank, sm) -> dict:
     base = f"findings/{model.name}"
     title = model.spec.title
     ext = s["figure_format"]
@@ -511,18 +805,38 @@ def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, lo
         first[n] = np.concatenate([trained, cascade["methods"][n]["thumbs"][:, 0]], 0)
     figs["sanity_maps"] = _figure(ctx, f"{base}/sanity-maps.webp", [cascade["labels"], first, titles, title, items[0].title],
                                   lambda p: plots.cascade_maps(p, cascade["labels"], first, titles, title, items[0].title))
-    second = np.stack([cls[n]["second"]["spearman"] for n in names])
-    low = np.stack([cls[n]["low"]["spearman"] for n in names])
-    class_t = float(s["class_threshold"])
-    figs["class"] = _figure(ctx, f"{base}/class.{ext}", [names, second, low, titles, title, low_rank, class_t],
-                            lambda p: plots.class_bars(p, names, second, low, titles, title, low_rank, class_t))
+    rows = {r["name"]: r for r in sm["rows"]}
+    labels = [titles[n] for n in names]
+    tri = lambda iv: (iv.mean, iv.lo, iv.hi)
+    series = {f"top-1 vs class ranked {low_rank}": [tri(rows[n]["class_low"]["spearman"]) for n in names]}
+    figs["class"] = _figure(ctx, f"{base}/class.{ext}", [labels, series, float(s["class_threshold"])],
+                            lambda p: plots.interval_bars(p, labels, series, f"{title}: does the map change with the class?",
+                                                          "Spearman rank corr. of |map|", float(s["class_threshold"])))
+    inv = {"map of the shift-absorbing copy vs original": [tri(rows[n]["invariance"]) for n in names]}
+    figs["invariance"] = _figure(ctx, f"{base}/invariance.{ext}", [labels, inv, float(s["invariance_threshold"])],
+                                 lambda p: plots.interval_bars(p, labels, inv, f"{title}: input invariance (Kindermans et al.)",
+                                                               "Spearman rank corr. of |map|", float(s["invariance_threshold"])))
+    fr_names = [n for n in names if "fragility_attack" in rows[n]]
+    if fr_names:
+        fr_labels = [titles[n] for n in fr_names]
+        fr = {"after attack": [tri(rows[n]["fragility_attack"]) for n in fr_names],
+              "after random noise, same size": [tri(rows[n]["fragility_noise"]) for n in fr_names]}
+        figs["fragility"] = _figure(ctx, f"{base}/fragility.{ext}", [fr_labels, fr, s["fragility_eps"]],
+                                    lambda p: plots.interval_bars(p, fr_labels, fr, f"{title}: top-k overlap with the original map",
+                                                                  "top-k pixel overlap (1 = unchanged)", None, (0, 1.05)))
     fcurves = {n: {k: fai["curves"][n][k] for k in faithfulness.CURVES} for n in fai["curves"]}
     figs["faithfulness"] = _figure(ctx, f"{base}/faithfulness.{ext}", [fai["fractions"], fcurves, titles, title],
                                    lambda p: plots.faithfulness_curves(p, fai["fractions"], fcurves, titles, title))
+    u = sm.get("units")
+    if u and u["layers"]:
+        pts = {l: (np.asarray(d["selectivity"]), np.asarray(d["prob_drop"])) for l, d in u["layers"].items()}
+        figs["units"] = _figure(ctx, f"{base}/selectivity.{ext}", [pts, title],
+                                lambda p: plots.selectivity_scatter(p, pts, f"{title}: selectivity vs ablation cost"))
     return figs
 
 
-def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank) -> None:
+def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank,
+                 source: str = "shared", n_of: dict | None = None, expensive=()) -> None:
     ctx.declare(PAGE, "Findings", order=0)
     link = lambda target: ctx.link(PAGE, target)
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
@@ -531,7 +845,9 @@ def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_us
                   n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND, timing=timing_all,
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
                   method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
-                  agreement=ctx.artifact("model_agreement"))
+                  agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
+                  source=source, n_of=n_of or {}, expensive=list(expensive),
+                  n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0))
     ctx.provide("findings_summaries", summaries)
     ctx.section(PAGE, "", ctx.render("findings/summary.md.j2", **common), order=0)
     ctx.section(PAGE, "Models: size, cost and measured accuracy", ctx.render("findings/model_table.md.j2", **common),
@@ -542,6 +858,12 @@ def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_us
                 ctx.render("findings/class.md.j2", **common), order=30)
     ctx.section(PAGE, "Faithfulness: deletion and insertion", ctx.render("findings/faithfulness.md.j2", **common),
                 order=40)
+    ctx.section(PAGE, "Input invariance: does a constant shift of the input change the map?",
+                ctx.render("findings/invariance.md.j2", **common), order=42)
+    ctx.section(PAGE, "Fragility: does a tiny perturbation move the map?",
+                ctx.render("findings/fragility.md.j2", **common), order=44)
+    ctx.section(PAGE, "Selectivity is not importance: single units",
+                ctx.render("findings/units.md.j2", **common), order=46)
     ctx.section(PAGE, "How these numbers were made", ctx.render("findings/method_notes.md.j2", **common), order=90)
     for n in names:
         page = f"methods/{n}"

@@ -93,7 +93,7 @@ def run(ctx) -> None:
                                                 skipped=ctx.skipped), order=0)
 
     # what each figure shows and whose photo it is (captions, download links, `generator export`)
-    write_manifest(ctx.out / "figures",
+    write_manifest(ctx.site.out / "figures",
                    [{"id": it.id, "title": it.title, "author": it.author, "license": it.license, "source": it.source,
                      "url": it.url} for it in ctx.images],
                    [{"name": s.name, "title": s.title, "layers": [l.name for l in s.layers]}

@@ -1,0 +1,101 @@
+"""Fragility of maps (Ghorbani, Abid & Zou 2019, "Interpretation of Neural Networks is Fragile").
+
+A perturbation too small to change the prediction can still move the map. The attack
+here is a projected sign-gradient ascent (L∞ ball of radius ``eps``, ``steps`` steps)
+on a first-order, method-agnostic objective: it lowers the share of the network's
+feature energy (channel-summed positive activations of a late layer, upsampled to the
+input) that falls inside the photo's original top-k region, while a penalty keeps the
+explained class's log-probability. Every step that keeps the predicted class is a
+candidate; the last such step is returned (δ = 0 when none does). Ghorbani et al.
+attack each method's map through its own second derivatives; this cheaper attack needs
+only first derivatives, works for every method the same way and is therefore a lower
+bound on how fragile each map is.
+
+The same photos with *random* sign noise of the same size (every pixel ±eps) are the
+control: a map is called fragile only when the attack moves it more than the noise.
+Movement is measured as the overlap of the top-k pixels (a fraction of the image) of
+the map before and after.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def topk_mask(maps: torch.Tensor, frac: float) -> torch.Tensor:
+    """B×H×W → bool B×H×W marking each map's top ``frac`` of pixels (ties: first in order)."""
+    flat = maps.detach().float().flatten(1)
+    k = max(1, int(round(frac * flat.shape[1])))
+    idx = flat.topk(k, dim=1).indices
+    m = torch.zeros_like(flat, dtype=torch.bool)
+    m.scatter_(1, idx, True)
+    return m.view_as(maps)
+
+
+def topk_overlap(a: torch.Tensor, b: torch.Tensor, frac: float) -> torch.Tensor:
+    """Per map pair: |top-k(a) ∩ top-k(b)| / k (1 = same pixels)."""
+    ma, mb = topk_mask(a.cpu(), frac), topk_mask(b.cpu(), frac)
+    k = ma.flatten(1).sum(1).clamp(min=1)
+    return (ma & mb).flatten(1).sum(1).double() / k.double()
+
+
+def random_sign_noise(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
+    """``x`` + (±eps per pixel and channel, seeded), clipped to [0, 1]."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    s = torch.randint(0, 2, x.shape, generator=g).to(x.device, x.dtype) * 2 - 1
+    return (x + eps * s).clamp(0, 1)
+
+
+def _energy(act: torch.Tensor, size) -> torch.Tensor:
+    e = act.float().clamp(min=0).sum(1, keepdim=True)
+    return F.interpolate(e, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
+           eps: float, steps: int = 5, weight: float = 1.0, map_fn=None) -> dict[str, torch.Tensor]:
+    """Perturb ``x`` (B×3×H×W in [0, 1]) within ‖δ‖∞ ≤ ``eps`` to move feature energy out of
+    ``region`` (bool B×H×W, the original map's top-k) without changing the predicted class.
+
+    Returns ``{"x": attacked photos, "kept": bool B (class kept), "p0", "p1": the class's
+    probability before and after}``. ``map_fn(x) -> B×H×W``, when given, replaces the
+    feature energy by a differentiable map (an analytic map on a toy model: the attack of
+    Ghorbani et al. proper).
+    """
+    x = x.detach().float()
+    target = target.to(x.device).long()
+    region = region.to(x.device).float()
+    size = x.shape[-2:]
+    got: dict[str, torch.Tensor] = {}
+    h = layer.register_forward_hook(lambda _m, _i, o: got.__setitem__("a", o))
+    try:
+        with torch.no_grad():
+            p0 = net(x).float().softmax(1).gather(1, target.view(-1, 1))[:, 0]
+        best = x.clone()
+        alpha = 2.5 * eps / max(1, steps)
+        xa = x.clone()
+        for _ in range(max(0, steps)):
+            xa.requires_grad_(True)
+            with torch.enable_grad():
+                logits = net(xa).float()
+                e = _energy(got["a"], size) if map_fn is None else map_fn(xa).float()
+                share = (e * region).flatten(1).sum(1) / e.flatten(1).sum(1).clamp(min=1e-12)
+                logp = logits.log_softmax(1).gather(1, target.view(-1, 1))[:, 0]
+                loss = (share - weight * logp).sum()
+                (g,) = torch.autograd.grad(loss, xa)
+            with torch.no_grad():
+                kept = logits.argmax(1) == target
+                if _ > 0:  # xa (evaluated this step) is a candidate when it kept the class
+                    best[kept] = xa.detach()[kept]
+                xa = xa.detach() - alpha * g.sign()
+                xa = (x + (xa - x).clamp(-eps, eps)).clamp(0, 1)
+        with torch.no_grad():
+            logits = net(xa).float()
+            kept = logits.argmax(1) == target
+            best[kept] = xa[kept]
+            p1 = net(best).float().softmax(1)
+            kept_best = p1.argmax(1) == target
+            p1 = p1.gather(1, target.view(-1, 1))[:, 0]
+    finally:
+        h.remove()
+    return {"x": best.detach(), "kept": kept_best.cpu(), "p0": p0.cpu(), "p1": p1.cpu()}

@@ -1,0 +1,107 @@
+"""The findings' new checks on tiny networks where the answer is known."""
+import numpy as np
+import torch
+from torch import nn
+
+from generator.methods.attribution import make
+from generator.metrics import bootstrap, fragility, invariance, selectivity
+
+
+def _toy(seed=0, classes=3):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, classes)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def test_bootstrap_interval_covers_known_mean_at_stated_rate():
+    rng = np.random.default_rng(1)
+    trials, hits = 300, 0
+    for t in range(trials):
+        v = rng.exponential(2.0, size=60)  # skewed, true mean 2
+        iv = bootstrap.mean_ci(v, resamples=1000, seed=t)
+        hits += iv.lo <= 2.0 <= iv.hi
+    rate = hits / trials
+    assert 0.89 <= rate <= 0.99, rate  # 95 % nominal; percentile bootstrap at n = 60
+
+
+def test_verdict_waits_for_the_interval():
+    clear = bootstrap.mean_ci(np.full(50, 0.9) + np.linspace(-0.01, 0.01, 50))
+    assert bootstrap.verdict(clear, 0.5, "fails", "passes") == "fails"
+    assert bootstrap.verdict(bootstrap.mean_ci(np.linspace(0.0, 0.2, 50)), 0.5, "fails", "passes") == "passes"
+    wide = bootstrap.mean_ci([0.1, 0.9, 0.2, 0.8])
+    assert bootstrap.verdict(wide, 0.5, "fails", "passes") == "undecided at n = 4"
+
+
+def test_shifted_copy_same_logits_gradient_unchanged_gradient_times_input_changes():
+    net = _toy()
+    x = torch.rand(4, 3, 16, 16)
+    shift = torch.tensor([0.2, -0.1, 0.3])
+    copy = invariance.ShiftAbsorbed(net, shift).eval()
+    xs = x + shift.view(1, 3, 1, 1)
+    assert torch.allclose(net(x), copy(xs), atol=1e-5)
+    t = net(x).argmax(1)
+    g0 = make("saliency", net).attribute(x, t)
+    g1 = make("saliency", copy).attribute(xs, t)
+    assert torch.allclose(g0, g1, atol=1e-5)
+    ch = invariance.map_change(g0.abs().amax(1), g1.abs().amax(1))
+    assert (ch["spearman"] > 0.999).all() and (ch["relative_change"] < 1e-4).all()
+    gxi0, gxi1 = (g0 * x).abs().sum(1), (g1 * xs).abs().sum(1)
+    ch = invariance.map_change(gxi0, gxi1)
+    assert (ch["relative_change"] > 0.05).all()
+
+
+def test_fragility_attack_keeps_class_and_moves_map_more_than_noise():
+    torch.manual_seed(3)
+    net = _toy(seed=3, classes=2)
+    x = torch.rand(8, 3, 24, 24) * 0.6 + 0.2
+    t = net(x).argmax(1)
+
+    def gxi(xx, graph=False):  # gradient × input, differentiable for the attack
+        with torch.enable_grad():
+            xx = xx if xx.requires_grad else xx.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(net(xx).gather(1, t.view(-1, 1)).sum(), xx, create_graph=graph)
+        m = (g * xx).abs().sum(1)
+        return m if graph else m.detach()
+
+    m0 = gxi(x)
+    region = fragility.topk_mask(m0, 0.1)
+    eps = 8 / 255
+    res = fragility.attack(net, net[2], x, t, region, eps=eps, steps=8, map_fn=lambda xx: gxi(xx, graph=True))
+    assert res["kept"].all()
+    assert (res["x"] - x).abs().max() <= eps + 1e-6
+    noisy = fragility.random_sign_noise(x, eps, seed=0)
+    ov_attack = fragility.topk_overlap(m0, gxi(res["x"]), 0.1)
+    ov_noise = fragility.topk_overlap(m0, gxi(noisy), 0.1)
+    assert ov_attack.mean() < ov_noise.mean() - 0.05, (ov_attack.mean(), ov_noise.mean())
+
+
+def test_ablating_a_unit_that_carries_a_class_costs_that_class():
+    # two classes told apart by unit 0 (red) and unit 1 (green) of the first layer
+    conv = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0] = 1.0
+        conv.weight[1, 1] = 1.0
+        conv.weight[2, 2] = 1.0  # unit 2 (blue) carries nothing the classifier uses
+    head = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+    net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 8, 8, generator=g) * 0.2
+    labels = torch.arange(40) % 2
+    x[labels == 0, 0] += 0.5
+    x[labels == 1, 1] += 0.5
+    res = selectivity.ablation_costs(net, net[1], [0, 1, 2], x, labels, batch_size=8)
+    assert res["base_correct"].all()
+    acc = res["correct"].float()
+    assert acc[0, labels == 0].mean() < 0.5 and acc[0, labels == 1].mean() == 1.0
+    assert acc[1, labels == 1].mean() < 0.5 and acc[1, labels == 0].mean() == 1.0
+    assert acc[2].mean() == 1.0
+    resp = selectivity.unit_responses(net, {"relu": net[1]}, x)["relu"]
+    si = selectivity.selectivity_index(resp, labels.tolist())
+    assert si[0] > 0.5 and si[1] > 0.5 and si[2] < 0.1
+    assert list(selectivity.preferred_class(resp, labels.tolist())[:2]) == [0, 1]
