@@ -1,0 +1,358 @@
+"""Independent-judge evaluation: is a class visualisation recognisable to a network that did not make it?
+
+A picture made for class ``c`` on model A (DGN-AM, a PPGN sample, a pixel-space baseline) is
+shown to a *different* network B — the judge — that took no part in making it; the numbers are
+top-1 / top-5 of ``c`` under B. The same judge scores real photos of the classes (the ceiling),
+the generator's reconstructions ``G(E(photo))`` of those photos, and uniform-noise pictures
+(chance: top-1 0.1 %, top-5 0.5 % over ImageNet's 1000 classes).
+
+* :func:`pick_judge` — who judges whose pictures (never the maker; never the generator's
+  encoder for pictures the generator drew, when another judge is loaded).
+* :func:`judge_verdicts` — batched, forward-only scoring (rank, probability, judge's top class).
+* :func:`run_judge` — the whole evaluation for a list of makers; writes a small JSON table
+  (atomically, after every part, ``"complete": false`` until the end) tied to the generator
+  file's sha256. Command line::
+
+      python -m generator.deepsim.judge [--makers efficientnet_lite0 efficientnet_lite2]
+          [--classes 50] [--steps 100] [--ppgn-steps 600] [--ppgn-samples 5]
+          [--photos ../shared/imagenet-1k-sample] [--out data/weights/deepsim_lite0_64.judge.json]
+
+The site's DGN-AM page and ``data/weights/GENERATOR_CARD.md`` show the table; its one-line
+``"takeaway"`` is meant for the Findings page.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..methods.objectives import Target, spread_classes
+from ..methods.pixel_am import PixelAMSettings, pixel_am
+from ..util import atomic_write_text, sha256_file
+from .dgn_am import DGNAMSettings, channels_last, dgn_am, fit_to_model
+from .ppgn import PPGNSettings, ppgn_sample
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_GENERATOR = ROOT / "data" / "weights" / "deepsim_lite0_64.pt"
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "imagenet-1k-sample"
+FORMAT = "cnnvis-judge/1"
+
+#: judge preference per maker (first loaded one that is neither the maker nor, for generator
+#: pictures, the generator's encoder); other models fall back to any other loaded model
+PREFERENCE = {
+    "efficientnet_lite0": ("efficientnet_lite2", "efficientnet_lite1", "resnet50", "googlenet", "vgg16", "alexnet"),
+    "efficientnet_lite1": ("efficientnet_lite2", "efficientnet_lite0", "resnet50", "googlenet", "vgg16", "alexnet"),
+    "efficientnet_lite2": ("efficientnet_lite0", "efficientnet_lite1", "resnet50", "googlenet", "vgg16", "alexnet"),
+    "alexnet": ("vgg16", "resnet50", "googlenet"),
+    "vgg16": ("alexnet", "googlenet", "resnet50"),
+    "googlenet": ("resnet50", "vgg16", "alexnet"),
+    "resnet50": ("googlenet", "vgg16", "alexnet"),
+}
+
+
+def pick_judge(maker: str, available: Sequence[str], exclude: Sequence[str] = ()) -> tuple[str | None, bool]:
+    """The judge of ``maker``'s pictures among ``available`` model names: ``(name, clean)``.
+
+    Never ``maker``. ``exclude`` (e.g. the generator's encoder, which took part in every
+    generator picture) is avoided when another model is available; ``clean`` is False when the
+    only possible judge is an excluded one. ``(None, False)`` when no other model is loaded."""
+    others = [a for a in available if a != maker]
+    if not others:
+        return None, False
+    order = [p for p in PREFERENCE.get(maker, ()) if p in others] + [a for a in others if a not in PREFERENCE.get(maker, ())]
+    clean = [a for a in order if a not in exclude]
+    return (clean[0], True) if clean else (order[0], False)
+
+
+@torch.inference_mode()
+def judge_verdicts(judge, images: torch.Tensor, classes: Sequence[int], batch: int = 32,
+                   resized: bool = False) -> dict:
+    """Score ``images[i]`` (in [0, 1], any size; resized to the judge's input unless ``resized``)
+    for ``classes[i]`` on ``judge`` (a loaded model: ``.net``, ``.spec.input_size``).
+    Returns ``{"rank": 0-based rank of the class, "prob": its softmax probability, "top": the judge's class}``."""
+    net, size = judge.net, judge.spec.input_size
+    device = next(net.parameters()).device
+    ranks, probs, tops = [], [], []
+    cls = torch.as_tensor(list(classes), dtype=torch.long)
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].to(device).float()
+        if not resized:
+            x = fit_to_model(x, size)
+        logits = net(x).float().cpu()
+        c = cls[i:i + batch]
+        own = logits[torch.arange(len(c)), c]
+        ranks.append((logits > own[:, None]).sum(1))
+        probs.append(logits.softmax(1)[torch.arange(len(c)), c])
+        tops.append(logits.argmax(1))
+    cat = (lambda t: torch.cat(t) if t else torch.empty(0))
+    return {"rank": cat(ranks).long(), "prob": cat(probs), "top": cat(tops).long()}
+
+
+def summarize(rank: torch.Tensor) -> dict:
+    """Top-1 / top-5 fractions of ranks (0-based)."""
+    n = int(rank.numel())
+    return {"n": n, "top1": float((rank < 1).float().mean()) if n else None,
+            "top5": float((rank < 5).float().mean()) if n else None}
+
+
+def read_photo_index(folder: str | Path) -> dict[int, Path]:
+    """``classes.tsv`` of the 1000-class sample → {ImageNet index: photo path}; {} when absent."""
+    folder = Path(folder)
+    tsv = folder / "classes.tsv"
+    if not tsv.is_file():
+        return {}
+    out = {}
+    with tsv.open(newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            p = folder / row["file"]
+            if p.is_file():
+                out[int(row["imagenet_index"])] = p
+    return out
+
+
+def load_photos(paths: Sequence[Path], model) -> torch.Tensor:
+    """Photos → ``model``'s pixel-space input (its own resize + centre crop), N×3×S×S in [0, 1]."""
+    from ..image_folder import load_input
+    pre = model.spec.preprocess
+    return torch.stack([load_input(Path(p), pre) for p in paths])
+
+
+def load_photo_dict(index: dict[int, Path], classes: Sequence[int], model) -> dict[int, torch.Tensor]:
+    """{class: ``model``'s input for its photo} for the ``classes`` that have a readable photo
+    (unreadable or rejected files are left out, not fatal)."""
+    from ..images import ImageRejected
+    out = {}
+    for c in classes:
+        if c in index:
+            try:
+                out[c] = load_photos([index[c]], model)[0]
+            except (ImageRejected, OSError, ValueError):
+                continue
+    return out
+
+
+def takeaway(rows: dict) -> str:
+    """One line for the Findings page from the summary rows (top-5 under the judge)."""
+    def t5(name):
+        r = rows.get(name)
+        return None if not r or r.get("top5") is None else 100 * r["top5"]
+    parts = []
+    for name, label in (("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space plain"),
+                        ("pixel-fourier", "pixel-space Fourier"), ("reconstruction", "the generator's reconstructions"),
+                        ("photo", "real photos"), ("random", "noise")):
+        v = t5(name)
+        if v is not None:
+            parts.append(f"{label} {v:.0f} %")
+    if not parts:
+        return ""
+    dgn, pix = t5("dgn_am"), [v for v in (t5("pixel-plain"), t5("pixel-fourier")) if v is not None]
+    line = "Top-5 of the intended class under a judge network that did not make the picture: " + ", ".join(parts) + "."
+    if dgn is not None and pix:
+        if dgn > max(pix) + 5:
+            line += " The learned prior makes the visualisations transfer better than pixel-space ones"
+        elif dgn + 5 < max(pix):
+            line += " Here the pixel-space visualisations transfer better than the learned prior's"
+        else:
+            line += " The learned prior does not make the visualisations transfer better than pixel-space ones"
+        line += f"; pixel-space ones {'do not transfer (near chance)' if max(pix) < 5 else 'transfer in part'}."
+    return line
+
+
+def _row(verdicts: dict) -> dict:
+    return {**summarize(verdicts["rank"]), "prob_mean": float(verdicts["prob"].mean()) if len(verdicts["prob"]) else None}
+
+
+def evaluate_maker(G, meta, maker, judge, classes: Sequence[int], steps: int, ppgn: PPGNSettings | None,
+                   baselines: Sequence[str], encoder=None, seed: int = 0, parts: Sequence[str] | None = None,
+                   on_part=None) -> dict:
+    """Pictures made on ``maker`` for ``classes`` by each method, scored on ``judge`` (never ``maker``).
+    ``parts``: subset of ``dgn_am``, ``ppgn``, ``pixel-<method>``, ``random``. Each part's result
+    ``{"n", "top1", "top5", "prob_mean", "maker_prob_mean", "ranks"}`` is passed to ``on_part(name, row)``."""
+    if judge is maker or judge.name == maker.name:
+        raise ValueError("the judge must be a different network from the maker")
+    size = maker.spec.input_size
+    targets = [Target(int(c)) for c in classes]
+    want = list(parts) if parts is not None else ["dgn_am"] + [f"pixel-{m}" for m in baselines] + ["random", "ppgn"]
+    out: dict = {}
+
+    def record(name: str, images: torch.Tensor, cls: Sequence[int], seconds: float) -> None:
+        v = judge_verdicts(judge, images, cls)
+        self_v = judge_verdicts(maker, images, cls)
+        row = {**_row(v), "maker_prob_mean": float(self_v["prob"].mean()), "maker_top1": summarize(self_v["rank"])["top1"],
+               "ranks": v["rank"].tolist(), "seconds": round(seconds, 1)}
+        out[name] = row
+        if on_part:
+            on_part(name, row)
+
+    with channels_last(maker.net):
+        stats = meta["code_stats"] if meta else None
+        if "dgn_am" in want and G is not None:
+            t = time.perf_counter()
+            r = dgn_am(G, maker.net, targets, stats, DGNAMSettings(steps=steps, seed=seed), input_size=size)
+            record("dgn_am", r.images, classes, time.perf_counter() - t)
+        for m in baselines:
+            if f"pixel-{m}" in want:
+                t = time.perf_counter()
+                r = pixel_am(maker.net, targets, PixelAMSettings(method=m, steps=steps, seed=seed, size=size))
+                record(f"pixel-{m}", r["images"], classes, time.perf_counter() - t)
+        if "random" in want:
+            g = torch.Generator().manual_seed(seed)
+            record("random", torch.rand(len(classes), 3, size, size, generator=g), classes, 0.0)
+        if "ppgn" in want and G is not None and ppgn is not None:
+            t = time.perf_counter()
+            r = ppgn_sample(G, encoder, maker.net, targets, stats, ppgn, input_size=size)
+            k = r.samples.shape[1]
+            record("ppgn", r.samples.flatten(0, 1), [c for c in classes for _ in range(k)], time.perf_counter() - t)
+            out["ppgn"]["samples_per_chain"] = k
+            from .ppgn import chain_diversity
+            with torch.inference_mode():
+                feats = judge.net(fit_to_model(r.samples.flatten(0, 1).float(), judge.spec.input_size))
+            out["ppgn"]["diversity_judge_logits"] = float(chain_diversity(feats.view(len(classes), k, -1)).mean())
+    return out
+
+
+def _aggregate(pairs: list[dict], name: str) -> dict | None:
+    ranks = [r for p in pairs for r in p["rows"].get(name, {}).get("ranks", [])]
+    if not ranks:
+        return None
+    return summarize(torch.tensor(ranks))
+
+
+def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], steps: int, ppgn: PPGNSettings | None,
+              baselines: Sequence[str], photos: Path | None, out_path: Path, device: str = "cpu",
+              extra_judges: Sequence[str] = (), note: str = "") -> dict:
+    from ..models import WeightsError, load_model
+    from . import load_any_generator
+    from .nets import Encoder
+    from .ppgn import prior_encoder
+
+    G, meta = load_any_generator(generator, device=device)
+    enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")
+    loaded = {}
+    for name in list(makers) + list(extra_judges) + [p for m in makers for p in PREFERENCE.get(m, ())[:2]]:
+        if name in loaded:
+            continue
+        try:
+            loaded[name] = load_model(name, device=device)
+        except (WeightsError, Exception):  # noqa: BLE001 — a missing judge is skipped, said in the table
+            continue
+    result = {"format": FORMAT, "generator": str(generator.name), "generator_sha256": sha256_file(generator),
+              "classes": [int(c) for c in classes], "steps": steps,
+              "ppgn": ppgn.to_dict() if ppgn is not None else None, "baselines": list(baselines),
+              "threads": torch.get_num_threads(), "device": device, "note": note, "complete": False,
+              "pairs": [], "summary": {}, "takeaway": ""}
+
+    def save() -> None:
+        pairs = result["pairs"]
+        names = sorted({n for p in pairs for n in p["rows"]})
+        result["summary"] = {n: _aggregate(pairs, n) for n in names}
+        result["takeaway"] = takeaway(result["summary"])
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
+
+    index = read_photo_index(photos) if photos and str(photos) else {}
+    have = [c for c in classes if c in index]
+    # photos and reconstructions: judged by a network other than the encoder (which made the codes)
+    if have and enc_name in loaded:
+        jname, clean = pick_judge(enc_name, list(loaded), exclude=(enc_name,))
+        if jname:
+            judge = loaded[jname]
+            enc_model = loaded[enc_name]
+            t = time.perf_counter()
+            loaded_photos = load_photo_dict(index, have, enc_model)
+            have = list(loaded_photos)
+            x = torch.stack(list(loaded_photos.values()))
+            with torch.inference_mode():
+                h = Encoder(enc_model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))(x)
+                rec = G(h).cpu()
+            rows = {"photo": {}, "reconstruction": {}}
+            v = judge_verdicts(judge, torch.stack([load_photo_dict(index, [c], judge)[c] for c in have]), have, resized=True)
+            rows["photo"] = {**_row(v), "ranks": v["rank"].tolist()}
+            v = judge_verdicts(judge, rec, have)
+            rows["reconstruction"] = {**_row(v), "ranks": v["rank"].tolist(), "seconds": round(time.perf_counter() - t, 1)}
+            mean_img = rec.mean(0, keepdim=True).expand_as(rec)
+            v = judge_verdicts(judge, mean_img, have)
+            rows["mean-reconstruction"] = {**_row(v), "ranks": v["rank"].tolist()}
+            result["pairs"].append({"maker": enc_name, "judge": jname, "clean": clean, "what": "photos",
+                                    "classes": [int(c) for c in have], "rows": rows})
+            save()
+    for mname in makers:
+        if mname not in loaded:
+            result.setdefault("skipped", []).append(f"{mname}: no weights")
+            continue
+        jname, clean = pick_judge(mname, list(loaded), exclude=(enc_name,))
+        if jname is None:
+            result.setdefault("skipped", []).append(f"{mname}: no other model to judge")
+            continue
+        maker, judge = loaded[mname], loaded[jname]
+        enc, _why = prior_encoder(meta, maker, list(loaded.values()), device) if ppgn and ppgn.eps1 else (None, None)
+        pair = {"maker": mname, "judge": jname, "clean": clean, "what": "visualisations",
+                "classes": [int(c) for c in classes], "rows": {}}
+        result["pairs"].append(pair)
+
+        def on_part(name, row, pair=pair):
+            pair["rows"][name] = row
+            save()
+            print(f"{pair['maker']} → {pair['judge']}: {name}: top-1 {row['top1']:.3f}, top-5 {row['top5']:.3f} "
+                  f"({row['seconds']} s)", flush=True)
+        evaluate_maker(G, meta, maker, judge, classes, steps, ppgn, baselines, encoder=enc, on_part=on_part)
+    result["complete"] = True
+    save()
+    return result
+
+
+def merge(paths: Sequence[Path], out_path: Path) -> dict:
+    """Join judge tables of the same generator and budget (e.g. one process per maker) into one."""
+    tables = [json.loads(Path(p).read_text()) for p in paths]
+    first = tables[0]
+    for t in tables[1:]:
+        for k in ("generator_sha256", "classes", "steps", "ppgn", "baselines"):
+            if t.get(k) != first.get(k):
+                raise ValueError(f"cannot merge: {k} differs between {paths[0]} and another table")
+    result = {**first, "pairs": [p for t in tables for p in t["pairs"]],
+              "complete": all(t.get("complete") for t in tables)}
+    result["summary"] = {n: _aggregate(result["pairs"], n) for n in sorted({n for p in result["pairs"] for n in p["rows"]})}
+    result["takeaway"] = takeaway(result["summary"])
+    atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m generator.deepsim.judge", description=__doc__.splitlines()[0])
+    ap.add_argument("--generator", type=Path, default=DEFAULT_GENERATOR)
+    ap.add_argument("--makers", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2"])
+    ap.add_argument("--classes", type=int, default=50, help="number of classes spread over ImageNet")
+    ap.add_argument("--steps", type=int, default=100, help="DGN-AM and pixel-space steps (same budget)")
+    ap.add_argument("--ppgn-steps", type=int, default=600, help="0: no PPGN")
+    ap.add_argument("--ppgn-samples", type=int, default=5)
+    ap.add_argument("--baselines", nargs="*", default=["plain", "fourier"])
+    ap.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="1000-class photo sample; '' to skip photos")
+    ap.add_argument("--out", type=Path, default=None, help="default: <generator>.judge.json beside the generator")
+    ap.add_argument("--note", default="", help="shown with the table (e.g. why the budget was shortened)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="join these judge tables into --out and stop")
+    a = ap.parse_args(argv)
+    if a.merge:
+        r = merge(a.merge, a.out or a.generator.with_suffix(".judge.json"))
+        print(r["takeaway"])
+        return
+    torch.set_num_threads(a.threads)
+    ppgn = None
+    if a.ppgn_steps > 0:
+        every = max(1, a.ppgn_steps // max(1, a.ppgn_samples))
+        ppgn = PPGNSettings(steps=every * a.ppgn_samples, cycle=every, save_every=every, burn_in=every)
+    out = a.out or a.generator.with_suffix(".judge.json")
+    r = run_judge(a.generator, a.makers, spread_classes(a.classes), a.steps, ppgn, a.baselines, Path(a.photos) if a.photos else None, out,
+                  device=a.device, note=a.note)
+    print(json.dumps(r["summary"], indent=1))
+    print(r["takeaway"])
+
+
+if __name__ == "__main__":
+    main()
