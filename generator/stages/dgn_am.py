@@ -19,8 +19,15 @@ indices, or an int = that many spread classes), ``steps``, ``lr_start``, ``decay
 ``ppgn_samples``, ``ppgn_eps1``, ``ppgn_eps2``, ``ppgn_eps3``, ``ppgn_update`` ("normalized" | "raw"),
 ``ppgn_schedule`` ("cyclical" | "linear" | "constant"), ``ppgn_lr``, ``ppgn_lr_end``, ``ppgn_from``
 ("random" | "dgn"), ``ppgn_precondition``, ``ppgn_normalize``,
-``units_per_layer``, ``layers``, ``seed``, ``recon_images``. Every result is cached in
-``ctx.cache`` under (model, generator hash, settings, targets).
+``units_per_layer``, ``layers``, ``seed``, ``recon_images``, ``photos`` (the 1000-class photo
+sample with ``classes.tsv``, read at build time for the photo column; absent → the column is
+skipped with a note), ``judge`` (score every picture on another loaded model). Every result is
+cached in ``ctx.cache`` under (model, generator hash, settings, targets).
+
+Independent judge: each model page scores its pictures (and the real photo) on another loaded
+network that took no part in making them (:func:`generator.deepsim.judge.pick_judge`); the method
+page shows the table of ``python -m generator.deepsim.judge_eval`` (``<generator>.judge.json``,
+tied to the generator's sha256) when it exists.
 """
 from __future__ import annotations
 
@@ -261,7 +268,7 @@ def photo_index(ctx, s: dict) -> tuple[dict, str | None]:
 
 
 def load_judge_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
-    """The judge table written by ``python -m generator.deepsim.judge`` if it belongs to this generator file."""
+    """The judge table written by ``python -m generator.deepsim.judge_eval`` if it belongs to this generator file."""
     if not path.is_file():
         return None, None
     try:
@@ -269,7 +276,7 @@ def load_judge_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
     except (OSError, ValueError) as e:
         return None, f"{path.name} could not be read ({type(e).__name__})"
     if table.get("generator_sha256") != gen_id:
-        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge`"
+        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge_eval`"
     return table, None
 
 
