@@ -132,7 +132,7 @@ def takeaway(rows: dict) -> str:
         return None if not r or r.get("top5") is None else 100 * r["top5"]
     parts = []
     for name, label in (("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space plain"),
-                        ("pixel-fourier", "pixel-space Fourier"), ("reconstruction", "the generator's reconstructions"),
+                        ("pixel-fourier", "pixel-space Fourier"), ("reconstruction", "reconstructions G(E(photo))"),
                         ("photo", "real photos"), ("random", "noise")):
         v = t5(name)
         if v is not None:

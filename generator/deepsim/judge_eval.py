@@ -36,7 +36,7 @@ FORMAT = "cnnvis-judge/1"
 
 def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], steps: int, ppgn: PPGNSettings | None,
               baselines: Sequence[str], photos: Path | None, out_path: Path, device: str = "cpu",
-              extra_judges: Sequence[str] = (), note: str = "") -> dict:
+              extra_judges: Sequence[str] = (), note: str = "", parts: Sequence[str] | None = None) -> dict:
     from ..models import WeightsError, load_model
     from . import load_any_generator
     from .nets import Encoder
@@ -111,7 +111,7 @@ def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], st
             save()
             print(f"{pair['maker']} → {pair['judge']}: {name}: top-1 {row['top1']:.3f}, top-5 {row['top5']:.3f} "
                   f"({row['seconds']} s)", flush=True)
-        evaluate_maker(G, meta, maker, judge, classes, steps, ppgn, baselines, encoder=enc, on_part=on_part)
+        evaluate_maker(G, meta, maker, judge, classes, steps, ppgn, baselines, encoder=enc, on_part=on_part, parts=parts)
     result["complete"] = True
     save()
     return result
@@ -147,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--note", default="", help="shown with the table (e.g. why the budget was shortened)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--parts", nargs="+", default=None,
+                    help="only these of dgn_am, ppgn, pixel-<method>, random (default: all)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="join these judge tables into --out and stop")
     a = ap.parse_args(argv)
     if a.merge:
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ppgn = PPGNSettings(steps=every * a.ppgn_samples, cycle=every, save_every=every, burn_in=every)
     out = a.out or a.generator.with_suffix(".judge.json")
     r = run_judge(a.generator, a.makers, spread_classes(a.classes), a.steps, ppgn, a.baselines, Path(a.photos) if a.photos else None, out,
-                  device=a.device, note=a.note)
+                  device=a.device, note=a.note, parts=a.parts)
     print(json.dumps(r["summary"], indent=1))
     print(r["takeaway"])
 

@@ -350,7 +350,7 @@ def run(ctx) -> None:
 
 
 #: rows of the judge table (key in the JSON summary, what the page calls it)
-JUDGE_ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "generator's reconstructions G(E(photo))"),
+JUDGE_ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "reconstructions of those photos by the generator, G(E(photo))"),
               ("mean-reconstruction", "mean of those reconstructions (one image for every class)"),
               ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
               ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
