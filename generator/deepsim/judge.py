@@ -206,7 +206,14 @@ def evaluate_maker(G, meta, maker, judge, classes: Sequence[int], steps: int, pp
 
 
 def _aggregate(pairs: list[dict], name: str) -> dict | None:
-    ranks = [r for p in pairs for r in p["rows"].get(name, {}).get("ranks", [])]
-    if not ranks:
+    """Pool one row over the (maker → judge) pairs: top-1 / top-5 over all pictures, and the mean
+    probability of the intended class on the judge and (when made by a model) on the maker."""
+    rows = [p["rows"][name] for p in pairs if name in p["rows"] and p["rows"][name].get("ranks")]
+    if not rows:
         return None
-    return summarize(torch.tensor(ranks))
+    out = summarize(torch.tensor([r for row in rows for r in row["ranks"]]))
+    for key in ("prob_mean", "maker_prob_mean"):
+        vals = [(row[key], len(row["ranks"])) for row in rows if row.get(key) is not None]
+        if vals:
+            out[key] = sum(v * n for v, n in vals) / sum(n for _v, n in vals)
+    return out
