@@ -156,3 +156,28 @@ def test_photo_column_shown_with_the_judges_verdict_when_present(tmp_path):
     figs = _figures(ctx, model, _fake_out(3), s, photos, None)
     assert all(c["judged"] == [] for c in figs["classes"]) and figs["judge"] is None
     assert wide == Image.open(tmp_path / "fig" / "dgn_am/a/classes/3.webp").size[0]
+
+
+def test_merge_pools_the_pairs_and_refuses_other_budgets(tmp_path):
+    import json
+
+    from generator.deepsim.judge_eval import markdown_table, merge
+    base = {"format": "cnnvis-judge/1", "generator_sha256": "abc", "classes": [1, 2], "steps": 5, "ppgn": None,
+            "baselines": ["plain"], "complete": True}
+    a = {**base, "pairs": [{"maker": "a", "judge": "b", "rows": {"dgn_am": {"ranks": [0, 7], "prob_mean": 0.5,
+                                                                            "maker_prob_mean": 0.9}}}]}
+    b = {**base, "complete": False,
+         "pairs": [{"maker": "a", "judge": "b", "rows": {"pixel-plain": {"ranks": [9, 9], "prob_mean": 0.0}}},
+                   {"maker": "c", "judge": "b", "rows": {"dgn_am": {"ranks": [3, 100], "prob_mean": 0.1,
+                                                                    "maker_prob_mean": 0.7}}}]}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    r = merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == r and r["complete"] is False
+    assert r["summary"]["dgn_am"]["n"] == 4 and r["summary"]["dgn_am"]["top1"] == 0.25
+    assert r["summary"]["dgn_am"]["top5"] == 0.5 and r["summary"]["dgn_am"]["maker_prob_mean"] == pytest.approx(0.8)
+    assert r["summary"]["pixel-plain"]["top5"] == 0.0 and "DGN-AM 50 %" in r["takeaway"]
+    assert "| DGN-AM | 25 % | 50 % |" in markdown_table(r)
+    (tmp_path / "c.json").write_text(json.dumps({**b, "steps": 6}))
+    with pytest.raises(ValueError, match="steps"):
+        merge([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "m2.json")

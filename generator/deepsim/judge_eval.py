@@ -133,6 +133,27 @@ def merge(paths: Sequence[Path], out_path: Path) -> dict:
     return result
 
 
+ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "G(E(photo)): the generator's reconstructions of those photos"),
+        ("mean-reconstruction", "the mean of those reconstructions (one image for every class)"),
+        ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
+        ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
+        ("random", "uniform noise (chance)"))
+
+
+def markdown_table(result: dict) -> str:
+    """The judge table as Markdown (for the model card)."""
+    f = (lambda v, pct=True: "–" if v is None else (f"{100 * v:.0f} %" if pct else f"{v:.3f}"))
+    lines = ["| pictures | top-1 (judge) | top-5 (judge) | mean p of the class (judge) | mean p on the maker | n |",
+             "|---|---|---|---|---|---|"]
+    for key, title in ROWS:
+        r = result["summary"].get(key)
+        if r:
+            lines.append(f"| {title} | {f(r['top1'])} | {f(r['top5'])} | {f(r.get('prob_mean'), False)} | "
+                         f"{f(r.get('maker_prob_mean'), False)} | {r['n']} |")
+    pairs = "; ".join(f"{p['maker']} → {p['judge']} ({', '.join(p['rows'])})" for p in result["pairs"])
+    return "\n".join(lines) + f"\n\nMade on → judged by: {pairs}.\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m generator.deepsim.judge_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--generator", type=Path, default=DEFAULT_GENERATOR)
@@ -149,8 +170,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--parts", nargs="+", default=None,
                     help="only these of dgn_am, ppgn, pixel-<method>, random (default: all)")
+    ap.add_argument("--table", type=Path, default=None, help="print this judge table as Markdown and stop")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="join these judge tables into --out and stop")
     a = ap.parse_args(argv)
+    if a.table:
+        print(markdown_table(json.loads(a.table.read_text())))
+        return
     if a.merge:
         r = merge(a.merge, a.out or a.generator.with_suffix(".judge.json"))
         print(r["takeaway"])
