@@ -97,7 +97,7 @@ def test_random_pictures_score_at_chance():
 def test_takeaway_reads_the_numbers():
     rows = {"dgn_am": {"top5": 0.4}, "pixel-plain": {"top5": 0.01}, "photo": {"top5": 0.9}}
     t = takeaway(rows)
-    assert "DGN-AM 40 %" in t and "transfer better than pixel-space" in t and "near chance" in t
+    assert "DGN-AM 40 %" in t and "transfer better than pixel-space" in t and "hardly transfer" in t
     assert "does not" in takeaway({"dgn_am": {"top5": 0.02}, "pixel-plain": {"top5": 0.01}})
     assert takeaway({}) == ""
 

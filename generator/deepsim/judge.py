@@ -148,7 +148,7 @@ def takeaway(rows: dict) -> str:
             line += " Here the pixel-space visualisations transfer better than the learned prior's"
         else:
             line += " The learned prior does not make the visualisations transfer better than pixel-space ones"
-        line += f"; pixel-space ones {'do not transfer (near chance)' if max(pix) < 5 else 'transfer in part'}."
+        line += f"; pixel-space ones {'hardly transfer (top-5 below 5 %)' if max(pix) < 5 else 'transfer in part'}."
     return line
 
 

@@ -345,8 +345,18 @@ def run(ctx) -> None:
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
         evaluation=evaluation, recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
-        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS,
+        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
+
+
+def judge_pairs(table: dict | None) -> list[str]:
+    """The distinct "maker → judge" pairs of a judge table, in order (flagged when the judge took part)."""
+    out: list[str] = []
+    for p in (table or {}).get("pairs", []):
+        k = f"{p['maker']} → {p['judge']}" + ("" if p.get("clean", True) else " (the judge took part in the generator)")
+        if k not in out:
+            out.append(k)
+    return out
 
 
 #: rows of the judge table (key in the JSON summary, what the page calls it)
