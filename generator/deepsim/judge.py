@@ -158,10 +158,12 @@ def _row(verdicts: dict) -> dict:
 
 def evaluate_maker(G, meta, maker, judge, classes: Sequence[int], steps: int, ppgn: PPGNSettings | None,
                    baselines: Sequence[str], encoder=None, seed: int = 0, parts: Sequence[str] | None = None,
-                   on_part=None) -> dict:
+                   on_part=None, chunk: int = 10) -> dict:
     """Pictures made on ``maker`` for ``classes`` by each method, scored on ``judge`` (never ``maker``).
     ``parts``: subset of ``dgn_am``, ``ppgn``, ``pixel-<method>``, ``random``. Each part's result
-    ``{"n", "top1", "top5", "prob_mean", "maker_prob_mean", "ranks"}`` is passed to ``on_part(name, row)``."""
+    ``{"n", "top1", "top5", "prob_mean", "maker_prob_mean", "ranks"}`` is passed to ``on_part(name, row)``.
+    Classes are optimised ``chunk`` at a time (rows are independent; 50 PPGN chains at once ran out
+    of memory on a 2-core machine — the process was killed at 4.7 GB)."""
     if judge is maker or judge.name == maker.name:
         raise ValueError("the judge must be a different network from the maker")
     size = maker.spec.input_size
@@ -182,25 +184,30 @@ def evaluate_maker(G, meta, maker, judge, classes: Sequence[int], steps: int, pp
         stats = meta["code_stats"] if meta else None
         if "dgn_am" in want and G is not None:
             t = time.perf_counter()
-            r = dgn_am(G, maker.net, targets, stats, DGNAMSettings(steps=steps, seed=seed), input_size=size)
-            record("dgn_am", r.images, classes, time.perf_counter() - t)
+            images = torch.cat([dgn_am(G, maker.net, targets[i:i + chunk], stats, DGNAMSettings(steps=steps, seed=seed),
+                                       input_size=size).images for i in range(0, len(targets), chunk)])
+            record("dgn_am", images, classes, time.perf_counter() - t)
         for m in baselines:
             if f"pixel-{m}" in want:
                 t = time.perf_counter()
-                r = pixel_am(maker.net, targets, PixelAMSettings(method=m, steps=steps, seed=seed, size=size))
-                record(f"pixel-{m}", r["images"], classes, time.perf_counter() - t)
+                images = torch.cat([pixel_am(maker.net, targets[i:i + chunk],
+                                             PixelAMSettings(method=m, steps=steps, seed=seed, size=size))["images"]
+                                    for i in range(0, len(targets), chunk)])
+                record(f"pixel-{m}", images, classes, time.perf_counter() - t)
         if "random" in want:
             g = torch.Generator().manual_seed(seed)
             record("random", torch.rand(len(classes), 3, size, size, generator=g), classes, 0.0)
         if "ppgn" in want and G is not None and ppgn is not None:
             t = time.perf_counter()
-            r = ppgn_sample(G, encoder, maker.net, targets, stats, ppgn, input_size=size)
-            k = r.samples.shape[1]
-            record("ppgn", r.samples.flatten(0, 1), [c for c in classes for _ in range(k)], time.perf_counter() - t)
+            samples = torch.cat([ppgn_sample(G, encoder, maker.net, targets[i:i + chunk], stats, ppgn, input_size=size).samples
+                                 for i in range(0, len(targets), chunk)])
+            k = samples.shape[1]
+            record("ppgn", samples.flatten(0, 1), [c for c in classes for _ in range(k)], time.perf_counter() - t)
             out["ppgn"]["samples_per_chain"] = k
             from .ppgn import chain_diversity
             with torch.inference_mode():
-                feats = judge.net(fit_to_model(r.samples.flatten(0, 1).float(), judge.spec.input_size))
+                feats = torch.cat([judge.net(fit_to_model(x.float(), judge.spec.input_size))
+                                   for x in samples.flatten(0, 1).split(32)])
             out["ppgn"]["diversity_judge_logits"] = float(chain_diversity(feats.view(len(classes), k, -1)).mean())
     return out
 
