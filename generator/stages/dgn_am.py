@@ -19,8 +19,15 @@ indices, or an int = that many spread classes), ``steps``, ``lr_start``, ``decay
 ``ppgn_samples``, ``ppgn_eps1``, ``ppgn_eps2``, ``ppgn_eps3``, ``ppgn_update`` ("normalized" | "raw"),
 ``ppgn_schedule`` ("cyclical" | "linear" | "constant"), ``ppgn_lr``, ``ppgn_lr_end``, ``ppgn_from``
 ("random" | "dgn"), ``ppgn_precondition``, ``ppgn_normalize``,
-``units_per_layer``, ``layers``, ``seed``, ``recon_images``. Every result is cached in
-``ctx.cache`` under (model, generator hash, settings, targets).
+``units_per_layer``, ``layers``, ``seed``, ``recon_images``, ``photos`` (the 1000-class photo
+sample with ``classes.tsv``, read at build time for the photo column; absent → the column is
+skipped with a note), ``judge`` (score every picture on another loaded model). Every result is
+cached in ``ctx.cache`` under (model, generator hash, settings, targets).
+
+Independent judge: each model page scores its pictures (and the real photo) on another loaded
+network that took no part in making them (:func:`generator.deepsim.judge.pick_judge`); the method
+page shows the table of ``python -m generator.deepsim.judge_eval`` (``<generator>.judge.json``,
+tied to the generator's sha256) when it exists.
 """
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ import torch
 
 from ..config import ConfigError
 from ..deepsim import load_any_generator
-from ..deepsim.dgn_am import DGNAMSettings, class_probabilities, dgn_am
+from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
+from ..deepsim.judge import judge_verdicts, load_photo_dict, pick_judge, read_photo_index
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.objectives import Target, pick_units, spread_classes
@@ -77,6 +85,8 @@ DEFAULTS = {
     "layers": [],
     "seed": 0,
     "recon_images": 8,
+    "photos": "../shared/imagenet-1k-sample",  # one photo per ImageNet class (classes.tsv); "" or missing → no photo column
+    "judge": True,                              # score each picture on another loaded model (the judge)
 }
 
 
@@ -132,22 +142,25 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     out: dict = {}
 
     key = {**base, "part": "classes", "settings": dset.to_dict(), "targets": s["classes"]}
-    r = ctx.cache.get(key)
-    if r is None:
-        res = dgn_am(G, model.net, targets, stats, dset, input_size=size, progress_bar=True)
-        r = ctx.cache.put(key, {"images": res.images.half(), "final": res.final, "trajectory": res.trajectory,
-                                "codes": res.codes, "prob": _probs(model, res.images.float(), s["classes"]),
-                                "settings": res.settings})
-    out["dgn"] = r
-
-    if units:
-        key = {**base, "part": "units", "settings": dset.to_dict(), "targets": [u.key for u in units]}
-        r = ctx.cache.get(key)
+    ukey = {**base, "part": "units", "settings": dset.to_dict(), "targets": [u.key for u in units]} if units else None
+    r, ru = ctx.cache.get(key), (ctx.cache.get(ukey) if ukey else None)
+    if r is None or (ukey and ru is None):
+        # classes and hidden units in one batch: one optimisation, rows independent (same result per row)
+        rows = targets + (units if ukey and ru is None else [])
+        res = dgn_am(G, model.net, rows, stats, dset, input_size=size, progress_bar=True)
+        n = len(targets)
         if r is None:
-            res = dgn_am(G, model.net, units, stats, dset, input_size=size, progress_bar=True)
-            r = ctx.cache.put(key, {"images": res.images.half(), "final": res.final, "trajectory": res.trajectory,
-                                    "labels": [u.label for u in units], "settings": res.settings})
-        out["units"] = r
+            r = ctx.cache.put(key, {"images": res.images[:n].half(), "final": res.final[:n],
+                                    "trajectory": res.trajectory[:n], "codes": res.codes[:n],
+                                    "prob": _probs(model, res.images[:n].float(), s["classes"]),
+                                    "settings": res.settings})
+        if ukey and ru is None:
+            ru = ctx.cache.put(ukey, {"images": res.images[n:].half(), "final": res.final[n:],
+                                      "trajectory": res.trajectory[n:], "labels": [u.label for u in units],
+                                      "settings": res.settings})
+    out["dgn"] = r
+    if ru is not None:
+        out["units"] = ru
 
     pset = ppgn_settings(s)
     h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
@@ -158,7 +171,8 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
            "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits"), "prior": enc is not None}
     r = ctx.cache.get(key)
     if r is None:
-        res = ppgn_sample(G, enc, model.net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
+        with channels_last(enc.net if enc is not None and enc.net is not model.net else None):
+            res = ppgn_sample(G, enc, model.net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
         b, k = res.samples.shape[:2]
         pr = _probs(model, res.samples.flatten(0, 1).float(), [c for c in s["classes"] for _ in range(k)])
         r = ctx.cache.put(key, {"samples": res.samples.half(), "steps": res.sample_steps,
@@ -178,27 +192,58 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     return out
 
 
-def _figures(ctx, model, out: dict, s: dict) -> dict:
-    """Per class: one row of the methods side by side, and a strip of the PPGN chain; per unit: its
-    DGN-AM image (the unit atlas links it). Returns what the page template shows."""
+def _verdict(rank: int, prob: float) -> str:
+    if rank == 0:
+        return f"✓ top-1 (p={prob:.2f})"
+    if rank < 5:
+        return f"top-5, #{rank + 1} (p={prob:.2f})"
+    return f"✗ #{rank + 1}"
+
+
+def _figures(ctx, model, out: dict, s: dict, photos: dict, judge=None) -> dict:
+    """Per class: one row of the methods side by side (with a real photo of the class first when
+    ``photos`` has one), and a strip of the PPGN chain; per unit: its DGN-AM image (the unit atlas
+    links it). ``judge``: another loaded model that scores every picture. Returns what the page
+    template shows."""
     labels = model.labels
-    figs: dict = {"classes": [], "units": []}
+    figs: dict = {"classes": [], "units": [], "judge": judge.spec.title if judge is not None else None}
     # (column title, images [classes], class probabilities [classes])
     columns = [("DGN-AM", out["dgn"]["images"], out["dgn"]["prob"]),
                ("PPGN (last sample)", out["ppgn"]["samples"][:, -1], out["ppgn"]["prob"][:, -1].tolist())]
     columns += [(f"pixel AM: {method}", r["images"], r["prob"]) for method, r in out["baselines"].items()]
+    photo_imgs = load_photo_dict(photos, s["classes"], model) if photos else {}
+    verdicts: dict = {}
+    if judge is not None:
+        for title, images, _p in columns:
+            v = judge_verdicts(judge, images.float(), s["classes"])
+            verdicts[title] = list(zip(v["rank"].tolist(), v["prob"].tolist()))
+        have = load_photo_dict(photos, list(photo_imgs), judge) if photo_imgs else {}
+        if have:
+            v = judge_verdicts(judge, torch.stack(list(have.values())), list(have), resized=True)
+            verdicts["photo"] = dict(zip(have, zip(v["rank"].tolist(), v["prob"].tolist())))
     for i, cls in enumerate(s["classes"]):
         rel = f"dgn_am/{model.name}/classes/{cls}.webp"
         tiles = [image_tile(images[i]) for _title, images, _probs in columns]
         tile_labels = [f"{title.split(':')[-1].strip()} p={probs[i]:.2f}" for title, _images, probs in columns]
+        if photo_imgs:  # the photo column: a blank tile when this class has no photo
+            photo = photo_imgs.get(cls)
+            tiles.insert(0, image_tile(photo if photo is not None else torch.ones(3, 8, 8)))
+            tile_labels.insert(0, "photo" if photo is not None else "no photo")
         save_image(grid(tiles, len(tiles), 160, labels=tile_labels), ctx.figure_path(rel))
         strip_rel = f"dgn_am/{model.name}/ppgn/{cls}.webp"
         samples = out["ppgn"]["samples"][i]
         save_image(grid([image_tile(x, 128) for x in samples], len(samples), 128,
                         labels=[f"step {step} p={p:.2f}" for step, p in zip(out["ppgn"]["steps"], out["ppgn"]["prob"][i].tolist())]),
                    ctx.figure_path(strip_rel))
+        judged = []
+        if verdicts:
+            if photo_imgs:
+                pv = verdicts.get("photo", {}).get(cls)
+                judged.append(_verdict(*pv) if pv else "–")
+            judged += [_verdict(*verdicts[title][i]) for title, _images, _probs in columns]
         figs["classes"].append({"index": cls, "label": labels[cls], "grid": rel, "strip": strip_rel,
-                                "probs": {title: float(probs[i]) for title, _images, probs in columns}})
+                                "probs": {title: float(probs[i]) for title, _images, probs in columns},
+                                "judged": judged})
     if "units" in out:
         units = out["units"]
         for img, label, act in zip(units["images"], units["labels"], units["final"].tolist()):
@@ -206,8 +251,33 @@ def _figures(ctx, model, out: dict, s: dict) -> dict:
             rel = f"dgn_am/{model.name}/{layer}/{channel}.webp"
             save_image(image_tile(img, 224), ctx.figure_path(rel))
             figs["units"].append({"layer": layer, "channel": int(channel), "fig": rel, "act": act})
-    figs["columns"] = [title for title, _images, _probs in columns]
+    figs["columns"] = (["photo"] if photo_imgs else []) + [title for title, _images, _probs in columns]
     return figs
+
+
+def photo_index(ctx, s: dict) -> tuple[dict, str | None]:
+    """{ImageNet index: photo path} of the 1000-class sample, or ({}, why the photo column is skipped)."""
+    if not s["photos"]:
+        return {}, "no photo column: `[dgn_am] photos` is empty in the config"
+    folder = ctx.config.resolve_path(s["photos"])
+    index = read_photo_index(folder)
+    if not index:
+        return {}, (f"no photo column: the 1000-class photo sample `{md_escape(s['photos'])}` (with `classes.tsv`) "
+                    "was not found when this site was built")
+    return index, None
+
+
+def load_judge_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
+    """The judge table written by ``python -m generator.deepsim.judge_eval`` if it belongs to this generator file."""
+    if not path.is_file():
+        return None, None
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} could not be read ({type(e).__name__})"
+    if table.get("generator_sha256") != gen_id:
+        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge_eval`"
+    return table, None
 
 
 def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
@@ -253,19 +323,45 @@ def run(ctx) -> None:
     gen_id = sha256_file(gpath)
     eval_path = gpath.with_suffix(".eval.json")
     evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
+    judge_table, judge_why = load_judge_table(gpath.with_suffix(".judge.json"), gen_id)
     recon = _reconstructions(ctx, G, meta, gen_id, s["recon_images"])
+    photos, photo_note = photo_index(ctx, s)
+    enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")
+    by_name = {m.name: m for m in ctx.models}
     per_model = []
     for model in ctx.models:
-        out = _compute(ctx, model, G, meta, gen_id, s)
-        figs = _figures(ctx, model, out, s)
+        with channels_last(model.net):
+            out = _compute(ctx, model, G, meta, gen_id, s)
+        jname, clean = pick_judge(model.name, list(by_name), exclude=(enc_name,)) if s["judge"] else (None, False)
+        figs = _figures(ctx, model, out, s, photos, by_name.get(jname) if jname else None)
+        figs["judge_clean"] = clean
         page = f"models/{model.name}"
         ctx.section(page, "DGN-AM and PPGN", ctx.render(
             "dgn_am/model.md.j2", model=model, figs=figs, s=s, prior_note=out.get("ppgn_prior"), link=lambda t, page=page: ctx.link(page, t),
-            method_link=ctx.link(page, PAGE)), order=ORDER)
+            method_link=ctx.link(page, PAGE), photo_note=photo_note, enc_name=enc_name), order=ORDER)
         per_model.append({"model": model, "figs": figs})
         unit_images.update({(model.name, u["layer"], u["channel"]): f"figures/{u['fig']}" for u in figs["units"]})
     enc = meta.get("encoder", {})
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
         evaluation=evaluation, recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
+        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
+
+
+def judge_pairs(table: dict | None) -> list[str]:
+    """The distinct "maker → judge" pairs of a judge table, in order (flagged when the judge took part)."""
+    out: list[str] = []
+    for p in (table or {}).get("pairs", []):
+        k = f"{p['maker']} → {p['judge']}" + ("" if p.get("clean", True) else " (the judge took part in the generator)")
+        if k not in out:
+            out.append(k)
+    return out
+
+
+#: rows of the judge table (key in the JSON summary, what the page calls it)
+JUDGE_ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "reconstructions of those photos by the generator, G(E(photo))"),
+              ("mean-reconstruction", "mean of those reconstructions (one image for every class)"),
+              ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
+              ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
+              ("random", "uniform noise (chance)"))

@@ -1,0 +1,183 @@
+"""The independent-judge evaluation and the DGN-AM page's photo column, on tiny CPU networks."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from generator.deepsim.judge import evaluate_maker, judge_verdicts, pick_judge, read_photo_index, summarize, takeaway
+from generator.images import Preprocess
+
+N_CLASSES = 20
+
+
+class Net(nn.Module):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, N_CLASSES)
+        nn.init.normal_(self.fc.weight, std=3.0)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(torch.relu(self.conv(x - 0.5)).mean((2, 3)))
+
+
+def tiny_model(name: str, seed: int, size: int = 16):
+    spec = types.SimpleNamespace(input_size=size, title=name.upper(), preprocess=Preprocess(size, size + 2))
+    return types.SimpleNamespace(name=name, net=Net(seed), spec=spec, labels=[f"class {i}" for i in range(N_CLASSES)])
+
+
+def test_pick_judge_never_the_maker_and_avoids_the_encoder():
+    names = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    for m in names:
+        j, clean = pick_judge(m, names, exclude=("efficientnet_lite0",))
+        assert j != m and j != "efficientnet_lite0" and clean
+    assert pick_judge("efficientnet_lite0", names)[0] == "efficientnet_lite2"
+    assert pick_judge("efficientnet_lite2", ["efficientnet_lite0", "efficientnet_lite2"], exclude=("efficientnet_lite0",)) \
+        == ("efficientnet_lite0", False)  # only the encoder is left: used, but flagged
+    assert pick_judge("alexnet", ["alexnet"]) == (None, False)
+    assert pick_judge("toy", ["toy", "other"])[0] == "other"
+
+
+def test_pictures_made_on_a_are_scored_on_b_never_on_a():
+    a, b = tiny_model("a", 1), tiny_model("b", 2)
+    classes = list(range(0, N_CLASSES, 4))
+    seen = {"a": [], "b": []}
+    for m in (a, b):
+        m.net.register_forward_hook(lambda mod, inp, out, n=m.name: seen[n].append(torch.is_grad_enabled()))
+    rows = evaluate_maker(None, None, a, b, classes, steps=5, ppgn=None, baselines=["plain"], parts=["pixel-plain", "random"])
+    assert set(rows) == {"pixel-plain", "random"}
+    # a: optimised with gradients (making) plus one forward-only pass for the maker's own score;
+    # b: forward-only passes, the judge's verdicts
+    assert any(seen["a"]) and seen["b"] and not any(seen["b"])
+    r = rows["pixel-plain"]
+    assert r["n"] == len(classes) and 0 <= r["top1"] <= r["top5"] <= 1 and len(r["ranks"]) == len(classes)
+    # a judge whose verdict ignores the picture (fixed logits, class 0 first, then 1, 2, …): the
+    # table must show exactly its ranks, whatever the maker made
+    fixed = tiny_model("fixed", 3)
+    with torch.no_grad():
+        fixed.net.conv.weight.zero_()
+        fixed.net.conv.bias.zero_()
+        fixed.net.fc.bias.copy_(-torch.arange(N_CLASSES, dtype=torch.float))
+    rows = evaluate_maker(None, None, a, fixed, classes, steps=20, ppgn=None, baselines=["plain"], parts=["pixel-plain"])
+    r = rows["pixel-plain"]
+    assert r["ranks"] == classes  # rank of class c under the fixed judge is c
+    assert r["top1"] == pytest.approx(1 / len(classes)) and r["top5"] == pytest.approx(2 / len(classes))
+    assert r["maker_prob_mean"] > r["prob_mean"]  # the maker (optimised) is surer than this judge
+    with pytest.raises(ValueError, match="different network"):
+        evaluate_maker(None, None, a, a, classes, steps=1, ppgn=None, baselines=[], parts=["random"])
+
+
+def test_random_pictures_score_at_chance():
+    judge = tiny_model("b", 2)
+    g = torch.Generator().manual_seed(0)
+    reps = 40
+    classes = [c for c in range(N_CLASSES) for _ in range(reps)]  # every class equally often
+    v = judge_verdicts(judge, torch.rand(len(classes), 3, 16, 16, generator=g), classes)
+    s = summarize(v["rank"])
+    assert s["n"] == N_CLASSES * reps
+    assert abs(s["top1"] - 1 / N_CLASSES) < 0.03 and abs(s["top5"] - 5 / N_CLASSES) < 0.06
+    # ranks agree with the judge's own logits
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    v = judge_verdicts(judge, x, [0, 1, 2, 3])
+    logits = judge.net(x)
+    assert (v["top"] == logits.argmax(1)).all()
+    assert ((v["rank"] == 0) == (logits.argmax(1) == torch.arange(4))).all()
+
+
+def test_takeaway_reads_the_numbers():
+    rows = {"dgn_am": {"top5": 0.4}, "pixel-plain": {"top5": 0.01}, "photo": {"top5": 0.9}}
+    t = takeaway(rows)
+    assert "DGN-AM 40 %" in t and "transfer better than pixel-space" in t and "hardly transfer" in t
+    assert "does not" in takeaway({"dgn_am": {"top5": 0.02}, "pixel-plain": {"top5": 0.01}})
+    assert takeaway({}) == ""
+
+
+def _fake_out(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    img = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    return {"dgn": {"images": img(n, 3, 8, 8), "prob": [0.5] * n},
+            "ppgn": {"samples": img(n, 2, 3, 8, 8), "prob": torch.full((n, 2), 0.5), "steps": [1, 2]},
+            "baselines": {"plain": {"images": img(n, 3, 16, 16), "prob": [0.9] * n}}}
+
+
+def _ctx(tmp_path, models):
+    return types.SimpleNamespace(
+        figure_path=lambda rel: tmp_path / "fig" / rel,
+        config=types.SimpleNamespace(resolve_path=lambda p: tmp_path / p),
+        models=models)
+
+
+def test_photo_column_skipped_with_a_note_when_the_sample_is_absent(tmp_path):
+    from generator.stages.dgn_am import _figures, photo_index
+    model, judge = tiny_model("a", 1), tiny_model("b", 2)
+    ctx = _ctx(tmp_path, [model, judge])
+    s = {"classes": [3, 7], "photos": "../shared-missing/imagenet-1k-sample"}
+    photos, note = photo_index(ctx, s)
+    assert photos == {} and "no photo column" in note and "not found" in note
+    figs = _figures(ctx, model, _fake_out(2), s, photos, judge)
+    assert "photo" not in figs["columns"] and len(figs["classes"]) == 2
+    assert all(len(c["judged"]) == len(figs["columns"]) for c in figs["classes"])
+    assert (tmp_path / "fig" / "dgn_am/a/classes/3.webp").is_file()
+    assert photo_index(ctx, {**s, "photos": ""})[1].startswith("no photo column")
+
+
+def test_photo_column_shown_with_the_judges_verdict_when_present(tmp_path):
+    from generator.stages.dgn_am import _figures, photo_index
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(folder / "003_x.jpg")
+    Image.new("RGB", (8, 8)).save(folder / "005_tiny.jpg")  # rejected (too small): left out, no crash
+    (folder / "classes.tsv").write_text("file\timagenet_index\twnid\tlabel\n003_x.jpg\t3\tn0\tthree\n"
+                                        "007_missing.jpg\t7\tn1\tseven\n005_tiny.jpg\t5\tn2\tfive\n")
+    assert sorted(read_photo_index(folder)) == [3, 5]  # a listed file that is not there is left out
+    model, judge = tiny_model("a", 1), tiny_model("b", 2)
+    ctx = _ctx(tmp_path, [model, judge])
+    s = {"classes": [3, 7, 5], "photos": "sample"}
+    photos, note = photo_index(ctx, s)
+    assert note is None and set(photos) == {3, 5}
+    figs = _figures(ctx, model, _fake_out(3), s, photos, judge)
+    assert figs["columns"][0] == "photo" and figs["judge"] == "B"
+    first, second, third = figs["classes"]
+    assert third["judged"][0] == "–"
+    assert len(first["judged"]) == len(figs["columns"]) and first["judged"][0] != "–"
+    assert second["judged"][0] == "–"  # class 7 has no photo: a blank tile, no verdict
+    wide = Image.open(tmp_path / "fig" / "dgn_am/a/classes/3.webp").size[0]
+    # no judge (one model loaded): no verdicts, pictures still drawn
+    figs = _figures(ctx, model, _fake_out(3), s, photos, None)
+    assert all(c["judged"] == [] for c in figs["classes"]) and figs["judge"] is None
+    assert wide == Image.open(tmp_path / "fig" / "dgn_am/a/classes/3.webp").size[0]
+
+
+def test_merge_pools_the_pairs_and_refuses_other_budgets(tmp_path):
+    import json
+
+    from generator.deepsim.judge_eval import markdown_table, merge
+    base = {"format": "cnnvis-judge/1", "generator_sha256": "abc", "classes": [1, 2], "steps": 5, "ppgn": None,
+            "baselines": ["plain"], "complete": True}
+    a = {**base, "pairs": [{"maker": "a", "judge": "b", "rows": {"dgn_am": {"ranks": [0, 7], "prob_mean": 0.5,
+                                                                            "maker_prob_mean": 0.9}}}]}
+    b = {**base, "complete": False,
+         "pairs": [{"maker": "a", "judge": "b", "rows": {"pixel-plain": {"ranks": [9, 9], "prob_mean": 0.0}}},
+                   {"maker": "c", "judge": "b", "rows": {"dgn_am": {"ranks": [3, 100], "prob_mean": 0.1,
+                                                                    "maker_prob_mean": 0.7}}}]}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    r = merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == r and r["complete"] is False
+    assert r["summary"]["dgn_am"]["n"] == 4 and r["summary"]["dgn_am"]["top1"] == 0.25
+    assert r["summary"]["dgn_am"]["top5"] == 0.5 and r["summary"]["dgn_am"]["maker_prob_mean"] == pytest.approx(0.8)
+    assert r["summary"]["pixel-plain"]["top5"] == 0.0 and "DGN-AM 50 %" in r["takeaway"]
+    assert "| DGN-AM | 25 % | 50 % |" in markdown_table(r)
+    (tmp_path / "c.json").write_text(json.dumps({**b, "steps": 6}))
+    with pytest.raises(ValueError, match="steps"):
+        merge([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "m2.json")
