@@ -269,33 +269,76 @@ def field_tile(image: torch.Tensor, box, field, tile: int, signed: bool = False)
     return to_uint8(resize_tile(crop, tile))
 
 
-def neuron_figure(images: Sequence[torch.Tensor], labels: Sequence[str], neurons: Sequence[dict], tile: int) -> Image.Image | None:
-    """Zeiler & Fergus-style figure: one row per image — the image with the units'
-    receptive fields outlined in yellow, then per unit its projection tiles and the image
-    patch. ``neurons[i]``: ``picks`` (k×3: channel, y, x), ``values``, ``boxes`` (k×4,
-    y0 x0 y1 x1), ``proj`` (rules×k×3×tile×tile uint8) and ``patch`` (k×3×tile×tile
-    uint8). Rows with fewer units are padded with white. None when there is nothing to draw."""
-    tiles, captions = [], []
+NEURON_DISPLAY_W = 720  # px: the text column a page figure is shown in (1280 px screen)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text``, shortened with ".." until it is at most ``width`` px wide in ``font``."""
+    text = str(text)
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "..", font=font) > width:
+        text = text[:-1]
+    return text + ".." if text else ""
+
+
+def neuron_figure(images: Sequence[torch.Tensor], labels: Sequence[str], neurons: Sequence[dict], tile: int,
+                  display_w: int = NEURON_DISPLAY_W) -> Image.Image | None:
+    """Zeiler & Fergus-style figure: per image, the image with the units' receptive fields
+    outlined in yellow, then per unit its projection tiles and the image patch (labelled: channel
+    under the first projection, activation under the patch). ``neurons[i]``: ``picks`` (k×3:
+    channel, y, x), ``values``, ``boxes`` (k×4, y0 x0 y1 x1), ``proj`` (rules×k×3×tile×tile
+    uint8) and ``patch`` (k×3×tile×tile uint8). None when there is nothing to draw.
+
+    Legible where it is shown: the units of an image wrap onto further lines so the figure is
+    at most about ``display_w`` px wide (shown unscaled in the text column), the label font
+    grows with the figure if it is still wider (≥ 11 px once scaled to ``display_w``), and every
+    label is shortened to its own cell, so no two labels touch. The label boxes are kept in
+    ``figure.info["label_boxes"]`` (x0, y0, x1, y1) for tests."""
     k = max((len(r["picks"]) for r in neurons), default=0)
-    for x, label, r in zip(images, labels, neurons):
+    if not neurons or k == 0:
+        return None
+    per = len(neurons[0]["proj"]) + 1
+    pad, gap = 3, 10  # between tiles of a unit / between units and images
+    group_w = per * (tile + pad) - pad
+    groups = max(1, (display_w - tile - pad) // (group_w + gap))
+    groups = min(groups, k)
+    lines_per_image = -(-k // groups)
+    W = pad + tile + groups * (gap + group_w) + pad
+    fs = max(12, math.ceil(11 * W / display_w))
+    font = _font(fs)
+    lab_h = fs + 6
+    line_h = tile + lab_h
+    H = pad + len(neurons) * (lines_per_image * line_h + gap) - gap + pad
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    boxes = []
+
+    def put(img: Image.Image, label: str, x: int, y: int) -> None:
+        canvas.paste(img.convert("RGB").resize((tile, tile), Image.BILINEAR), (x, y))
+        text = _fit_text(draw, label, font, tile - 2)
+        if text:
+            draw.text((x + 1, y + tile + 2), text, fill=(0, 0, 0), font=font)
+            boxes.append(draw.textbbox((x + 1, y + tile + 2), text, font=font))
+
+    for i, (x, label, r) in enumerate(zip(images, labels, neurons)):
         im = to_pil(x)
         d = ImageDraw.Draw(im)
         for (y0, x0, y1, x1) in r["boxes"].tolist():
             d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 220, 0), width=2)
-        tiles.append(im)
-        captions.append(label)
+        top = pad + i * (lines_per_image * line_h + gap)
+        put(im, label, pad, top)
         n_rules = len(r["proj"])
-        for n in range(k):
-            if n < len(r["picks"]):
-                tiles += [to_pil(r["proj"][q][n]) for q in range(n_rules)] + [to_pil(r["patch"][n])]
-                captions += [f"ch {int(r['picks'][n][0])}"] + [""] * (n_rules - 1) + [f"{float(r['values'][n]):.3g}"]
-            else:
-                tiles += [Image.new("RGB", (tile, tile), (255, 255, 255))] * (n_rules + 1)
-                captions += [""] * (n_rules + 1)
-    if not tiles:
-        return None
-    per = (len(neurons[0]["proj"]) + 1) if neurons else 2
-    return grid(tiles, 1 + per * k, tile + 16, labels=captions)
+        for n in range(len(r["picks"])):
+            line, g = divmod(n, groups)
+            x0 = pad + tile + gap + g * (group_w + gap)
+            y0 = top + line * line_h
+            tiles = [to_pil(r["proj"][q][n]) for q in range(n_rules)] + [to_pil(r["patch"][n])]
+            caps = [f"ch {int(r['picks'][n][0])}"] + [""] * (n_rules - 1) + [f"{float(r['values'][n]):.3g}"]
+            for j, (t, cap) in enumerate(zip(tiles, caps)):
+                put(t, cap, x0 + j * (tile + pad), y0)
+    canvas.info["label_boxes"] = boxes
+    return canvas
 
 
 # ---------------------------------------------------------------------------------
@@ -359,28 +402,62 @@ def thumbnail(tile: torch.Tensor, size: int) -> Image.Image:
     return Image.fromarray(tile.permute(1, 2, 0).numpy()).resize((size, size), Image.BILINEAR)
 
 
-def histogram_svg(counts: torch.Tensor, edges: torch.Tensor, width: int = 320, height: int = 90) -> tuple[str, float, float]:
-    """Inline SVG bar chart of the non-empty bin range; returns (svg, lo, hi)."""
+def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """About ``n`` round tick values (1, 2, 2.5 or 5 × 10^k apart) inside [lo, hi]."""
+    span = hi - lo
+    if not span > 0:
+        return [lo]
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9)
+    return [round(i * step, 12) for i in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+
+def histogram_svg(counts: torch.Tensor, edges: torch.Tensor, width: int = 360, height: int = 150) -> tuple[str, float, float]:
+    """Inline SVG bar chart of the non-empty bin range with labelled axes (x: the unit's maximum
+    activation per photo, round ticks; y: number of photos, 0 and the tallest bar); returns
+    (svg, lo, hi). Drawn on its own light card with dark text, so it reads in dark mode too."""
     nz = counts.nonzero().flatten()
     if len(nz) == 0:
         return "", 0.0, 0.0
     a, b = int(nz.min()), int(nz.max()) + 1
     c = counts[a:b].double()
     lo, hi = float(edges[a]), float(edges[b])
-    n = len(c)
-    bw = width / n
     top = float(c.max())
-    zero_x = (0.0 - lo) / (hi - lo) * width if lo < 0 < hi else None
+    ml, mr, mt, mb = 46, 10, 8, 38  # margins: y tick labels, right, top, x ticks + axis title
+    pw, ph = width - ml - mr, height - mt - mb
+    x0, y0 = ml, mt + ph  # plot origin (bottom left)
+
+    def xs(v: float) -> float:
+        return x0 + (v - lo) / (hi - lo) * pw
+
+    bw = pw / len(c)
     bars = []
     for i, v in enumerate(c.tolist()):
         if v <= 0:
             continue
-        h = max(1.0, v / top * (height - 2))
-        bars.append(f'<rect x="{i * bw:.1f}" y="{height - h:.1f}" width="{max(bw - 0.5, 0.5):.1f}" height="{h:.1f}"/>')
-    zero = (f'<line x1="{zero_x:.1f}" x2="{zero_x:.1f}" y1="0" y2="{height}" stroke="#999" stroke-dasharray="2,2"/>'
-            if zero_x is not None else "")
+        h = max(1.0, v / top * ph)
+        bars.append(f'<rect x="{x0 + i * bw:.1f}" y="{y0 - h:.1f}" width="{max(bw - 0.5, 0.5):.1f}" height="{h:.1f}"/>')
+    zero = (f'<line x1="{xs(0.0):.1f}" x2="{xs(0.0):.1f}" y1="{mt}" y2="{y0}" stroke="#777" stroke-dasharray="3,3"/>'
+            if lo < 0 < hi else "")
+    lines, labels = [], []
+    for t in _nice_ticks(lo, hi):
+        x = xs(t)
+        lines.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0}" y2="{y0 + 4}"/>')
+        labels.append(f'<text x="{x:.1f}" y="{y0 + 15}" text-anchor="middle">{t:g}</text>')
+    for v in (0, top):
+        y = y0 - v / top * ph
+        lines.append(f'<line x1="{x0 - 4}" x2="{x0}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        labels.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-           f'role="img" aria-label="histogram of per-image maximum activation">'
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="none" stroke="#ccc"/>'
-           f'<g fill="#3f51b5">{"".join(bars)}</g>{zero}</svg>')
+           f'style="max-width:100%;height:auto" role="img" aria-label="histogram of the unit\'s maximum activation per photo">'
+           f'<rect x="0" y="0" width="{width}" height="{height}" rx="4" fill="#f8f8f8"/>'
+           f'<g fill="#3f51b5">{"".join(bars)}</g>{zero}'
+           f'<g stroke="#333"><line x1="{x0}" x2="{x0 + pw}" y1="{y0}" y2="{y0}"/>'
+           f'<line x1="{x0}" x2="{x0}" y1="{mt}" y2="{y0}"/>{"".join(lines)}</g>'
+           f'<g fill="#222" font-family="sans-serif" font-size="11">{"".join(labels)}'
+           f'<text x="{x0 + pw / 2:.1f}" y="{height - 5}" text-anchor="middle">maximum activation per photo</text>'
+           f'<text transform="translate(12 {mt + ph / 2:.1f}) rotate(-90)" text-anchor="middle">photos</text>'
+           f'</g></svg>')
     return svg, lo, hi
