@@ -250,7 +250,7 @@ def _figures(ctx, model, out: dict, s: dict, photos: dict, judge=None) -> dict:
             layer, channel = label.split(":")
             rel = f"dgn_am/{model.name}/{layer}/{channel}.webp"
             save_image(image_tile(img, 224), ctx.figure_path(rel))
-            figs["units"].append({"layer": layer, "channel": int(channel), "fig": rel, "act": act})
+            figs["units"].append({"layer": layer, "channel": int(channel), "fig": rel, "act": act, "note": unit_note(act)})
     figs["columns"] = (["photo"] if photo_imgs else []) + [title for title, _images, _probs in columns]
     return figs
 
@@ -344,9 +344,39 @@ def run(ctx) -> None:
     enc = meta.get("encoder", {})
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
-        evaluation=evaluation, recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
+        evaluation=evaluation, units_claim=units_claim((evaluation or {}).get("units")), recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
         judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
+
+
+def units_claim(units: dict | None) -> dict | None:
+    """The hidden-unit row of the method page, computed from the evaluation's numbers: how many of
+    the *evaluated* units (``units``: labels "<layer>:<channel>", ``dgn_am_activation``, ``val_p99``)
+    beat their own 99th percentile, which layers they come from, and the ones that did not."""
+    if not units or not units.get("units"):
+        return None
+    labels = list(units["units"])
+    acts = [float(a) for a in units.get("dgn_am_activation", [])]
+    p99 = [float(p) for p in units.get("val_p99", [])]
+    if len(acts) != len(labels) or len(p99) != len(labels):
+        return None
+    beat = [a > p for a, p in zip(acts, p99)]
+    layers = list(dict.fromkeys(lab.split(":")[0] for lab in labels))
+    return {"n": len(labels), "n_beat": sum(beat), "layers": layers, "n_val_images": units.get("n_val_images"),
+            "missed": [{"unit": lab, "act": a, "p99": p} for lab, a, p, b in zip(labels, acts, p99, beat) if not b]}
+
+
+UNREACHED = ("not raised: this layer's output passes a rectifier (ReLU/ReLU6) and the unit's input at the "
+             "centre is below zero, where the rectifier passes no gradient, so the ascent could not move it")
+NEGATIVE = "below zero: the ascent did not make this unit fire"
+
+
+def unit_note(act: float) -> str | None:
+    """Why a hidden unit's DGN-AM activation is shown as it is (None when there is nothing to say):
+    exactly 0 is a rectified unit the ascent got no gradient from; below 0, one it did not raise."""
+    if act == 0:
+        return UNREACHED
+    return NEGATIVE if act < 0 else None
 
 
 def judge_pairs(table: dict | None) -> list[str]:
