@@ -12,6 +12,7 @@ browser build Playwright would download is never used.
 from __future__ import annotations
 
 import functools
+import os
 import http.server
 import posixpath
 import re
@@ -41,6 +42,11 @@ def _playwright():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    """The small site; ``CNNVIS_CHECK_SITE=path/to/site`` checks an already built site instead
+    (e.g. the full default site: ``CNNVIS_CHECK_SITE=site pytest tests/test_browser.py``)."""
+    given = os.environ.get("CNNVIS_CHECK_SITE")
+    if given:
+        return Path(given).resolve()
     return build_small_site(tmp_path_factory.mktemp("browser"))
 
 
