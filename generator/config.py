@@ -36,6 +36,16 @@ BUILD_DEFAULTS: dict[str, Any] = {
 }
 
 
+
+def read_toml(path: Path, what: str) -> dict:
+    """A TOML file as a dict; ConfigError (one line naming the file) when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+
 class ConfigError(ValueError):
     """Bad configuration or input: one line for the user, exit code 2, nothing built."""
 
@@ -126,13 +136,7 @@ class Config:
             if path:
                 raise ConfigError(f"config file {p} does not exist")
             return cls({}, None)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: invalid TOML ({e})") from None
-        except OSError as e:
-            raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from None
-        return cls(data, p)
+        return cls(read_toml(p, "config file"), p)
 
     @property
     def build(self) -> dict[str, Any]:

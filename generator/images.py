@@ -9,7 +9,6 @@ to 8-bit sRGB-ish RGB and noted.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,14 +196,9 @@ def _inside(path: Path, root: Path) -> bool:
 
 def read_manifest(manifest_path: Path) -> list:
     """The raw ``[[image]]`` list of a manifest; ConfigError for a file that is not one."""
-    from .config import ConfigError
+    from .config import ConfigError, read_toml
 
-    try:
-        data = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{manifest_path}: invalid TOML ({e})") from None
-    except OSError as e:
-        raise ConfigError(f"{manifest_path}: cannot be read ({e.strerror or e})") from None
+    data = read_toml(manifest_path, "manifest")
     entries = data.get("image", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{manifest_path}: 'image' must be an array of tables ([[image]] per photo), "

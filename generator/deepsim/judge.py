@@ -224,3 +224,12 @@ def _aggregate(pairs: list[dict], name: str) -> dict | None:
         if vals:
             out[key] = sum(v * n for v, n in vals) / sum(n for _v, n in vals)
     return out
+
+
+#: rows of the judge table: (key in the JSON summary, what the page and the model card call it)
+ROWS = (("photo", "real photos of the classes (ceiling)"),
+        ("reconstruction", "reconstructions of those photos by the generator, G(E(photo))"),
+        ("mean-reconstruction", "mean of those reconstructions (one image for every class)"),
+        ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
+        ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
+        ("random", "uniform noise (chance)"))

@@ -24,7 +24,7 @@ import torch
 
 from ..methods.objectives import spread_classes
 from ..util import atomic_write_text, sha256_file
-from .judge import (PREFERENCE, _aggregate, _row, evaluate_maker, judge_verdicts, load_photo_dict, pick_judge,
+from .judge import (PREFERENCE, ROWS, _aggregate, _row, evaluate_maker, judge_verdicts, load_photo_dict, pick_judge,
                     read_photo_index, takeaway)
 from .ppgn import PPGNSettings
 
@@ -133,11 +133,6 @@ def merge(paths: Sequence[Path], out_path: Path) -> dict:
     return result
 
 
-ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "G(E(photo)): the generator's reconstructions of those photos"),
-        ("mean-reconstruction", "the mean of those reconstructions (one image for every class)"),
-        ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
-        ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
-        ("random", "uniform noise (chance)"))
 
 
 def markdown_table(result: dict) -> str:

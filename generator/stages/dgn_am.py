@@ -39,7 +39,7 @@ import torch
 from ..config import ConfigError
 from ..deepsim import load_any_generator
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
-from ..deepsim.judge import judge_verdicts, load_photo_dict, pick_judge, read_photo_index
+from ..deepsim.judge import ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, pick_judge, read_photo_index
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.objectives import Target, pick_units, spread_classes
@@ -389,9 +389,3 @@ def judge_pairs(table: dict | None) -> list[str]:
     return out
 
 
-#: rows of the judge table (key in the JSON summary, what the page calls it)
-JUDGE_ROWS = (("photo", "real photos of the classes (ceiling)"), ("reconstruction", "reconstructions of those photos by the generator, G(E(photo))"),
-              ("mean-reconstruction", "mean of those reconstructions (one image for every class)"),
-              ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
-              ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
-              ("random", "uniform noise (chance)"))
