@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .render import download_png
 from .util import atomic_write_bytes, atomic_write_text
 
 MANIFEST = "credits.json"
@@ -102,9 +103,11 @@ def _photo_prefix(word: str, images: dict) -> str | None:
 
 
 def figures_in(figures_dir: Path) -> list[str]:
+    """Every figure once: thumbnails and the PNG twins of WebP figures (their downloads) left out."""
     figures_dir = Path(figures_dir)
     return sorted(p.relative_to(figures_dir).as_posix() for p in figures_dir.rglob("*")
-                  if p.suffix.lower() in FIGURE_SUFFIXES and not p.stem.endswith("-thumb"))
+                  if p.suffix.lower() in FIGURE_SUFFIXES and not p.stem.endswith("-thumb")
+                  and not (p.suffix.lower() == ".png" and p.with_suffix(".webp").exists()))
 
 
 def select(figures_dir: Path, model: str = "", photo: str = "", method: str = "", pattern: str = "") -> list[Figure]:
@@ -137,6 +140,9 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
         if src.suffix.lower() == ".svg":
             out = dest / f.rel
             atomic_write_bytes(out, src.read_bytes())
+        elif download_png(src) is not None and download_png(src).is_file():
+            out = (dest / f.rel).with_suffix(".png")  # the lossless twin the build wrote
+            atomic_write_bytes(out, download_png(src).read_bytes())
         else:
             out = (dest / f.rel).with_suffix(".png")
             buf = io.BytesIO()
@@ -150,9 +156,13 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
     return written
 
 
-def caption_html(f: Figure, href: str) -> str:
-    """The line under a figure on the site: caption, credit, download link."""
-    kind = "SVG" if f.rel.endswith(".svg") else "full size"
+def caption_html(f: Figure, href: str, png: bool = False) -> str:
+    """The line under a figure on the site: caption, credit, download link (to the figure's
+    lossless PNG twin when ``png``, i.e. when the build wrote one; plots: the SVG itself)."""
+    if png:
+        href, kind = href.rsplit(".", 1)[0] + ".png", "PNG"
+    else:
+        kind = "SVG" if f.rel.endswith(".svg") else "full size"
     credit = f" {html.escape(f.credit())}." if f.credit() else ""
     return (f'<span class="figure-dl"><a href="{html.escape(href)}" download>Download ({kind})</a> '
             f'{html.escape(f.caption())}.{credit}</span>')

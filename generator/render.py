@@ -2,7 +2,8 @@
 
 Conventions
 - Pictures are saved as WebP (quality 85) or PNG through :func:`save_image`, atomically,
-  and only when the bytes change (stable mtimes for ``mkdocs serve``).
+  and only when the bytes change (stable mtimes for ``mkdocs serve``); every WebP figure gets
+  a lossless PNG twin for its download link (:func:`download_png`).
 - One display rule, :func:`normalise_maps`: each map is divided by the 99th percentile of
   its absolute value and clipped to [0, 1] (signed maps: to [-1, 1]). Heatmaps are then
   coloured (:func:`heatmap_image`); signed pixel-space attributions are shown as images
@@ -65,7 +66,22 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
     else:
         raise ValueError(f"unsupported figure format {suffix!r}")
     write_bytes_if_changed(path, buf.getvalue())
+    png = download_png(path)
+    if png is not None:  # the lossless full-size copy behind the figure's download link
+        buf = io.BytesIO()
+        pil.save(buf, "PNG", compress_level=3)
+        write_bytes_if_changed(png, buf.getvalue())
     return path
+
+
+def download_png(path: str | Path) -> Path | None:
+    """The lossless PNG written beside a WebP figure for its "Download (PNG)" link (course
+    materials: LaTeX and most slide tools do not take WebP): for ``.webp`` files under a
+    ``figures`` folder, thumbnails excepted; None for every other file."""
+    path = Path(path)
+    if path.suffix.lower() != ".webp" or path.stem.endswith("-thumb") or "figures" not in path.parent.parts:
+        return None
+    return path.with_suffix(".png")
 
 
 def save_figure(fig, path: str | Path) -> Path:

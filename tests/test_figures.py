@@ -47,3 +47,36 @@ def test_export_filters_and_writes_png_svg_and_captions(tmp_path):
     assert (out2 / "findings/efficientnet_lite0/cascade.svg").is_file()  # plots stay SVG
     assert len(list(out2.rglob("*.png"))) == 3  # thumbnails are not figures
     assert main(["export", "--figures", str(figs), "--out", str(tmp_path / "none"), "--photo", "nope"]) == 1
+
+
+def test_webp_figures_get_a_lossless_png_twin_for_download(tmp_path):
+    """The download link of a figure points at a PNG with exactly the rendered pixels (the page shows
+    the lossy WebP); thumbnails and files outside a figures folder get none; export uses the twin."""
+    import numpy as np
+
+    from generator.figures import caption_html, figures_in
+    from generator.render import download_png, save_image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    figs = tmp_path / "figures"
+    fig = save_image(pixels, figs / "attribution/efficientnet_lite0/gradcam/espresso.webp")
+    twin = download_png(fig)
+    assert twin == fig.with_suffix(".png") and twin.is_file()
+    with Image.open(twin) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels)  # lossless
+    with Image.open(fig) as im:
+        assert not np.array_equal(np.asarray(im.convert("RGB")), pixels)  # the shown WebP is lossy
+    thumb = save_image(pixels, figs / "images/espresso-thumb.webp")
+    other = save_image(pixels, tmp_path / "elsewhere/espresso.webp")
+    assert download_png(thumb) is None and not thumb.with_suffix(".png").exists()
+    assert download_png(other) is None and not other.with_suffix(".png").exists()
+    # one figure, not two
+    assert figures_in(figs) == ["attribution/efficientnet_lite0/gradcam/espresso.webp"]
+    line = caption_html(describe(figures_in(figs)[0], MANIFEST), "../figures/attribution/x/espresso.webp", png=True)
+    assert 'href="../figures/attribution/x/espresso.png"' in line and "Download (PNG)" in line
+    assert "Download (SVG)" in caption_html(describe("findings/m/cascade.svg", MANIFEST), "a.svg")
+    write_manifest(figs, list(MANIFEST["images"].values()), list(MANIFEST["models"].values()))
+    out = tmp_path / "pack"
+    assert main(["export", "--figures", str(figs), "--out", str(out)]) == 0
+    assert (out / "attribution/efficientnet_lite0/gradcam/espresso.png").read_bytes() == twin.read_bytes()

@@ -182,8 +182,30 @@ def test_batching_does_not_change_curves_and_only_skips():
     part = fa.deletion_insertion(m, x, torch.tensor([0, 0]), orders, steps=8, batch_size=1000, only={("random", 1)})
     assert torch.allclose(part["random"]["deletion"][1], a["random"]["deletion"][1], atol=1e-6)
     assert torch.equal(part["oracle"]["deletion"], torch.zeros(2, 9, dtype=torch.float64))
-    assert m.calls == 1  # 2 curves × 9 fractions in one batch
-    assert fa.n_forward(2 * 2, 8) == 2 * 2 * 2 * 9
+    assert m.calls == 2  # the 3 shared ends of image 1 in one batch, 2 curves × 7 inner fractions in another
+    assert fa.n_forward(2 * 2, 8, images=2) == 2 * 2 * 2 * 7 + 3 * 2
+
+
+def test_curve_ends_are_the_photo_the_baseline_and_the_blurred_photo_for_every_order():
+    """The ends are evaluated once per image and shared: they must be exactly what each order's own
+    0 % / 100 % copies give, and the inner points what the perturbed copies give."""
+    m, x, oracle = _checker_image()
+    x = torch.cat([x, x.flip(-1) * 0.9])
+    orders = {"oracle": fa.order_from_maps(torch.cat([oracle, oracle.flip(-1)]), seed=1),
+              "random": fa.random_order(2, 1024, seed=1)}
+    base = torch.tensor([0.2, 0.4, 0.6])
+    curves = fa.deletion_insertion(m, x, torch.tensor([0, 1]), orders, steps=4, baseline=base, batch_size=7)
+    p = lambda imgs, t: torch.softmax(m(imgs), 1)[:, t].double()  # noqa: E731
+    fill = base.view(1, 3, 1, 1).expand_as(x)
+    blurred = fa.blur(x)
+    counts = torch.round(fa.fractions(4) * 1024).long()
+    for k, o in orders.items():
+        for b, t in enumerate([0, 1]):
+            want_del = p(fa.perturbed(x[b], fill[b], o[b], counts), t)
+            want_ins = p(fa.perturbed(blurred[b], x[b], o[b], counts), t)
+            assert torch.allclose(curves[k]["deletion"][b], want_del, atol=1e-6)
+            assert torch.allclose(curves[k]["insertion"][b], want_ins, atol=1e-6)
+            assert curves[k]["deletion"][b, 0] == curves[k]["insertion"][b, -1]  # both: the photo itself
 
 
 def test_orders_and_auc():

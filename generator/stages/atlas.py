@@ -56,6 +56,7 @@ import torch
 from .. import image_folder
 from ..config import ConfigError
 from ..executor import chunk_size, distributed, split
+from ..methods.base import prepared
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
@@ -136,19 +137,30 @@ def _layers(ctx, model, cfg) -> list[str]:
 
 
 class _FastCopy:
-    """One channels-last copy of a model per stage run, made only when needed."""
+    """One fast copy of a model per stage run, made only when needed: batch norm folded into the
+    convolutions and channels-last (:func:`methods.base.prepared`, same logits), or — for layers
+    whose output folding would change — a plain channels-last copy."""
 
     def __init__(self, ctx, model, cfg) -> None:
         self.model, self.enabled = model, bool(cfg["channels_last"]) and ctx.device.type == "cpu"
-        self._net = None
+        self._net = self._prep = None
 
     def get(self, layers: list[str]) -> tuple:
         modules = {n: self.model.module(n) for n in layers}
         if not self.enabled:
             return self.model.net, modules
-        if self._net is None:
-            self._net, _ = unit_stats.streaming_copy(self.model.net, {}, True)
-        return self._net, {n: self._net.get_submodule(self.model.module_path(n)) for n in layers}
+        paths = [self.model.module_path(n) for n in layers]
+        if self._prep is None:
+            size = self.model.spec.input_size
+            probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.model.device)
+            self._prep = prepared(self.model.net, probe)
+        if self._prep.pairs and all(self._prep.safe_path(q) for q in paths):
+            net = self._prep.net
+        else:
+            if self._net is None:
+                self._net, _ = unit_stats.streaming_copy(self.model.net, {}, True)
+            net = self._net
+        return net, {n: net.get_submodule(q) for n, q in zip(layers, paths)}
 
 
 def _stream_key(model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict) -> dict:

@@ -42,6 +42,7 @@ from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, 
 from ..deepsim.judge import ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, pick_judge, read_photo_index
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
+from ..methods.base import prepared
 from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model
@@ -130,11 +131,21 @@ def _probs(model, images: torch.Tensor, classes: list[int]) -> list[float]:
     return class_probabilities(model.net, images, classes, model.spec.input_size)
 
 
+def _folded(net, size: int, device, paths=()):
+    """``net`` with batch norm folded into its convolutions (:func:`methods.base.prepared`: same logits,
+    checked on a probe image; channels-last on a CPU) for the optimisation loops — unless a hidden-unit
+    target reads a module whose output folding changes (then ``net`` itself)."""
+    probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    p = prepared(net, probe)
+    return p.net if p.pairs and all(p.safe_path(q) for q in paths if q) else net
+
+
 def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     stats = meta["code_stats"]
     labels = model.labels
     targets = [Target(c, label=labels[c]) for c in s["classes"]]
     units = _unit_targets(ctx, model, s)
+    net = _folded(model.net, model.spec.input_size, ctx.device, [u.layer for u in units])
     base = {"what": "dgn_am", "v": CODE_VERSION, "model": model.cache_id, "generator": gen_id}
     dset = DGNAMSettings(steps=s["steps"], lr_start=s["lr_start"], lr_end=s["lr_end"], decay=s["decay"],
                          clip_sigma=s["clip_sigma"], seed=s["seed"], optimizer=s["optimizer"])
@@ -147,7 +158,7 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     if r is None or (ukey and ru is None):
         # classes and hidden units in one batch: one optimisation, rows independent (same result per row)
         rows = targets + (units if ukey and ru is None else [])
-        res = dgn_am(G, model.net, rows, stats, dset, input_size=size, progress_bar=True)
+        res = dgn_am(G, net, rows, stats, dset, input_size=size, progress_bar=True)
         n = len(targets)
         if r is None:
             r = ctx.cache.put(key, {"images": res.images[:n].half(), "final": res.final[:n],
@@ -171,8 +182,11 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
            "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits"), "prior": enc is not None}
     r = ctx.cache.get(key)
     if r is None:
-        with channels_last(enc.net if enc is not None and enc.net is not model.net else None):
-            res = ppgn_sample(G, enc, model.net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
+        as_loaded = enc.net if enc is not None else None
+        if enc is not None and enc.path is None:  # the pooled features before the head: folding keeps them
+            enc.net = _folded(enc.net, enc.input_size, ctx.device)
+        with channels_last(as_loaded if enc is not None and enc.net is as_loaded and as_loaded is not model.net else None):
+            res = ppgn_sample(G, enc, net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
         b, k = res.samples.shape[:2]
         pr = _probs(model, res.samples.flatten(0, 1).float(), [c for c in s["classes"] for _ in range(k)])
         r = ctx.cache.put(key, {"samples": res.samples.half(), "steps": res.sample_steps,
@@ -185,7 +199,7 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
         key = {**base, "generator": None, "part": f"pixel-{m}", "settings": ps.to_dict(), "targets": s["classes"]}
         r = ctx.cache.get(key)
         if r is None:
-            res = pixel_am(model.net, targets, ps)
+            res = pixel_am(net, targets, ps)
             r = ctx.cache.put(key, {"images": res["images"].half(), "final": res["final"],
                                     "prob": _probs(model, res["images"], s["classes"]), "settings": res["settings"]})
         out["baselines"][m] = r

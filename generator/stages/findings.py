@@ -30,6 +30,7 @@ listed in ``expensive_methods`` get their own, smaller n and their ``findings_pa
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -52,6 +53,7 @@ from ..metrics import plots
 from ..metrics import sanity
 from ..metrics import similarity
 from ..models import get_spec
+from ..progress import line
 from ..util import atomic_write_bytes, progress, stable_hash
 
 CODE_VERSION = 1
@@ -108,6 +110,16 @@ DEFAULTS: dict = {
 
 BASELINES = {"random": "random order (baseline)", "centre": "centre prior (baseline)"}
 COMMAND = "python -m generator build --stages overview,findings"
+
+
+@contextlib.contextmanager
+def _step(model, what: str):
+    """A line when a check starts and one when it ends, with its time, for a log (a long check is
+    never minutes of silence; on a terminal the bars of the loops inside show the same)."""
+    t0 = time.perf_counter()
+    line(f"findings {model.name}: {what} …")
+    yield
+    line(f"findings {model.name}: {what} done in {time.perf_counter() - t0:.1f} s")
 
 
 def _say(msg: str) -> None:
@@ -328,9 +340,11 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
                 orders[name] = torch.cat([orders[name], faithfulness.random_order(b - len(orders[name]), h * w, seed)])
         orders["random"] = faithfulness.random_order(b, h * w, seed)
         orders["centre"] = faithfulness.centre_order(b, h, w, seed)
-        bar = progress(total=faithfulness.n_forward(len(only), steps), desc=f"findings {model.name}: deletion/insertion", unit="img")
+        bar = progress(total=faithfulness.n_forward(len(only), steps, len({i for _n, i in only})),
+                       desc=f"findings {model.name}: deletion/insertion", unit="img")
+        net = base.prepared(model.net, x[:1]).net  # forward passes only: batch norm folded (same logits)
         try:
-            curves = faithfulness.deletion_insertion(model.net, x, top1.to(x.device), orders, steps=steps,
+            curves = faithfulness.deletion_insertion(net, x, top1.to(x.device), orders, steps=steps,
                                            baseline=torch.tensor(base_colour), blur_sigma=float(s["blur_sigma"]),
                                            batch_size=ctx.batch_size, only=only, progress=bar)
         finally:
@@ -683,7 +697,8 @@ def run(ctx) -> None:
         top1 = targets[:, 0]
         methods = {n: make(n, model, batch_size=ctx.batch_size, **s["method_params"].get(n, {})) for n in names}
         settings_used[model.name] = {n: m.params for n, m in methods.items()}
-        maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of)
+        with _step(model, f"maps of {len(names)} methods for 2 classes of up to {len(items)} photos"):
+            maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of)
         cls = {n: {"low": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 1]).items()}}
                for n in names}
         cascade = {}
@@ -698,11 +713,14 @@ def run(ctx) -> None:
         n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
         k_fai = max(n_fai.values())
         fai = faithfulness_results(ctx, model, methods, items[:k_fai], x[:k_fai], top1[:k_fai], maps, s, timing, n_fai)
-        inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
-        frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
-            else {"kept": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
-                  "frac": float(s["fragility_topk"]), "methods": {}}
-        units = unit_results(ctx, model, s, timing)
+        with _step(model, "input invariance"):
+            inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
+        with _step(model, "fragility"):
+            frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
+                else {"kept": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
+                      "frac": float(s["fragility_topk"]), "methods": {}}
+        with _step(model, "unit selectivity and single-unit ablation"):
+            units = unit_results(ctx, model, s, timing)
         accuracy[model.name] = accuracy_results(ctx, model, s, timing)
         sm = summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive)
         sm["units"] = units

@@ -1,5 +1,6 @@
 """MkDocs hook: under every generated figure, a line with its caption (what, model, photo, layer),
-the photo's credit and licence, and a download link to the full-size file.
+the photo's credit and licence, and a download link to the full-size file (the lossless PNG
+the build writes beside each WebP figure; plots: their SVG).
 
 The descriptions come from ``generated/figures/credits.json`` (written by the build) through
 :mod:`generator.figures`, the same code as ``python -m generator export``.
@@ -28,9 +29,11 @@ def on_page_markdown(markdown, page, **kw):
 def on_page_content(html, page, config, files, **kw):
     try:
         from generator.figures import caption_html, describe, read_manifest
+        from generator.render import download_png
     except ImportError:  # the package is not importable here: the figures stay as they are
         return html
-    manifest = read_manifest(Path(config["docs_dir"]) / "generated" / "figures")
+    figures = Path(config["docs_dir"]) / "generated" / "figures"
+    manifest = read_manifest(figures)
     out, pos = [], 0
     for m in IMG.finditer(html):
         if "-thumb." in m.group("rel") or _in_table(html, m.start()):
@@ -40,7 +43,9 @@ def on_page_content(html, page, config, files, **kw):
         if close:
             end = close.end()
         out.append(html[pos:end])
-        out.append(caption_html(describe(m.group("rel"), manifest), m.group("src")))
+        png = download_png(figures / m.group("rel"))
+        out.append(caption_html(describe(m.group("rel"), manifest), m.group("src"),
+                                png=png is not None and png.is_file()))
         pos = end
     out.append(html[pos:])
     return "".join(out)
