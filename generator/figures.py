@@ -16,8 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .render import download_png
-from .util import atomic_write_bytes, atomic_write_text
+from .util import atomic_write_bytes, atomic_write_text, download_png
 
 MANIFEST = "credits.json"
 FIGURE_SUFFIXES = (".webp", ".png", ".jpg", ".svg")
@@ -164,5 +163,5 @@ def caption_html(f: Figure, href: str, png: bool = False) -> str:
     else:
         kind = "SVG" if f.rel.endswith(".svg") else "full size"
     credit = f" {html.escape(f.credit())}." if f.credit() else ""
-    return (f'<span class="figure-dl"><a href="{html.escape(href)}" download>Download ({kind})</a> '
+    return (f'<span class="figure-dl" data-search-exclude><a href="{html.escape(href)}" download>Download ({kind})</a> '
             f'{html.escape(f.caption())}.{credit}</span>')

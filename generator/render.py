@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .receptive_field import crop_patch
-from .util import atomic_write_bytes, write_bytes_if_changed
+from .util import atomic_write_bytes, download_png, write_bytes_if_changed
 
 CMAP = "inferno"
 PERCENTILE = 99.0
@@ -72,16 +72,6 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
         pil.save(buf, "PNG", compress_level=3)
         write_bytes_if_changed(png, buf.getvalue())
     return path
-
-
-def download_png(path: str | Path) -> Path | None:
-    """The lossless PNG written beside a WebP figure for its "Download (PNG)" link (course
-    materials: LaTeX and most slide tools do not take WebP): for ``.webp`` files under a
-    ``figures`` folder, thumbnails excepted; None for every other file."""
-    path = Path(path)
-    if path.suffix.lower() != ".webp" or path.stem.endswith("-thumb") or "figures" not in path.parent.parts:
-        return None
-    return path.with_suffix(".png")
 
 
 def save_figure(fig, path: str | Path) -> Path:

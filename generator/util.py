@@ -153,3 +153,13 @@ def md_code(text: Any) -> str:
     """Text for inside a Markdown code span: no escapes are processed there, so only
     backticks (which would end the span) are replaced."""
     return str(text).replace("`", "'")
+
+
+def download_png(path: str | Path) -> Path | None:
+    """The lossless PNG written beside a WebP figure for its "Download (PNG)" link (course
+    materials: LaTeX and most slide tools do not take WebP): for ``.webp`` files under a
+    ``figures`` folder, thumbnails excepted; None for every other file."""
+    path = Path(path)
+    if path.suffix.lower() != ".webp" or path.stem.endswith("-thumb") or "figures" not in path.parent.parts:
+        return None
+    return path.with_suffix(".png")

@@ -93,6 +93,22 @@ def test_no_broken_link_or_anchor_and_no_nav_files(site):
     assert not broken, "\n".join(broken[:30])
 
 
+def test_search_index_leaves_out_figure_lines_and_generated_tables(site):
+    """Every page loads the search index (offline search): the repeated figure captions and the
+    tables of numbers stay out of it, page titles and prose stay in; every picture's download
+    link is a PNG (or the SVG of a plot)."""
+    import json
+
+    docs = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))["docs"]
+    text = " ".join(d["text"] for d in docs)
+    assert "Download (" not in text
+    assert any("attribution" in d["location"] for d in docs) and "Saliency" in " ".join(d["title"] for d in docs)
+    downloads = [h for p in pages_of(site) for h in re.findall(r'class="figure-dl"[^>]*><a href="([^"]+)"',
+                                                                 (site / p).read_text(encoding="utf-8"))]
+    assert downloads and all(h.endswith((".png", ".svg")) for h in downloads), downloads[:5]
+    assert any(h.endswith(".png") for h in downloads)
+
+
 def test_no_build_machine_detail_on_any_page(site):
     bad = re.compile(r"/root/|/home/|/work/|/tmp/|site-packages|\.cache/torch|[A-Za-z]+(Error|Exception)\b|gaierror")
     found = []

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, download_png, write_bytes_if_changed
 
 METRIC_LABELS = {"spearman": "Spearman rank corr. of |map|", "ssim": "SSIM", "hog": "HOG similarity"}
 RANDOM_NOTE = "random weights: sanity check only"
@@ -43,6 +43,9 @@ def save(fig, path: str | Path) -> Path:
     if fmt == "webp":  # photos-like grids: much smaller than PNG
         from PIL import Image
 
+        png = download_png(path)
+        if png is not None:  # the lossless twin behind the figure's download link
+            write_bytes_if_changed(png, data)
         out = io.BytesIO()
         Image.open(io.BytesIO(data)).convert("RGB").save(out, "WEBP", quality=85, method=4)
         data = out.getvalue()

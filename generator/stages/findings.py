@@ -54,7 +54,7 @@ from ..metrics import sanity
 from ..metrics import similarity
 from ..models import get_spec
 from ..progress import line
-from ..util import atomic_write_bytes, progress, stable_hash
+from ..util import atomic_write_bytes, download_png, progress, stable_hash, write_bytes_if_changed
 
 CODE_VERSION = 1
 #: "findings_summaries": the per-model summaries (summarise_model); the home page quotes its headline numbers
@@ -779,13 +779,16 @@ def _figure(ctx, rel: str, data, draw) -> str:
     writes the file. Returns the path relative to the generated folder.
     """
     path = ctx.figure_path(rel)
+    twin = download_png(path)  # a raster figure's lossless PNG for its download link
     key = {"what": "findings-figure", "v": CODE_VERSION, "rel": rel, "data": stable_hash(_plain(data))}
     blob = ctx.cache.get(key)
-    if blob is None:
+    if blob is None or (twin is not None and "png" not in blob):
         draw(path)
-        ctx.cache.put(key, {"bytes": path.read_bytes()})
-    elif not path.is_file() or path.read_bytes() != blob["bytes"]:
+        blob = ctx.cache.put(key, {"bytes": path.read_bytes(), **({"png": twin.read_bytes()} if twin else {})})
+    if not path.is_file() or path.read_bytes() != blob["bytes"]:
         atomic_write_bytes(path, blob["bytes"])
+    if twin is not None:
+        write_bytes_if_changed(twin, blob["png"])
     return f"figures/{rel}"
 
 

@@ -26,10 +26,17 @@ def on_page_markdown(markdown, page, **kw):
     return markdown
 
 
+TABLE = re.compile(r"<table\b")
+
+
 def on_page_content(html, page, config, files, **kw):
+    if page.file.src_uri.startswith("generated/"):
+        # generated tables are numbers: left out of the search index, which every page loads
+        # (kept there, they doubled its size and pushed the median page past 600 KB)
+        html = TABLE.sub("<table data-search-exclude", html)
     try:
         from generator.figures import caption_html, describe, read_manifest
-        from generator.render import download_png
+        from generator.util import download_png
     except ImportError:  # the package is not importable here: the figures stay as they are
         return html
     figures = Path(config["docs_dir"]) / "generated" / "figures"
