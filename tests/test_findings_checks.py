@@ -105,3 +105,25 @@ def test_ablating_a_unit_that_carries_a_class_costs_that_class():
     si = selectivity.selectivity_index(resp, labels.tolist())
     assert si[0] > 0.5 and si[1] > 0.5 and si[2] < 0.1
     assert list(selectivity.preferred_class(resp, labels.tolist())[:2]) == [0, 1]
+
+
+def test_fragility_attack_keeps_the_probability_within_the_stated_change():
+    """"Leaves the class and its probability almost unchanged": with ``max_prob_change`` every
+    returned photo's class probability stays within it — a bound the unconstrained attack breaks."""
+    torch.manual_seed(3)
+    net = _toy(seed=3, classes=2)
+    with torch.no_grad():  # larger weights: probabilities away from 1/2 that a perturbation can move
+        for m in net:
+            if hasattr(m, "weight"):
+                m.weight.mul_(4)
+    x = torch.rand(8, 3, 24, 24) * 0.6 + 0.2
+    t = net(x).argmax(1)
+    region = fragility.topk_mask(torch.rand(8, 24, 24, generator=torch.Generator().manual_seed(1)), 0.1)
+    eps = 16 / 255
+    free = fragility.attack(net, net[2], x, t, region, eps=eps, steps=8)
+    tol = 0.5 * float((free["p1"] - free["p0"]).abs().max())
+    assert tol > 1e-4  # the free attack does move the probability: the bound below is not vacuous
+    held = fragility.attack(net, net[2], x, t, region, eps=eps, steps=8, max_prob_change=tol)
+    assert ((held["p1"] - held["p0"]).abs() <= tol + 1e-6).all()
+    assert held["kept"].all() and (held["x"] - x).abs().max() <= eps + 1e-6
+    assert (held["x"] != x).flatten(1).any(1).any()  # and still perturbs where it can

@@ -5,8 +5,9 @@ here is a projected sign-gradient ascent (L∞ ball of radius ``eps``, ``steps``
 on a first-order, method-agnostic objective: it lowers the share of the network's
 feature energy (channel-summed positive activations of a late layer, upsampled to the
 input) that falls inside the photo's original top-k region, while a penalty keeps the
-explained class's log-probability. Every step that keeps the predicted class is a
-candidate; the last such step is returned (δ = 0 when none does). Ghorbani et al.
+explained class's log-probability. Every step that keeps the predicted class and moves
+its probability by at most ``max_prob_change`` is a candidate; the last such step is
+returned (δ = 0 when none does). Ghorbani et al.
 attack each method's map through its own second derivatives; this cheaper attack needs
 only first derivatives, works for every method the same way and is therefore a lower
 bound on how fragile each map is.
@@ -52,10 +53,19 @@ def _energy(act: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(e, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def _allowed(logits: torch.Tensor, target: torch.Tensor, p0: torch.Tensor, max_change: float) -> torch.Tensor:
+    """Per row: the predicted class is ``target`` and its probability within ``max_change`` of ``p0``."""
+    p = logits.softmax(1).gather(1, target.view(-1, 1))[:, 0]
+    return (logits.argmax(1) == target) & ((p - p0).abs() <= max_change)
+
+
 def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
-           eps: float, steps: int = 5, weight: float = 1.0, map_fn=None) -> dict[str, torch.Tensor]:
+           eps: float, steps: int = 5, weight: float = 1.0, map_fn=None,
+           max_prob_change: float = 1.0) -> dict[str, torch.Tensor]:
     """Perturb ``x`` (B×3×H×W in [0, 1]) within ‖δ‖∞ ≤ ``eps`` to move feature energy out of
-    ``region`` (bool B×H×W, the original map's top-k) without changing the predicted class.
+    ``region`` (bool B×H×W, the original map's top-k) without changing the predicted class
+    or moving its probability by more than ``max_prob_change`` (absolute): a step is a
+    candidate only when it does neither (δ = 0, the photo itself, when no step qualifies).
 
     Returns ``{"x": attacked photos, "kept": bool B (class kept), "p0", "p1": the class's
     probability before and after}``. ``map_fn(x) -> B×H×W``, when given, replaces the
@@ -84,14 +94,14 @@ def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tens
                 loss = (share - weight * logp).sum()
                 (g,) = torch.autograd.grad(loss, xa)
             with torch.no_grad():
-                kept = logits.argmax(1) == target
-                if _ > 0:  # xa (evaluated this step) is a candidate when it kept the class
+                kept = _allowed(logits, target, p0, max_prob_change)
+                if _ > 0:  # xa (evaluated this step) is a candidate when it kept class and probability
                     best[kept] = xa.detach()[kept]
                 xa = xa.detach() - alpha * g.sign()
                 xa = (x + (xa - x).clamp(-eps, eps)).clamp(0, 1)
         with torch.no_grad():
             logits = net(xa).float()
-            kept = logits.argmax(1) == target
+            kept = _allowed(logits, target, p0, max_prob_change)
             best[kept] = xa[kept]
             p1 = net(best).float().softmax(1)
             kept_best = p1.argmax(1) == target

@@ -85,6 +85,7 @@ DEFAULTS: dict = {
     "fragility_eps": 8.0,           # L∞ size of attack and of the random control, 0–255 units
     "fragility_steps": 5,
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
+    "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are not used
     "selectivity_images": 50,       # labelled Imagenette photos for selectivity and ablation
     "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
     "image_ids": [],
@@ -401,12 +402,15 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     ref_name = next(iter(methods))
     region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
     layer = model.module(model.spec.gradcam_layer)
+    tol = float(s["fragility_max_prob_change"])
     akeys = [_key("attack", model, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
-                  ref=ref_name, ref_params=methods[ref_name].params, frac=frac) for i, it in enumerate(items)]
+                  ref=ref_name, ref_params=methods[ref_name].params, frac=frac, max_prob_change=tol)
+             for i, it in enumerate(items)]
 
     def attack(idx):
         t0 = time.perf_counter()
-        r = fragility.attack(model.net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]))
+        r = fragility.attack(model.net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]),
+                             max_prob_change=tol)
         dt = (time.perf_counter() - t0) / len(idx)
         return [{"delta": (r["x"][j] - x[idx[j]]).cpu().clone(), "kept": bool(r["kept"][j]), "p0": float(r["p0"][j]),
                  "p1": float(r["p1"][j]), "seconds": dt} for j in range(len(idx))]
@@ -416,6 +420,7 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     xa = x + torch.stack([r["delta"] for r in att]).to(x.device)
     xn = fragility.random_sign_noise(x, eps, seed=int(s["seed"]))
     out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]),
+           "attacked": np.array([bool(r["delta"].abs().amax() > 0) for r in att]),
            "p1": np.array([r["p1"] for r in att]), "eps255": float(s["fragility_eps"]), "frac": frac, "methods": {}}
     for name, meth in methods.items():
         m = min(n, n_of[name])
@@ -643,6 +648,7 @@ def summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive) -
         "invariant": pick("invariance_verdict", "invariant"), "not_invariant": pick("invariance_verdict", "not invariant"),
         "fragile": pick("fragility_verdict", "fragile"),
         "fragility": {"kept": float(np.mean(frag["kept"])) if len(frag["kept"]) else float("nan"), "n": int(len(frag["kept"])),
+                      "attacked": float(np.mean(frag["attacked"])) if len(frag.get("attacked", [])) else float("nan"),
                       "dp": _ci(np.abs(frag["p1"] - frag["p0"]), seed), "eps255": frag["eps255"], "frac": frag["frac"]},
         "labels": cascade["labels"], "fraction": cascade["fraction"], "n_groups": cascade["n_groups"],
         "n_images": max((len(fai["curves"][m]["deletion_auc"]) for m in methods), default=0),
