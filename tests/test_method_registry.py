@@ -70,7 +70,8 @@ def test_a_registered_method_appears_everywhere(tmp_path, monkeypatch):
     assert "[Toy](../methods/toy_grad.md)" in model_page and "attribution/tiny_test/toy_grad/photo-0.webp" in model_page
     assert "[Toy](../methods/toy_grad.md)" in (out / "images" / "photo-1.md").read_text()
     figures = out / "figures" / "attribution" / "tiny_test" / "toy_grad"
-    assert {p.name for p in figures.iterdir()} == {"photo-0.webp", "photo-1.webp", "photo-0-rgb.webp", "photo-1-rgb.webp"}
+    shown = {"photo-0.webp", "photo-1.webp", "photo-0-rgb.webp", "photo-1-rgb.webp"}
+    assert {p.name for p in figures.iterdir()} == shown | {n.replace(".webp", ".png") for n in shown}  # + download twins
     # its own page: text, settings, note, signed view, self-check, findings section
     page = (out / "methods" / "toy_grad.md").read_text()
     assert page.startswith("# Toy gradient")
