@@ -36,7 +36,6 @@ BUILD_DEFAULTS: dict[str, Any] = {
 }
 
 
-
 def read_toml(path: Path, what: str) -> dict:
     """A TOML file as a dict; ConfigError (one line naming the file) when it cannot be read or parsed."""
     try:
@@ -45,6 +44,7 @@ def read_toml(path: Path, what: str) -> dict:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
     except OSError as e:
         raise ConfigError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+
 
 class ConfigError(ValueError):
     """Bad configuration or input: one line for the user, exit code 2, nothing built."""

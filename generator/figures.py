@@ -136,12 +136,13 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
                           "From *What does a deep CNN learn?*; each photo keeps its own licence (below).", ""]
     for f in figures:
         src = Path(figures_dir) / f.rel
+        twin = download_png(src)
         if src.suffix.lower() == ".svg":
             out = dest / f.rel
             atomic_write_bytes(out, src.read_bytes())
-        elif download_png(src) is not None and download_png(src).is_file():
+        elif twin is not None and twin.is_file():
             out = (dest / f.rel).with_suffix(".png")  # the lossless twin the build wrote
-            atomic_write_bytes(out, download_png(src).read_bytes())
+            atomic_write_bytes(out, twin.read_bytes())
         else:
             out = (dest / f.rel).with_suffix(".png")
             buf = io.BytesIO()

@@ -133,8 +133,6 @@ def merge(paths: Sequence[Path], out_path: Path) -> dict:
     return result
 
 
-
-
 def markdown_table(result: dict) -> str:
     """The judge table as Markdown (for the model card)."""
     f = (lambda v, pct=True: "–" if v is None else (f"{100 * v:.0f} %" if pct else f"{v:.3f}"))

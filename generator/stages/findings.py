@@ -648,7 +648,7 @@ def summarise_model(model, titles, cascade, cls, fai, inv, frag, s, expensive) -
         "invariant": pick("invariance_verdict", "invariant"), "not_invariant": pick("invariance_verdict", "not invariant"),
         "fragile": pick("fragility_verdict", "fragile"),
         "fragility": {"kept": float(np.mean(frag["kept"])) if len(frag["kept"]) else float("nan"), "n": int(len(frag["kept"])),
-                      "attacked": float(np.mean(frag["attacked"])) if len(frag.get("attacked", [])) else float("nan"),
+                      "attacked": float(np.mean(frag["attacked"])) if len(frag["attacked"]) else float("nan"),
                       "dp": _ci(np.abs(frag["p1"] - frag["p0"]), seed), "eps255": frag["eps255"], "frac": frag["frac"]},
         "labels": cascade["labels"], "fraction": cascade["fraction"], "n_groups": cascade["n_groups"],
         "n_images": max((len(fai["curves"][m]["deletion_auc"]) for m in methods), default=0),
@@ -723,7 +723,7 @@ def run(ctx) -> None:
             inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
         with _step(model, "fragility"):
             frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
-                else {"kept": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
+                else {"kept": np.array([]), "attacked": np.array([]), "p0": np.array([]), "p1": np.array([]), "eps255": float(s["fragility_eps"]),
                       "frac": float(s["fragility_topk"]), "methods": {}}
         with _step(model, "unit selectivity and single-unit ablation"):
             units = unit_results(ctx, model, s, timing)

@@ -32,7 +32,7 @@ TABLE = re.compile(r"<table\b")
 def on_page_content(html, page, config, files, **kw):
     if page.file.src_uri.startswith("generated/"):
         # generated tables are numbers: left out of the search index, which every page loads
-        # (kept there, they doubled its size and pushed the median page past 600 KB)
+        # (full default site: tables 94 KB and figure caption lines 97 KB of its 338 KB)
         html = TABLE.sub("<table data-search-exclude", html)
     try:
         from generator.figures import caption_html, describe, read_manifest
