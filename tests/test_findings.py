@@ -159,7 +159,7 @@ def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2,
     inv = inv or {nm: 1.0 for nm in names}
     invd = {nm: {"spearman": np.minimum(1.0, arr(inv[nm])), "relative_change": np.zeros(n)} for nm in names}
     frag = frag or {nm: (0.7, 0.7) for nm in names}
-    fr = {"kept": np.ones(n, bool), "p0": np.full(n, 0.9), "p1": np.full(n, 0.88), "eps255": 8.0, "frac": 0.05,
+    fr = {"kept": np.ones(n, bool), "attacked": np.ones(n, bool), "p0": np.full(n, 0.9), "p1": np.full(n, 0.88), "eps255": 8.0, "frac": 0.05,
           "methods": {nm: {"attack": arr(frag[nm][0]), "noise": arr(frag[nm][1])} for nm in names}}
 
     class M:
