@@ -79,33 +79,34 @@ def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tens
     got: dict[str, torch.Tensor] = {}
     h = layer.register_forward_hook(lambda _m, _i, o: got.__setitem__("a", o))
     try:
-        with torch.no_grad():
-            p0 = net(x).float().softmax(1).gather(1, target.view(-1, 1))[:, 0]
-        best = x.clone()
         alpha = 2.5 * eps / max(1, steps)
+        best = x.clone()
+        p0 = p1 = kept_best = None
         xa = x.clone()
-        for _ in range(max(0, steps)):
-            xa.requires_grad_(True)
-            with torch.enable_grad():
+        # Step j evaluates xa_j (xa_0 = x: its logits give p0) with its gradient and proposes
+        # xa_{j+1}; the last proposal is evaluated without one. A candidate that keeps the class
+        # and the probability replaces ``best`` with its own (already computed) p and class.
+        for j in range(max(0, steps) + 1):
+            last = j == max(0, steps)
+            xa.requires_grad_(not last)
+            with torch.enable_grad() if not last else torch.no_grad():
                 logits = net(xa).float()
-                e = _energy(got["a"], size) if map_fn is None else map_fn(xa).float()
-                share = (e * region).flatten(1).sum(1) / e.flatten(1).sum(1).clamp(min=1e-12)
-                logp = logits.log_softmax(1).gather(1, target.view(-1, 1))[:, 0]
-                loss = (share - weight * logp).sum()
-                (g,) = torch.autograd.grad(loss, xa)
+                if not last:
+                    e = _energy(got["a"], size) if map_fn is None else map_fn(xa).float()
+                    share = (e * region).flatten(1).sum(1) / e.flatten(1).sum(1).clamp(min=1e-12)
+                    logp = logits.log_softmax(1).gather(1, target.view(-1, 1))[:, 0]
+                    (g,) = torch.autograd.grad((share - weight * logp).sum(), xa)
             with torch.no_grad():
-                kept = _allowed(logits, target, p0, max_prob_change)
-                if _ > 0:  # xa (evaluated this step) is a candidate when it kept class and probability
-                    best[kept] = xa.detach()[kept]
-                xa = xa.detach() - alpha * g.sign()
-                xa = (x + (xa - x).clamp(-eps, eps)).clamp(0, 1)
-        with torch.no_grad():
-            logits = net(xa).float()
-            kept = _allowed(logits, target, p0, max_prob_change)
-            best[kept] = xa[kept]
-            p1 = net(best).float().softmax(1)
-            kept_best = p1.argmax(1) == target
-            p1 = p1.gather(1, target.view(-1, 1))[:, 0]
+                logits = logits.detach()
+                p = logits.softmax(1).gather(1, target.view(-1, 1))[:, 0]
+                if j == 0:
+                    p0, p1, kept_best = p.clone(), p.clone(), logits.argmax(1) == target
+                else:  # xa_j is a candidate when it kept class and probability
+                    kept = _allowed(logits, target, p0, max_prob_change)
+                    best[kept], p1[kept], kept_best[kept] = xa.detach()[kept], p[kept], True
+                if not last:
+                    xa = xa.detach() - alpha * g.sign()
+                    xa = (x + (xa - x).clamp(-eps, eps)).clamp(0, 1)
     finally:
         h.remove()
     return {"x": best.detach(), "kept": kept_best.cpu(), "p0": p0.cpu(), "p1": p1.cpu()}

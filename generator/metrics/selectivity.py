@@ -27,19 +27,27 @@ from torch import nn
 
 
 @torch.no_grad()
-def unit_responses(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """name → N×C spatial means of the positive part of each module's output."""
+def responses_and_logits(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor,
+                         batch_size: int = 32) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(name → N×C spatial means of the positive part of each module's output, N×K logits):
+    every module in one pass over ``x``."""
     got: dict[str, list] = {n: [] for n in modules}
     handles = [m.register_forward_hook(lambda _m, _i, o, n=n: got[n].append(
         o.float().clamp(min=0).flatten(2).mean(2).cpu() if o.ndim == 4 else o.float().clamp(min=0).cpu()))
         for n, m in modules.items()]
+    logits = []
     try:
         for s in range(0, len(x), batch_size):
-            net(x[s : s + batch_size])
+            logits.append(net(x[s : s + batch_size]).float().cpu())
     finally:
         for h in handles:
             h.remove()
-    return {n: torch.cat(v) for n, v in got.items()}
+    return {n: torch.cat(v) for n, v in got.items()}, torch.cat(logits)
+
+
+def unit_responses(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """name → N×C spatial means of the positive part of each module's output."""
+    return responses_and_logits(net, modules, x, batch_size)[0]
 
 
 def selectivity_index(resp: torch.Tensor, labels: Sequence[int]) -> np.ndarray:
@@ -64,15 +72,18 @@ def preferred_class(resp: torch.Tensor, labels: Sequence[int]) -> np.ndarray:
 
 @torch.no_grad()
 def ablation_costs(net: nn.Module, module: nn.Module, channels: Sequence[int], x: torch.Tensor,
-                   labels: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+                   labels: torch.Tensor, batch_size: int = 32, base_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per unit in ``channels``: ``correct`` (U×N bool) and ``prob`` (U×N true-class
-    probability) with that unit zeroed, beside ``base_correct`` / ``base_prob`` (N)."""
+    probability) with that unit zeroed, beside ``base_correct`` / ``base_prob`` (N).
+    ``base_logits`` (N×K, ``net``'s logits on ``x``) saves that pass when the caller has them."""
     labels = torch.as_tensor(labels).long()
     chans = list(channels)
     U, N = len(chans), len(x)
     correct = torch.zeros(U, N, dtype=torch.bool)
     prob = torch.zeros(U, N, dtype=torch.float64)
-    base_logits = torch.cat([net(x[s : s + batch_size]).float().cpu() for s in range(0, N, batch_size)])
+    if base_logits is None:
+        base_logits = torch.cat([net(x[s : s + batch_size]).float().cpu() for s in range(0, N, batch_size)])
+    base_logits = base_logits.float().cpu()
     base_p = base_logits.softmax(1).gather(1, labels.view(-1, 1))[:, 0].double()
     base_c = base_logits.argmax(1) == labels
     state: dict = {}

@@ -75,18 +75,18 @@ DEFAULTS: dict = {
     "images": 100,                  # per-photo checks (class, deletion/insertion) for the cheap methods
     "expensive_images": 6,          # ... for the expensive methods (their own, smaller n)
     "expensive_methods": ["smoothgrad", "integrated_gradients", "occlusion", "smoothgrad_sq", "vargrad"],
-    "faithfulness_images": 30,      # deletion/insertion (2 × (steps + 1) forward passes per photo and order)
+    "faithfulness_images": 100,     # deletion/insertion (2 × (steps + 1) forward passes per photo and order)
     "sanity_images": 10,            # photos through the randomisation cascade (cheap methods)
     "sanity_expensive_images": 2,   # ... expensive methods
-    "invariance_images": 10,        # input invariance (Kindermans et al. 2017)
+    "invariance_images": 100,       # input invariance (Kindermans et al. 2017)
     "invariance_shift": [0.25, 0.25, 0.25],   # constant input shift, pixel units (0–1)
     "invariance_threshold": 0.9,    # "invariant": Spearman(map, map of shifted copy) interval ≥ this
-    "fragility_images": 10,         # fragility (Ghorbani et al. 2019)
+    "fragility_images": 100,        # fragility (Ghorbani et al. 2019)
     "fragility_eps": 8.0,           # L∞ size of attack and of the random control, 0–255 units
     "fragility_steps": 5,
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
     "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are not used
-    "selectivity_images": 50,       # labelled Imagenette photos for selectivity and ablation
+    "selectivity_images": 100,      # labelled Imagenette photos for selectivity and ablation
     "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
     "image_ids": [],
     "cascade_steps": 4,
@@ -121,6 +121,26 @@ def _step(model, what: str):
     line(f"findings {model.name}: {what} …")
     yield
     line(f"findings {model.name}: {what} done in {time.perf_counter() - t0:.1f} s")
+
+
+class Timing(dict):
+    """Seconds per check (the page's "compute time"), and ``per_photo``: (check, method) →
+    [seconds, photos] of what was computed, for the log's cost per 100 photos (tuning the n's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_photo: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, check: str, results, method: str = "") -> None:
+        sec = [float(r["seconds"]) for r in results]
+        self[check] = self.get(check, 0.0) + sum(sec)
+        if method:
+            acc = self.per_photo.setdefault((check, method), [0.0, 0])
+            acc[0] += sum(sec)
+            acc[1] += len(sec)
+
+    def per_100(self) -> str:
+        return ", ".join(f"{c} {m} {100 * t / n:.0f} s" for (c, m), (t, n) in self.per_photo.items() if n)
 
 
 def _say(msg: str) -> None:
@@ -239,7 +259,7 @@ def _key(what: str, model, **kw) -> dict:
             "input": model.spec.preprocess.key, **kw}
 
 
-def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: dict,
+def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: Timing,
                  n_of: dict) -> dict[str, torch.Tensor]:
     """method → N×K×H×W maps for the K classes per photo (top-1, low-ranked); one batch per method."""
     out = {}
@@ -258,12 +278,12 @@ def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, tim
             return [{"maps": maps[j].clone(), "seconds": dt} for j in range(n)]
 
         res = ctx.cache.batched(keys, compute)
-        timing["maps"] = timing.get("maps", 0.0) + sum(r["seconds"] for r in res)
+        timing.add("maps", res, name)
         out[name] = torch.stack([r["maps"] for r in res])
     return out
 
 
-def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, s: dict, timing: dict) -> dict:
+def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, s: dict, timing: Timing) -> dict:
     groups = sanity.model_groups(model, x[:1])
     steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
     total = sum(g.numel for g in groups)
@@ -302,7 +322,8 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
                 val = {"steps": steps, "seconds": dt, "thumbs": c["thumbs"][:, j].clone(),
                        **{m: c[m][:, j].clone() for m in similarity.METRICS}}
                 got[(name, i)] = ctx.cache.put(keys[(name, i)], val)
-    timing["cascade"] = timing.get("cascade", 0.0) + sum(v["seconds"] for v in got.values())
+    for name in methods:
+        timing.add("cascade", [v for (n, _i), v in got.items() if n == name], name)
     labels = []
     for k in steps:
         labels.append("all layers" if k == len(groups) else f"{groups[0].name} only" if k == 1 else f"down to {groups[k - 1].name}")
@@ -316,7 +337,7 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
             "n_groups": len(groups)}
 
 
-def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
                          n_of: dict) -> dict:
     steps = int(s["faithfulness_steps"])
     seed = int(s["seed"])
@@ -354,7 +375,7 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
         for name, i in only:
             got[(name, i)] = ctx.cache.put(keys[(name, i)], {k: curves[name][k][i].clone() for k in faithfulness.CURVES}
                                            | {"seconds": dt})
-    timing["faithfulness"] = timing.get("faithfulness", 0.0) + sum(v["seconds"] for v in got.values())
+    timing.add("faithfulness", list(got.values()), "per order")
     out = {}
     for name in names:
         c = {k: torch.stack([got[(name, i)][k] for i in range(n_of[name])]) for k in faithfulness.CURVES}
@@ -362,7 +383,7 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
     return {"steps": steps, "fractions": faithfulness.fractions(steps).numpy(), "curves": out, "baseline_colour": base_colour}
 
 
-def invariance_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+def invariance_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
                        n_of: dict) -> dict:
     """method → {"spearman", "relative_change"} per photo: map of (model, x) vs map of the
     shift-absorbing copy on x + shift (Kindermans et al. 2017)."""
@@ -385,12 +406,12 @@ def invariance_results(ctx, model, methods: dict, items, x, top1, maps: dict, s:
                      "seconds": dt} for j in range(len(idx))]
 
         res = ctx.cache.batched(keys, compute)
-        timing["invariance"] = timing.get("invariance", 0.0) + sum(r["seconds"] for r in res)
+        timing.add("invariance", res, name)
         out[name] = {k: np.array([r[k] for r in res]) for k in ("spearman", "relative_change")}
     return out
 
 
-def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: dict,
+def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
                       n_of: dict) -> dict:
     """One attack per photo (shared by all methods) and the random control; per method the
     top-k overlap of the map before/after each (Ghorbani et al. 2019)."""
@@ -401,22 +422,25 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     # the region the attack empties: the top-k pixels of the first listed method's map (saliency by default)
     ref_name = next(iter(methods))
     region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
-    layer = model.module(model.spec.gradcam_layer)
+    # the attack on the batch-norm-folded, channels-last copy when the layer it reads is unchanged by folding
+    prep, path = base.prepared(model.net, x[:1]), model.module_path(model.spec.gradcam_layer)
+    net, layer = ((prep.net, prep.net.get_submodule(path)) if prep.pairs and prep.safe_path(path)
+                  else (model.net, model.module(model.spec.gradcam_layer)))
     tol = float(s["fragility_max_prob_change"])
-    akeys = [_key("attack", model, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
+    akeys = [_key("attack", model, attack_code=2, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
                   ref=ref_name, ref_params=methods[ref_name].params, frac=frac, max_prob_change=tol)
              for i, it in enumerate(items)]
 
     def attack(idx):
         t0 = time.perf_counter()
-        r = fragility.attack(model.net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]),
+        r = fragility.attack(net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]),
                              max_prob_change=tol)
         dt = (time.perf_counter() - t0) / len(idx)
         return [{"delta": (r["x"][j] - x[idx[j]]).cpu().clone(), "kept": bool(r["kept"][j]), "p0": float(r["p0"][j]),
                  "p1": float(r["p1"][j]), "seconds": dt} for j in range(len(idx))]
 
     att = ctx.cache.batched(akeys, attack)
-    timing["fragility"] = timing.get("fragility", 0.0) + sum(r["seconds"] for r in att)
+    timing.add("fragility", att, "attack (shared)")
     xa = x + torch.stack([r["delta"] for r in att]).to(x.device)
     xn = fragility.random_sign_noise(x, eps, seed=int(s["seed"]))
     out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]),
@@ -437,12 +461,12 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
             return [{"attack": float(oa[j]), "noise": float(on[j]), "seconds": dt} for j in range(k)]
 
         res = ctx.cache.batched(keys, compute)
-        timing["fragility"] += sum(r["seconds"] for r in res)
+        timing.add("fragility", res, name)
         out["methods"][name] = {k: np.array([r[k] for r in res]) for k in ("attack", "noise")}
     return out
 
 
-def unit_results(ctx, model, s: dict, timing: dict) -> dict | None:
+def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
     """Selectivity and single-unit ablation cost of the catalogued units (Morcos et al. 2018)."""
     n = scaled(s, "selectivity_images")
     photos = _folder_photos(ctx, str(s["probe_folder"]), n)
@@ -455,24 +479,39 @@ def unit_results(ctx, model, s: dict, timing: dict) -> dict | None:
     labels = torch.tensor([p.imagenet_index for p in photos])
     listing = stable_hash([[p.sha256, p.imagenet_index] for p in photos])
     out = {"n": len(photos), "n_classes": int(len(set(labels.tolist()))), "layers": {}}
-    x = None
-    for layer in layers:
-        module = model.module(layer)
-        key = _key("units", model, layer=layer, photos=listing, cap=cap, per=per)
+    x, shared = None, {}
 
-        def compute(layer=layer, module=module):
-            nonlocal x
-            t0 = time.perf_counter()
+    def pass_once(net, mods: dict) -> tuple[dict, torch.Tensor]:
+        """Every layer's responses and the logits of ``net`` in one pass over the photos (once per net)."""
+        nonlocal x
+        if id(net) not in shared:
             if x is None:
                 x = ctx.batch(model, photos)
-            resp = selectivity.unit_responses(model.net, {layer: module}, x, ctx.batch_size)[layer]
+            shared[id(net)] = selectivity.responses_and_logits(net, mods, x, ctx.batch_size)
+        return shared[id(net)]
+
+    prep = None
+    for layer in layers:
+        key = _key("units", model, units_code=2, layer=layer, photos=listing, cap=cap, per=per)
+
+        def compute(layer=layer):
+            nonlocal prep
+            t0 = time.perf_counter()
+            if prep is None:  # forward passes only: the batch-norm-folded copy, for the layers folding leaves unchanged
+                prep = base.prepared(model.net, ctx.batch(model, photos[:1]))
+            safe = [l for l in layers if prep.pairs and prep.safe_path(model.module_path(l))]
+            net = prep.net if layer in safe else model.net
+            mods = ({l: prep.net.get_submodule(model.module_path(l)) for l in safe} if layer in safe
+                    else {l: model.module(l) for l in layers if l not in safe})
+            resp, logits = pass_once(net, mods)
+            resp, module = resp[layer], mods[layer]
             C = resp.shape[1]
             chans = list(range(C if cap <= 0 else min(C, cap)))
             if per > 0:
                 chans = chans[:per]
             sel = selectivity.selectivity_index(resp[:, chans], labels.tolist())
             pref = selectivity.preferred_class(resp[:, chans], labels.tolist())
-            ab = selectivity.ablation_costs(model.net, module, chans, x, labels, ctx.batch_size)
+            ab = selectivity.ablation_costs(net, module, chans, x, labels, ctx.batch_size, base_logits=logits)
             acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
             prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
             return {"channels": chans, "selectivity": sel, "preferred": pref, "acc_drop": acc_drop,
@@ -497,7 +536,7 @@ def unit_results(ctx, model, s: dict, timing: dict) -> dict | None:
     return out
 
 
-def accuracy_results(ctx, model, s: dict, timing: dict) -> dict | None:
+def accuracy_results(ctx, model, s: dict, timing: Timing) -> dict | None:
     folder = str(s.get("accuracy_folder") or "")
     if not folder:
         return None
@@ -692,7 +731,7 @@ def run(ctx) -> None:
     for model in models:
         if not items:
             break
-        timing: dict = {}
+        timing = Timing()
         x = ctx.batch(model, items)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -745,6 +784,8 @@ def run(ctx) -> None:
         summaries.append(sm)
         timing_all[model.name] = timing
         _say(f"findings {model.name}: computed-once costs " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
+        if timing.per_photo:
+            _say(f"findings {model.name}: seconds per 100 photos (as measured when computed): {timing.per_100()}")
 
     rows = model_rows(ctx, s, accuracy)
     headline = headline_numbers(summaries, s)
