@@ -80,3 +80,22 @@ def test_webp_figures_get_a_lossless_png_twin_for_download(tmp_path):
     out = tmp_path / "pack"
     assert main(["export", "--figures", str(figs), "--out", str(out)]) == 0
     assert (out / "attribution/efficientnet_lite0/gradcam/espresso.png").read_bytes() == twin.read_bytes()
+
+
+def test_saving_a_findings_plot_leaves_matplotlib_settings_alone(tmp_path):
+    """The findings' SVG settings apply while they save: a figure drawn afterwards in the same
+    process (e.g. the attribution colour bar of a second build) is written as before."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from generator.metrics import plots
+
+    before = {k: matplotlib.rcParams[k] for k in plots.SVG_RC}
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    ax.set_title("a title")
+    plots.save(fig, tmp_path / "p.svg")
+    assert "a title" in (tmp_path / "p.svg").read_text()  # text stays text in the findings' SVG
+    assert {k: matplotlib.rcParams[k] for k in plots.SVG_RC} == before

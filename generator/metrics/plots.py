@@ -24,9 +24,13 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams["svg.hashsalt"] = "cnnvis-findings"  # stable element ids
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: small, fast, searchable
     return plt
+
+
+#: at save time only (a global setting would change every later figure of the process, e.g. the colour bar
+#: an attribution stage draws after a findings stage in the same process): stable element ids; text stays
+#: text (small, fast, searchable)
+SVG_RC = {"svg.hashsalt": "cnnvis-findings", "svg.fonttype": "none"}
 
 
 def save(fig, path: str | Path) -> Path:
@@ -37,7 +41,8 @@ def save(fig, path: str | Path) -> Path:
     raster = "png" if fmt == "webp" else fmt
     meta = {"Date": None} if raster == "svg" else {"Software": None} if raster == "png" else {}
     buf = io.BytesIO()
-    fig.savefig(buf, format=raster, bbox_inches="tight", dpi=110, metadata=meta)
+    with plt.rc_context(SVG_RC):
+        fig.savefig(buf, format=raster, bbox_inches="tight", dpi=110, metadata=meta)
     plt.close(fig)
     data = buf.getvalue()
     if fmt == "webp":  # photos-like grids: much smaller than PNG
