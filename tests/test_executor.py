@@ -93,12 +93,18 @@ def photos(tmp_path_factory):
 def tiny_config(folder: Path, photos: Path, **build) -> Config:
     cfg = Config.load()
     cfg.override(models=["efficientnet_lite0"], images=str(photos), out=str(folder / "out"),
-                 cache=str(folder / "cache"), stages=["attribution", "atlas"], offline=True, device="cpu",
+                 cache=str(folder / "cache"), stages=["attribution", "findings", "atlas"], offline=True, device="cpu",
                  batch_size=1, **build)
     cfg.data["attribution"] = {"methods": ["saliency", "gradcam", "integrated_gradients"], "gallery_images": 2,
                                "neurons": 0, "method_params": {"integrated_gradients": {"steps": 8}}}
     cfg.data["atlas"] = {"folder": str(photos), "max_channels_per_layer": 2, "top_k": 2, "layers": ["stage3"],
                          "batch_size": 1, "projections": False}
+    # findings on the three photos (no ../shared probes, no accuracy folder): every per-photo check
+    cfg.data["findings"] = {"probe_folder": "", "probe_sample": "", "accuracy_folder": "",
+                            "methods": ["saliency", "gradcam", "integrated_gradients"], "expensive_images": 2,
+                            "sanity_images": 2, "sanity_expensive_images": 1, "cascade_steps": 2,
+                            "faithfulness_steps": 3, "fragility_steps": 2,
+                            "method_params": {"integrated_gradients": {"steps": 4}}}
     return cfg
 
 
@@ -128,10 +134,31 @@ def cluster():
     ray.shutdown()
 
 
+#: what must run as Ray tasks (the executor's ``what`` of each fanned-out computation)
+FANNED_OUT = ["saliency efficientnet_lite0", "atlas efficientnet_lite0", "findings maps saliency",
+              "findings randomisation", "findings deletion/insertion", "findings invariance saliency",
+              "findings fragility attack", "findings fragility gradcam"]
+
+
 def ray_build(folder: Path, photos: Path) -> tuple[dict[str, bytes], list[str]]:
+    from generator.executor import RayExecutor
+
     msgs: list[str] = []
-    res = run_build(tiny_config(folder, photos, executor="ray"), say=msgs.append)
+    fanned: list[str] = []
+    run_chunks = RayExecutor.run_chunks
+
+    def recording(self, tasks, what=""):
+        if tasks:
+            fanned.append(what)
+        return run_chunks(self, tasks, what)
+
+    RayExecutor.run_chunks = recording
+    try:
+        res = run_build(tiny_config(folder, photos, executor="ray"), say=msgs.append)
+    finally:
+        RayExecutor.run_chunks = run_chunks
     assert res.exit_code == 0
+    assert [w for w in FANNED_OUT if not any(f.startswith(w) for f in fanned)] == [], fanned
     assert any(m.startswith("executor: ray, 2 worker slot(s)") for m in msgs), msgs
     assert res.ctx.cache.misses > 0  # computed here, not read from a shared cache
     return files(folder / "out"), msgs

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..executor import chunk_size, distributed
 from ..methods import attribution, base, relu_rules
 from ..methods.attribution import ATTRIBUTION_METHODS, make
 from ..metrics import bootstrap
@@ -259,28 +260,66 @@ def _key(what: str, model, **kw) -> dict:
             "input": model.spec.preprocess.key, **kw}
 
 
+def _results(ctx, keys: list[dict], args_of, fn, what: str) -> list:
+    """Results for ``keys``: cache hits as they are, the misses computed by ``fn(*args_of(idx))``
+    (one result per index of ``idx``, in order) — here, in one batch, or with ``--executor ray``
+    as tasks of chunks of photos (generator/executor.py), read back through the cache. ``fn`` is
+    a module-level function of the model, settings and CPU tensors, so a worker can run it."""
+    if distributed(ctx):
+        cpu = lambda a: a.cpu() if isinstance(a, torch.Tensor) else a  # noqa: E731
+        return ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(keys), ctx.batch_size),
+                                   lambda idx: tuple(cpu(a) for a in args_of(idx)), fn, what=what)
+    return ctx.cache.batched(keys, lambda idx: fn(*args_of(idx)))
+
+
+def _method(name: str, model, params: dict, batch_size: int):
+    return make(name, model, batch_size=batch_size, **params)
+
+
+def _maps_chunk(model, name: str, params: dict, batch_size: int, x: torch.Tensor, targets: torch.Tensor) -> list[dict]:
+    """The maps of photos ``x`` for their N×K ``targets`` (top-1, low-ranked), one batch."""
+    t0 = time.perf_counter()
+    x = x.to(model.device)
+    n, k = len(x), targets.shape[1]
+    tt = targets.T.reshape(-1).to(x.device)  # all top-1, then all low-ranked
+    maps = _method(name, model, params, batch_size).explain(x.repeat(k, 1, 1, 1), tt)
+    maps = maps.float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
+    dt = (time.perf_counter() - t0) / n
+    return [{"maps": maps[j].clone(), "seconds": dt} for j in range(n)]
+
+
 def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, timing: Timing,
-                 n_of: dict) -> dict[str, torch.Tensor]:
+                 n_of: dict, s: dict) -> dict[str, torch.Tensor]:
     """method → N×K×H×W maps for the K classes per photo (top-1, low-ranked); one batch per method."""
     out = {}
     for name, meth in methods.items():
         keys = [_key("maps", model, method=name, params=meth.params, image=it.sha256, targets=targets[i].tolist())
                 for i, it in enumerate(items[: n_of[name]])]
-
-        def compute(idx, name=name, meth=meth):
-            t0 = time.perf_counter()
-            n = len(idx)
-            k = targets.shape[1]
-            xx = x[idx].repeat(k, 1, 1, 1)
-            tt = targets[idx].T.reshape(-1).to(x.device)  # all top-1, then all low-ranked
-            maps = meth.explain(xx, tt).float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
-            dt = (time.perf_counter() - t0) / n
-            return [{"maps": maps[j].clone(), "seconds": dt} for j in range(n)]
-
-        res = ctx.cache.batched(keys, compute)
+        res = _results(ctx, keys, lambda idx, name=name: (model, name, s["method_params"].get(name, {}), ctx.batch_size,
+                                                          x[idx], targets[idx]),
+                       _maps_chunk, f"findings maps {name} {model.name}")
         timing.add("maps", res, name)
         out[name] = torch.stack([r["maps"] for r in res])
     return out
+
+
+def _cascade_chunk(model, names: list[str], params: dict, batch_size: int, seed: int, steps: list[int], thumb: int,
+                   x: torch.Tensor, top1: torch.Tensor, ref: dict, pairs: list[tuple[str, int]]) -> list[dict]:
+    """The randomisation cascade of methods ``names`` on photos ``x`` (an executor task): the result
+    of each (method, photo index) of ``pairs``, as :func:`cascade_results` caches them."""
+    t0 = time.perf_counter()
+    x, top1 = x.to(model.device), top1.to(model.device)
+    groups = sanity.model_groups(model, x[:1])
+    donor = sanity.fresh_donor(model, seed)
+
+    def explain(work, k):
+        view = sanity.randomised_model(model, work, f"top{k}:seed={seed}")
+        return {n: _method(n, view, params[n], batch_size).explain(x, top1).float().cpu() for n in names}
+
+    curves = sanity.randomisation_curves(model.net, groups, donor, steps, ref, explain, thumb=thumb)
+    dt = (time.perf_counter() - t0) / max(1, len(x) * len(names))
+    return [{"steps": steps, "seconds": dt, "thumbs": curves[n]["thumbs"][:, j].clone(),
+             **{m: curves[n][m][:, j].clone() for m in similarity.METRICS}} for n, j in pairs]
 
 
 def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, s: dict, timing: Timing) -> dict:
@@ -294,6 +333,22 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
     got = {k: ctx.cache.get(v) for k, v in keys.items()}
     missing = sorted({i for (name, i), v in got.items() if v is None})
     todo = sorted({name for (name, i), v in got.items() if v is None})
+    if missing and distributed(ctx):  # chunks of (method, photo) pairs as executor tasks, results via the cache
+        pairs = sorted((p for p, v in got.items() if v is None), key=lambda p: (p[1], list(methods).index(p[0])))
+        params = {n: s["method_params"].get(n, {}) for n in methods}
+
+        def args_of(idx):
+            ps = [pairs[j] for j in idx]
+            photos = sorted({i for _n, i in ps})
+            pos = {i: j for j, i in enumerate(photos)}
+            names = sorted({n for n, _i in ps})
+            return (model, names, params, ctx.batch_size, int(s["seed"]), steps, int(s["thumb"]), x[photos].cpu(),
+                    top1[photos].cpu(), {n: ref[n][photos, 0].cpu() for n in names}, [(n, pos[i]) for n, i in ps])
+
+        res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
+                                  args_of, _cascade_chunk, what=f"findings randomisation {model.name}")
+        got.update(zip(pairs, res))
+        missing = []
     if missing:
         t0 = time.perf_counter()
         donor = sanity.fresh_donor(model, int(s["seed"]))
@@ -337,6 +392,19 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
             "n_groups": len(groups)}
 
 
+def _faith_chunk(model, steps: int, base_colour: list[float], blur: float, batch_size: int, x: torch.Tensor,
+                 top1: torch.Tensor, orders: dict, pairs: list[tuple[str, int]]) -> list[dict]:
+    """Deletion/insertion curves of the (order name, photo index) ``pairs`` on photos ``x`` (an executor task)."""
+    t0 = time.perf_counter()
+    x = x.to(model.device)
+    net = base.prepared(model.net, x[:1]).net  # forward passes only: batch norm folded (same logits)
+    curves = faithfulness.deletion_insertion(net, x, top1.to(x.device), orders, steps=steps,
+                                             baseline=torch.tensor(base_colour), blur_sigma=blur,
+                                             batch_size=batch_size, only=set(pairs))
+    dt = (time.perf_counter() - t0) / max(1, len(pairs))
+    return [{k: curves[n][k][i].clone() for k in faithfulness.CURVES} | {"seconds": dt} for n, i in pairs]
+
+
 def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
                          n_of: dict) -> dict:
     steps = int(s["faithfulness_steps"])
@@ -354,7 +422,6 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
     got = {k: ctx.cache.get(v) for k, v in keys.items()}
     only = {k for k, v in got.items() if v is None}
     if only:
-        t0 = time.perf_counter()
         b, _, h, w = x.shape
         orders = {name: faithfulness.order_from_maps(maps[name][:, 0], seed) for name in methods}
         for name in methods:  # rows past a method's own n are never evaluated (not in ``only``)
@@ -362,6 +429,22 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
                 orders[name] = torch.cat([orders[name], faithfulness.random_order(b - len(orders[name]), h * w, seed)])
         orders["random"] = faithfulness.random_order(b, h * w, seed)
         orders["centre"] = faithfulness.centre_order(b, h, w, seed)
+    if only and distributed(ctx):  # chunks of (order, photo) pairs as executor tasks, results via the cache
+        pairs = sorted(only, key=lambda p: (p[1], names.index(p[0])))
+
+        def args_of(idx):
+            ps = [pairs[j] for j in idx]
+            photos = sorted({i for _n, i in ps})
+            pos = {i: j for j, i in enumerate(photos)}
+            return (model, steps, base_colour, float(s["blur_sigma"]), ctx.batch_size, x[photos].cpu(), top1[photos].cpu(),
+                    {n: orders[n][photos].cpu() for n in sorted({n for n, _i in ps})}, [(n, pos[i]) for n, i in ps])
+
+        res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
+                                  args_of, _faith_chunk, what=f"findings deletion/insertion {model.name}")
+        got.update(zip(pairs, res))
+        only = set()
+    if only:
+        t0 = time.perf_counter()
         bar = progress(total=faithfulness.n_forward(len(only), steps, len({i for _n, i in only})),
                        desc=f"findings {model.name}: deletion/insertion", unit="img")
         net = base.prepared(model.net, x[:1]).net  # forward passes only: batch norm folded (same logits)
@@ -383,32 +466,70 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
     return {"steps": steps, "fractions": faithfulness.fractions(steps).numpy(), "curves": out, "baseline_colour": base_colour}
 
 
+def _invariance_chunk(view, name: str, params: dict, batch_size: int, shift: list[float], x: torch.Tensor,
+                      top1: torch.Tensor, ref: torch.Tensor) -> list[dict]:
+    """Map of ``view`` (the model's shift-absorbing copy) on ``x + shift`` against ``ref`` (the trained maps of ``x``)."""
+    t0 = time.perf_counter()
+    x = x.to(view.device)
+    xs = x + torch.tensor(shift, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    got = _method(name, view, params, batch_size).explain(xs, top1.to(x.device)).float().cpu()
+    ch = invariance.map_change(ref.cpu(), got)
+    dt = (time.perf_counter() - t0) / len(x)
+    return [{"spearman": float(ch["spearman"][j]), "relative_change": float(ch["relative_change"][j]),
+             "seconds": dt} for j in range(len(x))]
+
+
 def invariance_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
                        n_of: dict) -> dict:
     """method → {"spearman", "relative_change"} per photo: map of (model, x) vs map of the
     shift-absorbing copy on x + shift (Kindermans et al. 2017)."""
     shift = [float(v) for v in s["invariance_shift"]]
-    view = invariance.shifted_model(model, shift)
+    view = invariance.shifted_model(model, shift)  # one view for every method: its folded copy is made once
     out = {}
     for name, meth in methods.items():
         n = min(n_of[name], scaled(s, "invariance_images"))
         keys = [_key("invariance", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
                      shift=shift) for i, it in enumerate(items[:n])]
-
-        def compute(idx, name=name):
-            t0 = time.perf_counter()
-            shifted = make(name, view, batch_size=ctx.batch_size, **s["method_params"].get(name, {}))
-            xs = x[idx] + torch.tensor(shift, device=x.device).view(1, 3, 1, 1)
-            got = shifted.explain(xs, top1[idx].to(x.device)).float().cpu()
-            ch = invariance.map_change(maps[name][idx, 0], got)
-            dt = (time.perf_counter() - t0) / len(idx)
-            return [{"spearman": float(ch["spearman"][j]), "relative_change": float(ch["relative_change"][j]),
-                     "seconds": dt} for j in range(len(idx))]
-
-        res = ctx.cache.batched(keys, compute)
+        res = _results(ctx, keys, lambda idx, name=name: (view, name, s["method_params"].get(name, {}), ctx.batch_size,
+                                                          shift, x[idx], top1[idx], maps[name][idx, 0]),
+                       _invariance_chunk, f"findings invariance {name} {model.name}")
         timing.add("invariance", res, name)
         out[name] = {k: np.array([r[k] for r in res]) for k in ("spearman", "relative_change")}
     return out
+
+
+def _attack_chunk(model, eps: float, steps: int, tol: float, batch_size: int, x: torch.Tensor, top1: torch.Tensor,
+                  region: torch.Tensor) -> list[dict]:
+    """The attack on photos ``x`` in batches of ``batch_size`` (a gradient pass keeps every activation
+    of its batch): per photo its δ, whether the class was kept, p before/after."""
+    t0 = time.perf_counter()
+    x = x.to(model.device)
+    # on the batch-norm-folded, channels-last copy when the layer it reads is unchanged by folding
+    prep, path = base.prepared(model.net, x[:1]), model.module_path(model.spec.gradcam_layer)
+    net, layer = ((prep.net, prep.net.get_submodule(path)) if prep.pairs and prep.safe_path(path)
+                  else (model.net, model.module(model.spec.gradcam_layer)))
+    out = []
+    for b in range(0, len(x), max(1, batch_size)):
+        xb = x[b : b + max(1, batch_size)]
+        r = fragility.attack(net, layer, xb, top1[b : b + len(xb)], region[b : b + len(xb)], eps=eps, steps=steps,
+                             max_prob_change=tol)
+        out += [{"delta": (r["x"][j] - xb[j]).cpu().clone(), "kept": bool(r["kept"][j]), "p0": float(r["p0"][j]),
+                 "p1": float(r["p1"][j])} for j in range(len(xb))]
+    dt = (time.perf_counter() - t0) / len(x)
+    return [{**o, "seconds": dt} for o in out]
+
+
+def _fragility_chunk(model, name: str, params: dict, batch_size: int, frac: float, xa: torch.Tensor,
+                     xn: torch.Tensor, top1: torch.Tensor, ref: torch.Tensor) -> list[dict]:
+    """Top-k overlap of ``ref`` (the maps of the photos) with the maps of the attacked photos
+    ``xa`` and of the noisy ones ``xn``."""
+    t0 = time.perf_counter()
+    k = len(xa)
+    both = torch.cat([xa, xn]).to(model.device)
+    both = _method(name, model, params, batch_size).explain(both, top1.repeat(2).to(both.device)).float().cpu()
+    oa, on = fragility.topk_overlap(ref.cpu(), both[:k], frac), fragility.topk_overlap(ref.cpu(), both[k:], frac)
+    dt = (time.perf_counter() - t0) / k
+    return [{"attack": float(oa[j]), "noise": float(on[j]), "seconds": dt} for j in range(k)]
 
 
 def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: dict, timing: Timing,
@@ -422,24 +543,14 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     # the region the attack empties: the top-k pixels of the first listed method's map (saliency by default)
     ref_name = next(iter(methods))
     region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
-    # the attack on the batch-norm-folded, channels-last copy when the layer it reads is unchanged by folding
-    prep, path = base.prepared(model.net, x[:1]), model.module_path(model.spec.gradcam_layer)
-    net, layer = ((prep.net, prep.net.get_submodule(path)) if prep.pairs and prep.safe_path(path)
-                  else (model.net, model.module(model.spec.gradcam_layer)))
     tol = float(s["fragility_max_prob_change"])
     akeys = [_key("attack", model, attack_code=2, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
                   ref=ref_name, ref_params=methods[ref_name].params, frac=frac, max_prob_change=tol)
              for i, it in enumerate(items)]
 
-    def attack(idx):
-        t0 = time.perf_counter()
-        r = fragility.attack(net, layer, x[idx], top1[idx], region[idx], eps=eps, steps=int(s["fragility_steps"]),
-                             max_prob_change=tol)
-        dt = (time.perf_counter() - t0) / len(idx)
-        return [{"delta": (r["x"][j] - x[idx[j]]).cpu().clone(), "kept": bool(r["kept"][j]), "p0": float(r["p0"][j]),
-                 "p1": float(r["p1"][j]), "seconds": dt} for j in range(len(idx))]
-
-    att = ctx.cache.batched(akeys, attack)
+    att = _results(ctx, akeys, lambda idx: (model, eps, int(s["fragility_steps"]), tol, ctx.batch_size, x[idx], top1[idx],
+                                            region[idx]),
+                   _attack_chunk, f"findings fragility attack {model.name}")
     timing.add("fragility", att, "attack (shared)")
     xa = x + torch.stack([r["delta"] for r in att]).to(x.device)
     xn = fragility.random_sign_noise(x, eps, seed=int(s["seed"]))
@@ -450,17 +561,9 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
         m = min(n, n_of[name])
         keys = [_key("fragility", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
                      attack=stable_hash(akeys[i]), seed=int(s["seed"])) for i, it in enumerate(items[:m])]
-
-        def compute(idx, name=name, meth=meth):
-            t0 = time.perf_counter()
-            k = len(idx)
-            both = meth.explain(torch.cat([xa[idx], xn[idx]]), top1[idx].repeat(2).to(x.device)).float().cpu()
-            ref = maps[name][idx, 0]
-            oa, on = fragility.topk_overlap(ref, both[:k], frac), fragility.topk_overlap(ref, both[k:], frac)
-            dt = (time.perf_counter() - t0) / k
-            return [{"attack": float(oa[j]), "noise": float(on[j]), "seconds": dt} for j in range(k)]
-
-        res = ctx.cache.batched(keys, compute)
+        res = _results(ctx, keys, lambda idx, name=name: (model, name, s["method_params"].get(name, {}), ctx.batch_size,
+                                                          frac, xa[idx], xn[idx], top1[idx], maps[name][idx, 0]),
+                       _fragility_chunk, f"findings fragility {name} {model.name}")
         timing.add("fragility", res, name)
         out["methods"][name] = {k: np.array([r[k] for r in res]) for k in ("attack", "noise")}
     return out
@@ -727,7 +830,7 @@ def run(ctx) -> None:
                 for n in names}
     low_rank = int(s["low_rank"])
 
-    summaries, accuracy, timing_all, settings_used, importance = [], {}, {}, {}, {}
+    summaries, accuracy, settings_used, importance = [], {}, {}, {}
     for model in models:
         if not items:
             break
@@ -743,7 +846,7 @@ def run(ctx) -> None:
         methods = {n: make(n, model, batch_size=ctx.batch_size, **s["method_params"].get(n, {})) for n in names}
         settings_used[model.name] = {n: m.params for n, m in methods.items()}
         with _step(model, f"maps of {len(names)} methods for 2 classes of up to {len(items)} photos"):
-            maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of)
+            maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s)
         cls = {n: {"low": {k: v.numpy() for k, v in similarity.compare(maps[n][:, 0], maps[n][:, 1]).items()}}
                for n in names}
         cascade = {}
@@ -782,7 +885,6 @@ def run(ctx) -> None:
                         for it, t in zip(items, targets)]
         sm["figures"] = _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, low_rank, sm)
         summaries.append(sm)
-        timing_all[model.name] = timing
         _say(f"findings {model.name}: computed-once costs " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
         if timing.per_photo:
             _say(f"findings {model.name}: seconds per 100 photos (as measured when computed): {timing.per_100()}")
@@ -791,7 +893,7 @@ def run(ctx) -> None:
     headline = headline_numbers(summaries, s)
     ctx.provide("unit_importance", importance)
     ctx.provide("findings_summary", headline)
-    _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank,
+    _write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_sanity, low_rank,
                  source=source, n_of=n_of, expensive=expensive)
     path = ctx.site.out / "findings" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -903,14 +1005,14 @@ def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, lo
     return figs
 
 
-def _write_pages(ctx, s, names, titles, summaries, rows, timing_all, settings_used, items, n_sanity, low_rank,
+def _write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_sanity, low_rank,
                  source: str = "shared", n_of: dict | None = None, expensive=()) -> None:
     ctx.declare(PAGE, "Findings", order=0)
     link = lambda target: ctx.link(PAGE, target)
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
     not_selected = [m.spec.title for m in ctx.models if m.name not in {sm["model"].name for sm in summaries}]
     common = dict(s=s, names=names, titles=titles, summaries=summaries, rows=rows, missing=missing, items=items,
-                  n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND, timing=timing_all,
+                  n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND,
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
                   method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
                   agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
