@@ -72,10 +72,25 @@ def test_fragility_attack_keeps_class_and_moves_map_more_than_noise():
     res = fragility.attack(net, net[2], x, t, region, eps=eps, steps=8, map_fn=lambda xx: gxi(xx, graph=True))
     assert res["kept"].all()
     assert (res["x"] - x).abs().max() <= eps + 1e-6
-    noisy = fragility.random_sign_noise(x, eps, seed=0)
+    delta = res["x"] - x
+    assert (delta.flatten(1).abs().amax(1) > 0).all()  # every photo perturbed: the comparison is on all 8
+    noisy = fragility.matched_noise(x, delta, seed=0)  # the control: the same size, random signs
+    assert torch.allclose((noisy - x).abs()[(noisy > 0) & (noisy < 1)], delta.abs()[(noisy > 0) & (noisy < 1)], atol=1e-6)
     ov_attack = fragility.topk_overlap(m0, gxi(res["x"]), 0.1)
     ov_noise = fragility.topk_overlap(m0, gxi(noisy), 0.1)
     assert ov_attack.mean() < ov_noise.mean() - 0.05, (ov_attack.mean(), ov_noise.mean())
+
+
+def test_matched_noise_has_the_perturbations_size_and_no_direction():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g) * 0.5 + 0.25
+    delta = (torch.rand(4, 3, 16, 16, generator=g) - 0.5) * 0.1
+    delta[1] = 0  # a photo the attack left alone: its control is the photo itself
+    n = fragility.matched_noise(x, delta, seed=1) - x
+    assert torch.allclose(n.abs(), delta.abs(), atol=1e-6)
+    assert torch.equal(n[1], torch.zeros_like(n[1]))
+    agree = (torch.sign(n) == torch.sign(delta))[[0, 2, 3]].float().mean()
+    assert 0.4 < float(agree) < 0.6  # signs independent of the attack's
 
 
 def test_ablating_a_unit_that_carries_a_class_costs_that_class():

@@ -4,16 +4,19 @@ A perturbation too small to change the prediction can still move the map. The at
 here is a projected sign-gradient ascent (L∞ ball of radius ``eps``, ``steps`` steps)
 on a first-order, method-agnostic objective: it lowers the share of the network's
 feature energy (channel-summed positive activations of a late layer, upsampled to the
-input) that falls inside the photo's original top-k region, while a penalty keeps the
-explained class's log-probability. Every step that keeps the predicted class and moves
+input) that falls inside the photo's original top-k region, while a penalty
+``weight · (log p − log p₀)²`` keeps the explained class's log-probability where it was
+(pushing it *up* would move the probability as much as pushing it down). Every step that keeps the predicted class and moves
 its probability by at most ``max_prob_change`` is a candidate; the last such step is
 returned (δ = 0 when none does). Ghorbani et al.
 attack each method's map through its own second derivatives; this cheaper attack needs
 only first derivatives, works for every method the same way and is therefore a lower
 bound on how fragile each map is.
 
-The same photos with *random* sign noise of the same size (every pixel ±eps) are the
-control: a map is called fragile only when the attack moves it more than the noise.
+The control is *random* noise of the same size as each photo's attack: the attack's own
+per-pixel magnitudes |δ| with random signs (:func:`matched_noise`: the same L∞ and L2 norm,
+photo by photo; nothing for a photo the attack left unchanged). A map is called fragile only
+when the attack moves it more than that noise.
 Movement is measured as the overlap of the top-k pixels (a fraction of the image) of
 the map before and after.
 """
@@ -41,11 +44,12 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, frac: float) -> torch.Tensor:
     return (ma & mb).flatten(1).sum(1).double() / k.double()
 
 
-def random_sign_noise(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
-    """``x`` + (±eps per pixel and channel, seeded), clipped to [0, 1]."""
+def matched_noise(x: torch.Tensor, delta: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``x`` + (|δ| per pixel and channel with seeded random signs), clipped to [0, 1]: noise of
+    the same size as the perturbation ``delta``, in no chosen direction."""
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     s = torch.randint(0, 2, x.shape, generator=g).to(x.device, x.dtype) * 2 - 1
-    return (x + eps * s).clamp(0, 1)
+    return (x + delta.to(x.device, x.dtype).abs() * s).clamp(0, 1)
 
 
 def _energy(act: torch.Tensor, size) -> torch.Tensor:
@@ -81,7 +85,7 @@ def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tens
     try:
         alpha = 2.5 * eps / max(1, steps)
         best = x.clone()
-        p0 = p1 = kept_best = None
+        p0 = p1 = kept_best = logp0 = None
         xa = x.clone()
         # Step j evaluates xa_j (xa_0 = x: its logits give p0) with its gradient and proposes
         # xa_{j+1}; the last proposal is evaluated without one. A candidate that keeps the class
@@ -95,7 +99,9 @@ def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tens
                     e = _energy(got["a"], size) if map_fn is None else map_fn(xa).float()
                     share = (e * region).flatten(1).sum(1) / e.flatten(1).sum(1).clamp(min=1e-12)
                     logp = logits.log_softmax(1).gather(1, target.view(-1, 1))[:, 0]
-                    (g,) = torch.autograd.grad((share - weight * logp).sum(), xa)
+                    if logp0 is None:  # xa_0 = x
+                        logp0 = logp.detach()
+                    (g,) = torch.autograd.grad((share + weight * (logp - logp0) ** 2).sum(), xa)
             with torch.no_grad():
                 logits = logits.detach()
                 p = logits.softmax(1).gather(1, target.view(-1, 1))[:, 0]

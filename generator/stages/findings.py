@@ -544,7 +544,7 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     ref_name = next(iter(methods))
     region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
     tol = float(s["fragility_max_prob_change"])
-    akeys = [_key("attack", model, attack_code=2, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
+    akeys = [_key("attack", model, attack_code=3, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
                   ref=ref_name, ref_params=methods[ref_name].params, frac=frac, max_prob_change=tol)
              for i, it in enumerate(items)]
 
@@ -552,17 +552,21 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
                                             region[idx]),
                    _attack_chunk, f"findings fragility attack {model.name}")
     timing.add("fragility", att, "attack (shared)")
-    xa = x + torch.stack([r["delta"] for r in att]).to(x.device)
-    xn = fragility.random_sign_noise(x, eps, seed=int(s["seed"]))
+    delta = torch.stack([r["delta"] for r in att]).to(x.device)
+    xa = x + delta
+    xn = fragility.matched_noise(x, delta, seed=int(s["seed"]))  # the control: each attack's size, random signs
+    # the comparison runs on the photos the attack perturbed (on the others attack and control are the photo)
+    attacked = [i for i, r in enumerate(att) if bool(r["delta"].abs().amax() > 0)]
     out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]),
-           "attacked": np.array([bool(r["delta"].abs().amax() > 0) for r in att]),
+           "attacked": np.array([i in set(attacked) for i in range(len(att))]),
            "p1": np.array([r["p1"] for r in att]), "eps255": float(s["fragility_eps"]), "frac": frac, "methods": {}}
     for name, meth in methods.items():
-        m = min(n, n_of[name])
-        keys = [_key("fragility", model, method=name, params=meth.params, image=it.sha256, target=int(top1[i]),
-                     attack=stable_hash(akeys[i]), seed=int(s["seed"])) for i, it in enumerate(items[:m])]
-        res = _results(ctx, keys, lambda idx, name=name: (model, name, s["method_params"].get(name, {}), ctx.batch_size,
-                                                          frac, xa[idx], xn[idx], top1[idx], maps[name][idx, 0]),
+        photos = [i for i in attacked if i < min(n, n_of[name])]
+        keys = [_key("fragility", model, method=name, params=meth.params, image=items[i].sha256, target=int(top1[i]),
+                     attack=stable_hash(akeys[i]), control="matched", seed=int(s["seed"])) for i in photos]
+        res = _results(ctx, keys, lambda idx, name=name, photos=photos: (
+                           model, name, s["method_params"].get(name, {}), ctx.batch_size, frac,
+                           *(a[[photos[j] for j in idx]] for a in (xa, xn, top1, maps[name][:, 0]))),
                        _fragility_chunk, f"findings fragility {name} {model.name}")
         timing.add("fragility", res, name)
         out["methods"][name] = {k: np.array([r[k] for r in res]) for k in ("attack", "noise")}
