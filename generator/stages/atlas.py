@@ -392,8 +392,12 @@ def run(ctx) -> None:
         for m, layers, _fast in jobs:
             key = _stream_key(m, listing, indices, layers, cfg)
             done = ctx.cache.get(key)
+            t0 = time.perf_counter()
             streamed.append(unit_stats.AtlasState.from_dict(done) if done is not None
                             else _stream_distributed(ctx, m, listing, indices, layers, cfg, key))
+            if getattr(ctx, "timer", None) is not None:  # decode + resize + forward, in the workers
+                name = f"atlas stream {m.name}"
+                ctx.timer.times[name] = ctx.timer.times.get(name, 0.0) + time.perf_counter() - t0
     else:
         streamed = _stream_all(ctx, jobs, listing, indices, cfg) if jobs else []
     for (model, layers, fast), state in zip(jobs, streamed):
