@@ -159,6 +159,7 @@ def ray_build(folder: Path, photos: Path) -> tuple[dict[str, bytes], list[str]]:
         RayExecutor.run_chunks = run_chunks
     assert res.exit_code == 0
     assert [w for w in FANNED_OUT if not any(f.startswith(w) for f in fanned)] == [], fanned
+    assert res.ctx.timer.times.get("atlas stream efficientnet_lite0", 0) > 0  # the benchmark reads it
     assert any(m.startswith("executor: ray, 2 worker slot(s)") for m in msgs), msgs
     assert res.ctx.cache.misses > 0  # computed here, not read from a shared cache
     return files(folder / "out"), msgs
