@@ -6,9 +6,9 @@ on a first-order, method-agnostic objective: it lowers the share of the network'
 feature energy (channel-summed positive activations of a late layer, upsampled to the
 input) that falls inside the photo's original top-k region, while a penalty
 ``weight · (log p − log p₀)²`` keeps the explained class's log-probability where it was
-(pushing it *up* would move the probability as much as pushing it down). Every step that keeps the predicted class and moves
-its probability by at most ``max_prob_change`` is a candidate; the last such step is
-returned (δ = 0 when none does). Ghorbani et al.
+(pushing it *up* would move the probability as much as pushing it down). Every step that
+keeps the predicted class and moves its probability by at most ``max_prob_change`` is a
+candidate; the last such step is returned (δ = 0 when none does). Ghorbani et al.
 attack each method's map through its own second derivatives; this cheaper attack needs
 only first derivatives, works for every method the same way and is therefore a lower
 bound on how fragile each map is.
