@@ -76,7 +76,7 @@ DEFAULTS: dict = {
     "images": 100,                  # per-photo checks (class, deletion/insertion) for the cheap methods
     "expensive_images": 6,          # ... for the expensive methods (their own, smaller n)
     "expensive_methods": ["smoothgrad", "integrated_gradients", "occlusion", "smoothgrad_sq", "vargrad"],
-    "faithfulness_images": 100,     # deletion/insertion (2 × (steps + 1) forward passes per photo and order)
+    "faithfulness_images": 100,     # deletion/insertion (2 × (steps − 1) forward passes per photo and order, + 3 per photo)
     "sanity_images": 10,            # photos through the randomisation cascade (cheap methods)
     "sanity_expensive_images": 2,   # ... expensive methods
     "invariance_images": 100,       # input invariance (Kindermans et al. 2017)
@@ -125,8 +125,8 @@ def _step(model, what: str):
 
 
 class Timing(dict):
-    """Seconds per check (the page's "compute time"), and ``per_photo``: (check, method) →
-    [seconds, photos] of what was computed, for the log's cost per 100 photos (tuning the n's)."""
+    """Seconds per check, and ``per_photo``: (check, method) → [seconds, photos], for the build log's
+    seconds per 100 photos (to tune the n's; as measured when each result was computed)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -272,17 +272,13 @@ def _results(ctx, keys: list[dict], args_of, fn, what: str) -> list:
     return ctx.cache.batched(keys, lambda idx: fn(*args_of(idx)))
 
 
-def _method(name: str, model, params: dict, batch_size: int):
-    return make(name, model, batch_size=batch_size, **params)
-
-
 def _maps_chunk(model, name: str, params: dict, batch_size: int, x: torch.Tensor, targets: torch.Tensor) -> list[dict]:
     """The maps of photos ``x`` for their N×K ``targets`` (top-1, low-ranked), one batch."""
     t0 = time.perf_counter()
     x = x.to(model.device)
     n, k = len(x), targets.shape[1]
     tt = targets.T.reshape(-1).to(x.device)  # all top-1, then all low-ranked
-    maps = _method(name, model, params, batch_size).explain(x.repeat(k, 1, 1, 1), tt)
+    maps = make(name, model, batch_size=batch_size, **params).explain(x.repeat(k, 1, 1, 1), tt)
     maps = maps.float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
     dt = (time.perf_counter() - t0) / n
     return [{"maps": maps[j].clone(), "seconds": dt} for j in range(n)]
@@ -304,9 +300,10 @@ def trained_maps(ctx, model, methods: dict, items, x, targets: torch.Tensor, tim
 
 
 def _cascade_chunk(model, names: list[str], params: dict, batch_size: int, seed: int, steps: list[int], thumb: int,
-                   x: torch.Tensor, top1: torch.Tensor, ref: dict, pairs: list[tuple[str, int]]) -> list[dict]:
-    """The randomisation cascade of methods ``names`` on photos ``x`` (an executor task): the result
-    of each (method, photo index) of ``pairs``, as :func:`cascade_results` caches them."""
+                   x: torch.Tensor, top1: torch.Tensor, ref: dict, pairs: list[tuple[str, int]],
+                   progress=None) -> list[dict]:
+    """The randomisation cascade of methods ``names`` on photos ``x`` (here, or as an executor task):
+    the result of each (method, photo index) of ``pairs``, as :func:`cascade_results` caches them."""
     t0 = time.perf_counter()
     x, top1 = x.to(model.device), top1.to(model.device)
     groups = sanity.model_groups(model, x[:1])
@@ -314,7 +311,12 @@ def _cascade_chunk(model, names: list[str], params: dict, batch_size: int, seed:
 
     def explain(work, k):
         view = sanity.randomised_model(model, work, f"top{k}:seed={seed}")
-        return {n: _method(n, view, params[n], batch_size).explain(x, top1).float().cpu() for n in names}
+        maps = {}
+        for n in names:
+            maps[n] = make(n, view, batch_size=batch_size, **params[n]).explain(x, top1).float().cpu()
+            if progress is not None:
+                progress.update(1)
+        return maps
 
     curves = sanity.randomisation_curves(model.net, groups, donor, steps, ref, explain, thumb=thumb)
     dt = (time.perf_counter() - t0) / max(1, len(x) * len(names))
@@ -331,52 +333,30 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
                             seed=int(s["seed"]), groups=gnames, steps=steps, thumb=int(s["thumb"]))
             for name, meth in methods.items() for i, it in enumerate(items)}
     got = {k: ctx.cache.get(v) for k, v in keys.items()}
-    missing = sorted({i for (name, i), v in got.items() if v is None})
-    todo = sorted({name for (name, i), v in got.items() if v is None})
-    if missing and distributed(ctx):  # chunks of (method, photo) pairs as executor tasks, results via the cache
-        pairs = sorted((p for p, v in got.items() if v is None), key=lambda p: (p[1], list(methods).index(p[0])))
-        params = {n: s["method_params"].get(n, {}) for n in methods}
+    pairs = sorted((p for p, v in got.items() if v is None), key=lambda p: (p[1], list(methods).index(p[0])))
+    params = {n: s["method_params"].get(n, {}) for n in methods}
 
-        def args_of(idx):
-            ps = [pairs[j] for j in idx]
-            photos = sorted({i for _n, i in ps})
-            pos = {i: j for j, i in enumerate(photos)}
-            names = sorted({n for n, _i in ps})
-            return (model, names, params, ctx.batch_size, int(s["seed"]), steps, int(s["thumb"]), x[photos].cpu(),
-                    top1[photos].cpu(), {n: ref[n][photos, 0].cpu() for n in names}, [(n, pos[i]) for n, i in ps])
+    def args_of(idx):
+        ps = [pairs[j] for j in idx]
+        photos = sorted({i for _n, i in ps})
+        pos = {i: j for j, i in enumerate(photos)}
+        names = sorted({n for n, _i in ps})
+        return (model, names, params, ctx.batch_size, int(s["seed"]), steps, int(s["thumb"]), x[photos].cpu(),
+                top1[photos].cpu(), {n: ref[n][photos, 0].cpu() for n in names}, [(n, pos[i]) for n, i in ps])
 
+    if pairs and distributed(ctx):  # chunks of (method, photo) pairs as executor tasks, results via the cache
         res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
                                   args_of, _cascade_chunk, what=f"findings randomisation {model.name}")
         got.update(zip(pairs, res))
-        missing = []
-    if missing:
-        t0 = time.perf_counter()
-        donor = sanity.fresh_donor(model, int(s["seed"]))
-        xm, tm = x[missing], top1[missing].to(x.device)
-        bar = progress(total=len(steps) * len(todo), desc=f"findings {model.name}: randomisation", unit="map")
-
-        def explain(work, k):
-            view = sanity.randomised_model(model, work, f"top{k}:seed={s['seed']}")
-            maps = {}
-            for name in todo:
-                meth = make(name, view, batch_size=ctx.batch_size, **s["method_params"].get(name, {}))
-                maps[name] = meth.explain(xm, tm).float().cpu()
-                bar.update(1)
-            return maps
-
+    elif pairs:
+        args = args_of(range(len(pairs)))
+        bar = progress(total=len(steps) * len(args[1]), desc=f"findings {model.name}: randomisation", unit="map")
         try:
-            curves = sanity.randomisation_curves(model.net, groups, donor, steps, {n: ref[n][missing, 0] for n in todo},
-                                             explain, thumb=int(s["thumb"]))
+            res = _cascade_chunk(*args, progress=bar)
         finally:
             bar.close()
-        del donor
-        dt = (time.perf_counter() - t0) / max(1, len(missing) * len(todo))
-        for name in todo:
-            c = curves[name]
-            for j, i in enumerate(missing):
-                val = {"steps": steps, "seconds": dt, "thumbs": c["thumbs"][:, j].clone(),
-                       **{m: c[m][:, j].clone() for m in similarity.METRICS}}
-                got[(name, i)] = ctx.cache.put(keys[(name, i)], val)
+        for p, r in zip(pairs, res):
+            got[p] = ctx.cache.put(keys[p], r)
     for name in methods:
         timing.add("cascade", [v for (n, _i), v in got.items() if n == name], name)
     labels = []
@@ -393,14 +373,15 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
 
 
 def _faith_chunk(model, steps: int, base_colour: list[float], blur: float, batch_size: int, x: torch.Tensor,
-                 top1: torch.Tensor, orders: dict, pairs: list[tuple[str, int]]) -> list[dict]:
-    """Deletion/insertion curves of the (order name, photo index) ``pairs`` on photos ``x`` (an executor task)."""
+                 top1: torch.Tensor, orders: dict, pairs: list[tuple[str, int]], progress=None) -> list[dict]:
+    """Deletion/insertion curves of the (order name, photo index) ``pairs`` on photos ``x`` (here, or as
+    an executor task)."""
     t0 = time.perf_counter()
     x = x.to(model.device)
     net = base.prepared(model.net, x[:1]).net  # forward passes only: batch norm folded (same logits)
     curves = faithfulness.deletion_insertion(net, x, top1.to(x.device), orders, steps=steps,
                                              baseline=torch.tensor(base_colour), blur_sigma=blur,
-                                             batch_size=batch_size, only=set(pairs))
+                                             batch_size=batch_size, only=set(pairs), progress=progress)
     dt = (time.perf_counter() - t0) / max(1, len(pairs))
     return [{k: curves[n][k][i].clone() for k in faithfulness.CURVES} | {"seconds": dt} for n, i in pairs]
 
@@ -429,35 +410,29 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
                 orders[name] = torch.cat([orders[name], faithfulness.random_order(b - len(orders[name]), h * w, seed)])
         orders["random"] = faithfulness.random_order(b, h * w, seed)
         orders["centre"] = faithfulness.centre_order(b, h, w, seed)
-    if only and distributed(ctx):  # chunks of (order, photo) pairs as executor tasks, results via the cache
-        pairs = sorted(only, key=lambda p: (p[1], names.index(p[0])))
+    pairs = sorted(only, key=lambda p: (p[1], names.index(p[0])))
 
-        def args_of(idx):
-            ps = [pairs[j] for j in idx]
-            photos = sorted({i for _n, i in ps})
-            pos = {i: j for j, i in enumerate(photos)}
-            return (model, steps, base_colour, float(s["blur_sigma"]), ctx.batch_size, x[photos].cpu(), top1[photos].cpu(),
-                    {n: orders[n][photos].cpu() for n in sorted({n for n, _i in ps})}, [(n, pos[i]) for n, i in ps])
+    def args_of(idx):
+        ps = [pairs[j] for j in idx]
+        photos = sorted({i for _n, i in ps})
+        pos = {i: j for j, i in enumerate(photos)}
+        return (model, steps, base_colour, float(s["blur_sigma"]), ctx.batch_size, x[photos].cpu(), top1[photos].cpu(),
+                {n: orders[n][photos].cpu() for n in names if any(m == n for m, _i in ps)},  # in ``names`` order
+                [(n, pos[i]) for n, i in ps])
 
+    if pairs and distributed(ctx):  # chunks of (order, photo) pairs as executor tasks, results via the cache
         res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
                                   args_of, _faith_chunk, what=f"findings deletion/insertion {model.name}")
         got.update(zip(pairs, res))
-        only = set()
-    if only:
-        t0 = time.perf_counter()
-        bar = progress(total=faithfulness.n_forward(len(only), steps, len({i for _n, i in only})),
+    elif pairs:
+        bar = progress(total=faithfulness.n_forward(len(pairs), steps, len({i for _n, i in pairs})),
                        desc=f"findings {model.name}: deletion/insertion", unit="img")
-        net = base.prepared(model.net, x[:1]).net  # forward passes only: batch norm folded (same logits)
         try:
-            curves = faithfulness.deletion_insertion(net, x, top1.to(x.device), orders, steps=steps,
-                                           baseline=torch.tensor(base_colour), blur_sigma=float(s["blur_sigma"]),
-                                           batch_size=ctx.batch_size, only=only, progress=bar)
+            res = _faith_chunk(*args_of(range(len(pairs))), progress=bar)
         finally:
             bar.close()
-        dt = (time.perf_counter() - t0) / len(only)
-        for name, i in only:
-            got[(name, i)] = ctx.cache.put(keys[(name, i)], {k: curves[name][k][i].clone() for k in faithfulness.CURVES}
-                                           | {"seconds": dt})
+        for p, r in zip(pairs, res):
+            got[p] = ctx.cache.put(keys[p], r)
     timing.add("faithfulness", list(got.values()), "per order")
     out = {}
     for name in names:
@@ -472,7 +447,7 @@ def _invariance_chunk(view, name: str, params: dict, batch_size: int, shift: lis
     t0 = time.perf_counter()
     x = x.to(view.device)
     xs = x + torch.tensor(shift, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    got = _method(name, view, params, batch_size).explain(xs, top1.to(x.device)).float().cpu()
+    got = make(name, view, batch_size=batch_size, **params).explain(xs, top1.to(x.device)).float().cpu()
     ch = invariance.map_change(ref.cpu(), got)
     dt = (time.perf_counter() - t0) / len(x)
     return [{"spearman": float(ch["spearman"][j]), "relative_change": float(ch["relative_change"][j]),
@@ -526,7 +501,7 @@ def _fragility_chunk(model, name: str, params: dict, batch_size: int, frac: floa
     t0 = time.perf_counter()
     k = len(xa)
     both = torch.cat([xa, xn]).to(model.device)
-    both = _method(name, model, params, batch_size).explain(both, top1.repeat(2).to(both.device)).float().cpu()
+    both = make(name, model, batch_size=batch_size, **params).explain(both, top1.repeat(2).to(both.device)).float().cpu()
     oa, on = fragility.topk_overlap(ref.cpu(), both[:k], frac), fragility.topk_overlap(ref.cpu(), both[k:], frac)
     dt = (time.perf_counter() - t0) / k
     return [{"attack": float(oa[j]), "noise": float(on[j]), "seconds": dt} for j in range(k)]
@@ -556,9 +531,9 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     xa = x + delta
     xn = fragility.matched_noise(x, delta, seed=int(s["seed"]))  # the control: each attack's size, random signs
     # the comparison runs on the photos the attack perturbed (on the others attack and control are the photo)
-    attacked = [i for i, r in enumerate(att) if bool(r["delta"].abs().amax() > 0)]
-    out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]),
-           "attacked": np.array([i in set(attacked) for i in range(len(att))]),
+    perturbed = np.array([bool(r["delta"].abs().amax() > 0) for r in att])
+    attacked = np.flatnonzero(perturbed).tolist()
+    out = {"kept": np.array([r["kept"] for r in att]), "p0": np.array([r["p0"] for r in att]), "attacked": perturbed,
            "p1": np.array([r["p1"] for r in att]), "eps255": float(s["fragility_eps"]), "frac": frac, "methods": {}}
     for name, meth in methods.items():
         photos = [i for i in attacked if i < min(n, n_of[name])]
