@@ -86,7 +86,7 @@ DEFAULTS: dict = {
     "fragility_eps": 8.0,           # L∞ size of attack and of the random control, 0–255 units
     "fragility_steps": 5,
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
-    "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are not used
+    "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are undone
     "selectivity_images": 100,      # labelled Imagenette photos for selectivity and ablation
     "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
     "image_ids": [],
@@ -519,7 +519,7 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     ref_name = next(iter(methods))
     region = fragility.topk_mask(maps[ref_name][:n, 0], frac)
     tol = float(s["fragility_max_prob_change"])
-    akeys = [_key("attack", model, attack_code=3, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
+    akeys = [_key("attack", model, attack_code=4, image=it.sha256, target=int(top1[i]), eps=eps, steps=int(s["fragility_steps"]),
                   ref=ref_name, ref_params=methods[ref_name].params, frac=frac, max_prob_change=tol)
              for i, it in enumerate(items)]
 
