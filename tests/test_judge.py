@@ -100,6 +100,12 @@ def test_takeaway_reads_the_numbers():
     assert "DGN-AM 40 %" in t and "transfer better than pixel-space" in t and "hardly transfer" in t
     assert "does not" in takeaway({"dgn_am": {"top5": 0.02}, "pixel-plain": {"top5": 0.01}})
     assert takeaway({}) == ""
+    mixed = takeaway({"dgn_am": {"top5": 0.46}, "pixel-plain": {"top5": 0.0}, "pixel-fourier": {"top5": 0.60}})
+    assert "pixel-space visualisations transfer better" in mixed and "Fourier ones transfer, plain ones hardly" in mixed
+    # the better of the prior's two methods is what the prior is compared by
+    both = takeaway({"dgn_am": {"top5": 0.46}, "ppgn": {"top5": 0.64}, "pixel-plain": {"top5": 0.0},
+                     "pixel-fourier": {"top5": 0.60}})
+    assert "(best: PPGN) does not make" in both and "within 5 points" in both
 
 
 def _fake_out(n: int) -> dict:

@@ -139,16 +139,28 @@ def takeaway(rows: dict) -> str:
             parts.append(f"{label} {v:.0f} %")
     if not parts:
         return ""
-    dgn, pix = t5("dgn_am"), [v for v in (t5("pixel-plain"), t5("pixel-fourier")) if v is not None]
+    pixel = {label: t5(name) for name, label in (("pixel-plain", "plain"), ("pixel-fourier", "Fourier"))
+             if t5(name) is not None}
+    prior = {label: t5(name) for name, label in (("dgn_am", "DGN-AM"), ("ppgn", "PPGN")) if t5(name) is not None}
     line = "Top-5 of the intended class under a judge network that did not make the picture: " + ", ".join(parts) + "."
-    if dgn is not None and pix:
-        if dgn > max(pix) + 5:
-            line += " The learned prior makes the visualisations transfer better than pixel-space ones"
-        elif dgn + 5 < max(pix):
-            line += " Here the pixel-space visualisations transfer better than the learned prior's"
+    if prior and pixel:
+        best = max(prior, key=prior.get)
+        which = "" if len(prior) == 1 else f" (best: {best})"
+        if prior[best] > max(pixel.values()) + 5:
+            line += f" The learned prior{which} makes the visualisations transfer better than pixel-space ones"
+        elif prior[best] + 5 < max(pixel.values()):
+            line += f" Here the pixel-space visualisations transfer better than the learned prior's{which}"
         else:
-            line += " The learned prior does not make the visualisations transfer better than pixel-space ones"
-        line += f"; pixel-space ones {'hardly transfer (top-5 below 5 %)' if max(pix) < 5 else 'transfer in part'}."
+            line += (f" The learned prior{which} does not make the visualisations transfer better than the best "
+                     "pixel-space ones (within 5 points)")
+        hardly = [k for k, v in pixel.items() if v < 5]
+        if len(hardly) == len(pixel):
+            line += "; pixel-space ones hardly transfer (top-5 below 5 %)."
+        elif hardly:
+            line += (f"; of the pixel-space ones, {' and '.join(k for k in pixel if k not in hardly)} ones transfer, "
+                     f"{' and '.join(hardly)} ones hardly (top-5 below 5 %): the parametrisation matters as much as the prior.")
+        else:
+            line += "; pixel-space ones transfer in part."
     return line
 
 
