@@ -39,6 +39,20 @@ LOCK_CHUNK = 256  # keys locked (open files) at a time in batched()
 CACHE_VERSION = 1
 
 
+def _check_loadable(obj: Any, where: str = "result") -> None:
+    """Raise TypeError for a NumPy value anywhere in ``obj``: ``torch.load(weights_only=True)``
+    refuses to read it back, so the result would be stored and then missed on every later build."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_loadable(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_loadable(v, f"{where}[{i}]")
+    elif type(obj).__module__ == "numpy":
+        raise TypeError(f"{where} is a NumPy {type(obj).__name__}: the cache cannot read it back "
+                        "(store a torch tensor or a Python number)")
+
+
 class Cache:
     def __init__(self, root: str | Path, enabled: bool = True) -> None:
         self.root = Path(root)
@@ -74,6 +88,7 @@ class Cache:
 
     def put(self, key: dict, obj: Any) -> Any:
         if self.enabled:
+            _check_loadable(obj)
             atomic_torch_save(obj, self.path(key))
             self.stored += 1
         return obj

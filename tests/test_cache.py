@@ -64,3 +64,19 @@ def test_md_escape():
     assert "<script>" not in s and "&lt;script&gt;" in s
     assert r"\*b\*" in s and r"\[c\]" in s and r"\|" in s
     assert "$" not in s and "&#36;y&#36;" in s and "(z)" in s and r"\(" not in s
+
+
+def test_a_result_the_cache_could_not_read_back_is_refused_when_stored(tmp_path):
+    """torch.load(weights_only=True) refuses NumPy values: such a result would be stored, then missed
+    and recomputed on every later build. put() says so instead, naming where the value sits."""
+    import numpy as np
+
+    c = Cache(tmp_path)
+    for bad in ({"sel": np.zeros(3)}, {"layers": [{"rho": np.float64(0.5)}]}):
+        with pytest.raises(TypeError, match="NumPy"):
+            c.put({"k": 1}, bad)
+    assert not list(tmp_path.glob("*/*.pt"))  # nothing written
+    good = {"sel": torch.from_numpy(np.zeros(3)), "n": 3, "names": ["a"], "x": 0.5}
+    c.put({"k": 2}, good)
+    back = Cache(tmp_path).get({"k": 2})
+    assert back is not None and torch.equal(back["sel"], good["sel"]) and back["names"] == ["a"]

@@ -123,7 +123,7 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
         assert t in summary.split("Randomisation check.")[1].split("they fail" if len(failing) > 1 else "it fails")[0]
     figures_before = {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()}
 
-    # second build, same cache: no attribution, no perturbation curve, no accuracy pass
+    # second build, same cache: no attribution, no perturbation curve, no accuracy pass, no ablation
     from generator.metrics import faithfulness as fa
     from generator.metrics import model_table as mt
     from generator.methods.attribution import AttributionMethod
@@ -134,9 +134,11 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     monkeypatch.setattr(AttributionMethod, "explain", boom)
     monkeypatch.setattr(fa, "deletion_insertion", boom)
     monkeypatch.setattr(mt, "imagefolder_accuracy", boom)
+    monkeypatch.setattr(findings.selectivity, "ablation_costs", boom)  # the unit results were read back too
     ctx2 = _ctx(tmp_path, tiny, folder)
     findings.run(ctx2)
     ctx2.site.finish()
+    assert ctx2.cache.misses == 0 and ctx2.cache.stored == 0
     assert (ctx2.out / "findings" / "index.md").read_text() == page
     # figures are byte-identical (deterministic SVG/PNG)
     assert {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()} == figures_before

@@ -596,15 +596,18 @@ def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
             ab = selectivity.ablation_costs(net, module, chans, x, labels, ctx.batch_size, base_logits=logits)
             acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
             prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
-            return {"channels": chans, "selectivity": sel, "preferred": pref, "acc_drop": acc_drop,
-                    "prob_drop": prob_drop, "base_acc": ab["base_correct"].float().mean().item(),
-                    "seconds": time.perf_counter() - t0}
+            # arrays as tensors: the cache reads back only what torch.load(weights_only=True) allows
+            return {"channels": chans, "selectivity": torch.from_numpy(np.asarray(sel)),
+                    "preferred": torch.from_numpy(np.asarray(pref)), "acc_drop": torch.from_numpy(np.asarray(acc_drop)),
+                    "prob_drop": torch.from_numpy(np.asarray(prob_drop)),
+                    "base_acc": ab["base_correct"].float().mean().item(), "seconds": time.perf_counter() - t0}
 
         try:
             r = ctx.cache.get_or_compute(key, compute)
         except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
             _say(f"findings {model.name}: units of {layer} not ablated ({e})")
             continue
+        r = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in r.items()}
         timing["units"] = timing.get("units", 0.0) + r["seconds"]
         rho = selectivity.rank_correlation(r["selectivity"], r["prob_drop"])
         boot = []
