@@ -16,6 +16,20 @@ def _toy(seed=0, classes=3):
     return net
 
 
+def _confident_toy(n):
+    """A 2-class toy with larger weights (probabilities away from 1/2 that a perturbation can move),
+    ``n`` photos, their predicted classes and a random top-10 % region for the attack."""
+    torch.manual_seed(3)
+    net = _toy(seed=3, classes=2)
+    with torch.no_grad():
+        for m in net:
+            if hasattr(m, "weight"):
+                m.weight.mul_(4)
+    x = torch.rand(n, 3, 24, 24) * 0.6 + 0.2
+    region = fragility.topk_mask(torch.rand(n, 24, 24, generator=torch.Generator().manual_seed(1)), 0.1)
+    return net, x, net(x).argmax(1), region
+
+
 def test_bootstrap_interval_covers_known_mean_at_stated_rate():
     rng = np.random.default_rng(1)
     trials, hits = 300, 0
@@ -126,15 +140,7 @@ def test_ablating_a_unit_that_carries_a_class_costs_that_class():
 def test_fragility_attack_keeps_the_probability_within_the_stated_change():
     """"Leaves the class and its probability almost unchanged": with ``max_prob_change`` every
     returned photo's class probability stays within it — a bound the unconstrained attack breaks."""
-    torch.manual_seed(3)
-    net = _toy(seed=3, classes=2)
-    with torch.no_grad():  # larger weights: probabilities away from 1/2 that a perturbation can move
-        for m in net:
-            if hasattr(m, "weight"):
-                m.weight.mul_(4)
-    x = torch.rand(8, 3, 24, 24) * 0.6 + 0.2
-    t = net(x).argmax(1)
-    region = fragility.topk_mask(torch.rand(8, 24, 24, generator=torch.Generator().manual_seed(1)), 0.1)
+    net, x, t, region = _confident_toy(8)
     eps = 16 / 255
     free = fragility.attack(net, net[2], x, t, region, eps=eps, steps=8)
     tol = 0.5 * float((free["p1"] - free["p0"]).abs().max())
@@ -149,15 +155,7 @@ def test_fragility_attack_holds_a_tight_probability_bound_and_still_perturbs():
     """The step leaves the class's log-probability alone to first order (its gradient is projected
     out, steps that break the bound are undone and halved): even with the probability held within
     0.001 every photo gets a perturbation."""
-    torch.manual_seed(3)
-    net = _toy(seed=3, classes=2)
-    with torch.no_grad():
-        for m in net:
-            if hasattr(m, "weight"):
-                m.weight.mul_(4)
-    x = torch.rand(16, 3, 24, 24) * 0.6 + 0.2
-    t = net(x).argmax(1)
-    region = fragility.topk_mask(torch.rand(16, 24, 24, generator=torch.Generator().manual_seed(1)), 0.1)
+    net, x, t, region = _confident_toy(16)
     eps, tol = 8 / 255, 1e-3
     res = fragility.attack(net, net[2], x, t, region, eps=eps, steps=5, max_prob_change=tol)
     delta = res["x"] - x
