@@ -368,3 +368,32 @@ def test_ppgn_hidden_unit_condition_raises_activation():
     r = ppgn_sample(G, None, net, units, stats(), s, input_size=16)
     assert (r.trajectory[:, -1] > r.trajectory[:, 0] + 1e-3).all()
     assert torch.allclose(r.prob[:, -1], r.trajectory[:, -1])  # unit chains report the activation itself
+
+
+def test_gather_excludes_named_photos_and_precompute_mirrors_with_own_codes(tmp_path):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from generator.deepsim.train import gather, precompute, read_exclude
+    rng = np.random.default_rng(0)
+    for folder, names in (("a/c1", ["p0.png", "p1.png"]), ("b", ["q0.png", "keep.png"])):
+        (tmp_path / folder).mkdir(parents=True)
+        for n in names:
+            PILImage.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / folder / n)
+    (tmp_path / "ex.txt").write_text("# judge photos\nq0.png\n\np1.png  # reconstructed\n")
+    ex = read_exclude(tmp_path / "ex.txt")
+    assert ex == {"q0.png", "p1.png"}
+    paths = gather([tmp_path / "a", tmp_path / "b"], ex)
+    assert [p.name for p in paths] == ["p0.png", "keep.png"]
+
+    class Asym(torch.nn.Module):  # a code that is not mirror-invariant: mean of the left half
+        def forward(self, x):
+            return x[..., : x.shape[-1] // 2].mean(dim=(2, 3))
+
+    plain = precompute(paths, Asym(), 8, tmp_path / "c0", 16, 16)
+    both = precompute(paths, Asym(), 8, tmp_path / "c1", 16, 16, flip=True)
+    assert len(both["codes"]) == 2 * len(plain["codes"]) == 4
+    assert torch.equal(both["codes"][:2], plain["codes"]) and torch.equal(both["images"][:2], plain["images"])
+    assert torch.equal(both["images"][2:], plain["images"].flip(-1))  # mirrored small copies
+    assert not torch.allclose(both["codes"][2:], plain["codes"])      # mirrored photos get their own codes
+    assert both["paths"][2:] == [p + "#mirror" for p in plain["paths"]]

@@ -33,6 +33,7 @@ import json
 import math
 import sys
 import time
+from typing import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,10 +78,25 @@ def load_crop(path: Path, resize: int, crop: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
 
 
+def read_exclude(path: str | Path | None) -> set[str]:
+    """File names (one per line, ``#`` comments) of photos to leave out of training."""
+    if not path:
+        return set()
+    return {ln.split("#", 1)[0].strip() for ln in Path(path).read_text().splitlines()} - {""}
+
+
+def gather(folders: Sequence[str | Path], exclude: set[str] = frozenset()) -> list[Path]:
+    """The photos under every folder of ``folders``, minus those whose file name is in ``exclude``."""
+    return sorted({p for d in folders for p in list_images(d) if p.name not in exclude}, key=str)
+
+
 @torch.no_grad()
 def precompute(paths: list[Path], encoder: Encoder, size: int, cache_dir: Path, resize: int, crop: int,
-               batch: int = 32, device: str = "cpu", desc: str = "codes") -> dict:
-    """Codes ``E(x)`` (fp16) and ``size``-px uint8 copies of the photos; chunked and resumable."""
+               batch: int = 32, device: str = "cpu", desc: str = "codes", flip: bool = False) -> dict:
+    """Codes ``E(x)`` (fp16) and ``size``-px uint8 copies of the photos; chunked and resumable.
+
+    ``flip``: also the mirror image of every photo, with its own code (``E`` is not mirror-invariant),
+    decoded once; mirrored entries follow their chunk's photos and their path ends in ``#mirror``."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     chunk = 256
     n_chunks = math.ceil(len(paths) / chunk)
@@ -89,14 +105,19 @@ def precompute(paths: list[Path], encoder: Encoder, size: int, cache_dir: Path, 
         if f.exists():
             continue
         ps = paths[ci * chunk:(ci + 1) * chunk]
-        codes, imgs = [], []
+        codes, imgs, mirror_codes = [], [], []
         for j in range(0, len(ps), batch):
             x = torch.stack([load_crop(p, resize, crop) for p in ps[j:j + batch]]).to(device)
             codes.append(encoder(x).float().cpu().half())
+            if flip:  # the mirror image gets its own code; its small copy is the mirrored small copy
+                mirror_codes.append(encoder(x.flip(-1)).float().cpu().half())
             small = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             imgs.append((small.clamp(0, 1) * 255).round().byte().cpu())
-        atomic_torch_save({"codes": torch.cat(codes), "images": torch.cat(imgs),
-                           "paths": [str(p) for p in ps]}, f)
+        names = [str(p) for p in ps]
+        if flip:
+            codes, imgs = codes + mirror_codes, imgs + [im.flip(-1) for im in imgs]
+            names = names + [n + "#mirror" for n in names]
+        atomic_torch_save({"codes": torch.cat(codes), "images": torch.cat(imgs), "paths": names}, f)
     parts = [torch.load(cache_dir / f"chunk_{ci:04d}.pt", weights_only=True) for ci in range(n_chunks)]
     return {"codes": torch.cat([p["codes"] for p in parts]), "images": torch.cat([p["images"] for p in parts]),
             "paths": [q for p in parts for q in p["paths"]]}
@@ -276,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m generator train-generator",
         description="Train a DeePSim-style generator G to invert a fixed pretrained encoder E "
                     "(pixel + comparator-feature + adversarial losses). Resumable; see generator/deepsim/train.py.")
-    p.add_argument("--data", required=True, help="ImageFolder of training photos")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="folders of training photos (searched recursively; several may be given)")
+    p.add_argument("--exclude", default=None, help="text file of photo file names to leave out of training "
+                   "and held-out data (one per line), e.g. the photos a judge evaluation reconstructs")
+    p.add_argument("--flip", action="store_true", help="also train on the mirror image of every training "
+                   "photo (with its own code)")
     p.add_argument("--val", default=None, help="ImageFolder of held-out photos (default: hold out part of --data)")
     p.add_argument("--out", required=True, help="run folder: cache, checkpoints, metrics.jsonl, samples/")
     p.add_argument("--config", default="cpu", choices=sorted(CONFIGS), help="size preset (cpu: 64 px; gpu: 128 px)")
@@ -337,10 +363,11 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     size = cfg.generator.size
 
     # ---- data: codes + small images, cached
-    paths = list_images(args.data)
+    exclude = read_exclude(args.exclude)
+    paths = gather(args.data, exclude)
     if args.val:
         train_paths = pick_subset(paths, args.max_train, args.seed)
-        val_paths = pick_subset(list_images(args.val), args.max_val, args.seed + 1)
+        val_paths = pick_subset(gather([args.val], exclude), args.max_val, args.seed + 1)
     else:
         perm = torch.randperm(len(paths), generator=torch.Generator().manual_seed(args.seed)).tolist()
         nv = args.max_val
@@ -348,8 +375,11 @@ def train_generator_main(argv: list[str] | None = None) -> int:
         train_paths = sorted((paths[i] for i in perm[nv:]), key=str)
         train_paths = pick_subset(train_paths, args.max_train, args.seed)
     key = f"{args.encoder}-{args.encoder_layer}-{size}"
-    train = precompute(train_paths, enc, size, out / "cache" / key / f"train_{len(train_paths)}",
-                       spec.resize_size, spec.input_size, device=device, desc="train codes")
+    if set(map(str, train_paths)) & set(map(str, val_paths)):
+        raise SystemExit("error: the held-out photos (--val) overlap the training photos (--data)")
+    train = precompute(train_paths, enc, size,
+                       out / "cache" / key / f"train_{len(train_paths)}{'_flip' if args.flip else ''}",
+                       spec.resize_size, spec.input_size, device=device, desc="train codes", flip=args.flip)
     val = precompute(val_paths, enc, size, out / "cache" / key / f"val_{len(val_paths)}",
                      spec.resize_size, spec.input_size, device=device, desc="held-out codes")
     stats = code_statistics(train["codes"])
@@ -375,7 +405,8 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     eval_every = args.eval_every or per_epoch
     run_info = {"encoder": args.encoder, "encoder_layer": args.encoder_layer, "weights_id": loaded.weights_id,
                 "config": args.config, "train_config": _jsonable(asdict(cfg)), "n_train": n,
-                "n_val": len(val["codes"]), "data": str(args.data), "val": str(args.val or "held-out part of --data"),
+                "n_val": len(val["codes"]), "data": " + ".join(str(d) for d in args.data),
+                "excluded": len(exclude), "flip": args.flip, "val": str(args.val or "held-out part of --data"),
                 "G_params": count_params(trainer.G), "D_params": count_params(trainer.D), "device": device,
                 "amp": trainer.amp, "threads": torch.get_num_threads()}
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
