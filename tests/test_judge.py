@@ -187,3 +187,22 @@ def test_merge_pools_the_pairs_and_refuses_other_budgets(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({**b, "steps": 6}))
     with pytest.raises(ValueError, match="steps"):
         merge([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "m2.json")
+
+
+def test_evaluation_and_judge_tables_shown_only_for_the_generator_they_measured(tmp_path):
+    import json
+
+    from generator.stages.dgn_am import load_evaluation, load_judge_table
+    ev, jt = tmp_path / "g.eval.json", tmp_path / "g.judge.json"
+    assert load_evaluation(ev, "abc") is None and load_judge_table(jt, "abc") == (None, None)  # not measured
+    ev.write_text(json.dumps({"generator_sha256": "abc", "dgn_am": {"classes": [1]}}))
+    jt.write_text(json.dumps({"generator_sha256": "abc", "summary": {}}))
+    assert load_evaluation(ev, "abc")["dgn_am"] == {"classes": [1]}
+    assert load_judge_table(jt, "abc")[0]["summary"] == {}
+    # another generator file (e.g. a retrained one under the same name): neither table is shown
+    assert load_evaluation(ev, "def") is None
+    assert load_judge_table(jt, "def")[0] is None and "another generator" in load_judge_table(jt, "def")[1]
+    ev.write_text(json.dumps({"generator_metrics": {"step": 800}}))  # written before the sha was recorded
+    assert load_evaluation(ev, "abc") is None
+    ev.write_text("{broken")
+    assert load_evaluation(ev, "abc") is None

@@ -30,7 +30,7 @@ from ..methods.objectives import Target, UnitObjective, pick_units, spread_class
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model
 from ..render import grid, save_image, to_pil
-from ..util import atomic_write_text
+from ..util import atomic_write_text, sha256_file
 from . import load_generator
 from .dgn_am import DGNAMSettings, dgn_am, fit_to_model
 from .nets import Encoder
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = meta["code_stats"]
     enc = Encoder(loaded, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))
     labels = loaded.labels
-    res: dict = {"generator": str(a.generator), "generator_metrics": meta.get("metrics"),
+    res: dict = {"generator": str(a.generator), "generator_sha256": sha256_file(a.generator),
+                 "generator_metrics": meta.get("metrics"),
                  "model": loaded.cache_id, "input_size": loaded.spec.input_size, "threads": a.threads}
     classes = spread_classes(a.n_classes)
     targets = [Target(c, label=labels[c]) for c in classes]

@@ -294,6 +294,19 @@ def load_judge_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
     return table, None
 
 
+def load_evaluation(path: Path, gen_id: str) -> dict | None:
+    """The numbers of ``python -m generator.deepsim.evaluate`` (``<generator>.eval.json``) if they
+    were measured with this generator file (its sha256); None otherwise — a table measured with
+    another generator must not be shown as this one's."""
+    if not path.is_file():
+        return None
+    try:
+        evaluation = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return evaluation if evaluation.get("generator_sha256") == gen_id else None
+
+
 def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
     """Reconstructions G(E(x)) of the site's own photos (not training photos): one figure."""
     if not ctx.images or n <= 0:
@@ -335,8 +348,7 @@ def run(ctx) -> None:
         return
     G, meta = load_any_generator(gpath, device=str(ctx.device))
     gen_id = sha256_file(gpath)
-    eval_path = gpath.with_suffix(".eval.json")
-    evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
+    evaluation = load_evaluation(gpath.with_suffix(".eval.json"), gen_id)
     judge_table, judge_why = load_judge_table(gpath.with_suffix(".judge.json"), gen_id)
     recon = _reconstructions(ctx, G, meta, gen_id, s["recon_images"])
     photos, photo_note = photo_index(ctx, s)
