@@ -87,7 +87,20 @@ def photos(tmp_path_factory):
     d = tmp_path_factory.mktemp("photos")
     for name in PHOTOS:
         shutil.copy(ROOT / "data" / "images" / name, d / name)
+    # a labelled ImageFolder (WordNet-id folders + README table) for unit selectivity and accuracy
+    lab = labelled(d)
+    lab.mkdir()
+    (lab / "README.md").write_text("| wnid | index | label |\n|---|---|---|\n"
+                                              "| n02123045 | 281 | tabby |\n| n07920052 | 967 | espresso |\n")
+    for wnid, name in (("n02123045", PHOTOS[0]), ("n07920052", PHOTOS[1])):
+        (lab / wnid).mkdir()
+        shutil.copy(ROOT / "data" / "images" / name, lab / wnid / name)
     return d
+
+
+def labelled(photos: Path) -> Path:
+    """The labelled folder that sits beside the photo folder."""
+    return photos.parent / f"{photos.name}-labelled"
 
 
 def tiny_config(folder: Path, photos: Path, **build) -> Config:
@@ -99,8 +112,9 @@ def tiny_config(folder: Path, photos: Path, **build) -> Config:
                                "neurons": 0, "method_params": {"integrated_gradients": {"steps": 8}}}
     cfg.data["atlas"] = {"folder": str(photos), "max_channels_per_layer": 2, "top_k": 2, "layers": ["stage3"],
                          "batch_size": 1, "projections": False}
-    # findings on the three photos (no ../shared probes, no accuracy folder): every per-photo check
-    cfg.data["findings"] = {"probe_folder": "", "probe_sample": "", "accuracy_folder": "",
+    # findings on the two labelled photos (no ../shared): every per-photo check, units and accuracy
+    cfg.data["findings"] = {"probe_folder": str(labelled(photos)), "probe_sample": "",
+                            "accuracy_folder": str(labelled(photos)), "selectivity_images": 2,
                             "methods": ["saliency", "gradcam", "integrated_gradients"], "expensive_images": 2,
                             "sanity_images": 2, "sanity_expensive_images": 1, "cascade_steps": 2,
                             "faithfulness_steps": 3, "fragility_steps": 2,
@@ -137,7 +151,8 @@ def cluster():
 #: what must run as Ray tasks (the executor's ``what`` of each fanned-out computation)
 FANNED_OUT = ["saliency efficientnet_lite0", "atlas efficientnet_lite0", "findings maps saliency",
               "findings randomisation", "findings deletion/insertion", "findings invariance saliency",
-              "findings fragility attack", "findings fragility gradcam"]
+              "findings fragility attack", "findings fragility gradcam", "findings units",
+              "findings accuracy"]
 
 
 def ray_build(folder: Path, photos: Path) -> tuple[dict[str, bytes], list[str]]:

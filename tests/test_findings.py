@@ -133,7 +133,7 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
 
     monkeypatch.setattr(AttributionMethod, "explain", boom)
     monkeypatch.setattr(fa, "deletion_insertion", boom)
-    monkeypatch.setattr(mt, "imagefolder_accuracy", boom)
+    monkeypatch.setattr(mt, "accuracy_counts", boom)
     monkeypatch.setattr(findings.selectivity, "ablation_costs", boom)  # the unit results were read back too
     ctx2 = _ctx(tmp_path, tiny, folder)
     findings.run(ctx2)

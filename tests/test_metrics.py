@@ -437,3 +437,9 @@ def test_imagefolder_accuracy_on_known_answers(tmp_path):
     assert res["top1_restricted"] == pytest.approx(5 / 8)
     assert res["top5"] == pytest.approx(1.0)  # 7 and 300 (≥ 0) always beat the other logits (−1)
     assert res["per_class_restricted"][7] == pytest.approx(3 / 4)
+    # counted in blocks (as a build caches and distributes them; restricted to the whole set's classes)
+    # and summed: the same numbers, exactly
+    spec = get_spec("efficientnet_lite0")
+    blocks = [mt.accuracy_counts(ColourNet(), spec, files[i:i + 3], [7, 300], batch_size=2) for i in range(0, 8, 3)]
+    assert [b["n"] for b in blocks] == [3, 3, 2]
+    assert mt.accuracy_from_counts(blocks, [7, 300]) == res

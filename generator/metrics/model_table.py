@@ -96,25 +96,26 @@ def list_imagefolder(folder: str | Path, wnid_map: dict[str, int], max_images: i
 
 
 @torch.no_grad()
-def imagefolder_accuracy(
+def accuracy_counts(
     net: Callable[[torch.Tensor], torch.Tensor],
     spec,
     files: list[tuple[Path, int]],
+    classes: Sequence[int],
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress=None,
 ) -> dict:
-    """Top-1/top-5 over 1000 classes and top-1 restricted to the classes present.
+    """Hit counts of ``net`` on labelled photo ``files``: ``n``, ``top1``, ``top5``, ``restricted``
+    (top-1 among ``classes``, the classes of the whole set) and per class ``[hits, photos]``
+    restricted; sum the counts of several sets with :func:`accuracy_from_counts`.
 
     Preprocessing is the spec's (``spec.preprocess``: shorter side → ``spec.resize_size``,
     centre crop ``spec.input_size``), the same as for the curated photos.
     """
     from PIL import Image
 
-    classes = sorted({c for _p, c in files})
-    cls_t = torch.tensor(classes)
-    hits1 = hits5 = hits_r = 0
-    per_class: dict[int, list[int]] = {c: [0, 0] for c in classes}
+    cls_t = torch.tensor(sorted(classes))
+    out = {"n": 0, "top1": 0, "top5": 0, "restricted": 0, "per_class": {}}
     for i in range(0, len(files), batch_size):
         chunk = files[i : i + batch_size]
         pils = []
@@ -125,22 +126,48 @@ def imagefolder_accuracy(
         logits = net(x).float().cpu()
         labels = torch.tensor([c for _p, c in chunk])
         h = topk_hits(logits, labels)
-        restricted = cls_t[logits[:, cls_t].argmax(dim=1)]
-        hr = restricted == labels
-        hits1 += int(h[1].sum())
-        hits5 += int(h[5].sum())
-        hits_r += int(hr.sum())
+        hr = cls_t[logits[:, cls_t].argmax(dim=1)] == labels
+        out["n"] += len(chunk)
+        out["top1"] += int(h[1].sum())
+        out["top5"] += int(h[5].sum())
+        out["restricted"] += int(hr.sum())
         for lab, ok in zip(labels.tolist(), hr.tolist()):
-            per_class[lab][0] += int(ok)
-            per_class[lab][1] += 1
+            hit = out["per_class"].setdefault(int(lab), [0, 0])
+            hit[0] += int(ok)
+            hit[1] += 1
         if progress is not None:
             progress.update(len(chunk))
-    n = len(files)
+    return out
+
+
+def accuracy_from_counts(counts: Sequence[dict], classes: Sequence[int]) -> dict:
+    """Top-1/top-5 over 1000 classes and top-1 restricted to ``classes`` from summed
+    :func:`accuracy_counts` (integer sums: the same in whatever blocks they were counted)."""
+    n = sum(c["n"] for c in counts)
+    per_class = {int(k): [0, 0] for k in sorted(classes)}
+    for c in counts:
+        for k, (a, t) in c["per_class"].items():
+            per_class[int(k)][0] += a
+            per_class[int(k)][1] += t
+    rate = (lambda key: sum(c[key] for c in counts) / n if n else float("nan"))
     return {
         "n": n,
-        "n_classes": len(classes),
-        "top1": hits1 / n if n else float("nan"),
-        "top5": hits5 / n if n else float("nan"),
-        "top1_restricted": hits_r / n if n else float("nan"),
-        "per_class_restricted": {c: (a / t if t else float("nan")) for c, (a, t) in per_class.items()},
+        "n_classes": len(per_class),
+        "top1": rate("top1"),
+        "top5": rate("top5"),
+        "top1_restricted": rate("restricted"),
+        "per_class_restricted": {k: (a / t if t else float("nan")) for k, (a, t) in per_class.items()},
     }
+
+
+def imagefolder_accuracy(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    spec,
+    files: list[tuple[Path, int]],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress=None,
+) -> dict:
+    """Top-1/top-5 over 1000 classes and top-1 restricted to the classes present (one pass)."""
+    classes = sorted({c for _p, c in files})
+    return accuracy_from_counts([accuracy_counts(net, spec, files, classes, batch_size, device, progress)], classes)

@@ -548,8 +548,50 @@ def fragility_results(ctx, model, methods: dict, items, x, top1, maps: dict, s: 
     return out
 
 
+def _units_chunk(model, layers: list[str], chunk: list[str], cap: int, per: int, batch_size: int,
+                 x: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    """Selectivity and single-unit ablation cost of the catalogued units of the layers ``chunk``
+    (of the model's conv ``layers``) on photos ``x`` with ``labels``: one result per layer (here,
+    or as an executor task). Forward passes only, so the batch-norm-folded copy serves the layers
+    folding leaves unchanged; each network's responses and logits come from one shared pass."""
+    x = x.to(model.device)
+    prep = base.prepared(model.net, x[:1])
+    safe = [l for l in layers if prep.pairs and prep.safe_path(model.module_path(l))]
+    shared: dict = {}
+    out = []
+    for layer in chunk:
+        t0 = time.perf_counter()
+        net = prep.net if layer in safe else model.net
+        mods = ({l: prep.net.get_submodule(model.module_path(l)) for l in safe} if layer in safe
+                else {l: model.module(l) for l in layers if l not in safe})
+        if id(net) not in shared:
+            shared[id(net)] = selectivity.responses_and_logits(net, mods, x, batch_size)
+        resp, logits = shared[id(net)]
+        resp, module = resp[layer], mods[layer]
+        C = resp.shape[1]
+        chans = list(range(C if cap <= 0 else min(C, cap)))
+        if per > 0:
+            chans = chans[:per]
+        try:
+            ab = selectivity.ablation_costs(net, module, chans, x, labels, batch_size, base_logits=logits)
+        except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
+            out.append({"error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0})
+            continue
+        sel = selectivity.selectivity_index(resp[:, chans], labels.tolist())
+        pref = selectivity.preferred_class(resp[:, chans], labels.tolist())
+        acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
+        prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
+        # arrays as tensors: the cache reads back only what torch.load(weights_only=True) allows
+        out.append({"channels": chans, "selectivity": torch.from_numpy(np.asarray(sel)),
+                    "preferred": torch.from_numpy(np.asarray(pref)), "acc_drop": torch.from_numpy(np.asarray(acc_drop)),
+                    "prob_drop": torch.from_numpy(np.asarray(prob_drop)),
+                    "base_acc": ab["base_correct"].float().mean().item(), "seconds": time.perf_counter() - t0})
+    return out
+
+
 def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
-    """Selectivity and single-unit ablation cost of the catalogued units (Morcos et al. 2018)."""
+    """Selectivity and single-unit ablation cost of the catalogued units (Morcos et al. 2018);
+    the layers' results computed here in one go, or with ``--executor ray`` as tasks of layers."""
     n = scaled(s, "selectivity_images")
     photos = _folder_photos(ctx, str(s["probe_folder"]), n)
     if len({p.imagenet_index for p in photos}) < 2:
@@ -561,54 +603,26 @@ def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
     labels = torch.tensor([p.imagenet_index for p in photos])
     listing = stable_hash([[p.sha256, p.imagenet_index] for p in photos])
     out = {"n": len(photos), "n_classes": int(len(set(labels.tolist()))), "layers": {}}
-    x, shared = None, {}
+    keys = [_key("units", model, units_code=2, layer=layer, photos=listing, cap=cap, per=per) for layer in layers]
+    x = []  # the photos' batch, made once and only when a layer is computed
 
-    def pass_once(net, mods: dict) -> tuple[dict, torch.Tensor]:
-        """Every layer's responses and the logits of ``net`` in one pass over the photos (once per net)."""
-        nonlocal x
-        if id(net) not in shared:
-            if x is None:
-                x = ctx.batch(model, photos)
-            shared[id(net)] = selectivity.responses_and_logits(net, mods, x, ctx.batch_size)
-        return shared[id(net)]
+    def args_of(idx):
+        if not x:
+            x.append(ctx.batch(model, photos))
+        return (model, layers, [layers[i] for i in idx], cap, per, ctx.batch_size, x[0], labels)
 
-    prep = None
-    for layer in layers:
-        key = _key("units", model, units_code=2, layer=layer, photos=listing, cap=cap, per=per)
-
-        def compute(layer=layer):
-            nonlocal prep
-            t0 = time.perf_counter()
-            if prep is None:  # forward passes only: the batch-norm-folded copy, for the layers folding leaves unchanged
-                prep = base.prepared(model.net, ctx.batch(model, photos[:1]))
-            safe = [l for l in layers if prep.pairs and prep.safe_path(model.module_path(l))]
-            net = prep.net if layer in safe else model.net
-            mods = ({l: prep.net.get_submodule(model.module_path(l)) for l in safe} if layer in safe
-                    else {l: model.module(l) for l in layers if l not in safe})
-            resp, logits = pass_once(net, mods)
-            resp, module = resp[layer], mods[layer]
-            C = resp.shape[1]
-            chans = list(range(C if cap <= 0 else min(C, cap)))
-            if per > 0:
-                chans = chans[:per]
-            sel = selectivity.selectivity_index(resp[:, chans], labels.tolist())
-            pref = selectivity.preferred_class(resp[:, chans], labels.tolist())
-            ab = selectivity.ablation_costs(net, module, chans, x, labels, ctx.batch_size, base_logits=logits)
-            acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
-            prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
-            # arrays as tensors: the cache reads back only what torch.load(weights_only=True) allows
-            return {"channels": chans, "selectivity": torch.from_numpy(np.asarray(sel)),
-                    "preferred": torch.from_numpy(np.asarray(pref)), "acc_drop": torch.from_numpy(np.asarray(acc_drop)),
-                    "prob_drop": torch.from_numpy(np.asarray(prob_drop)),
-                    "base_acc": ab["base_correct"].float().mean().item(), "seconds": time.perf_counter() - t0}
-
-        try:
-            r = ctx.cache.get_or_compute(key, compute)
-        except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
-            _say(f"findings {model.name}: units of {layer} not ablated ({e})")
+    if distributed(ctx):
+        res = ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(layers), 1),
+                                  lambda idx: tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in args_of(idx)),
+                                  _units_chunk, what=f"findings units {model.name}")
+    else:
+        res = ctx.cache.batched(keys, lambda idx: _units_chunk(*args_of(idx)))
+    for layer, r in zip(layers, res):
+        timing["units"] = timing.get("units", 0.0) + r["seconds"]
+        if "error" in r:
+            _say(f"findings {model.name}: units of {layer} not ablated ({r['error']})")
             continue
         r = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in r.items()}
-        timing["units"] = timing.get("units", 0.0) + r["seconds"]
         rho = selectivity.rank_correlation(r["selectivity"], r["prob_drop"])
         boot = []
         rng = np.random.default_rng(int(s["seed"]))
@@ -621,7 +635,27 @@ def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
     return out
 
 
+#: photos per cached block of the accuracy count (blocks are the same in a local and a distributed build)
+ACCURACY_BLOCK = 50
+
+
+def _accuracy_chunk(model, blocks: list[list[tuple[str, int]]], classes: list[int], batch_size: int,
+                    bar=None) -> list[dict]:
+    """Hit counts of blocks of labelled photo files (here, or as an executor task)."""
+    out = []
+    for files in blocks:
+        t0 = time.perf_counter()
+        r = model_table.accuracy_counts(model.net, model.spec, [(Path(p), c) for p, c in files], classes,
+                                        batch_size, model.device)
+        out.append(r | {"seconds": time.perf_counter() - t0})
+        if bar is not None:
+            bar.update(len(files))
+    return out
+
+
 def accuracy_results(ctx, model, s: dict, timing: Timing) -> dict | None:
+    """Measured accuracy on a labelled folder: counted in blocks of photos (cached per block; with
+    ``--executor ray`` the blocks are tasks), summed here."""
     folder = str(s.get("accuracy_folder") or "")
     if not folder:
         return None
@@ -634,22 +668,28 @@ def accuracy_results(ctx, model, s: dict, timing: Timing) -> dict | None:
     files = model_table.list_imagefolder(path, wmap, int(s["accuracy_max_images"]) or None)
     if not files:
         return {"error": f"no labelled photos in {folder}", "folder": folder}
-    listing = stable_hash([[str(p.relative_to(path)), p.stat().st_size, c] for p, c in files])
-    key = _key("accuracy", model, files=listing)
+    classes = sorted({c for _p, c in files})
+    blocks = [files[i:i + ACCURACY_BLOCK] for i in range(0, len(files), ACCURACY_BLOCK)]
+    keys = [_key("accuracy-block", model, classes=classes,
+                 files=stable_hash([[str(p.relative_to(path)), p.stat().st_size, c] for p, c in b])) for b in blocks]
 
-    def compute():
-        t0 = time.perf_counter()
-        bar = progress(total=len(files), desc=f"findings {model.name}: accuracy", unit="img")
+    def args_of(idx):
+        return (model, [[(str(p), c) for p, c in blocks[i]] for i in idx], classes, ctx.batch_size)
+
+    def local(idx):
+        bar = progress(total=sum(len(blocks[i]) for i in idx), desc=f"findings {model.name}: accuracy", unit="img")
         try:
-            r = model_table.imagefolder_accuracy(model.net, model.spec, files, ctx.batch_size, ctx.device, progress=bar)
+            return _accuracy_chunk(*args_of(idx), bar=bar)
         finally:
             bar.close()
-        r["per_class_restricted"] = {int(k): float(v) for k, v in r["per_class_restricted"].items()}
-        return r | {"seconds": time.perf_counter() - t0}
 
-    r = ctx.cache.get_or_compute(key, compute)
-    timing["accuracy"] = timing.get("accuracy", 0.0) + r["seconds"]
-    return r | {"folder": folder, "error": None}
+    if distributed(ctx):
+        res = ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(blocks), 1),
+                                  args_of, _accuracy_chunk, what=f"findings accuracy {model.name}")
+    else:
+        res = ctx.cache.batched(keys, local)
+    timing["accuracy"] = timing.get("accuracy", 0.0) + sum(r["seconds"] for r in res)
+    return model_table.accuracy_from_counts(res, classes) | {"folder": folder, "error": None}
 
 
 def model_rows(ctx, s: dict, accuracy: dict) -> list[dict]:
