@@ -206,3 +206,27 @@ def test_evaluation_and_judge_tables_shown_only_for_the_generator_they_measured(
     assert load_evaluation(ev, "abc") is None
     ev.write_text("{broken")
     assert load_evaluation(ev, "abc") is None
+
+
+def test_prior_vs_pixel_contrast_is_per_class_with_an_interval_and_decides_only_when_it_clears_zero():
+    from generator.deepsim.judge_eval import class_top5, contrast
+
+    classes = list(range(40))
+    ppgn = [r for c in classes for r in ((0, 9) if c % 2 else (0, 1))]  # 2 samples per chain: 1/2 or 2/2 in top 5
+    pairs = [{"maker": "m", "classes": classes,
+              "rows": {"ppgn": {"ranks": ppgn}, "dgn_am": {"ranks": [0] * 40},
+                       "pixel-fourier": {"ranks": [9 if c < 30 else 0 for c in classes]}}}]
+    per = class_top5(pairs, "ppgn")
+    assert per[("m", 0)] == 1.0 and per[("m", 1)] == 0.5 and len(per) == 40
+    summary = {"ppgn": {"top5": 0.75}, "dgn_am": {"top5": 1.0}, "pixel-fourier": {"top5": 0.25}}
+    c = contrast(pairs, summary)
+    assert c["prior"] == "dgn_am" and c["pixel"] == "pixel-fourier" and c["n"] == 40
+    assert c["mean"] == pytest.approx(0.75) and 0 < c["lo"] <= c["mean"] <= c["hi"]
+    t = takeaway(summary, c)
+    assert "transfer better than pixel-space ones (+75 points per class" in t and "n = 40 classes" in t
+    # a difference the interval does not clear is "undecided", even when it exceeds the 5-point rule
+    close = {"prior": "ppgn", "pixel": "pixel-fourier", "mean": 0.12, "lo": -0.04, "hi": 0.30, "n": 50}
+    t = takeaway({"ppgn": {"top5": 0.72}, "pixel-fourier": {"top5": 0.60}}, close)
+    assert "is undecided at n = 50 classes (+12 points per class, 95 % interval -4 to +30)" in t
+    assert "transfer better than pixel-space ones" not in t
+    assert "transfer better than pixel-space ones" in takeaway({"ppgn": {"top5": 0.72}, "pixel-fourier": {"top5": 0.60}})

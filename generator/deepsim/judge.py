@@ -125,8 +125,13 @@ def load_photo_dict(index: dict[int, Path], classes: Sequence[int], model) -> di
     return out
 
 
-def takeaway(rows: dict) -> str:
-    """One line for the Findings page from the summary rows (top-5 under the judge)."""
+def takeaway(rows: dict, contrast: dict | None = None) -> str:
+    """One line for the Findings page from the summary rows (top-5 under the judge).
+
+    ``contrast`` (from ``judge_eval.contrast``): the best prior row minus the best pixel-space row,
+    per class, with a 95 % bootstrap interval over the classes (``mean``, ``lo``, ``hi``, ``n``, in
+    fractions). With it, "transfers better" is said only when the interval clears 0, otherwise
+    "undecided at n = … classes"; without it, a difference of more than 5 points decides."""
     def t5(name):
         r = rows.get(name)
         return None if not r or r.get("top5") is None else 100 * r["top5"]
@@ -146,7 +151,19 @@ def takeaway(rows: dict) -> str:
     if prior and pixel:
         best = max(prior, key=prior.get)
         which = "" if len(prior) == 1 else f" (best: {best})"
-        if prior[best] > max(pixel.values()) + 5:
+        if contrast and contrast.get("n", 0) > 1 and contrast.get("lo") == contrast.get("lo"):  # lo is not NaN
+            ci = (f"{100 * contrast['mean']:+.0f} points per class, 95 % interval {100 * contrast['lo']:+.0f} to "
+                  f"{100 * contrast['hi']:+.0f}")
+            if contrast["lo"] > 0 or contrast["hi"] < 0:
+                ci += f", n = {contrast['n']} classes"
+            if contrast["lo"] > 0:
+                line += f" The learned prior{which} makes the visualisations transfer better than pixel-space ones ({ci})"
+            elif contrast["hi"] < 0:
+                line += f" Here the pixel-space visualisations transfer better than the learned prior's{which} ({ci})"
+            else:
+                line += (f" Whether the learned prior{which} makes the visualisations transfer better than the best "
+                         f"pixel-space ones is undecided at n = {contrast['n']} classes ({ci})")
+        elif prior[best] > max(pixel.values()) + 5:
             line += f" The learned prior{which} makes the visualisations transfer better than pixel-space ones"
         elif prior[best] + 5 < max(pixel.values()):
             line += f" Here the pixel-space visualisations transfer better than the learned prior's{which}"

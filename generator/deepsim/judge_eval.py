@@ -34,6 +34,47 @@ DEFAULT_PHOTOS = ROOT.parent / "shared" / "imagenet-1k-sample"
 FORMAT = "cnnvis-judge/1"
 
 
+def class_top5(pairs: Sequence[dict], name: str) -> dict[tuple[str, int], float]:
+    """(maker, class) → the fraction of row ``name``'s pictures of that class in the judge's top 5
+    (one picture per class for DGN-AM and pixel-space rows; a chain's samples for PPGN)."""
+    hits: dict[tuple[str, int], list[bool]] = {}
+    for p in pairs:
+        row = p["rows"].get(name)
+        if not row or not row.get("ranks") or not p.get("classes"):
+            continue
+        k = len(row["ranks"]) // max(1, len(p["classes"]))  # pictures per class, class by class
+        for i, r in enumerate(row["ranks"]):
+            hits.setdefault((p["maker"], int(p["classes"][i // k])), []).append(r < 5)
+    return {c: sum(v) / len(v) for c, v in hits.items()}
+
+
+def contrast(pairs: Sequence[dict], summary: dict) -> dict | None:
+    """The best prior row (DGN-AM or PPGN, by top-5) minus the best pixel-space row, per (maker, class),
+    with a 95 % bootstrap interval of the mean over those classes (fractions)."""
+    from ..metrics.bootstrap import mean_ci
+
+    best = lambda names: max((n for n in names if (summary.get(n) or {}).get("top5") is not None),  # noqa: E731
+                             key=lambda n: summary[n]["top5"], default=None)
+    prior = best(["dgn_am", "ppgn"])
+    pixel = best([n for n in summary if n.startswith("pixel-")])
+    if prior is None or pixel is None:
+        return None
+    a, b = class_top5(pairs, prior), class_top5(pairs, pixel)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    iv = mean_ci([a[c] - b[c] for c in common])
+    return {"prior": prior, "pixel": pixel, **iv.as_dict()}
+
+
+def _finish(result: dict) -> None:
+    """Summary rows, the prior-vs-pixel contrast and the takeaway, from the pairs."""
+    pairs = result["pairs"]
+    result["summary"] = {n: _aggregate(pairs, n) for n in sorted({n for p in pairs for n in p["rows"]})}
+    result["contrast"] = contrast(pairs, result["summary"])
+    result["takeaway"] = takeaway(result["summary"], result["contrast"])
+
+
 def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], steps: int, ppgn: PPGNSettings | None,
               baselines: Sequence[str], photos: Path | None, out_path: Path, device: str = "cpu",
               extra_judges: Sequence[str] = (), note: str = "", parts: Sequence[str] | None = None) -> dict:
@@ -59,10 +100,7 @@ def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], st
               "pairs": [], "summary": {}, "takeaway": ""}
 
     def save() -> None:
-        pairs = result["pairs"]
-        names = sorted({n for p in pairs for n in p["rows"]})
-        result["summary"] = {n: _aggregate(pairs, n) for n in names}
-        result["takeaway"] = takeaway(result["summary"])
+        _finish(result)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
 
@@ -127,8 +165,7 @@ def merge(paths: Sequence[Path], out_path: Path) -> dict:
                 raise ValueError(f"cannot merge: {k} differs between {paths[0]} and another table")
     result = {**first, "pairs": [p for t in tables for p in t["pairs"]],
               "complete": all(t.get("complete") for t in tables)}
-    result["summary"] = {n: _aggregate(result["pairs"], n) for n in sorted({n for p in result["pairs"] for n in p["rows"]})}
-    result["takeaway"] = takeaway(result["summary"])
+    _finish(result)
     atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
     return result
 
