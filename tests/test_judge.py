@@ -230,3 +230,11 @@ def test_prior_vs_pixel_contrast_is_per_class_with_an_interval_and_decides_only_
     assert "is undecided at n = 50 classes (+12 points per class, 95 % interval -4 to +30)" in t
     assert "transfer better than pixel-space ones" not in t
     assert "transfer better than pixel-space ones" in takeaway({"ppgn": {"top5": 0.72}, "pixel-fourier": {"top5": 0.60}})
+
+
+def test_judge_diversity_averages_the_ppgn_rows_and_is_none_without_them():
+    from generator.stages.dgn_am import judge_diversity
+    assert judge_diversity(None) is None and judge_diversity({"pairs": [{"rows": {"dgn_am": {}}}]}) is None
+    t = {"pairs": [{"rows": {"ppgn": {"diversity_judge_logits": 0.2}}}, {"rows": {"ppgn": {"diversity_judge_logits": 0.4}}},
+                   {"rows": {"photo": {}}}]}
+    assert judge_diversity(t) == pytest.approx(0.3)

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ppgn-burn-in", type=int, default=d.burn_in)
     p.add_argument("--unit-layers", default="stage3,stage4,stage5,stage6")
     p.add_argument("--units-per-layer", type=int, default=2)
-    p.add_argument("--val", default="/work/shared/imagenette/val")
+    p.add_argument("--val", default=str(DEFAULT_GENERATOR.parents[3] / "shared" / "imagenette" / "val"),
+                   help="labelled photos for the unit percentiles and the real-photo diversity (default: "
+                        "../shared/imagenette/val beside the checkout)")
     p.add_argument("--val-images", type=int, default=0, help="photos of --val for the unit percentiles (0: all)")
     p.add_argument("--baselines", default="plain,regularized,fourier", help="comma list, or '' to skip")
     p.add_argument("--baselines-from", default=None, help="take the baseline results from this earlier JSON "

@@ -371,7 +371,7 @@ def run(ctx) -> None:
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
         evaluation=evaluation, units_claim=units_claim((evaluation or {}).get("units")), recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
-        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table),
+        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table), judge_diversity=judge_diversity(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
 
 
@@ -403,6 +403,14 @@ def unit_note(act: float) -> str | None:
     if act == 0:
         return UNREACHED
     return NEGATIVE if act < 0 else None
+
+
+def judge_diversity(table: dict | None) -> float | None:
+    """Mean within-chain diversity of the PPGN samples in a judge table (mean pairwise cosine
+    distance of the judge's logits between a chain's samples, averaged over the pairs); None if absent."""
+    vals = [p["rows"]["ppgn"]["diversity_judge_logits"] for p in (table or {}).get("pairs", [])
+            if isinstance(p.get("rows", {}).get("ppgn", {}).get("diversity_judge_logits"), (int, float))]
+    return sum(vals) / len(vals) if vals else None
 
 
 def judge_pairs(table: dict | None) -> list[str]:
