@@ -10,7 +10,8 @@ The package reads top-down in the order data flows (each layer imports only from
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
                 deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``),
                 ``objectives`` (what activation maximisation maximises) and ``deepsim/`` (the image
-                generator behind DGN-AM and PPGN, its training and evaluation script).
+                generator behind DGN-AM and PPGN; its training, ``evaluate`` and ``judge_eval``
+                commands are scripts at the bottom of the flow: they also use ``metrics`` and ``render``).
 3. metrics      ``metrics/``: measurements of the methods (sanity, similarity, faithfulness,
                 model table), ``receptive_field``, ``unit_stats`` (streaming top-k, histograms and
                 receptive-field crops for the atlas).

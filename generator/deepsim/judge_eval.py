@@ -40,9 +40,9 @@ def class_top5(pairs: Sequence[dict], name: str) -> dict[tuple[str, int], float]
     hits: dict[tuple[str, int], list[bool]] = {}
     for p in pairs:
         row = p["rows"].get(name)
-        if not row or not row.get("ranks") or not p.get("classes"):
-            continue
-        k = len(row["ranks"]) // max(1, len(p["classes"]))  # pictures per class, class by class
+        if not row or not row.get("ranks") or not p.get("classes") or len(row["ranks"]) % len(p["classes"]):
+            continue  # (a row with a number of pictures that is not a multiple of its classes cannot be split)
+        k = len(row["ranks"]) // len(p["classes"])  # pictures per class, class by class
         for i, r in enumerate(row["ranks"]):
             hits.setdefault((p["maker"], int(p["classes"][i // k])), []).append(r < 5)
     return {c: sum(v) / len(v) for c, v in hits.items()}

@@ -33,9 +33,9 @@ import json
 import math
 import sys
 import time
-from typing import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -365,6 +365,7 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     # ---- data: codes + small images, cached
     exclude = read_exclude(args.exclude)
     paths = gather(args.data, exclude)
+    n_excluded = len(gather(args.data)) - len(paths) if exclude else 0  # photos left out of --data
     if args.val:
         train_paths = pick_subset(paths, args.max_train, args.seed)
         val_paths = pick_subset(gather([args.val], exclude), args.max_val, args.seed + 1)
@@ -406,7 +407,7 @@ def train_generator_main(argv: list[str] | None = None) -> int:
     run_info = {"encoder": args.encoder, "encoder_layer": args.encoder_layer, "weights_id": loaded.weights_id,
                 "config": args.config, "train_config": _jsonable(asdict(cfg)), "n_train": n,
                 "n_val": len(val["codes"]), "data": " + ".join(str(d) for d in args.data),
-                "excluded": len(exclude), "flip": args.flip, "val": str(args.val or "held-out part of --data"),
+                "excluded": n_excluded, "flip": args.flip, "val": str(args.val or "held-out part of --data"),
                 "G_params": count_params(trainer.G), "D_params": count_params(trainer.D), "device": device,
                 "amp": trainer.amp, "threads": torch.get_num_threads()}
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
