@@ -260,16 +260,18 @@ def _key(what: str, model, **kw) -> dict:
             "input": model.spec.preprocess.key, **kw}
 
 
-def _results(ctx, keys: list[dict], args_of, fn, what: str) -> list:
+def _results(ctx, keys: list[dict], args_of, fn, what: str, unit: int | None = None, local=None) -> list:
     """Results for ``keys``: cache hits as they are, the misses computed by ``fn(*args_of(idx))``
-    (one result per index of ``idx``, in order) — here, in one batch, or with ``--executor ray``
-    as tasks of chunks of photos (generator/executor.py), read back through the cache. ``fn`` is
-    a module-level function of the model, settings and CPU tensors, so a worker can run it."""
+    (one result per index of ``idx``, in order) — here, in one batch (by ``local(idx)`` when
+    given, e.g. with a progress bar), or with ``--executor ray`` as tasks of chunks of keys, a
+    multiple of ``unit`` (default: the batch size, for keys of photos; 1 for keys of layers or
+    blocks) (generator/executor.py), read back through the cache. ``fn`` is a module-level
+    function of the model, settings and CPU tensors, so a worker can run it."""
     if distributed(ctx):
         cpu = lambda a: a.cpu() if isinstance(a, torch.Tensor) else a  # noqa: E731
-        return ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(keys), ctx.batch_size),
-                                   lambda idx: tuple(cpu(a) for a in args_of(idx)), fn, what=what)
-    return ctx.cache.batched(keys, lambda idx: fn(*args_of(idx)))
+        size = chunk_size(ctx.executor, len(keys), ctx.batch_size if unit is None else unit)
+        return ctx.executor.cached(ctx.cache, keys, size, lambda idx: tuple(cpu(a) for a in args_of(idx)), fn, what=what)
+    return ctx.cache.batched(keys, local or (lambda idx: fn(*args_of(idx))))
 
 
 def _maps_chunk(model, name: str, params: dict, batch_size: int, x: torch.Tensor, targets: torch.Tensor) -> list[dict]:
@@ -344,19 +346,17 @@ def cascade_results(ctx, model, methods: dict, make, items, x, top1, ref: dict, 
         return (model, names, params, ctx.batch_size, int(s["seed"]), steps, int(s["thumb"]), x[photos].cpu(),
                 top1[photos].cpu(), {n: ref[n][photos, 0].cpu() for n in names}, [(n, pos[i]) for n, i in ps])
 
-    if pairs and distributed(ctx):  # chunks of (method, photo) pairs as executor tasks, results via the cache
-        res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
-                                  args_of, _cascade_chunk, what=f"findings randomisation {model.name}")
-        got.update(zip(pairs, res))
-    elif pairs:
-        args = args_of(range(len(pairs)))
+    def local(idx):
+        args = args_of(idx)
         bar = progress(total=len(steps) * len(args[1]), desc=f"findings {model.name}: randomisation", unit="map")
         try:
-            res = _cascade_chunk(*args, progress=bar)
+            return _cascade_chunk(*args, progress=bar)
         finally:
             bar.close()
-        for p, r in zip(pairs, res):
-            got[p] = ctx.cache.put(keys[p], r)
+
+    if pairs:  # (method, photo) pairs not cached yet
+        got.update(zip(pairs, _results(ctx, [keys[p] for p in pairs], args_of, _cascade_chunk,
+                                       f"findings randomisation {model.name}", local=local)))
     for name in methods:
         timing.add("cascade", [v for (n, _i), v in got.items() if n == name], name)
     labels = []
@@ -420,19 +420,17 @@ def faithfulness_results(ctx, model, methods: dict, items, x, top1, maps: dict, 
                 {n: orders[n][photos].cpu() for n in names if any(m == n for m, _i in ps)},  # in ``names`` order
                 [(n, pos[i]) for n, i in ps])
 
-    if pairs and distributed(ctx):  # chunks of (order, photo) pairs as executor tasks, results via the cache
-        res = ctx.executor.cached(ctx.cache, [keys[p] for p in pairs], chunk_size(ctx.executor, len(pairs), ctx.batch_size),
-                                  args_of, _faith_chunk, what=f"findings deletion/insertion {model.name}")
-        got.update(zip(pairs, res))
-    elif pairs:
-        bar = progress(total=faithfulness.n_forward(len(pairs), steps, len({i for _n, i in pairs})),
+    def local(idx):
+        bar = progress(total=faithfulness.n_forward(len(idx), steps, len({pairs[j][1] for j in idx})),
                        desc=f"findings {model.name}: deletion/insertion", unit="img")
         try:
-            res = _faith_chunk(*args_of(range(len(pairs))), progress=bar)
+            return _faith_chunk(*args_of(idx), progress=bar)
         finally:
             bar.close()
-        for p, r in zip(pairs, res):
-            got[p] = ctx.cache.put(keys[p], r)
+
+    if pairs:  # (order, photo) pairs not cached yet
+        got.update(zip(pairs, _results(ctx, [keys[p] for p in pairs], args_of, _faith_chunk,
+                                       f"findings deletion/insertion {model.name}", local=local)))
     timing.add("faithfulness", list(got.values()), "per order")
     out = {}
     for name in names:
@@ -611,12 +609,7 @@ def unit_results(ctx, model, s: dict, timing: Timing) -> dict | None:
             x.append(ctx.batch(model, photos))
         return (model, layers, [layers[i] for i in idx], cap, per, ctx.batch_size, x[0], labels)
 
-    if distributed(ctx):
-        res = ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(layers), 1),
-                                  lambda idx: tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in args_of(idx)),
-                                  _units_chunk, what=f"findings units {model.name}")
-    else:
-        res = ctx.cache.batched(keys, lambda idx: _units_chunk(*args_of(idx)))
+    res = _results(ctx, keys, args_of, _units_chunk, f"findings units {model.name}", unit=1)
     for layer, r in zip(layers, res):
         timing["units"] = timing.get("units", 0.0) + r["seconds"]
         if "error" in r:
@@ -683,11 +676,7 @@ def accuracy_results(ctx, model, s: dict, timing: Timing) -> dict | None:
         finally:
             bar.close()
 
-    if distributed(ctx):
-        res = ctx.executor.cached(ctx.cache, keys, chunk_size(ctx.executor, len(blocks), 1),
-                                  args_of, _accuracy_chunk, what=f"findings accuracy {model.name}")
-    else:
-        res = ctx.cache.batched(keys, local)
+    res = _results(ctx, keys, args_of, _accuracy_chunk, f"findings accuracy {model.name}", unit=1, local=local)
     timing["accuracy"] = timing.get("accuracy", 0.0) + sum(r["seconds"] for r in res)
     return model_table.accuracy_from_counts(res, classes) | {"folder": folder, "error": None}
 
