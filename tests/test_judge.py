@@ -192,7 +192,8 @@ def test_merge_pools_the_pairs_and_refuses_other_budgets(tmp_path):
 def test_evaluation_and_judge_tables_shown_only_for_the_generator_they_measured(tmp_path):
     import json
 
-    from generator.stages.dgn_am import load_evaluation, load_judge_table
+    from generator.deepsim.judge import load_table as load_judge_table
+    from generator.stages.dgn_am import load_evaluation
     ev, jt = tmp_path / "g.eval.json", tmp_path / "g.judge.json"
     assert load_evaluation(ev, "abc") is None and load_judge_table(jt, "abc") == (None, None)  # not measured
     ev.write_text(json.dumps({"generator_sha256": "abc", "dgn_am": {"classes": [1]}}))
@@ -209,7 +210,7 @@ def test_evaluation_and_judge_tables_shown_only_for_the_generator_they_measured(
 
 
 def test_prior_vs_pixel_contrast_is_per_class_with_an_interval_and_decides_only_when_it_clears_zero():
-    from generator.deepsim.judge_eval import class_top5, contrast
+    from generator.metrics.transfer import class_top5, contrast
 
     classes = list(range(40))
     ppgn = [r for c in classes for r in ((0, 9) if c % 2 else (0, 1))]  # 2 samples per chain: 1/2 or 2/2 in top 5

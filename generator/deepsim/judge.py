@@ -13,8 +13,9 @@ the generator's reconstructions ``G(E(photo))`` of those photos, and uniform-noi
 * The command ``python -m generator.deepsim.judge_eval`` (:mod:`.judge_eval`) runs the whole
   evaluation and writes the small JSON table the site shows.
 
-The site's DGN-AM page and ``data/weights/GENERATOR_CARD.md`` show the table; its one-line
-``"takeaway"`` is meant for the Findings page.
+The site's DGN-AM page and ``data/weights/GENERATOR_CARD.md`` show the table (with its one-line
+``"takeaway"``); the Findings page reads it through :func:`load_table` and
+:func:`generator.metrics.transfer.class_intervals`.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def load_photo_dict(index: dict[int, Path], classes: Sequence[int], model) -> di
 
 
 def takeaway(rows: dict, contrast: dict | None = None) -> str:
-    """One line for the Findings page from the summary rows (top-5 under the judge).
+    """The judge table in one line, from the summary rows (top-5 under the judge).
 
     ``contrast`` (from ``judge_eval.contrast``): the best prior row minus the best pixel-space row,
     per class, with a 95 % bootstrap interval over the classes (``mean``, ``lo``, ``hi``, ``n``, in
@@ -179,6 +180,23 @@ def takeaway(rows: dict, contrast: dict | None = None) -> str:
         else:
             line += "; pixel-space ones transfer in part."
     return line
+
+
+def load_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
+    """The judge table written by ``python -m generator.deepsim.judge_eval`` beside a generator file,
+    if it was measured with that file (its sha256 ``gen_id``): ``(table, None)``; ``(None, None)``
+    when there is none; ``(None, why)`` when it is unreadable or belongs to another generator."""
+    import json
+
+    if not path.is_file():
+        return None, None
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} could not be read ({type(e).__name__})"
+    if table.get("generator_sha256") != gen_id:
+        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge_eval`"
+    return table, None
 
 
 def _row(verdicts: dict) -> dict:

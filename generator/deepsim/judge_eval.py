@@ -8,8 +8,8 @@ writes a small JSON table (atomically, after every part; ``"complete": false`` u
 tied to the generator file's sha256: per (maker → judge) pair the rows ``dgn_am``, ``ppgn``,
 ``pixel-<method>``, ``random`` (and, judged once, ``photo``, ``reconstruction``,
 ``mean-reconstruction``), each with top-1 / top-5 of the intended class under the judge and the
-judge's rank of it per picture; ``summary`` pools the pairs; ``takeaway`` is one sentence for the
-Findings page. ``--merge A.json B.json --out C.json`` joins tables of the same generator and
+judge's rank of it per picture; ``summary`` pools the pairs; ``takeaway`` is the table in one
+sentence. ``--merge A.json B.json --out C.json`` joins tables of the same generator and
 budget (e.g. one process per maker).
 """
 from __future__ import annotations
@@ -26,45 +26,13 @@ from ..methods.objectives import spread_classes
 from ..util import atomic_write_text, sha256_file
 from .judge import (PREFERENCE, ROWS, _aggregate, _row, evaluate_maker, judge_verdicts, load_photo_dict, pick_judge,
                     read_photo_index, takeaway)
+from ..metrics.transfer import class_top5, contrast  # noqa: F401  (class_top5: re-exported)
 from .ppgn import PPGNSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GENERATOR = ROOT / "data" / "weights" / "deepsim_lite0_64.pt"
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "imagenet-1k-sample"
 FORMAT = "cnnvis-judge/1"
-
-
-def class_top5(pairs: Sequence[dict], name: str) -> dict[tuple[str, int], float]:
-    """(maker, class) → the fraction of row ``name``'s pictures of that class in the judge's top 5
-    (one picture per class for DGN-AM and pixel-space rows; a chain's samples for PPGN)."""
-    hits: dict[tuple[str, int], list[bool]] = {}
-    for p in pairs:
-        row = p["rows"].get(name)
-        if not row or not row.get("ranks") or not p.get("classes") or len(row["ranks"]) % len(p["classes"]):
-            continue  # (a row with a number of pictures that is not a multiple of its classes cannot be split)
-        k = len(row["ranks"]) // len(p["classes"])  # pictures per class, class by class
-        for i, r in enumerate(row["ranks"]):
-            hits.setdefault((p["maker"], int(p["classes"][i // k])), []).append(r < 5)
-    return {c: sum(v) / len(v) for c, v in hits.items()}
-
-
-def contrast(pairs: Sequence[dict], summary: dict) -> dict | None:
-    """The best prior row (DGN-AM or PPGN, by top-5) minus the best pixel-space row, per (maker, class),
-    with a 95 % bootstrap interval of the mean over those classes (fractions)."""
-    from ..metrics.bootstrap import mean_ci
-
-    best = lambda names: max((n for n in names if (summary.get(n) or {}).get("top5") is not None),  # noqa: E731
-                             key=lambda n: summary[n]["top5"], default=None)
-    prior = best(["dgn_am", "ppgn"])
-    pixel = best([n for n in summary if n.startswith("pixel-")])
-    if prior is None or pixel is None:
-        return None
-    a, b = class_top5(pairs, prior), class_top5(pairs, pixel)
-    common = sorted(set(a) & set(b))
-    if not common:
-        return None
-    iv = mean_ci([a[c] - b[c] for c in common])
-    return {"prior": prior, "pixel": pixel, **iv.as_dict()}
 
 
 def _finish(result: dict) -> None:

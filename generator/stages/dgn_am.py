@@ -39,7 +39,7 @@ import torch
 from ..config import ConfigError
 from ..deepsim import load_any_generator
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
-from ..deepsim.judge import ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, pick_judge, read_photo_index
+from ..deepsim.judge import ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pick_judge, read_photo_index
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.base import prepared
@@ -281,19 +281,6 @@ def photo_index(ctx, s: dict) -> tuple[dict, str | None]:
     return index, None
 
 
-def load_judge_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
-    """The judge table written by ``python -m generator.deepsim.judge_eval`` if it belongs to this generator file."""
-    if not path.is_file():
-        return None, None
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"{path.name} could not be read ({type(e).__name__})"
-    if table.get("generator_sha256") != gen_id:
-        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge_eval`"
-    return table, None
-
-
 def load_evaluation(path: Path, gen_id: str) -> dict | None:
     """The numbers of ``python -m generator.deepsim.evaluate`` (``<generator>.eval.json``) if they
     were measured with this generator file (its sha256); None otherwise — a table measured with
@@ -349,7 +336,7 @@ def run(ctx) -> None:
     G, meta = load_any_generator(gpath, device=str(ctx.device))
     gen_id = sha256_file(gpath)
     evaluation = load_evaluation(gpath.with_suffix(".eval.json"), gen_id)
-    judge_table, judge_why = load_judge_table(gpath.with_suffix(".judge.json"), gen_id)
+    judge_table, judge_why = load_table(gpath.with_suffix(".judge.json"), gen_id)
     recon = _reconstructions(ctx, G, meta, gen_id, s["recon_images"])
     photos, photo_note = photo_index(ctx, s)
     enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..deepsim import judge
 from ..executor import chunk_size, distributed
 from ..methods import attribution, base, relu_rules
 from ..methods.attribution import ATTRIBUTION_METHODS, make
@@ -53,9 +54,10 @@ from ..metrics import model_table
 from ..metrics import plots
 from ..metrics import sanity
 from ..metrics import similarity
+from ..metrics import transfer
 from ..models import get_spec
 from ..progress import line
-from ..util import atomic_write_bytes, download_png, progress, stable_hash, write_bytes_if_changed
+from ..util import atomic_write_bytes, download_png, progress, sha256_file, stable_hash, write_bytes_if_changed
 
 CODE_VERSION = 1
 #: "findings_summaries": the per-model summaries (summarise_model); the home page quotes its headline numbers
@@ -1016,6 +1018,36 @@ def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, lo
     return figs
 
 
+def _model_title(name: str) -> str:
+    try:
+        return get_spec(name).title
+    except (KeyError, ValueError, ConfigError):
+        return name
+
+
+def transfer_evidence(ctx) -> dict:
+    """The independent-judge table of the configured generator (``[dgn_am] generator``; written by
+    ``python -m generator.deepsim.judge_eval``): do class visualisations made on one network transfer
+    to another? Each row's top-5 rate with a 95 % bootstrap interval over the classes. ``{"why": …}``
+    when there is no table for this generator file (the section says so)."""
+    gpath = ctx.config.resolve_path(ctx.stage_settings("dgn_am")["generator"])
+    if not gpath.is_file():
+        return {"why": f"the generator file {gpath.name} was not found"}
+    table, why = judge.load_table(gpath.with_suffix(".judge.json"), sha256_file(gpath))
+    if table is None:
+        return {"why": why or f"not measured for {gpath.name} yet (run `python -m generator.deepsim.judge_eval`)"}
+    summary = table.get("summary") or {}
+    intervals = transfer.class_intervals(table.get("pairs") or [], [k for k, _t in judge.ROWS if summary.get(k)])
+    rows = [{"key": k, "title": t, "top5": bootstrap.Interval(**{f: intervals[k][f] for f in ("mean", "lo", "hi", "n")}),
+             "pictures": summary[k]["n"], "maker_p": summary[k].get("maker_prob_mean")}
+            for k, t in judge.ROWS if k in intervals]
+    pairs = sorted({(p["maker"], p["judge"]) for p in table.get("pairs") or [] if p.get("what") != "photos"})
+    return {"rows": rows, "by_key": {r["key"]: r for r in rows}, "contrast": table.get("contrast"),
+            "takeaway": table.get("takeaway") or "", "pairs": [(_model_title(a), _model_title(b)) for a, b in pairs],
+            "generator": gpath.name, "n_classes": len(table.get("classes") or []), "steps": table.get("steps"),
+            "ppgn_steps": (table.get("ppgn") or {}).get("steps")}
+
+
 def _write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_sanity, low_rank,
                  source: str = "shared", n_of: dict | None = None, expensive=()) -> None:
     ctx.declare(PAGE, "Findings", order=0)
@@ -1028,7 +1060,8 @@ def _write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n
                   method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
                   agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
                   source=source, n_of=n_of or {}, expensive=list(expensive),
-                  n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0))
+                  n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0),
+                  transfer=transfer_evidence(ctx))
     ctx.provide("findings_summaries", summaries)
     ctx.section(PAGE, "", ctx.render("findings/summary.md.j2", **common), order=0)
     ctx.section(PAGE, "Models: size, cost and measured accuracy", ctx.render("findings/model_table.md.j2", **common),
@@ -1045,6 +1078,8 @@ def _write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n
                 ctx.render("findings/fragility.md.j2", **common), order=44)
     ctx.section(PAGE, "Selectivity is not importance: single units",
                 ctx.render("findings/units.md.j2", **common), order=46)
+    ctx.section(PAGE, "Class visualisations: does another network recognise them?",
+                ctx.render("findings/transfer.md.j2", **common), order=48)
     ctx.section(PAGE, "How these numbers were made", ctx.render("findings/method_notes.md.j2", **common), order=90)
     for n in names:
         page = f"methods/{n}"
