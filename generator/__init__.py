@@ -13,8 +13,8 @@ The package reads top-down in the order data flows (each layer imports only from
                 generator behind DGN-AM and PPGN; its training, ``evaluate`` and ``judge_eval``
                 commands are scripts at the bottom of the flow: they also use ``metrics`` and ``render``).
 3. metrics      ``metrics/``: measurements of the methods (sanity, similarity, faithfulness,
-                model table), ``receptive_field``, ``unit_stats`` (streaming top-k, histograms and
-                receptive-field crops for the atlas).
+                model table; ``transfer``: the judge table's statistics), ``receptive_field``,
+                ``unit_stats`` (streaming top-k, histograms and receptive-field crops for the atlas).
 4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).
 5. pages        ``site`` + ``templates/``: Markdown pages from sections; ``figures`` (what a figure shows
                 and whose photo it is, from its path: captions, credits, ``export``).
