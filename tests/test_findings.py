@@ -319,7 +319,7 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
         s=s, names=["a"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
         cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed, ci=bootstrap.fmt,
         decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n, transfer=tr)
-    assert "DGN-AM 50 %, PPGN samples 88 %, pixel-space plain 0 %, against 100 % for real photos" in summ
+    assert "(top-5 rate): DGN-AM 50 %, PPGN samples 88 %, pixel-space plain 0 %, against 100 % for real photos of the classes (intervals" in summ
     # a table measured with another generator file is not shown as this one's
     gen.write_bytes(b"retrained generator")
     assert "another generator file" in page(findings.transfer_evidence(ctx))
