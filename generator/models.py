@@ -386,6 +386,15 @@ def get_spec(name: str) -> ModelSpec:
     raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)} (or 'torchvision:ARCH' / 'timm:ARCH')")
 
 
+def title_of(name: str) -> str:
+    """What the reader sees for a model name (e.g. in a stored table): its spec's title, or the
+    name itself when it is not a known model (never raises)."""
+    try:
+        return REGISTRY[name].title if name in REGISTRY else get_spec(name).title
+    except Exception:  # a table may name a model this version cannot build
+        return name
+
+
 # ---------------------------------------------------------------------------------
 # Architecture and weights
 

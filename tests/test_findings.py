@@ -305,7 +305,7 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
     assert by["ppgn"]["top5"].n == 40 and by["ppgn"]["pictures"] == 80 and by["ppgn"]["top5"].mean == pytest.approx(0.875)
     assert by["pixel-plain"]["top5"].hi == 0.0
     text = page(tr)
-    assert "| DGN-AM | 50 % [" in text and "| 40 / 80 |" in text and "EfficientNet-Lite0 → EfficientNet-Lite2" in text
+    assert "| DGN-AM | 50 % [" in text and "| 40 / 80 |" in text and "EfficientNet-Lite0 → EfficientNet-Lite2 (photos, DGN-AM, pixel-space plain, PPGN)." in text
     assert "**yes**, the interval clears 0" in text and "+88 points" in text
     undecided = page({**tr, "contrast": {**contrast, "mean": 0.1, "lo": -0.05, "hi": 0.25}})
     assert "**undecided at n = 40 classes**" in undecided and "**yes**" not in undecided

@@ -182,6 +182,27 @@ def takeaway(rows: dict, contrast: dict | None = None) -> str:
     return line
 
 
+#: short names of the rows, for "made on → judged by (rows)" lines
+ROW_LABELS = {"photo": "photos", "reconstruction": "reconstructions", "mean-reconstruction": "mean reconstruction",
+              "dgn_am": "DGN-AM", "ppgn": "PPGN", "random": "noise"}
+
+
+def pair_lines(table: dict | None, title=lambda name: name) -> list[str]:
+    """One line per distinct maker → judge pair of a judge table, in order, with the rows measured on
+    it ("Lite0 → Lite2 (photos, DGN-AM, …)"); flagged when the judge took part in the generator.
+    ``title`` turns a model name into what the reader sees."""
+    rows: dict[tuple, list[str]] = {}
+    for p in (table or {}).get("pairs", []):
+        key = (p["maker"], p["judge"], p.get("clean", True))
+        rows.setdefault(key, [])
+        for r in p.get("rows", {}):
+            label = ROW_LABELS.get(r, r.replace("pixel-", "pixel-space "))
+            if label not in rows[key]:
+                rows[key].append(label)
+    return [f"{title(m)} → {title(j)} ({', '.join(rs)})" + ("" if clean else ", the judge took part in the generator")
+            for (m, j, clean), rs in rows.items()]
+
+
 def load_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
     """The judge table written by ``python -m generator.deepsim.judge_eval`` beside a generator file,
     if it was measured with that file (its sha256 ``gen_id``): ``(table, None)``; ``(None, None)``

@@ -39,13 +39,14 @@ import torch
 from ..config import ConfigError
 from ..deepsim import load_any_generator
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
-from ..deepsim.judge import ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pick_judge, read_photo_index
+from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pair_lines, pick_judge,
+                              read_photo_index)
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.base import prepared
 from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
-from ..models import load_model
+from ..models import load_model, title_of
 from ..render import grid, image_tile, save_image
 from ..util import md_escape, sha256_file
 
@@ -358,7 +359,7 @@ def run(ctx) -> None:
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
         evaluation=evaluation, units_claim=units_claim((evaluation or {}).get("units")), recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
-        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=judge_pairs(judge_table), judge_diversity=judge_diversity(judge_table),
+        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=pair_lines(judge_table, title_of), judge_diversity=judge_diversity(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
 
 
@@ -398,15 +399,3 @@ def judge_diversity(table: dict | None) -> float | None:
     vals = [p["rows"]["ppgn"]["diversity_judge_logits"] for p in (table or {}).get("pairs", [])
             if isinstance(p.get("rows", {}).get("ppgn", {}).get("diversity_judge_logits"), (int, float))]
     return sum(vals) / len(vals) if vals else None
-
-
-def judge_pairs(table: dict | None) -> list[str]:
-    """The distinct "maker → judge" pairs of a judge table, in order (flagged when the judge took part)."""
-    out: list[str] = []
-    for p in (table or {}).get("pairs", []):
-        k = f"{p['maker']} → {p['judge']}" + ("" if p.get("clean", True) else " (the judge took part in the generator)")
-        if k not in out:
-            out.append(k)
-    return out
-
-

@@ -55,7 +55,7 @@ from ..metrics import plots
 from ..metrics import sanity
 from ..metrics import similarity
 from ..metrics import transfer
-from ..models import get_spec
+from ..models import get_spec, title_of
 from ..progress import line
 from ..util import atomic_write_bytes, download_png, progress, sha256_file, stable_hash, write_bytes_if_changed
 
@@ -1018,13 +1018,6 @@ def _figures(ctx, model, names, titles, cascade, cls, fai, maps, items, x, s, lo
     return figs
 
 
-def _model_title(name: str) -> str:
-    try:
-        return get_spec(name).title
-    except (KeyError, ValueError, ConfigError):
-        return name
-
-
 def transfer_evidence(ctx) -> dict:
     """The independent-judge table of the configured generator (``[dgn_am] generator``; written by
     ``python -m generator.deepsim.judge_eval``): do class visualisations made on one network transfer
@@ -1041,9 +1034,8 @@ def transfer_evidence(ctx) -> dict:
     rows = [{"key": k, "title": t, "top5": bootstrap.Interval(**{f: intervals[k][f] for f in ("mean", "lo", "hi", "n")}),
              "pictures": summary[k]["n"], "maker_p": summary[k].get("maker_prob_mean")}
             for k, t in judge.ROWS if k in intervals]
-    pairs = sorted({(p["maker"], p["judge"]) for p in table.get("pairs") or [] if p.get("what") != "photos"})
     return {"rows": rows, "by_key": {r["key"]: r for r in rows}, "contrast": table.get("contrast"),
-            "takeaway": table.get("takeaway") or "", "pairs": [(_model_title(a), _model_title(b)) for a, b in pairs],
+            "takeaway": table.get("takeaway") or "", "pairs": judge.pair_lines(table, title_of),
             "generator": gpath.name, "n_classes": len(table.get("classes") or []), "steps": table.get("steps"),
             "ppgn_steps": (table.get("ppgn") or {}).get("steps")}
 
