@@ -184,7 +184,8 @@ def takeaway(rows: dict, contrast: dict | None = None) -> str:
 
 #: short names of the rows, for "made on → judged by (rows)" lines
 ROW_LABELS = {"photo": "photos", "reconstruction": "reconstructions", "mean-reconstruction": "mean reconstruction",
-              "dgn_am": "DGN-AM", "ppgn": "PPGN", "random": "noise"}
+              "dgn_am": "DGN-AM", "ppgn": "PPGN", "pixel-plain": "pixel-space plain",
+              "pixel-regularized": "pixel-space regularized", "pixel-fourier": "pixel-space Fourier", "random": "noise"}
 
 
 def pair_lines(table: dict | None, title=lambda name: name) -> list[str]:
