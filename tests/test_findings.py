@@ -307,6 +307,16 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
     text = page(tr)
     assert "| DGN-AM | 50 % [" in text and "| 40 / 80 |" in text and "EfficientNet-Lite0 → EfficientNet-Lite2 (photos, DGN-AM, pixel-space plain, PPGN)." in text
     assert "**yes**, the interval clears 0" in text and "+88 points" in text
+    assert "Per maker → judge pair" not in text  # one pair: the table says it all
+    two = {**table, "pairs": [*pairs, {"maker": "efficientnet_lite2", "judge": "efficientnet_lite1", "what": "visualisations",
+                                       "classes": classes, "rows": {"dgn_am": {"ranks": [50] * 40, "top5": 0.0}}}]}
+    two["pairs"][1]["rows"]["dgn_am"]["top5"] = 0.5
+    gen.with_suffix(".judge.json").write_text(json.dumps(two))
+    text2 = page(findings.transfer_evidence(ctx))
+    assert ("Per maker → judge pair (top-5): EfficientNet-Lite0 → EfficientNet-Lite2: DGN-AM 50 %; "
+            "EfficientNet-Lite2 → EfficientNet-Lite1: DGN-AM 0 %.") in text2
+    assert findings.transfer_evidence(ctx)["by_key"]["dgn_am"]["top5"].n == 80  # classes × makers
+    gen.with_suffix(".judge.json").write_text(json.dumps(table))
     undecided = page({**tr, "contrast": {**contrast, "mean": 0.1, "lo": -0.05, "hi": 0.25}})
     assert "**undecided at n = 40 classes**" in undecided and "**yes**" not in undecided
     # the summary's sentence follows the numbers

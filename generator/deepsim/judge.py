@@ -204,6 +204,20 @@ def pair_lines(table: dict | None, title=lambda name: name) -> list[str]:
             for (m, j, clean), rs in rows.items()]
 
 
+def pair_top5(table: dict | None, title=lambda name: name) -> list[str]:
+    """Per visualisation pair of a judge table, its rows' top-5 under the judge ("Lite2 → Lite1: DGN-AM
+    32 %, …"): the pooled table can hide that one maker's pictures transfer and another's do not."""
+    out = []
+    for p in (table or {}).get("pairs", []):
+        if p.get("what") == "photos":
+            continue
+        parts = [f"{ROW_LABELS.get(k, k)} {100 * r['top5']:.0f} %" for k, _t in ROWS
+                 if k != "random" and (r := p.get("rows", {}).get(k)) and r.get("top5") is not None]
+        if parts:
+            out.append(f"{title(p['maker'])} → {title(p['judge'])}: {', '.join(parts)}")
+    return out
+
+
 def load_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
     """The judge table written by ``python -m generator.deepsim.judge_eval`` beside a generator file,
     if it was measured with that file (its sha256 ``gen_id``): ``(table, None)``; ``(None, None)``

@@ -39,7 +39,8 @@ import torch
 from ..config import ConfigError
 from ..deepsim import load_any_generator
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
-from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pair_lines, pick_judge,
+from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pair_lines, pair_top5,
+                              pick_judge,
                               read_photo_index)
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
@@ -359,7 +360,8 @@ def run(ctx) -> None:
     ctx.section(PAGE, "", ctx.render(
         "dgn_am/method.md.j2", meta=meta, enc=enc, cfg=meta.get("config", {}), metrics=meta.get("metrics") or {},
         evaluation=evaluation, units_claim=units_claim((evaluation or {}).get("units")), recon=recon, s=s, per_model=per_model, gen_name=gpath.name,
-        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=pair_lines(judge_table, title_of), judge_diversity=judge_diversity(judge_table),
+        judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=pair_lines(judge_table, title_of),
+        judge_by_pair=pair_top5(judge_table, title_of), judge_diversity=judge_diversity(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
 
 

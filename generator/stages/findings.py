@@ -1035,7 +1035,7 @@ def transfer_evidence(ctx) -> dict:
              "pictures": summary[k]["n"], "maker_p": summary[k].get("maker_prob_mean")}
             for k, t in judge.ROWS if k in intervals]
     return {"rows": rows, "by_key": {r["key"]: r for r in rows}, "contrast": table.get("contrast"),
-            "takeaway": table.get("takeaway") or "", "pairs": judge.pair_lines(table, title_of),
+            "takeaway": table.get("takeaway") or "", "pairs": judge.pair_lines(table, title_of), "by_pair": judge.pair_top5(table, title_of),
             "generator": gpath.name, "n_classes": len(table.get("classes") or []), "steps": table.get("steps"),
             "ppgn_steps": (table.get("ppgn") or {}).get("steps")}
 
