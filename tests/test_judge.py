@@ -192,21 +192,23 @@ def test_merge_pools_the_pairs_and_refuses_other_budgets(tmp_path):
 def test_evaluation_and_judge_tables_shown_only_for_the_generator_they_measured(tmp_path):
     import json
 
-    from generator.deepsim.judge import load_table as load_judge_table
-    from generator.stages.dgn_am import load_evaluation
+    from generator.deepsim import read_measurement
     ev, jt = tmp_path / "g.eval.json", tmp_path / "g.judge.json"
-    assert load_evaluation(ev, "abc") is None and load_judge_table(jt, "abc") == (None, None)  # not measured
+    load = lambda p, sha: read_measurement(p, sha, "the command")  # noqa: E731
+    assert load(ev, "abc") == (None, None) and load(jt, "abc") == (None, None)  # not measured
     ev.write_text(json.dumps({"generator_sha256": "abc", "dgn_am": {"classes": [1]}}))
     jt.write_text(json.dumps({"generator_sha256": "abc", "summary": {}}))
-    assert load_evaluation(ev, "abc")["dgn_am"] == {"classes": [1]}
-    assert load_judge_table(jt, "abc")[0]["summary"] == {}
+    assert load(ev, "abc")[0]["dgn_am"] == {"classes": [1]}
+    assert load(jt, "abc") == ({"generator_sha256": "abc", "summary": {}}, None)
     # another generator file (e.g. a retrained one under the same name): neither table is shown
-    assert load_evaluation(ev, "def") is None
-    assert load_judge_table(jt, "def")[0] is None and "another generator" in load_judge_table(jt, "def")[1]
+    assert load(ev, "def")[0] is None
+    assert load(jt, "def")[0] is None and "another generator" in load(jt, "def")[1] and "the command" in load(jt, "def")[1]
     ev.write_text(json.dumps({"generator_metrics": {"step": 800}}))  # written before the sha was recorded
-    assert load_evaluation(ev, "abc") is None
+    assert load(ev, "abc")[0] is None
     ev.write_text("{broken")
-    assert load_evaluation(ev, "abc") is None
+    assert load(ev, "abc") == (None, "g.eval.json could not be read (JSONDecodeError)")
+    ev.write_text("[1, 2]")  # valid JSON, not a table
+    assert load(ev, "abc")[0] is None
 
 
 def test_prior_vs_pixel_contrast_is_per_class_with_an_interval_and_decides_only_when_it_clears_zero():

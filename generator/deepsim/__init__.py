@@ -38,6 +38,7 @@ Generator files
 """
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -159,3 +160,21 @@ def load_any_generator(path: str | Path, device: str = "cpu") -> tuple[nn.Module
     except Exception as e:  # not a (safe) PyTorch file at all: truncated, corrupt, pickled code
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({type(e).__name__}: {msg})") from None
+
+
+def read_measurement(path: str | Path, gen_id: str, command: str) -> tuple[dict | None, str | None]:
+    """A JSON measurement written beside a generator file (``.eval.json``, ``.judge.json``) if it was
+    measured with that file (``"generator_sha256"`` equal to ``gen_id``): ``(table, None)``;
+    ``(None, None)`` when there is none; ``(None, why)`` when it is unreadable or belongs to another
+    generator file — a table measured with another generator must never be shown as this one's.
+    ``command`` is what remeasures it (named in ``why``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} could not be read ({type(e).__name__})"
+    if not isinstance(table, dict) or table.get("generator_sha256") != gen_id:
+        return None, f"{path.name} was measured with another generator file; rerun `{command}`"
+    return table, None

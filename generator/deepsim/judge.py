@@ -14,7 +14,7 @@ the generator's reconstructions ``G(E(photo))`` of those photos, and uniform-noi
   evaluation and writes the small JSON table the site shows.
 
 The site's DGN-AM page and ``data/weights/GENERATOR_CARD.md`` show the table (with its one-line
-``"takeaway"``); the Findings page reads it through :func:`load_table` and
+``"takeaway"``); the Findings page reads it through :func:`generator.deepsim.read_measurement` and
 :func:`generator.metrics.transfer.class_intervals`.
 """
 from __future__ import annotations
@@ -218,23 +218,6 @@ def pair_top5(table: dict | None, title=lambda name: name) -> list[str]:
     return out
 
 
-def load_table(path: Path, gen_id: str) -> tuple[dict | None, str | None]:
-    """The judge table written by ``python -m generator.deepsim.judge_eval`` beside a generator file,
-    if it was measured with that file (its sha256 ``gen_id``): ``(table, None)``; ``(None, None)``
-    when there is none; ``(None, why)`` when it is unreadable or belongs to another generator."""
-    import json
-
-    if not path.is_file():
-        return None, None
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"{path.name} could not be read ({type(e).__name__})"
-    if table.get("generator_sha256") != gen_id:
-        return None, f"{path.name} was measured with another generator file; rerun `python -m generator.deepsim.judge_eval`"
-    return table, None
-
-
 def _row(verdicts: dict) -> dict:
     return {**summarize(verdicts["rank"]), "prob_mean": float(verdicts["prob"].mean()) if len(verdicts["prob"]) else None}
 
@@ -316,3 +299,7 @@ ROWS = (("photo", "real photos of the classes (ceiling)"),
         ("dgn_am", "DGN-AM"), ("ppgn", "PPGN samples"), ("pixel-plain", "pixel-space: plain"),
         ("pixel-regularized", "pixel-space: regularized"), ("pixel-fourier", "pixel-space: Fourier"),
         ("random", "uniform noise (chance)"))
+
+
+#: what remeasures a judge table (named when the table belongs to another generator file)
+COMMAND = "python -m generator.deepsim.judge_eval"

@@ -23,10 +23,10 @@ from typing import Sequence
 import torch
 
 from ..methods.objectives import spread_classes
+from ..metrics.transfer import contrast
 from ..util import atomic_write_text, sha256_file
 from .judge import (PREFERENCE, ROWS, _aggregate, _row, evaluate_maker, judge_verdicts, load_photo_dict, pick_judge,
                     read_photo_index, takeaway)
-from ..metrics.transfer import class_top5, contrast  # noqa: F401  (class_top5: re-exported)
 from .ppgn import PPGNSettings
 
 ROOT = Path(__file__).resolve().parents[2]

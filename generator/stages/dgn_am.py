@@ -31,17 +31,16 @@ tied to the generator's sha256) when it exists.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..config import ConfigError
-from ..deepsim import load_any_generator
+from ..deepsim import load_any_generator, read_measurement
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
-from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, load_table, pair_lines, pair_top5,
-                              pick_judge,
-                              read_photo_index)
+from ..deepsim import judge as judge_lib
+from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, pair_lines, pair_top5, pick_judge,
+                             read_photo_index)
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.base import prepared
@@ -283,19 +282,6 @@ def photo_index(ctx, s: dict) -> tuple[dict, str | None]:
     return index, None
 
 
-def load_evaluation(path: Path, gen_id: str) -> dict | None:
-    """The numbers of ``python -m generator.deepsim.evaluate`` (``<generator>.eval.json``) if they
-    were measured with this generator file (its sha256); None otherwise — a table measured with
-    another generator must not be shown as this one's."""
-    if not path.is_file():
-        return None
-    try:
-        evaluation = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return evaluation if evaluation.get("generator_sha256") == gen_id else None
-
-
 def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
     """Reconstructions G(E(x)) of the site's own photos (not training photos): one figure."""
     if not ctx.images or n <= 0:
@@ -337,8 +323,8 @@ def run(ctx) -> None:
         return
     G, meta = load_any_generator(gpath, device=str(ctx.device))
     gen_id = sha256_file(gpath)
-    evaluation = load_evaluation(gpath.with_suffix(".eval.json"), gen_id)
-    judge_table, judge_why = load_table(gpath.with_suffix(".judge.json"), gen_id)
+    evaluation, _why = read_measurement(gpath.with_suffix(".eval.json"), gen_id, "python -m generator.deepsim.evaluate")
+    judge_table, judge_why = read_measurement(gpath.with_suffix(".judge.json"), gen_id, judge_lib.COMMAND)
     recon = _reconstructions(ctx, G, meta, gen_id, s["recon_images"])
     photos, photo_note = photo_index(ctx, s)
     enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..deepsim import judge
+from ..deepsim import judge, read_measurement
 from ..executor import chunk_size, distributed
 from ..methods import attribution, base, relu_rules
 from ..methods.attribution import ATTRIBUTION_METHODS, make
@@ -1026,7 +1026,7 @@ def transfer_evidence(ctx) -> dict:
     gpath = ctx.config.resolve_path(ctx.stage_settings("dgn_am")["generator"])
     if not gpath.is_file():
         return {"why": f"the generator file {gpath.name} was not found"}
-    table, why = judge.load_table(gpath.with_suffix(".judge.json"), sha256_file(gpath))
+    table, why = read_measurement(gpath.with_suffix(".judge.json"), sha256_file(gpath), judge.COMMAND)
     if table is None:
         return {"why": why or f"not measured for {gpath.name} yet (run `python -m generator.deepsim.judge_eval`)"}
     summary = table.get("summary") or {}
