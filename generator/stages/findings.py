@@ -1028,14 +1028,13 @@ def transfer_evidence(ctx) -> dict:
         return {"why": f"the generator file {gpath.name} was not found"}
     table, why = read_measurement(gpath.with_suffix(".judge.json"), sha256_file(gpath), judge.COMMAND)
     if table is None:
-        return {"why": why or f"not measured for {gpath.name} yet (run `python -m generator.deepsim.judge_eval`)"}
+        return {"why": why or f"not measured for {gpath.name} yet (run `{judge.COMMAND}`)"}
     summary = table.get("summary") or {}
     intervals = transfer.class_intervals(table.get("pairs") or [], [k for k, _t in judge.ROWS if summary.get(k)])
     rows = [{"key": k, "title": t, "top5": bootstrap.Interval(**{f: intervals[k][f] for f in ("mean", "lo", "hi", "n")}),
-             "pictures": summary[k]["n"], "maker_p": summary[k].get("maker_prob_mean")}
-            for k, t in judge.ROWS if k in intervals]
+             "pictures": summary[k]["n"]} for k, t in judge.ROWS if k in intervals]
     return {"rows": rows, "by_key": {r["key"]: r for r in rows}, "contrast": table.get("contrast"),
-            "takeaway": table.get("takeaway") or "", "pairs": judge.pair_lines(table, title_of), "by_pair": judge.pair_top5(table, title_of),
+            "pairs": judge.pair_lines(table, title_of), "by_pair": judge.pair_top5(table, title_of),
             "generator": gpath.name, "n_classes": len(table.get("classes") or []), "steps": table.get("steps"),
             "ppgn_steps": (table.get("ppgn") or {}).get("steps")}
 
