@@ -129,7 +129,7 @@ def load_photo_dict(index: dict[int, Path], classes: Sequence[int], model) -> di
 def takeaway(rows: dict, contrast: dict | None = None) -> str:
     """The judge table in one line, from the summary rows (top-5 under the judge).
 
-    ``contrast`` (from ``judge_eval.contrast``): the best prior row minus the best pixel-space row,
+    ``contrast`` (from :func:`generator.metrics.transfer.contrast`): the best prior row minus the best pixel-space row,
     per class, with a 95 % bootstrap interval over the classes (``mean``, ``lo``, ``hi``, ``n``, in
     fractions). With it, "transfers better" is said only when the interval clears 0, otherwise
     "undecided at n = … classes"; without it, a difference of more than 5 points decides."""
