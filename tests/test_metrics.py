@@ -400,7 +400,7 @@ def test_topk_hits():
     assert h[5].tolist() == [True, False]
 
 
-def test_imagefolder_accuracy_on_known_answers(tmp_path):
+def test_accuracy_counts_on_known_answers(tmp_path):
     from PIL import Image
 
     from generator.models import get_spec
@@ -429,7 +429,8 @@ def test_imagefolder_accuracy_on_known_answers(tmp_path):
             out[:, 999] = x[:, 2].mean((1, 2))  # blue images go to a class outside the folder
             return out
 
-    res = mt.imagefolder_accuracy(ColourNet(), get_spec("efficientnet_lite0"), files, batch_size=3)
+    spec = get_spec("efficientnet_lite0")
+    res = mt.accuracy_from_counts([mt.accuracy_counts(ColourNet(), spec, files, [7, 300], batch_size=3)], [7, 300])
     # red→7 right ×3, green-in-red-folder wrong, green→300 right ×2, blue: 1000-way wrong (999)
     assert res["n"] == 8 and res["n_classes"] == 2
     assert res["top1"] == pytest.approx(5 / 8)
@@ -439,7 +440,6 @@ def test_imagefolder_accuracy_on_known_answers(tmp_path):
     assert res["per_class_restricted"][7] == pytest.approx(3 / 4)
     # counted in blocks (as a build caches and distributes them; restricted to the whole set's classes)
     # and summed: the same numbers, exactly
-    spec = get_spec("efficientnet_lite0")
     blocks = [mt.accuracy_counts(ColourNet(), spec, files[i:i + 3], [7, 300], batch_size=2) for i in range(0, 8, 3)]
     assert [b["n"] for b in blocks] == [3, 3, 2]
     assert mt.accuracy_from_counts(blocks, [7, 300]) == res

@@ -364,8 +364,9 @@ def train_generator_main(argv: list[str] | None = None) -> int:
 
     # ---- data: codes + small images, cached
     exclude = read_exclude(args.exclude)
-    paths = gather(args.data, exclude)
-    n_excluded = len(gather(args.data)) - len(paths) if exclude else 0  # photos left out of --data
+    found = gather(args.data)
+    paths = [p for p in found if p.name not in exclude]
+    n_excluded = len(found) - len(paths)  # photos left out of --data
     if args.val:
         train_paths = pick_subset(paths, args.max_train, args.seed)
         val_paths = pick_subset(gather([args.val], exclude), args.max_val, args.seed + 1)

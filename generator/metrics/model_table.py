@@ -158,16 +158,3 @@ def accuracy_from_counts(counts: Sequence[dict], classes: Sequence[int]) -> dict
         "top1_restricted": rate("restricted"),
         "per_class_restricted": {k: (a / t if t else float("nan")) for k, (a, t) in per_class.items()},
     }
-
-
-def imagefolder_accuracy(
-    net: Callable[[torch.Tensor], torch.Tensor],
-    spec,
-    files: list[tuple[Path, int]],
-    batch_size: int = 32,
-    device: str | torch.device = "cpu",
-    progress=None,
-) -> dict:
-    """Top-1/top-5 over 1000 classes and top-1 restricted to the classes present (one pass)."""
-    classes = sorted({c for _p, c in files})
-    return accuracy_from_counts([accuracy_counts(net, spec, files, classes, batch_size, device, progress)], classes)
