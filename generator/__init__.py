@@ -8,7 +8,8 @@ The package reads top-down in the order data flows (each layer imports only from
                 work here or as Ray tasks, results through the cache), ``util``, ``progress`` (bars on a
                 terminal, plain lines in a log).
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
-                deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``),
+                deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``;
+                batch-norm folding), ``patch_forward`` (occlusion recomputes only what its square reaches),
                 ``objectives`` (what activation maximisation maximises) and ``deepsim/`` (the image
                 generator behind DGN-AM and PPGN; its training, ``evaluate`` and ``judge_eval``
                 commands are scripts at the bottom of the flow: they also use ``metrics`` and ``render``).

@@ -41,7 +41,9 @@ Batching: every method processes many images per forward/backward; SmoothGrad (a
 squared and variance variants), Integrated Gradients and Occlusion process their
 perturbed copies in batches of ``batch_size`` copies. On out-of-memory the batch is
 halved and retried (:func:`run_batched`). CPU and CUDA both work (the inputs' device is
-used).
+used). On a network whose body starts with a local ``nn.Sequential`` (AlexNet, VGG),
+Occlusion's copies recompute only the block of each layer their square reaches
+(:mod:`~generator.methods.patch_forward`; checked against whole passes on an example).
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Method, as_target, prepared, state_key
+from .patch_forward import patch_forward
 from .relu_rules import RECTIFIER_NOTE, relu_rule
 
 DEFAULT_BATCH_SIZE = 32
@@ -667,6 +670,9 @@ class Occlusion(AttributionMethod):
         boxes = torch.tensor([(y, x0) for y in ys for x0 in xs], device=x.device)
         P = len(boxes)
         net = self._net(x)
+        local = patch_forward(net, x[:1]) if B else None
+        if local is not None:
+            return self._attribute_local(local, x, target, boxes.tolist(), wh, ww, fill)
         logits0 = predict(net, x, self.batch_size)
         t = logits0.argmax(1) if target is None else target
         self.last_target = t
@@ -689,14 +695,44 @@ class Occlusion(AttributionMethod):
             drops[s:e] = p0[img] - prob
 
         run_batched(B * P, self.batch_size, fn)
-        # average the drops of all windows covering each pixel
-        total = x.new_zeros(B, 1, H, W)
-        count = x.new_zeros(1, 1, H, W)
-        d = drops.view(B, P)
-        for p, (y0, x0) in enumerate(boxes.tolist()):
+        return self._average(drops.view(B, P), boxes.tolist(), x.shape, wh, ww)
+
+    @staticmethod
+    def _average(d: torch.Tensor, boxes: list, shape, wh: int, ww: int) -> torch.Tensor:
+        """Each pixel's mean drop over the windows covering it (``d``: B×P)."""
+        B, _, H, W = shape
+        total = d.new_zeros(B, 1, H, W)
+        count = d.new_zeros(1, 1, H, W)
+        for p, (y0, x0) in enumerate(boxes):
             total[:, :, y0 : y0 + wh, x0 : x0 + ww] += d[:, p].view(B, 1, 1, 1)
             count[:, :, y0 : y0 + wh, x0 : x0 + ww] += 1
         return total / count.clamp(min=1)
+
+    @torch.inference_mode()  # forward only
+    def _attribute_local(self, local, x: torch.Tensor, target: torch.Tensor | None, boxes: list, wh: int, ww: int,
+                         fill: float) -> torch.Tensor:
+        """The same map, each copy recomputing only the block of each layer its square reaches
+        (:mod:`~generator.methods.patch_forward`): the images' layers once, then the copies in
+        batches of ``batch_size``."""
+        B, _, H, W = x.shape
+        P = len(boxes)
+        base = local.base(x)
+        logits0 = local.rest(base[1]).float()
+        t = logits0.argmax(1) if target is None else target
+        self.last_target = t
+        p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
+        lengths, plans = local.plans((H, W), boxes, wh, ww)
+        copies = [(i, p) for i in range(B) for p in range(P)]
+        drops = x.new_empty(B, P)
+
+        def fn(s: int, e: int) -> None:
+            img, pos = [i for i, _p in copies[s:e]], [p for _i, p in copies[s:e]]
+            logits = local.occluded_logits(base, lengths, img, [plans[p] for p in pos], wh, ww, fill).float()
+            i, p = torch.tensor(img, device=x.device), torch.tensor(pos, device=x.device)
+            drops[i, p] = p0[i] - logits.softmax(1).gather(1, t[i].view(-1, 1))[:, 0]
+
+        run_batched(len(copies), self.batch_size, fn)
+        return self._average(drops, boxes, x.shape, wh, ww)
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
         return attribution[:, 0].clamp(min=0)
