@@ -47,3 +47,19 @@ def test_captum_benchmark_says_where_captum_misses_relu6(capsys):
 def test_generator_never_imports_captum():
     for path in (ROOT / "generator").rglob("*.py"):
         assert "captum" not in path.read_text(encoding="utf-8"), path
+
+
+def test_pass_count_floor_adds_images_times_measured_seconds(tmp_path, capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("count_passes", ROOT / "bench" / "count_passes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    counts = tmp_path / "counts.json"
+    counts.write_text('[["findings", "faithfulness_results", 224, false, 1000], ["findings", "trained_maps", 224, true, 200],'
+                      ' ["atlas", "-", 260, false, 50], ["x", "-", 999, false, 7]]')
+    speed = {"efficientnet_lite0": (0.01, 0.03), "efficientnet_lite2": (0.02, 0.05)}
+    monkeypatch.setattr(mod, "per_image_seconds", lambda name: speed[name])
+    assert mod.main(["floor", "--counts", str(counts), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    # 1000 × 0.01 + 200 × 0.03 + 50 × 0.02 = 17 s; the 999-px row matches no listed model and is left out
+    assert "floor of the counted work: 17 s" in out
+    assert re.search(r"trained_maps\s+efficientnet_lite0\s+0\s+200\s+6\.0", out)
