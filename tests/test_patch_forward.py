@@ -83,6 +83,7 @@ def test_local_occlusion_equals_whole_forward_passes(H, W, window, stride):
     want = occlusion_loop(net, x, m.last_target, window, stride, 0.3)
     assert want.abs().max() > 1e-3  # the squares do move the probability
     assert torch.allclose(got[:, 0], want, atol=1e-6)
+    assert not got.is_inference() and not m.last_target.is_inference()  # usable with autograd afterwards
     # … and batching does not change the map
     assert torch.allclose(make("occlusion", net, window=window, stride=stride, fill=0.3, batch_size=64).attribute(x), got,
                           atol=1e-7)

@@ -708,7 +708,6 @@ class Occlusion(AttributionMethod):
             count[:, :, y0 : y0 + wh, x0 : x0 + ww] += 1
         return total / count.clamp(min=1)
 
-    @torch.inference_mode()  # forward only
     def _attribute_local(self, local, x: torch.Tensor, target: torch.Tensor | None, boxes: list, wh: int, ww: int,
                          fill: float) -> torch.Tensor:
         """The same map, each copy recomputing only the block of each layer its square reaches
@@ -716,22 +715,23 @@ class Occlusion(AttributionMethod):
         batches of ``batch_size``."""
         B, _, H, W = x.shape
         P = len(boxes)
-        base = local.base(x)
-        logits0 = local.rest(base[1]).float()
-        t = logits0.argmax(1) if target is None else target
-        self.last_target = t
-        p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
         lengths, plans = local.plans((H, W), boxes, wh, ww)
         copies = [(i, p) for i in range(B) for p in range(P)]
-        drops = x.new_empty(B, P)
+        drops = x.new_empty(B, P)  # a normal tensor, written in place under inference mode (forward only)
+        with torch.inference_mode():
+            base = local.base(x)
+            logits0 = local.rest(base[1]).float()
+            t = logits0.argmax(1) if target is None else target
+            p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
 
-        def fn(s: int, e: int) -> None:
-            img, pos = [i for i, _p in copies[s:e]], [p for _i, p in copies[s:e]]
-            logits = local.occluded_logits(base, lengths, img, [plans[p] for p in pos], wh, ww, fill).float()
-            i, p = torch.tensor(img, device=x.device), torch.tensor(pos, device=x.device)
-            drops[i, p] = p0[i] - logits.softmax(1).gather(1, t[i].view(-1, 1))[:, 0]
+            def fn(s: int, e: int) -> None:
+                img, pos = [i for i, _p in copies[s:e]], [p for _i, p in copies[s:e]]
+                logits = local.occluded_logits(base, lengths, img, [plans[p] for p in pos], wh, ww, fill).float()
+                i, p = torch.tensor(img, device=x.device), torch.tensor(pos, device=x.device)
+                drops[i, p] = p0[i] - logits.softmax(1).gather(1, t[i].view(-1, 1))[:, 0]
 
-        run_batched(len(copies), self.batch_size, fn)
+            run_batched(len(copies), self.batch_size, fn)
+        self.last_target = t.clone()  # (out of inference mode: a normal tensor)
         return self._average(drops, boxes, x.shape, wh, ww)
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
