@@ -7,9 +7,9 @@ layer. For the copies of an occlusion map, :class:`PatchForward` computes every 
 image once (the *base*), and per copy only that block of each layer — from a crop of the base
 with the copy's changed block pasted in — up to the end of the network's local part; the rest
 (global pooling, fully connected layers) then runs on the base's last activation with the
-block pasted in. On torchvision's AlexNet a 32-pixel square touches about 4 % of the first
-convolution's output and 70 % of the last one's; on VGG16 far less, so most of the
-arithmetic of the copies is skipped.
+block pasted in. On torchvision's AlexNet (224 px) a 32-pixel square changes 4 % of the first
+convolution's output, 17 % of the second's and all of the fifth's — about half of the
+arithmetic of a copy is skipped; on VGG16, whose layers reach less far each, about four fifths.
 
 A network qualifies when it is a :class:`~generator.models.Classifier` (per-pixel
 normalisation, then ``body``) whose body's first child is an ``nn.Sequential`` of local layers
@@ -50,9 +50,6 @@ class _Spatial:
 
     def out_size(self, n: int, axis: int) -> int:
         return (n + 2 * self.p[axis] - self.k[axis]) // self.s[axis] + 1
-
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(self.pad(x))
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.p
