@@ -17,7 +17,7 @@ time goal shows the goal cannot be met with that much work on that machine. Not 
 DeePSim generator's own passes (DGN-AM, PPGN) and anything that does not go through a
 registry classifier.
 
-Example (the default build's three models, stopped after Lite0's findings)::
+Example (a cold build of the default three models into folders of their own)::
 
     python bench/count_passes.py count --cache /tmp/cold-cache --out /tmp/gen
     python bench/count_passes.py floor --threads 2
