@@ -84,9 +84,11 @@ def test_local_occlusion_equals_whole_forward_passes(H, W, window, stride):
     assert want.abs().max() > 1e-3  # the squares do move the probability
     assert torch.allclose(got[:, 0], want, atol=1e-6)
     assert not got.is_inference() and not m.last_target.is_inference()  # usable with autograd afterwards
-    # … and batching does not change the map
-    assert torch.allclose(make("occlusion", net, window=window, stride=stride, fill=0.3, batch_size=64).attribute(x), got,
-                          atol=1e-7)
+    # … and batching does not change the map (2: the photos in two chunks, 64: all copies of a chunk at once)
+    for bs in (2, 64):
+        again = make("occlusion", net, window=window, stride=stride, fill=0.3, batch_size=bs)
+        assert torch.allclose(again.attribute(x), got, atol=1e-7)
+        assert torch.equal(again.last_target, m.last_target)
 
 
 def test_only_networks_it_computes_exactly_qualify():

@@ -711,27 +711,33 @@ class Occlusion(AttributionMethod):
     def _attribute_local(self, local, x: torch.Tensor, target: torch.Tensor | None, boxes: list, wh: int, ww: int,
                          fill: float) -> torch.Tensor:
         """The same map, each copy recomputing only the block of each layer its square reaches
-        (:mod:`~generator.methods.patch_forward`): the images' layers once, then the copies in
-        batches of ``batch_size``."""
+        (:mod:`~generator.methods.patch_forward`): per chunk of ``batch_size`` images their layers
+        once, then their copies in batches of ``batch_size``."""
         B, _, H, W = x.shape
         P = len(boxes)
         lengths, plans = local.plans((H, W), boxes, wh, ww)
-        copies = [(i, p) for i in range(B) for p in range(P)]
-        drops = x.new_empty(B, P)  # a normal tensor, written in place under inference mode (forward only)
-        with torch.inference_mode():
-            base = local.base(x)
-            logits0 = local.rest(base[1]).float()
-            t = logits0.argmax(1) if target is None else target
-            p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
+        drops = x.new_empty(B, P)  # normal tensors, written in place under inference mode (forward only)
+        tgt = torch.empty(B, dtype=torch.long, device=x.device)
 
-            def fn(s: int, e: int) -> None:
-                img, pos = [i for i, _p in copies[s:e]], [p for _i, p in copies[s:e]]
-                logits = local.occluded_logits(base, lengths, img, [plans[p] for p in pos], wh, ww, fill).float()
-                i, p = torch.tensor(img, device=x.device), torch.tensor(pos, device=x.device)
-                drops[i, p] = p0[i] - logits.softmax(1).gather(1, t[i].view(-1, 1))[:, 0]
+        def images(s0: int, e0: int) -> None:
+            with torch.inference_mode():
+                base = local.base(x[s0:e0])
+                logits0 = local.rest(base[1]).float()
+                t = logits0.argmax(1) if target is None else target[s0:e0]
+                p0 = logits0.softmax(1).gather(1, t.view(-1, 1))[:, 0]
+                copies = [(i, p) for i in range(e0 - s0) for p in range(P)]
 
-            run_batched(len(copies), self.batch_size, fn)
-        self.last_target = t.clone()  # (out of inference mode: a normal tensor)
+                def fn(s: int, e: int) -> None:
+                    img, pos = [i for i, _p in copies[s:e]], [p for _i, p in copies[s:e]]
+                    logits = local.occluded_logits(base, lengths, img, [plans[p] for p in pos], wh, ww, fill).float()
+                    i, p = torch.tensor(img, device=x.device), torch.tensor(pos, device=x.device)
+                    drops[s0 + i, p] = p0[i] - logits.softmax(1).gather(1, t[i].view(-1, 1))[:, 0]
+
+                run_batched(len(copies), self.batch_size, fn)
+                tgt[s0:e0] = t
+
+        run_batched(B, self.batch_size, images)
+        self.last_target = tgt
         return self._average(drops, boxes, x.shape, wh, ww)
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:
