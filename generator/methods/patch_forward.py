@@ -170,8 +170,8 @@ class PatchForward:
         """The crop lengths (per spatial layer, rows and cols) and the :class:`Plan` of each copy
         occluded in an ``h × w`` square at ``boxes`` (y0, x0) of an input of ``size`` = (H, W)."""
         (H, W) = size
-        ly, ys, py, (ry) = _axis_plans(self.ops, H, [(y0, y0 + h) for y0, _ in boxes], 0)
-        lx, xs, px, (rx) = _axis_plans(self.ops, W, [(x0, x0 + w) for _, x0 in boxes], 1)
+        ly, ys, py, ry = _axis_plans(self.ops, H, [(y0, y0 + h) for y0, _ in boxes], 0)
+        lx, xs, px, rx = _axis_plans(self.ops, W, [(x0, x0 + w) for _, x0 in boxes], 1)
         return (ly, lx), [Plan(tuple(zip(ys[q], xs[q])), tuple(zip(py[q], px[q])), (*ry[q], *rx[q]))
                           for q in range(len(boxes))]
 
