@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("captum")
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,11 @@ def test_pass_count_floor_adds_images_times_measured_seconds(tmp_path, capsys, m
                       ' ["atlas", "-", 260, false, 50], ["x", "-", 999, false, 7]]')
     speed = {"efficientnet_lite0": (0.01, 0.03), "efficientnet_lite2": (0.02, 0.05)}
     monkeypatch.setattr(mod, "per_image_seconds", lambda name: speed[name])
-    assert mod.main(["floor", "--counts", str(counts), "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert mod.main(["floor", "--counts", str(counts), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # ``floor`` sets the thread count; the other tests keep theirs
     out = capsys.readouterr().out
     # 1000 × 0.01 + 200 × 0.03 + 50 × 0.02 = 17 s; the 999-px row matches no listed model and is left out
     assert "floor of the counted work: 17 s" in out
