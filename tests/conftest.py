@@ -26,6 +26,16 @@ def tmp_torch_home(tmp_path, monkeypatch):
     return home / "hub" / "checkpoints"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (timings aside, results of some kernels depend on the
+    thread count); the count before is restored afterwards, also when the test changed it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def lite0():
     from generator.models import load_model

@@ -23,12 +23,7 @@ ORIGINAL_RELU = F.relu
 ORIGINAL_HARDTANH = F.hardtanh
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def input_grad(net, x, target, rule=None):

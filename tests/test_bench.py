@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("captum")
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +49,7 @@ def test_generator_never_imports_captum():
         assert "captum" not in path.read_text(encoding="utf-8"), path
 
 
-def test_pass_count_floor_adds_images_times_measured_seconds(tmp_path, capsys, monkeypatch):
+def test_pass_count_floor_adds_images_times_measured_seconds(tmp_path, capsys, monkeypatch, one_thread):
     spec = importlib.util.spec_from_file_location("count_passes", ROOT / "bench" / "count_passes.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -59,11 +58,7 @@ def test_pass_count_floor_adds_images_times_measured_seconds(tmp_path, capsys, m
                       ' ["atlas", "-", 260, false, 50], ["x", "-", 999, false, 7]]')
     speed = {"efficientnet_lite0": (0.01, 0.03), "efficientnet_lite2": (0.02, 0.05)}
     monkeypatch.setattr(mod, "per_image_seconds", lambda name: speed[name])
-    threads = torch.get_num_threads()
-    try:
-        assert mod.main(["floor", "--counts", str(counts), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)  # ``floor`` sets the thread count; the other tests keep theirs
+    assert mod.main(["floor", "--counts", str(counts), "--threads", "1"]) == 0  # (``one_thread`` restores the count)
     out = capsys.readouterr().out
     # 1000 × 0.01 + 200 × 0.03 + 50 × 0.02 = 17 s; the 999-px row matches no listed model and is left out
     assert "floor of the counted work: 17 s" in out

@@ -18,12 +18,7 @@ from generator.methods.attribution import make
 from generator.models import Classifier
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Body(nn.Module):
