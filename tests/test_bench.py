@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("captum")
 ROOT = Path(__file__).resolve().parent.parent
-# model, method, ours img/s, Captum img/s, ours/Captum, plain/Captum, Captum's work (∇ and F images), agreement
-ROW = r"^TAG\s+(\w+)\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x\s+(\d+)∇ (\d+)F\s+(.*)$"
+# model, method, ours img/s, Captum img/s, ours/Captum, plain/Captum, ours/plain′, Captum's work (∇ and F
+# images), agreement
+ROW = r"^TAG\s+(\w+)\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x\s+[\d.]+x\s+(\d+)∇ (\d+)F\s+(.*)$"
 
 
 def load_bench():
