@@ -13,8 +13,8 @@ photo's top-1), settings, device and threads. Per model and method it prints
 * ``ours/Captum`` — the ratio of images/s, the median over ``--reps`` runs in which the
   contestants alternate (each run starts with another one), so a busy machine slows all alike.
 * ``plain/Captum`` — the same ratio for Captum's own network work run bare: the images Captum
-  sends through the network in one call are counted (``Captum work``: ``G∇`` with an input
-  gradient, ``F`` forward only), and ``plain`` sends as many through the same network in
+  sends through the network in one call are counted (``Captum work``: ``N∇`` images with an input
+  gradient, ``MF`` forward only), and ``plain`` sends as many through the same network in
   batches of ``--batch``, forward + input gradient or forward only (Grad-CAM's short backward
   from the logits to its layer is left out), with no hooks and no library around it. It is
   the most any implementation of Captum's passes on the network *as loaded* can reach; ours
@@ -23,9 +23,11 @@ photo's top-1), settings, device and threads. Per model and method it prints
 * ``ours/plain′`` — ours against the same bare work on our prepared copy of the network
   (batch norm folded, channels-last; the network itself where there is nothing to fold):
   about 1.0 when ours adds nothing to the passes it shares with Captum, above 1 where ours
-  does fewer passes. One warm-up run each precedes the timing (it also builds our prepared copy
-  of the network, once per model). SmoothGrad's shared noisy-gradient cache is emptied
-  before every run of ours.
+  does fewer passes.
+
+One warm-up run of each contestant precedes the timing (it also builds our prepared copy of
+the network, once per model). SmoothGrad's shared noisy-gradient cache is emptied before
+every run of ours.
 
 Captum is an optional extra (``pip install -e .[bench]``; ``make`` installs it); the
 generator never imports it. Examples::
@@ -142,9 +144,6 @@ def batching_main(argv: list[str] | None = None) -> int:
             print(f"{tag:<20} {name:<22} {ips_1:>10.2f} {ips_b:>11.2f} {ips_r:>10.2f} {ips_b / ips_r:>8.2f}x {diff:>9.1e}", flush=True)
     if any_random:
         print("* random weights (throughput does not depend on the weights)")
-    print("plain: Captum's work (images through the network in one call: ∇ with an input gradient, F forward only) "
-          "run bare on the same network, no hooks, no library — the ceiling of any implementation of the same passes "
-          "on the network as loaded; plain′: the same on our prepared copy (batch norm folded, channels-last)")
     settings = {n: method_params(n, args.full) for n in args.methods}
     print(("gallery" if args.full else "findings (light)") + " settings: "
           + ", ".join(f"{n} {p}" for n, p in settings.items() if p))

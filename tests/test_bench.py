@@ -2,7 +2,6 @@
 method (no timing is checked: it is a benchmark, not a test)."""
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
