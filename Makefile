@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := true
 
 MATHJAX := site_src/assets/mathjax/tex-mml-chtml.js
 
-.PHONY: site build serve test bench clean setup rehearse chromium
+.PHONY: site build serve test test-fast bench clean setup rehearse chromium
 
 setup: $(STAMP)
 
@@ -57,7 +57,11 @@ serve: build $(MATHJAX)
 	$(BIN)/mkdocs serve
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+# The quick lane while editing: everything except the end-to-end builds (marker `slow`); make test runs all
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python bench/bench_methods.py $(ARGS)
