@@ -24,4 +24,6 @@ The package reads top-down in the order data flows (each layer imports only from
 7. build, cli   ``build`` (checks config and stage order, runs the stages), ``cli`` (commands).
 """
 
+CACHE_NEUTRAL = True  # the package map (docstring) only
+
 __version__ = "0.1.0"

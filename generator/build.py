@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from .cache import Cache
+from .cache import Cache, key
 from . import stages as stage_modules
 from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
 from .site import OutputFolder, SiteWriter
-from .executor import EXECUTORS, LocalExecutor, make_executor
+from .executor import EXECUTORS, LocalExecutor, compute, make_executor
 from .progress import line as progress_line
-from .util import StageTimer, chunks
+from .util import StageTimer
 
 log = logging.getLogger("generator")
 
@@ -33,6 +33,16 @@ REHEARSAL_BANNER = ("!!! danger \"Rehearsal: random weights\"\n"
                     "    This page comes from a rehearsal build. Models whose real weights were missing ran with "
                     "**random** weights: their pictures and numbers show only that the pipeline runs, not what a "
                     "trained network learned.")
+
+
+def logits_chunk(model: LoadedModel, batch_size: int, x: torch.Tensor) -> list[torch.Tensor]:
+    """Logits (float32, CPU) of photos ``x``, forward only, in batches of ``batch_size``."""
+    x = x.to(model.device)
+    out: list[torch.Tensor] = []
+    for s in range(0, len(x), batch_size):
+        with torch.no_grad():
+            out.extend(model.net(x[s : s + batch_size]).float().cpu())
+    return out
 
 
 def pick_device(name: str) -> torch.device:
@@ -85,22 +95,15 @@ class BuildContext:
         """Logits of every image (N×1000, CPU), computed in batches once per build and cached."""
         if model.name not in self._logits:
             keys = [self._logits_key(model, it) for it in self.images]
-
-            def compute(idx: list[int]) -> list[torch.Tensor]:
-                out = []
-                for part in chunks(idx, self.batch_size):
-                    with torch.no_grad():
-                        out.extend(model.net(self.batch(model, [self.images[i] for i in part])).float().cpu())
-                return out
-
-            res = self.cache.batched(keys, compute)
+            res = compute(self, keys, logits_chunk,
+                          lambda idx: (model, self.batch_size, self.batch(model, [self.images[i] for i in idx])),
+                          what=f"logits {model.name}")
             self._logits[model.name] = torch.stack(res) if res else torch.empty(0, 1000)
         return self._logits[model.name]
 
     @staticmethod
     def _logits_key(model: LoadedModel, item: ImageItem) -> dict:
-        return {"what": "logits", "model": model.cache_id, "image": item.sha256,
-                "input": model.spec.preprocess.key}
+        return key("logits", model=model, code=logits_chunk, image=item.sha256)
 
     def store_logits(self, model: LoadedModel, items: list[ImageItem], logits: torch.Tensor) -> None:
         """Let a stage that ran the model anyway record the logits (no second forward pass)."""
@@ -207,12 +210,12 @@ def check_config(config: Config) -> dict[str, dict]:
             raise ConfigError(f"[build] models: {e.args[0]}") from None
         except Exception as e:  # a malformed torchvision:/timm: name
             raise ConfigError(f"[build] models: {name!r}: {e}") from None
-        for key in ("layers", "deconv_layers"):
-            for layer in config.model_section(spec.name).get(key) or []:
+        for table_key in ("layers", "deconv_layers"):
+            for layer in config.model_section(spec.name).get(table_key) or []:
                 try:
                     spec.layer(layer)
                 except (KeyError, TypeError) as e:
-                    raise ConfigError(f"[models.{spec.name}] {key}: {layer!r}: {e.args[0] if e.args else e}") from None
+                    raise ConfigError(f"[models.{spec.name}] {table_key}: {layer!r}: {e.args[0] if e.args else e}") from None
     return {name: mod.settings(config) for name in stage_modules.STAGES
             if hasattr(mod := stage_modules.load(name), "settings")}
 

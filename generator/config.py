@@ -9,6 +9,8 @@ what is allowed). A model can have its own table ``[models.<name>]``
 """
 from __future__ import annotations
 
+CACHE_NEUTRAL = True  # cannot change a cached value: left out of code fingerprints (generator.cache.key)
+
 import copy
 import re
 import tomllib

@@ -1,8 +1,11 @@
-"""Where the model work of the heavy stages runs: in this process, or fanned out over Ray.
+"""Where the model work runs: in this process, or fanned out over Ray — through one call.
 
-A stage that can scale out splits its cache misses into chunks of photos and hands
-``executor.cached(cache, keys, chunks, fn)`` one task per chunk: ``fn(*args)`` computes the
-results of one (model, chunk of photos) and returns them, one per key, in order. Every
+:func:`compute` is the one way a stage gets keyed results: ``compute(ctx, keys, fn, args_of)``
+reads the cache hits and computes the misses in chunks, each by ``fn(*args_of(indices))``
+(a module-level function of the model, settings and CPU tensors, one result per index, in
+order), with a progress bar (``fn`` calls :func:`tick` per photo or batch it finishes) and,
+here, out-of-memory back-off (a chunk that runs out of memory is split in halves). Whether
+the chunks run here or as Ray tasks is the executor's business, never the stage's. Every
 result is written to the content cache (by the worker, and by the driver when the worker's
 file is not visible to it) and read back from there, so a distributed build and a local
 build write the same pages and figures, and an interrupted one resumes chunk by chunk.
@@ -17,12 +20,14 @@ Ray is imported only when a :class:`RayExecutor` is made.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cache import Cache
+from .cache import LOCK_CHUNK, Cache
 
+CACHE_NEUTRAL = True  # where work runs does not change its results (see generator.cache.key)
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTORS = ("local", "ray")
 
@@ -165,6 +170,93 @@ class RayExecutor(LocalExecutor):
 def distributed(ctx) -> bool:
     """Whether ``ctx`` (a build context) fans chunks out (contexts without an executor: no)."""
     return bool(getattr(getattr(ctx, "executor", None), "distributed", False))
+
+
+# ------------------------------------------------------------------------------ the one call
+
+_BAR: contextvars.ContextVar = contextvars.ContextVar("generator_executor_bar", default=None)
+
+
+def tick(n: int = 1) -> None:
+    """Advance the progress bar of the :func:`compute` call running ``fn`` (no-op elsewhere,
+    e.g. in a Ray worker)."""
+    bar = _BAR.get()
+    if bar is not None:
+        bar.update(n)
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _backoff(fn: Callable[..., list[Any]], args_of: Callable[[list[int]], tuple], idx: list[int]) -> list[Any]:
+    """``fn(*args_of(idx))``; on out-of-memory the chunk is split in halves (down to one key)."""
+    try:
+        return list(fn(*args_of(idx)))
+    except (RuntimeError, MemoryError) as e:
+        if len(idx) < 2 or not (_is_oom(e) or isinstance(e, MemoryError)):
+            raise
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(idx) // 2
+    return _backoff(fn, args_of, idx[:half]) + _backoff(fn, args_of, idx[half:])
+
+
+def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callable[[list[int]], tuple], *,
+            what: str, unit: int | None = None, chunk: int = 0, total: int | None = None,
+            bar_unit: str = "img", here: bool = False) -> list[Any]:
+    """Results for ``keys`` (see the module docstring): hits from ``ctx.cache``, misses by
+    ``fn(*args_of(idx))`` through ``ctx.executor``.
+
+    ``unit``: keys per indivisible piece of work (default ``ctx.batch_size``: keys of photos;
+    1 for keys of layers or blocks); a distributed chunk is a multiple of it. ``chunk``: keys per
+    step of a local run, each step stored before the next starts (0: all misses in one step), so
+    an interrupted build resumes within the call. ``total``: the bar's total (default: the misses;
+    give it when ``fn`` ticks per photo while a key holds several). ``here``: run in this process
+    whatever the executor (work on objects only this process holds, e.g. the DGN-AM generator on
+    the build's device); ``fn`` may then be any callable."""
+    cache, executor = ctx.cache, getattr(ctx, "executor", None) or LocalExecutor()
+    if getattr(executor, "distributed", False) and not here:
+        import torch
+
+        cpu = lambda a: a.cpu() if isinstance(a, torch.Tensor) else a  # noqa: E731
+        size = chunk_size(executor, len(keys), ctx.batch_size if unit is None else unit)
+        return executor.cached(cache, keys, size, lambda idx: tuple(cpu(a) for a in args_of(idx)), fn, what=what)
+    out: list[Any] = [cache.get(k) for k in keys]
+    misses = [i for i, o in enumerate(out) if o is None]
+    if not misses:
+        return out
+    from .progress import bar as make_bar
+
+    bar = make_bar(total=total if total is not None else len(misses), desc=what, unit=bar_unit)
+    token = _BAR.set(bar)
+    try:
+        step = chunk if chunk > 0 else len(misses)
+        if cache.enabled:
+            step = min(step, LOCK_CHUNK)  # open lock files at a time
+        for part in split(misses, step):
+            with cache.lock(keys[i] for i in part):
+                got = {i: cache._read(keys[i]) if cache.enabled else None for i in part}
+                todo = [i for i in part if got[i] is None]  # what another build stored meanwhile is read
+                if todo:
+                    res = _backoff(fn, args_of, todo)
+                    if len(res) != len(todo):
+                        raise RuntimeError(f"{what}: {len(todo)} keys gave {len(res)} results")
+                    for i, r in zip(todo, res):
+                        got[i] = cache.put(keys[i], r)
+            for i in part:
+                out[i] = got[i]
+    finally:
+        _BAR.reset(token)
+        bar.close()
+    return out
 
 
 def make_executor(name: str, address: str = "", say: Callable[[str], None] = print):

@@ -7,6 +7,8 @@ and the models' titles and layer names, so a figure is described without rebuild
 """
 from __future__ import annotations
 
+CACHE_NEUTRAL = True  # cannot change a cached value: left out of code fingerprints (generator.cache.key)
+
 import fnmatch
 import html
 import io

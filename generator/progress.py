@@ -8,6 +8,8 @@ bars, ``CNNVIS_NO_PROGRESS=1`` silences both.
 """
 from __future__ import annotations
 
+CACHE_NEUTRAL = True  # cannot change a cached value: left out of code fingerprints (generator.cache.key)
+
 import os
 import sys
 import time

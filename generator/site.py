@@ -11,6 +11,8 @@ generated snippet ``generated/_snippets/home.md``.
 """
 from __future__ import annotations
 
+CACHE_NEUTRAL = True  # cannot change a cached value: left out of code fingerprints (generator.cache.key)
+
 import contextlib
 import ctypes
 import ctypes.util

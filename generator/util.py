@@ -1,6 +1,8 @@
 """Small shared helpers: atomic writes, hashing, slugs, stage timing, progress bars."""
 from __future__ import annotations
 
+CACHE_NEUTRAL = True  # cannot change a cached value: left out of code fingerprints (generator.cache.key)
+
 import contextlib
 import hashlib
 import io

@@ -14,10 +14,10 @@ from PIL import Image
 from torch import nn
 
 from generator import image_folder
-from generator.images import Preprocess
+from generator.imagenet import labels as imagenet_labels
 from generator.metrics import unit_stats
 from generator.methods.base import capture_outputs
-from generator.models import Classifier, Layer, LoadedModel, ModelSpec, imagenet_labels
+from generator.models import Classifier, Layer, LoadedModel, ModelSpec, Preprocess
 from generator.receptive_field import receptive_field
 from generator.render import unit_tiles
 
@@ -280,7 +280,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
 
     monkeypatch.setattr(image_folder, "iterate_decoded", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
+        stage._stream_all(ctx, [(lm, ["c1", "c2"], None)], folder, idx, cfg)[0]
     fed = []
 
     def counting(listing, todo, *a, **kw):
@@ -288,7 +288,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
         return real(listing, todo, *a, **kw)
 
     monkeypatch.setattr(image_folder, "iterate_decoded", counting)
-    resumed = stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
+    resumed = stage._stream_all(ctx, [(lm, ["c1", "c2"], None)], folder, idx, cfg)[0]
     assert fed == [len(idx) - 3 * 4]  # three batches were checkpointed before the interruption
     once = stream(net, folder, idx, 3, batch=4)
     for n in ("c1", "c2"):
@@ -297,7 +297,7 @@ def test_stage_stream_resumes_after_an_interruption(tmp_path, folder, monkeypatc
     assert resumed.done == len(idx)
     # finished: the next call is a pure cache hit
     fed.clear()
-    stage._stream(ctx, lm, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, lm, cfg))
+    stage._stream_all(ctx, [(lm, ["c1", "c2"], None)], folder, idx, cfg)[0]
     assert fed == []
 
 
@@ -330,7 +330,7 @@ def test_models_share_one_decoding_and_get_the_same_results_as_alone(tmp_path, f
     alone = {}
     for m in (a, b):
         c = Ctx(tmp_path / f"alone-{m.name}")
-        alone[m.name] = stage._stream(c, m, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(c, m, cfg))
+        alone[m.name] = stage._stream_all(c, [(m, ["c1", "c2"], None)], folder, idx, cfg)[0]
     # model a streamed halfway (interrupted), then both together
     ctx = Ctx(tmp_path / "shared")
     real = image_folder.iterate_decoded
@@ -343,7 +343,7 @@ def test_models_share_one_decoding_and_get_the_same_results_as_alone(tmp_path, f
 
     monkeypatch.setattr(image_folder, "iterate_decoded", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        stage._stream(ctx, a, folder, idx, ["c1", "c2"], cfg, stage._FastCopy(ctx, a, cfg))
+        stage._stream_all(ctx, [(a, ["c1", "c2"], None)], folder, idx, cfg)[0]
     monkeypatch.setattr(image_folder, "iterate_decoded", real)
     decoded = []
     real_load = image_folder.load_rgb
@@ -353,7 +353,7 @@ def test_models_share_one_decoding_and_get_the_same_results_as_alone(tmp_path, f
         return real_load(path)
 
     monkeypatch.setattr(image_folder, "load_rgb", counting_load)
-    jobs = [(m, ["c1", "c2"], stage._FastCopy(ctx, m, cfg)) for m in (a, b)]
+    jobs = [(m, ["c1", "c2"], stage._FastCopy(m, cfg)) for m in (a, b)]
     together = stage._stream_all(ctx, jobs, folder, idx, cfg)
     assert len(decoded) == len(idx)  # model b needed every file, model a the second part: one decoding each
     for m, st in zip((a, b), together):

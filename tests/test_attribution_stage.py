@@ -68,27 +68,28 @@ class Interrupted(Exception):
     pass
 
 
-def test_maps_resume_inside_a_method_and_do_not_depend_on_chunks(tmp_path, tiny):
+def test_maps_resume_inside_a_method_and_do_not_depend_on_chunks(tmp_path, tiny, monkeypatch):
     items = _items(7)
     ctx = _ctx(tmp_path, tiny, items)
     targets = ctx.targets(tiny)
     method = make("smoothgrad", tiny, samples=3)
-    real = method.attribute
+    cls = type(method)  # the compute call builds its own method object from the settings: patch the class
+    real = cls.attribute
     seen: list[int] = []
 
-    def dies_on_third_chunk(x, t):
+    def dies_on_third_chunk(self, x, t):
         seen.append(len(x))
         if len(seen) == 3:
             raise Interrupted
-        return real(x, t)
+        return real(self, x, t)
 
-    method.attribute = dies_on_third_chunk
+    monkeypatch.setattr(cls, "attribute", dies_on_third_chunk)
     with pytest.raises(Interrupted):
         stage._maps(ctx, tiny, "smoothgrad", method, targets, chunk=2)
     assert seen == [2, 2, 2]
     # the rerun computes only the photos without a stored result: 7 - 2 chunks of 2
     seen.clear()
-    method.attribute = lambda x, t: (seen.append(len(x)), real(x, t))[1]
+    monkeypatch.setattr(cls, "attribute", lambda self, x, t: (seen.append(len(x)), real(self, x, t))[1])
     resumed = stage._maps(ctx, tiny, "smoothgrad", method, targets, chunk=2)
     assert seen == [2, 1]
     assert len(resumed) == 7 and [r["target"] for r in resumed] == targets.tolist()

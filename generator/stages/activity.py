@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from ..methods.activity import Activity, summarise
 from ..render import grid, maps_grid, overlay, save_image
-from ..util import chunks, progress
+from ..cache import key
+from ..executor import compute, tick
 
-CODE_VERSION = 1
 ORDER = 20
 PROVIDES: tuple[str, ...] = ()
 NEEDS: tuple[str, ...] = ()
@@ -28,33 +28,32 @@ def settings(config) -> dict:
 
 def _compute(ctx, model, layers: list[str], settings: dict) -> list[dict]:
     """Per image: {layer: summary} + logits; cached per (model, image, settings), batched over misses."""
-    keys = [{"what": "activity", "v": CODE_VERSION, "model": model.cache_id, "image": it.sha256,
-             "input": model.spec.preprocess.key, "layers": layers, **settings}
+    keys = [key("activity", model=model, code=_activity_chunk, image=it.sha256, layers=layers, **settings)
             for it in ctx.images]
+    res = compute(ctx, keys, _activity_chunk,
+                  lambda idx: (model, layers, settings, ctx.batch_size, ctx.batch(model, [ctx.images[i] for i in idx])),
+                  what=f"activity {model.name}")
+    if res:  # the gradient stages need no second forward pass for the logits
+        ctx.store_logits(model, ctx.images, torch.stack([r["logits"] for r in res]))
+    return res
+
+
+def _activity_chunk(model, layers: list[str], settings: dict, batch_size: int, x: torch.Tensor) -> list[dict]:
+    """Layer summaries and logits of photos ``x``, forward only, in batches of ``batch_size``."""
     method = Activity(model.net, {n: model.module(n) for n in layers})
     fixed = settings["fixed_neurons"]
-
-    def compute(idx: list[int]) -> list[dict]:
-        results: list[dict] = []
-        bar = progress(total=len(idx), desc=f"activity {model.name}", unit="img")
-        try:
-            for part in chunks(idx, ctx.batch_size):
-                items = [ctx.images[i] for i in part]
-                x = ctx.batch(model, items)  # made outside: ctx keeps it for the gradient stages
-                with torch.inference_mode():  # forward only
-                    acts, logits = method.record(x)
-                logits = logits.float().cpu()
-                ctx.store_logits(model, items, logits)
-                per_layer = {n: summarise(acts[n].cpu(), settings["top_channels"], settings["neurons"], fixed.get(n))
-                             for n in layers}
-                results.extend({"layers": {n: per_layer[n][j] for n in layers}, "logits": logits[j]}
-                               for j in range(len(items)))
-                bar.update(len(part))
-        finally:
-            bar.close()
-        return results
-
-    return ctx.cache.batched(keys, compute)
+    x = x.to(model.device)
+    results: list[dict] = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s : s + batch_size]
+        with torch.inference_mode():  # forward only
+            acts, logits = method.record(xb)
+        logits = logits.float().cpu()
+        per_layer = {n: summarise(acts[n].cpu(), settings["top_channels"], settings["neurons"], fixed.get(n))
+                     for n in layers}
+        results.extend({"layers": {n: per_layer[n][j] for n in layers}, "logits": logits[j]} for j in range(len(xb)))
+        tick(len(xb))
+    return results
 
 
 def _figures(ctx, model, it, res, layers) -> None:

@@ -55,15 +55,14 @@ import torch
 
 from .. import image_folder
 from ..config import ConfigError
-from ..executor import chunk_size, distributed, split
+from ..cache import key
+from ..executor import LocalExecutor, chunk_size, compute, split, tick
 from ..methods.base import prepared
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
-from ..util import chunks, md_escape, progress, stable_hash
+from ..util import md_escape, stable_hash
 
-CODE_VERSION = 1
-RF_VERSION = 1
 ORDER = 60
 PROVIDES: tuple[str, ...] = ()
 NEEDS: tuple[str, ...] = ()
@@ -141,8 +140,8 @@ class _FastCopy:
     convolutions and channels-last (:func:`methods.base.prepared`, same logits), or — for layers
     whose output folding would change — a plain channels-last copy."""
 
-    def __init__(self, ctx, model, cfg) -> None:
-        self.model, self.enabled = model, bool(cfg["channels_last"]) and ctx.device.type == "cpu"
+    def __init__(self, model, cfg) -> None:
+        self.model, self.enabled = model, bool(cfg["channels_last"]) and model.device.type == "cpu"
         self._net = self._prep = None
 
     def get(self, layers: list[str]) -> tuple:
@@ -163,118 +162,104 @@ class _FastCopy:
         return net, {n: net.get_submodule(q) for n, q in zip(layers, paths)}
 
 
-def _stream_key(model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict) -> dict:
-    return {"what": "atlas-stream", "v": CODE_VERSION, "model": model.cache_id, "folder": listing.fingerprint,
-            "selection": stable_hash(indices), "layers": layers, "k": cfg["top_k"], "bins": cfg["hist_bins"],
-            "input": model.spec.preprocess.key}
-
-
-def _stream(ctx, model, listing: image_folder.FolderListing, indices: list[int], layers: list[str], cfg: dict,
-            fast: _FastCopy) -> unit_stats.AtlasState:
-    """Top-k + histograms for every channel of ``layers``; cached, resumable."""
-    return _stream_all(ctx, [(model, layers, fast)], listing, indices, cfg)[0]
+def _stream_key(model, listing: image_folder.FolderListing, part: list[int], layers: list[str], cfg: dict) -> dict:
+    return key("atlas-stream", model=model, code=stream_parts, folder=listing.fingerprint, selection=stable_hash(part),
+               layers=layers, k=cfg["top_k"], bins=cfg["hist_bins"])
 
 
 def _stream_all(ctx, jobs: list[tuple], listing: image_folder.FolderListing, indices: list[int],
                 cfg: dict) -> list[unit_stats.AtlasState]:
-    """:func:`_stream` for several ``(model, layers, fast copy)`` jobs at once: the folder is
-    read and decoded once, each photo then resized and cropped for every model that still
-    needs it (their input sizes differ). Each model keeps its own state, checkpoints and
-    cache entries, exactly as if it were streamed alone (same batches, same order)."""
-    states: list[unit_stats.AtlasState | None] = []
-    pending = []  # (job number, model, partial key, state, since-checkpoint counter)
-    for j, (model, layers, _fast) in enumerate(jobs):
-        key = _stream_key(model, listing, indices, layers, cfg)
-        done = ctx.cache.get(key)
-        if done is not None:
-            states.append(unit_stats.AtlasState.from_dict(done))
-            continue
-        partial_key = {**key, "partial": True}
-        part = ctx.cache.get(partial_key)
-        if part is not None:
-            state = unit_stats.AtlasState.from_dict(part)
-        else:
-            modules = {n: model.module(n) for n in layers}
-            channels = unit_stats.layer_channels(model.net, modules, model.spec.input_size)
-            state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
-                                                (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
-        states.append(state)
-        pending.append({"j": j, "model": model, "key": key, "partial": partial_key, "state": state, "since": 0})
-    todo_jobs = [p for p in pending if p["state"].done < len(indices)]
-    if todo_jobs:
-        start = min(p["state"].done for p in todo_jobs)
-        for p in todo_jobs:
-            p["net"], p["mods"] = jobs[p["j"]][2].get(jobs[p["j"]][1])
-            p["fast"] = jobs[p["j"]][2].enabled
-        names = ", ".join(p["model"].name for p in todo_jobs)
-        bar = progress(total=len(indices), initial=start, desc=f"atlas {names}", unit="img")
-        timer = getattr(ctx, "timer", None)
-        pos = start
-        try:
+    """Top-k + histograms for every channel of each job's layers (jobs: ``(model, layers, fast
+    copy)``), cached, through the one compute call: the work is (model, consecutive chunk of
+    ``indices``) pairs — one chunk per model here, about two per worker slot with ``--executor
+    ray`` — and each model's chunk states are merged in order (the same top-k, histograms and
+    predictions as one stream). Pairs that share a chunk are streamed together: the folder is
+    read and decoded once, each photo then resized and cropped for every model that needs it."""
+    if not jobs:
+        return []
+    executor = getattr(ctx, "executor", None) or LocalExecutor()
+    parts = split(indices, chunk_size(executor, len(indices), cfg["batch_size"]))
+    pairs = [(j, p) for j in range(len(jobs)) for p in range(len(parts))]
+    keys = [_stream_key(jobs[j][0], listing, parts[p], jobs[j][1], cfg) for j, p in pairs]
+    sub = {k: cfg[k] for k in ("top_k", "hist_bins", "batch_size", "channels_last", "checkpoint_every", "workers")}
+    fresh = not ctx.cache.enabled or any(not ctx.cache.path(k).is_file() for k in keys)
+    got = compute(ctx, keys, stream_parts,
+                  lambda idx: ([(jobs[pairs[i][0]][0], jobs[pairs[i][0]][1], parts[pairs[i][1]]) for i in idx],
+                               listing, sub, ctx.cache, [keys[i] for i in idx]),
+                  what=f"atlas {', '.join(j[0].name for j in jobs)}", unit=1, total=len(indices) * len(jobs))
+    timer = getattr(ctx, "timer", None)
+    states = []
+    for j, (model, _layers, _fast) in enumerate(jobs):
+        mine = [got[i] for i, (jj, _p) in enumerate(pairs) if jj == j]
+        states.append(unit_stats.merge_states([unit_stats.AtlasState.from_dict(r["state"]) for r in mine])
+                      if len(mine) > 1 else unit_stats.AtlasState.from_dict(mine[0]["state"]))
+        if timer is not None and fresh:  # decode + resize + forward, when computed by this build
+            name = f"atlas stream {model.name}"
+            timer.times[name] = timer.times.get(name, 0.0) + sum(r["seconds"] for r in mine)
+            timer.times["atlas decode"] = timer.times.get("atlas decode", 0.0) + sum(r["decode"] for r in mine) / len(jobs)
+    return states
+
+
+def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: dict, cache=None,
+                 keys: list[dict] | None = None) -> list[dict]:
+    """The stream states of ``items`` (``(model, layers, photo indices)``), one result each:
+    ``{"state", "seconds", "decode"}``. Items over the same photos share one decode. With a
+    ``cache``, a long stream checkpoints every ``cfg["checkpoint_every"]`` photos under its key
+    (``keys``) plus ``partial`` and resumes from there."""
+    out: list[dict | None] = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_m, _l, part) in enumerate(items):
+        groups.setdefault(tuple(part), []).append(i)
+    for part, members in groups.items():
+        part = list(part)
+        pending = []
+        for i in members:
+            model, layers, _ = items[i]
+            partial = {**keys[i], "partial": True} if cache is not None and keys else None
+            saved = cache.get(partial) if partial is not None else None
+            if saved is not None:
+                state = unit_stats.AtlasState.from_dict(saved)
+            else:
+                channels = unit_stats.layer_channels(model.net, {n: model.module(n) for n in layers},
+                                                     model.spec.input_size)
+                state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                                    (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+            copy = _FastCopy(model, cfg)
+            net, mods = copy.get(layers)
+            pending.append({"i": i, "model": model, "state": state, "partial": partial, "since": 0, "net": net,
+                            "mods": mods, "fast": copy.enabled, "seconds": 0.0})
+        todo = [p for p in pending if p["state"].done < len(part)]
+        decode = 0.0
+        if todo:
+            start = min(p["state"].done for p in todo)
+            pos = start
             t0 = time.perf_counter()
-            for pils, idx, ok in image_folder.iterate_decoded(listing, indices[start:], cfg["batch_size"],
-                                                              cfg["workers"]):
-                if timer is not None:
-                    timer.times["atlas decode"] = timer.times.get("atlas decode", 0.0) + time.perf_counter() - t0
+            for pils, idx, ok in image_folder.iterate_decoded(listing, part[start:], cfg["batch_size"],
+                                                              int(cfg.get("workers") or 0)):
+                decode += time.perf_counter() - t0
                 n = len(idx)
-                for p in todo_jobs:
+                for p in todo:
                     st = p["state"]
                     off = st.done - pos  # > 0: this model's checkpoint is inside or past this batch
                     if off >= n:
                         continue
                     t1 = time.perf_counter()
-                    sub = slice(max(0, off), n)
-                    x = image_folder.to_inputs(pils[sub], p["model"].spec.preprocess)
-                    unit_stats.stream_topk(p["net"], p["mods"], [(x, idx[sub], ok[sub])], st,
-                                           channels_last=p["fast"])
+                    sl = slice(max(0, off), n)
+                    x = image_folder.to_inputs(pils[sl], p["model"].spec.preprocess)
+                    unit_stats.stream_topk(p["net"], p["mods"], [(x, idx[sl], ok[sl])], st, channels_last=p["fast"])
                     p["since"] += len(x)
-                    if p["since"] >= cfg["checkpoint_every"] and st.done < len(indices):
-                        ctx.cache.put(p["partial"], st.to_dict())
+                    if p["partial"] is not None and p["since"] >= cfg["checkpoint_every"] and st.done < len(part):
+                        cache.put(p["partial"], st.to_dict())
                         p["since"] = 0
-                    if timer is not None:
-                        name = f"atlas stream {p['model'].name}"
-                        timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - t1
+                    p["seconds"] += time.perf_counter() - t1
                 pos += n
-                bar.update(n)
+                tick(n * len(todo))
                 t0 = time.perf_counter()
-        finally:
-            bar.close()
-            for p in todo_jobs:
-                del p["net"], p["mods"]
-    for p in pending:
-        ctx.cache.put(p["key"], p["state"].to_dict())
-        pp = ctx.cache.path(p["partial"])
-        if pp.exists():
-            pp.unlink()
-    return states
-
-
-def _stream_distributed(ctx, model, listing, indices: list[int], layers: list[str], cfg: dict,
-                        key: dict) -> unit_stats.AtlasState:
-    """:func:`_stream` as executor tasks over consecutive chunks of ``indices`` (each chunk's
-    state cached: a rerun or a lost worker repeats only missing chunks), merged in order."""
-    parts = split(indices, chunk_size(ctx.executor, len(indices), cfg["batch_size"]))
-    channels = unit_stats.layer_channels(model.net, {n: model.module(n) for n in layers}, model.spec.input_size)
-    keys = [{**key, "chunk": stable_hash(p)} for p in parts]
-    sub = {k: cfg[k] for k in ("top_k", "hist_bins", "batch_size", "channels_last")}
-    got = ctx.executor.cached(ctx.cache, keys, 1, lambda idx: (model, listing, parts[idx[0]], layers, channels, sub),
-                              _stream_chunk, what=f"atlas {model.name}")
-    state = unit_stats.merge_states([unit_stats.AtlasState.from_dict(d) for d in got])
-    ctx.cache.put(key, state.to_dict())
-    for k in keys:  # the merged state replaces the chunks' (as the finished stream replaces its checkpoint)
-        ctx.cache.path(k).unlink(missing_ok=True)
-    return state
-
-
-def _stream_chunk(model, listing, part: list[int], layers: list[str], channels: dict, cfg: dict) -> list[dict]:
-    """One executor task: the stream state of the photos ``part`` (batched as a local run)."""
-    state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
-                                        (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
-    fast = cfg["channels_last"] and model.device.type == "cpu"
-    net, mods = unit_stats.streaming_copy(model.net, {n: model.module(n) for n in layers}, fast)
-    batches = image_folder.iterate_batches(listing, part, model.spec.preprocess, cfg["batch_size"], 0)
-    unit_stats.stream_topk(net, mods, batches, state, channels_last=fast)
-    return [state.to_dict()]
+        for p in pending:
+            out[p["i"]] = {"state": p["state"].to_dict(), "seconds": p["seconds"], "decode": decode}
+            if p["partial"] is not None:
+                cache.path(p["partial"]).unlink(missing_ok=True)
+    return out  # type: ignore[return-value]
 
 
 def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState,
@@ -282,14 +267,14 @@ def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state
     """Per channel: uint8 patch and projection tiles of its top-k examples (cached per unit)."""
     tk = state.topk[layer]
     S = model.spec.input_size
-    keys = [{"what": "atlas-unit", "v": CODE_VERSION, "model": model.cache_id, "stream": stream_id, "layer": layer,
-             "channel": c, "tile": cfg["tile"], "projections": bool(cfg["projections"]),
-             "rule": cfg["projection_rule"],
-             "examples": [[listing.files[int(i)] if i >= 0 else "", *tk.pos[c, r].tolist()]
-                          for r, i in enumerate(tk.index[c].tolist())]} for c in channels]
+    keys = [key("atlas-unit", model=model, code=_examples, stream=stream_id, layer=layer, channel=c, tile=cfg["tile"],
+                projections=bool(cfg["projections"]), rule=cfg["projection_rule"],
+                examples=[[listing.files[int(i)] if i >= 0 else "", *tk.pos[c, r].tolist()]
+                          for r, i in enumerate(tk.index[c].tolist())]) for c in channels]
     module = model.module(layer)
 
-    def compute(chans: list[int]) -> list[dict]:
+    def crops(idx: list[int]) -> list[dict]:
+        chans = [channels[i] for i in idx]
         rows, files = [], []
         for c in chans:
             for r in range(tk.k):
@@ -316,37 +301,21 @@ def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state
                         "boxes": crops["boxes"][sel].clone()})
         return out
 
-    results: list[dict] = []
-    bar = None
-    try:
-        # chunks of 8 units: each chunk is stored as soon as it is done (an interrupted run resumes there)
-        for part in chunks(list(range(len(channels))), 8):
-            got = ctx.cache.batched([keys[i] for i in part],
-                                    lambda missing, part=part: compute([channels[part[j]] for j in missing]))
-            if bar is None and len(results) + len(part) < len(channels):
-                bar = progress(total=len(channels), initial=len(results), desc=f"atlas {model.name}/{layer}", unit="unit")
-            results.extend(got)
-            if bar is not None:
-                bar.update(len(part))
-    finally:
-        if bar is not None:
-            bar.close()
-    return results
+    # chunks of 8 units, each stored as soon as it is done (an interrupted run resumes there); here, on the
+    # stage's fast copy
+    return compute(ctx, keys, crops, lambda idx: (idx,), what=f"atlas {model.name}/{layer}", unit=1, chunk=8,
+                   bar_unit="unit", here=True)
 
 
 def _receptive_field(ctx, model, layer: str):
     """Receptive field of a layer, stored in ctx.cache (it depends on the architecture only)."""
     S = model.spec.input_size
     spec = model.spec
-    key = {"what": "receptive-field", "v": RF_VERSION, "arch": [spec.family, spec.arch, spec.build_kwargs],
-           "path": model.module_path(layer), "input": [S, S]}
-    d = ctx.cache.get(key)
-    if d is not None:
-        rf = ReceptiveField.from_dict(d)
-        remember(model.net, model.module_path(layer), rf)
-        return rf
-    rf = receptive_field(model.net, model.module_path(layer), (S, S))
-    ctx.cache.put(key, rf.to_dict())
+    k = key("receptive-field", model=spec, code=receptive_field, path=model.module_path(layer), size=[S, S])
+    d = compute(ctx, [k], lambda _idx: [receptive_field(model.net, model.module_path(layer), (S, S)).to_dict()],
+                lambda idx: (idx,), what=f"receptive field {model.name}/{layer}", unit=1, here=True)[0]
+    rf = ReceptiveField.from_dict(d)
+    remember(model.net, model.module_path(layer), rf)
     return rf
 
 
@@ -386,20 +355,8 @@ def run(ctx) -> None:
     labelled = any(c is not None for c in listing.classes)
     model_rows = []
     # one pass over the folder for every model (each photo decoded once)
-    jobs = [(model, layers, _FastCopy(ctx, model, cfg)) for model in ctx.models if (layers := _layers(ctx, model, cfg))]
-    if distributed(ctx):  # chunks of photos as tasks per model (generator/executor.py), merged in order
-        streamed = []
-        for m, layers, _fast in jobs:
-            key = _stream_key(m, listing, indices, layers, cfg)
-            done = ctx.cache.get(key)
-            t0 = time.perf_counter()
-            streamed.append(unit_stats.AtlasState.from_dict(done) if done is not None
-                            else _stream_distributed(ctx, m, listing, indices, layers, cfg, key))
-            if getattr(ctx, "timer", None) is not None:  # decode + resize + forward, in the workers
-                name = f"atlas stream {m.name}"
-                ctx.timer.times[name] = ctx.timer.times.get(name, 0.0) + time.perf_counter() - t0
-    else:
-        streamed = _stream_all(ctx, jobs, listing, indices, cfg) if jobs else []
+    jobs = [(model, layers, _FastCopy(model, cfg)) for model in ctx.models if (layers := _layers(ctx, model, cfg))]
+    streamed = _stream_all(ctx, jobs, listing, indices, cfg)
     for (model, layers, fast), state in zip(jobs, streamed):
         stream_id = stable_hash({"m": model.cache_id, "f": listing.fingerprint, "s": indices, "l": layers,
                                  "k": cfg["top_k"], "b": cfg["hist_bins"]})

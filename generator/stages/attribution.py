@@ -41,15 +41,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cache import key
 from ..config import ConfigError
-from ..executor import chunk_size, distributed
+from ..executor import compute, tick
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
 from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, save_image, signed_to_rgb, to_pil, to_uint8
-from ..util import chunks, progress
+from ..util import progress
 
-CODE_VERSION = 3  # 3: the cached heatmap is float32 (the figures still show its bfloat16 rounding)
 ORDER = 30
 #: "attribution_maps": {"methods", "items", "titles", "short" (column headers),
 #:     "models": {name: {"model",
@@ -119,35 +119,13 @@ def _maps(ctx, model, name: str, method: AttributionMethod, targets: torch.Tenso
     The photos go through the method ``chunk`` at a time (0: all at once, in batches of
     ``ctx.batch_size``); each chunk's results are stored before the next one starts, so
     an interrupted build computes only the photos it has no result for."""
-    keys = [{"what": "attribution", "v": CODE_VERSION, "model": model.cache_id, "method": name,
-             "params": method.params, "image": it.sha256, "input": model.spec.preprocess.key,
-             "target": int(t)} for it, t in zip(ctx.images, targets)]
-
-    def compute(idx: list[int]) -> list[dict]:
-        out: list[dict] = []
-        bar = progress(total=len(idx), desc=f"{name} {model.name}", unit="img")
-        try:
-            for s in range(0, len(idx), ctx.batch_size):
-                part = idx[s : s + ctx.batch_size]
-                x = ctx.batch(model, [ctx.images[i] for i in part])
-                out.extend(_map_batch(method, x, targets[part].to(x.device)))
-                bar.update(len(part))
-        finally:
-            bar.close()
-        return out
-
-    if distributed(ctx):  # chunks of photos as tasks (generator/executor.py), results via the cache
-        return ctx.executor.cached(
-            ctx.cache, keys, chunk_size(ctx.executor, len(keys), ctx.batch_size),
-            lambda idx: (model, name, ctx.stage_settings("attribution")["params"][name], method.batch_size, ctx.batch_size,
-                         ctx.batch(model, [ctx.images[i] for i in idx]).cpu(), targets[idx]),
-            _maps_chunk, what=f"{name} {model.name}")
-    step = chunk if chunk > 0 else max(1, len(keys))
-    results: list[dict] = []
-    for part in chunks(list(range(len(keys))), step):
-        results.extend(ctx.cache.batched([keys[i] for i in part],
-                                         lambda missing, part=part: compute([part[j] for j in missing])))
-    return results
+    keys = [key("attribution", model=model, code=_maps_chunk, method=name, params=method.params, image=it.sha256,
+                target=int(t)) for it, t in zip(ctx.images, targets)]
+    params = ctx.stage_settings("attribution")["params"][name]
+    return compute(ctx, keys, _maps_chunk,
+                   lambda idx: (model, name, params, method.batch_size, ctx.batch_size,
+                                ctx.batch(model, [ctx.images[i] for i in idx]), targets[idx]),
+                   what=f"{name} {model.name}", chunk=chunk)
 
 
 def _shown(heatmap: torch.Tensor) -> torch.Tensor:
@@ -176,43 +154,49 @@ def _map_batch(method: AttributionMethod, x: torch.Tensor, t: torch.Tensor) -> l
 
 def _maps_chunk(model, name: str, params: dict, copy_batch: int, batch_size: int, x: torch.Tensor,
                 targets: torch.Tensor) -> list[dict]:
-    """One executor task: the maps of a chunk of photos (inputs ``x``), batched as a local run."""
+    """The maps of a chunk of photos (inputs ``x``), in batches of ``batch_size``."""
     method = make(name, model, batch_size=copy_batch, **params)
     x, targets = x.to(model.device), targets.to(model.device)
-    return [r for s in range(0, len(x), batch_size)
-            for r in _map_batch(method, x[s : s + batch_size], targets[s : s + batch_size])]
+    out: list[dict] = []
+    for s in range(0, len(x), batch_size):
+        out.extend(_map_batch(method, x[s : s + batch_size], targets[s : s + batch_size]))
+        tick(len(x[s : s + batch_size]))
+    return out
 
 
 def _neurons(ctx, model, layer: str, items, k: int, rules: list[str]) -> list[dict]:
     """Top-k neurons of ``layer`` per image, their projections (one per rule: deconvnet,
     guided backprop) and the image patches, as tiles of each unit's receptive field
     (:func:`~generator.render.field_tile`)."""
-    keys = [{"what": "deconv-neurons", "v": CODE_VERSION, "model": model.cache_id, "layer": layer, "k": k, "rules": rules,
-             "image": it.sha256, "input": model.spec.preprocess.key, "tile": TILE}
-            for it in items]
+    keys = [key("deconv-neurons", model=model, code=_neurons_chunk, layer=layer, k=k, rules=rules, image=it.sha256,
+                tile=TILE) for it in items]
+    return compute(ctx, keys, _neurons_chunk,
+                   lambda idx: (model, layer, k, rules, ctx.batch_size, ctx.batch(model, [items[i] for i in idx])),
+                   what=f"deconv neurons {model.name} {layer}")
+
+
+def _neurons_chunk(model, layer: str, k: int, rules: list[str], batch_size: int, x: torch.Tensor) -> list[dict]:
+    """The top-``k`` neurons of ``layer`` for photos ``x``, in batches of ``batch_size``."""
     module = model.module(layer)
     size = (model.spec.input_size, model.spec.input_size)
-
-    def compute(idx: list[int]) -> list[dict]:
-        out: list[dict] = []
-        for s in range(0, len(idx), ctx.batch_size):
-            part = idx[s : s + ctx.batch_size]
-            x = ctx.batch(model, [items[i] for i in part])
-            picks, values, projections = project_top_neurons(model.net, module, x, k, rules, batch_size=ctx.batch_size)
-            pos = picks[:, 2:4].cpu()
-            boxes = receptive_field_boxes(model.net, module, size, pos)
-            fields = receptive_field_boxes(model.net, module, size, pos, clip=False)
-            xc = x.cpu()
-            for j in range(len(part)):
-                rows = (picks[:, 0] == j).nonzero()[:, 0].cpu().tolist()
-                proj = torch.stack([torch.stack([field_tile(p[r], boxes[r].tolist(), fields[r].tolist(), TILE, signed=True)
-                                                 for r in rows]) for p in projections])
-                patch = torch.stack([field_tile(xc[j], boxes[r].tolist(), fields[r].tolist(), TILE) for r in rows])
-                out.append({"picks": picks[rows].cpu()[:, 1:].clone(), "values": values[rows].float().cpu().clone(),
-                            "boxes": boxes[rows].clone(), "proj": proj, "patch": patch})
-        return out
-
-    return ctx.cache.batched(keys, compute)
+    x = x.to(model.device)
+    out: list[dict] = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s : s + batch_size]
+        picks, values, projections = project_top_neurons(model.net, module, xb, k, rules, batch_size=batch_size)
+        pos = picks[:, 2:4].cpu()
+        boxes = receptive_field_boxes(model.net, module, size, pos)
+        fields = receptive_field_boxes(model.net, module, size, pos, clip=False)
+        xc = xb.cpu()
+        for j in range(len(xb)):
+            rows = (picks[:, 0] == j).nonzero()[:, 0].cpu().tolist()
+            proj = torch.stack([torch.stack([field_tile(p[r], boxes[r].tolist(), fields[r].tolist(), TILE, signed=True)
+                                             for r in rows]) for p in projections])
+            patch = torch.stack([field_tile(xc[j], boxes[r].tolist(), fields[r].tolist(), TILE) for r in rows])
+            out.append({"picks": picks[rows].cpu()[:, 1:].clone(), "values": values[rows].float().cpu().clone(),
+                        "boxes": boxes[rows].clone(), "proj": proj, "patch": patch})
+        tick(len(xb))
+    return out
 
 
 def _self_check_summary(method: AttributionMethod, results: list[dict]) -> dict:
@@ -233,19 +217,23 @@ def _swap_test(ctx, model, made: dict, targets: torch.Tensor) -> dict[str, float
     if len(ctx.images) < 2 or not names:
         return {}
     items = ctx.images[:2]
-    key = {"what": "attribution-swap", "v": CODE_VERSION, "model": model.cache_id,
-           "images": [it.sha256 for it in items], "target": int(targets[0]),
-           "methods": {n: made[n].params for n in names}}
+    target = int(targets[0])
+    settings = {n: ctx.stage_settings("attribution")["params"][n] for n in names}
+    copy_batch = {n: made[n].batch_size for n in names}
+    k = key("attribution-swap", model=model, code=_swap_chunk, images=[it.sha256 for it in items], target=target,
+            methods={n: made[n].params for n in names})
+    return compute(ctx, [k], _swap_chunk, lambda idx: (model, settings, copy_batch, target, ctx.batch(model, items)),
+                   what=f"swap test {model.name}", unit=1)[0]
 
-    def compute() -> dict[str, float]:
-        x = ctx.batch(model, items)
-        out = {}
-        for n in names:
-            a = made[n].attribute(x, int(targets[0]))
-            out[n] = float((a[1] - a[0]).norm() / a[0].norm().clamp(min=1e-30))
-        return out
 
-    return ctx.cache.get_or_compute(key, compute)
+def _swap_chunk(model, params: dict, copy_batch: dict, target: int, x: torch.Tensor) -> list[dict[str, float]]:
+    """The swap test's numbers (one result) for the two photos ``x``; ``params``: each method's settings."""
+    x = x.to(model.device)
+    out = {}
+    for n, p in params.items():
+        a = make(n, model, batch_size=copy_batch[n], **p).attribute(x, target)
+        out[n] = float((a[1] - a[0]).norm() / a[0].norm().clamp(min=1e-30))
+    return [out]
 
 
 # ---------------------------------------------------------------------------------

@@ -48,9 +48,10 @@ from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model, title_of
 from ..render import grid, image_tile, save_image
+from ..cache import key
+from ..executor import compute
 from ..util import md_escape, sha256_file
 
-CODE_VERSION = 2
 ORDER = 60
 #: "unit_images": {(model, layer, channel): figure path relative to the generated folder}
 PROVIDES = ("unit_images",)
@@ -147,42 +148,47 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
     targets = [Target(c, label=labels[c]) for c in s["classes"]]
     units = _unit_targets(ctx, model, s)
     net = _folded(model.net, model.spec.input_size, ctx.device, [u.layer for u in units])
-    base = {"what": "dgn_am", "v": CODE_VERSION, "model": model.cache_id, "generator": gen_id}
     dset = DGNAMSettings(steps=s["steps"], lr_start=s["lr_start"], lr_end=s["lr_end"], decay=s["decay"],
                          clip_sigma=s["clip_sigma"], seed=s["seed"], optimizer=s["optimizer"])
     size = model.spec.input_size
     out: dict = {}
 
-    key = {**base, "part": "classes", "settings": dset.to_dict(), "targets": s["classes"]}
-    ukey = {**base, "part": "units", "settings": dset.to_dict(), "targets": [u.key for u in units]} if units else None
-    r, ru = ctx.cache.get(key), (ctx.cache.get(ukey) if ukey else None)
-    if r is None or (ukey and ru is None):
-        # classes and hidden units in one batch: one optimisation, rows independent (same result per row)
-        rows = targets + (units if ukey and ru is None else [])
+    # classes and hidden units in one batch when both are missing: one optimisation, rows independent
+    # (same result per row)
+    keys = [key("dgn_am", model=model, code=_compute, generator=gen_id, part="classes", settings=dset.to_dict(),
+                targets=s["classes"])]
+    if units:
+        keys.append(key("dgn_am", model=model, code=_compute, generator=gen_id, part="units",
+                        settings=dset.to_dict(), targets=[u.key for u in units]))
+
+    def dgn(which: list[int]) -> list[dict]:
+        rows = targets + (units if 1 in which else [])  # the classes' rows always first (a seeded init is per row)
         res = dgn_am(G, net, rows, stats, dset, input_size=size, progress_bar=True)
         n = len(targets)
-        if r is None:
-            r = ctx.cache.put(key, {"images": res.images[:n].half(), "final": res.final[:n],
-                                    "trajectory": res.trajectory[:n], "codes": res.codes[:n],
-                                    "prob": _probs(model, res.images[:n].float(), s["classes"]),
-                                    "settings": res.settings})
-        if ukey and ru is None:
-            ru = ctx.cache.put(ukey, {"images": res.images[n:].half(), "final": res.final[n:],
-                                      "trajectory": res.trajectory[n:], "labels": [u.label for u in units],
-                                      "settings": res.settings})
-    out["dgn"] = r
-    if ru is not None:
-        out["units"] = ru
+        got = []
+        if 0 in which:
+            got.append({"images": res.images[:n].half(), "final": res.final[:n], "trajectory": res.trajectory[:n],
+                        "codes": res.codes[:n], "prob": _probs(model, res.images[:n].float(), s["classes"]),
+                        "settings": res.settings})
+        if 1 in which:
+            got.append({"images": res.images[n:].half(), "final": res.final[n:], "trajectory": res.trajectory[n:],
+                        "labels": [u.label for u in units], "settings": res.settings})
+        return got
+
+    got = compute(ctx, keys, dgn, lambda idx: (idx,), what=f"DGN-AM {model.name}", unit=1, here=True)
+    out["dgn"] = got[0]
+    if units:
+        out["units"] = got[1]
 
     pset = ppgn_settings(s)
     h0 = out["dgn"]["codes"] if s["ppgn_from"] == "dgn" else None
     enc, why = prior_encoder(meta, model, ctx.models, ctx.device) if s["ppgn_eps1"] != 0 else (None, "PPGN ran without the prior term (ppgn_eps1 = 0 in the config)")
     out["ppgn_prior"] = why
-    key = {**base, "part": "ppgn", "settings": pset.to_dict(), "targets": s["classes"], "from": s["ppgn_from"],
-           "dgn": dset.to_dict() if h0 is not None else None,
-           "encoder": meta.get("encoder", {}).get("encoder_layer", "pre_logits"), "prior": enc is not None}
-    r = ctx.cache.get(key)
-    if r is None:
+    k = key("dgn_am", model=model, code=_compute, generator=gen_id, part="ppgn", settings=pset.to_dict(),
+            targets=s["classes"], **{"from": s["ppgn_from"]}, dgn=dset.to_dict() if h0 is not None else None,
+            encoder=meta.get("encoder", {}).get("encoder_layer", "pre_logits"), prior=enc is not None)
+
+    def ppgn(_idx: list[int]) -> list[dict]:
         as_loaded = enc.net if enc is not None else None
         if enc is not None and enc.path is None:  # the pooled features before the head: folding keeps them
             enc.net = _folded(enc.net, enc.input_size, ctx.device)
@@ -190,20 +196,24 @@ def _compute(ctx, model, G, meta, gen_id: str, s: dict) -> dict:
             res = ppgn_sample(G, enc, net, targets, stats, pset, input_size=size, progress_bar=True, h0=h0)
         b, k = res.samples.shape[:2]
         pr = _probs(model, res.samples.flatten(0, 1).float(), [c for c in s["classes"] for _ in range(k)])
-        r = ctx.cache.put(key, {"samples": res.samples.half(), "steps": res.sample_steps,
-                                "prob": torch.tensor(pr).view(b, k), "settings": res.settings})
-    out["ppgn"] = r
+        return [{"samples": res.samples.half(), "steps": res.sample_steps, "prob": torch.tensor(pr).view(b, k),
+                 "settings": res.settings}]
+
+    out["ppgn"] = compute(ctx, [k], ppgn, lambda idx: (idx,), what=f"PPGN {model.name}", unit=1, here=True)[0]
 
     out["baselines"] = {}
     for m in s["baselines"]:
         ps = PixelAMSettings(method=m, steps=s["steps"], seed=s["seed"], size=size)
-        key = {**base, "generator": None, "part": f"pixel-{m}", "settings": ps.to_dict(), "targets": s["classes"]}
-        r = ctx.cache.get(key)
-        if r is None:
+        k = key("dgn_am", model=model, code=_compute, generator=None, part=f"pixel-{m}", settings=ps.to_dict(),
+                targets=s["classes"])
+
+        def pixel(_idx: list[int], ps=ps) -> list[dict]:
             res = pixel_am(net, targets, ps)
-            r = ctx.cache.put(key, {"images": res["images"].half(), "final": res["final"],
-                                    "prob": _probs(model, res["images"], s["classes"]), "settings": res["settings"]})
-        out["baselines"][m] = r
+            return [{"images": res["images"].half(), "final": res["final"],
+                     "prob": _probs(model, res["images"], s["classes"]), "settings": res["settings"]}]
+
+        out["baselines"][m] = compute(ctx, [k], pixel, lambda idx: (idx,), what=f"pixel-space AM ({m}) {model.name}",
+                                      unit=1, here=True)[0]
     return out
 
 
@@ -294,13 +304,15 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
         except Exception:
             return None
     items = ctx.images[:n]
-    key = {"what": "dgn_am-recon", "v": CODE_VERSION, "generator": gen_id, "images": [i.sha256 for i in items]}
-    rec = ctx.cache.get(key)
-    if rec is None:
+    k = key("dgn_am-recon", model=model, code=_reconstructions, generator=gen_id, images=[i.sha256 for i in items])
+
+    def recon(_idx: list[int]) -> list[torch.Tensor]:
         x = ctx.batch(model, items)
         with torch.no_grad():
             h = Encoder(model, meta.get("encoder", {}).get("encoder_layer", "pre_logits"))(x)
-            rec = ctx.cache.put(key, G(h.to(next(G.parameters()).device)).cpu().half())
+            return [G(h.to(next(G.parameters()).device)).cpu().half()]
+
+    rec = compute(ctx, [k], recon, lambda idx: (idx,), what="DeePSim reconstructions", unit=1, here=True)[0]
     x = ctx.batch(model, items).cpu()
     tiles = [image_tile(t, 128) for t in x] + [image_tile(t, 128) for t in rec]
     rel = "dgn_am/reconstructions.webp"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from ..cache import key
+from ..executor import compute
 from ..figures import write_manifest
 from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
@@ -21,20 +23,19 @@ def _layer_shapes(ctx, spec, net_body=None) -> dict:
     """``{"shapes": {layer: output shape without the batch}, "params": count}`` for a model's
     catalogued layers, from one blank forward pass (cached). A model without weights is built
     on the meta device: shapes and counts without initialising (VGG16: ~10 s → 0.3 s)."""
-    key = {"what": "layer-shapes", "model": spec.name, "arch": spec.arch, "input": spec.input_size,
-           "layers": [(l.name, l.path) for l in spec.layers]}
+    k = key("layer-shapes", model=spec, code=_layer_shapes, layers=[(l.name, l.path) for l in spec.layers])
 
-    def compute() -> dict:
+    def shapes(_idx: list[int]) -> list[dict]:
         if net_body is not None:
             body = net_body
         else:
             with torch.device("meta"):
                 body = build_architecture(spec).eval()
         modules = {layer.name: body.get_submodule(layer.path) for layer in spec.layers}
-        shapes = {name: list(shape) for name, shape in output_shapes(body, modules, spec.input_size).items()}
-        return {"shapes": shapes, "params": sum(p.numel() for p in body.parameters())}
+        out = {name: list(shape) for name, shape in output_shapes(body, modules, spec.input_size).items()}
+        return [{"shapes": out, "params": sum(p.numel() for p in body.parameters())}]
 
-    return ctx.cache.get_or_compute(key, compute)
+    return compute(ctx, [k], shapes, lambda idx: (idx,), what=f"layer shapes {spec.name}", unit=1, here=True)[0]
 
 
 def run(ctx) -> None:
