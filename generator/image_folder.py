@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .images import IMAGE_SUFFIXES, Preprocess, load_rgb
+from . import imagenet
+from .images import IMAGE_SUFFIXES, load_rgb
+from .preprocess import Preprocess
 from .util import stable_hash
 
 
@@ -72,24 +73,13 @@ def list_folder(folder: str | Path) -> FolderListing:
     return FolderListing(root, files, classes, stable_hash(meta))
 
 
-@functools.lru_cache(maxsize=1)
-def _wnid_index() -> dict[str, int]:
-    try:
-        # deferred on purpose: timm is heavy, and only ImageNet-style folders need the wnid list
-        from timm.data import ImageNetInfo
-
-        return {w: i for i, w in enumerate(ImageNetInfo().label_names())}
-    except Exception:  # pragma: no cover - timm missing or changed
-        return {}
-
-
 def class_label(name: str | None, labels: Sequence[str] | None = None) -> str | None:
     """Readable label of an ImageFolder class: ImageNet wnids (n01440764) → the model's
     label (tench); anything else is returned as it is."""
     if name is None:
         return None
-    if labels is not None and len(labels) == 1000 and len(name) == 9 and name.startswith("n") and name[1:].isdigit():
-        i = _wnid_index().get(name)
+    if labels is not None and len(labels) == imagenet.NUM_CLASSES and imagenet.WNID.fullmatch(name):
+        i = imagenet.wnid_to_index().get(name)
         if i is not None:
             return labels[i]
     return name
@@ -98,7 +88,7 @@ def class_label(name: str | None, labels: Sequence[str] | None = None) -> str | 
 def load_input(path: Path, pre: Preprocess) -> torch.Tensor:
     """One file → 3×S×S float in [0, 1]: the same checks and conversions as the curated
     image set (:func:`generator.images.load_rgb`: EXIF orientation, alpha, 16-bit, CMYK…)
-    and the model's resize + centre crop (``pre``, a spec's :class:`~generator.images.Preprocess`).
+    and the model's resize + centre crop (``pre``, a spec's :class:`~generator.models.Preprocess`).
     Raises :class:`generator.images.ImageRejected` for unusable files."""
     pil, _conversions = load_rgb(Path(path))
     return pre([pil])[0]

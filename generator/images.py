@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from .imagenet import IMAGE_SUFFIXES, NUM_CLASSES, labels
+from .preprocess import Preprocess  # noqa: F401  re-export for bench/bench_methods.py; import it from generator.models
 from .util import slugify
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MIN_SIDE = 32  # px; smaller photos carry no information at 224 px input
 MAX_PIXELS = 40_000_000  # decompression-bomb guard (PIL's own default is ~89 M)
 MANIFEST = "images.toml"
@@ -67,8 +68,11 @@ def _pixels(path: Path) -> str:
         Image.MAX_IMAGE_PIXELS = old
 
 
-def load_rgb(path: Path) -> tuple[Image.Image, list[str]]:
-    """Open, verify and convert one file to 8-bit RGB; raise ImageRejected with a reason."""
+def load_rgb(path: Path, min_side: int = MIN_SIDE) -> tuple[Image.Image, list[str]]:
+    """Open, verify and convert one file to 8-bit RGB; raise ImageRejected with a reason.
+
+    ``min_side``: photos with a shorter side are rejected (the curated set's and the atlas's
+    floor, :data:`MIN_SIDE`; the accuracy count takes every photo of its folder, ``1``)."""
     conversions: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -130,8 +134,8 @@ def load_rgb(path: Path) -> tuple[Image.Image, list[str]]:
     if im.mode != "RGB":
         im = im.convert("RGB")
     w, h = im.size
-    if min(w, h) < MIN_SIDE:
-        raise ImageRejected(f"too small ({w}×{h} px, need at least {MIN_SIDE} px on each side)")
+    if min(w, h) < min_side:
+        raise ImageRejected(f"too small ({w}×{h} px, need at least {min_side} px on each side)")
     return im, conversions
 
 
@@ -143,14 +147,11 @@ def _sha256(path: Path) -> str:
 ENTRY_KEYS: dict[str, type] = {"file": str, "title": str, "imagenet_index": int, "imagenet_label": str,
                                "license": str, "author": str, "source": str, "url": str, "note": str,
                                "sha256": str}
-NUM_CLASSES = 1000
 VECTOR_SUFFIXES = {".svg", ".svgz", ".eps", ".pdf"}
 
 
 def _class_names() -> list[str]:
-    from .models import imagenet_labels  # torchvision's category names, no download
-
-    return imagenet_labels()
+    return labels()  # torchvision's category names, no download (generator.imagenet)
 
 
 def check_entry(entry: object, where: str, names: list[str] | None = None) -> tuple[dict | None, str | None]:
@@ -318,53 +319,3 @@ def load_image_set(folder: str | Path, limit: int | None = None) -> tuple[list[I
             )
         )
     return items, skipped, notes
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How photos become a model's input: shorter side → ``resize_size``, centre crop
-    ``input_size``, RGB in [0, 1].
-
-    ``resize_with`` says what is resized, because the results differ by a grey level here
-    and there: ``"pil"`` resizes the PIL image, as torchvision's ``Weights.transforms()``
-    and timm's eval transform do; ``"tensor"`` resizes the uint8 tensor with
-    torchvision's antialiased kernel (what the project did before; EfficientNet-Lite0's
-    preprocessing was measured with it). ``interpolation`` is "bilinear" or "bicubic"
-    (torchvision's InterpolationMode names). Centre crop as torchvision's.
-    """
-
-    input_size: int
-    resize_size: int
-    interpolation: str = "bilinear"
-    resize_with: str = "pil"
-
-    def __post_init__(self) -> None:
-        if self.resize_with not in ("tensor", "pil"):
-            raise ValueError(f"resize_with must be 'tensor' or 'pil', not {self.resize_with!r}")
-
-    @property
-    def key(self) -> list:
-        """For cache keys: ``[input_size, resize_size]`` for the resize all models used
-        before (bilinear tensor resize), else with the interpolation and what is resized,
-        so that results cached before stay valid exactly where the inputs are unchanged."""
-        base = [self.input_size, self.resize_size]
-        legacy = (self.interpolation, self.resize_with) == ("bilinear", "tensor")
-        return base if legacy else base + [self.interpolation, self.resize_with]
-
-    def __call__(self, pils: list[Image.Image]):
-        """PIL RGB images → float tensor B×3×S×S in [0, 1]."""
-        import torch
-        import torchvision.transforms.functional as TF
-        from torchvision.transforms import InterpolationMode
-
-        mode = InterpolationMode(self.interpolation)
-        out = []
-        for im in pils:
-            if self.resize_with == "pil":
-                t = TF.pil_to_tensor(TF.center_crop(TF.resize(im, self.resize_size, interpolation=mode), self.input_size))
-            else:
-                t = TF.resize(TF.pil_to_tensor(im), self.resize_size, interpolation=mode, antialias=True)
-                t = TF.center_crop(t, self.input_size)
-            out.append(t)
-        return torch.stack(out).float().div_(255.0)
-

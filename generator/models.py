@@ -35,7 +35,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .images import Preprocess
+from . import imagenet
+from .preprocess import Preprocess  # the models' input transform: import it from here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,7 +69,7 @@ class ModelSpec:
     arch: str  # builder name in that library
     input_size: int = 224
     resize_size: int = 256
-    interpolation: str = "bilinear"  # resize filter (see images.Preprocess)
+    interpolation: str = "bilinear"  # resize filter (see Preprocess)
     resize_with: str = "pil"  # the PIL image is resized, as torchvision's and timm's eval transforms do
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -152,17 +153,6 @@ class LoadedModel:
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.net.body.parameters())
-
-
-# ---------------------------------------------------------------------------------
-# ImageNet labels (torchvision ships the category names in its weight metadata,
-# no download needed).
-
-
-def imagenet_labels() -> list[str]:
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 # ---------------------------------------------------------------------------------
@@ -588,7 +578,7 @@ def load_model(
     net = Classifier(body, spec.mean, spec.std).eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
-    return LoadedModel(spec, net, weights_id, str(path) if path else None, pretrained, imagenet_labels())
+    return LoadedModel(spec, net, weights_id, str(path) if path else None, pretrained, imagenet.labels())
 
 
 def weights_status(names: Sequence[str], weights_dir: Path | str | None = None, offline: bool | None = None) -> dict[str, str | None]:

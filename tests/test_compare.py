@@ -6,10 +6,11 @@ from PIL import Image, ImageDraw
 from generator.build import BuildContext
 from generator.cache import Cache
 from generator.config import Config
-from generator.images import ImageItem, Preprocess
+from generator.imagenet import labels as imagenet_labels
+from generator.images import ImageItem
 from generator.metrics.across_models import View, common_view, model_view, pair_similarity, to_common_view
 from generator.metrics.similarity import spearman
-from generator.models import Classifier, LoadedModel, ModelSpec, imagenet_labels
+from generator.models import Classifier, LoadedModel, ModelSpec, Preprocess
 from generator.site import SiteWriter
 from generator.stages import compare
 from generator.util import StageTimer

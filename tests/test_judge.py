@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from generator.deepsim.judge import evaluate_maker, judge_verdicts, pick_judge, read_photo_index, summarize, takeaway
-from generator.images import Preprocess
+from generator.models import Preprocess
 
 N_CLASSES = 20
 
@@ -118,7 +118,7 @@ def _fake_out(n: int) -> dict:
 
 def _ctx(tmp_path, models):
     return types.SimpleNamespace(
-        figure_path=lambda rel: tmp_path / "fig" / rel,
+        figure_path=lambda rel, **meta: tmp_path / "fig" / rel,
         config=types.SimpleNamespace(resolve_path=lambda p: tmp_path / p),
         models=models)
 

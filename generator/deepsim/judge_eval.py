@@ -22,11 +22,12 @@ from typing import Sequence
 
 import torch
 
+from .. import imagenet
 from ..methods.objectives import spread_classes
 from ..metrics.transfer import contrast
 from ..util import atomic_write_text, sha256_file
 from .judge import (PREFERENCE, ROWS, _aggregate, _row, evaluate_maker, judge_verdicts, load_photo_dict, pick_judge,
-                    read_photo_index, takeaway)
+                    takeaway)
 from .ppgn import PPGNSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,8 @@ def run_judge(generator: Path, makers: Sequence[str], classes: Sequence[int], st
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
 
-    index = read_photo_index(photos) if photos and str(photos) else {}
+    # {class: photo} of the 1,000-class sample (classes.tsv); files that are missing are left out
+    index = {r.index: r.path for r in imagenet.sample_1k(photos)} if photos and str(photos) else {}
     have = [c for c in classes if c in index]
     # photos and reconstructions: judged by a network other than the encoder (which made the codes)
     if have and enc_name in loaded:

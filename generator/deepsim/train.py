@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..images import load_rgb
 from ..models import load_model
 from ..util import atomic_torch_save, atomic_write_bytes, atomic_write_text, progress
 from .nets import (CONFIGS, Comparator, Discriminator, Encoder, Generator, GeneratorConfig, TrainConfig,
@@ -67,8 +68,10 @@ def pick_subset(paths: list[Path], n: int | None, seed: int) -> list[Path]:
 
 
 def load_crop(path: Path, resize: int, crop: int) -> torch.Tensor:
-    """Resize the short side to ``resize``, centre-crop ``crop`` → float tensor 3×crop×crop in [0, 1]."""
-    im = Image.open(path).convert("RGB")
+    """Resize the short side to ``resize``, centre-crop ``crop`` → float tensor 3×crop×crop in [0, 1]
+    (the photo opened by :func:`generator.images.load_rgb`: its checks and conversions; every size
+    is taken, as before, not only photos of 32 px and more)."""
+    im, _conversions = load_rgb(Path(path), min_side=1)
     w, h = im.size
     s = resize / min(w, h)
     im = im.resize((max(crop, round(w * s)), max(crop, round(h * s))), Image.BICUBIC)
