@@ -18,7 +18,7 @@ The package reads top-down in the order data flows (each layer imports only from
                 ``unit_stats`` (streaming top-k, histograms and receptive-field crops for the atlas).
 4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).
 5. pages        ``site`` + ``templates/``: Markdown pages from sections; ``figures`` (what a figure shows
-                and whose photo it is, from its path: captions, credits, ``export``).
+                and whose photo it is, as the stage that wrote it recorded it: captions, credits, ``export``).
 6. stages       ``stages/``: glue — cache → methods/metrics → render → page sections; they
                 exchange results only through declared artifacts (see ``stages/__init__``).
 7. build, cli   ``build`` (checks config and stage order, runs the stages), ``cli`` (commands).

@@ -144,8 +144,11 @@ class BuildContext:
     def declare(self, page: str, title: str, intro: str = "", nav: str | None = None, order: int = 50) -> None:
         self.site.declare(page, title, intro, nav, order)
 
-    def figure_path(self, rel: str) -> Path:
-        return self.site.figure_path(rel)
+    def figure_path(self, rel: str, *, model: str | None = None, photo: str | None = None, layer: str | None = None,
+                    method: str | None = None, caption: str | None = None) -> Path:
+        """Path of figure ``figures/<rel>``; the keywords record what it shows (model name, photo id,
+        layer, method, caption) for its caption, credit and export (see ``SiteWriter.figure_path``)."""
+        return self.site.figure_path(rel, model=model, photo=photo, layer=layer, method=method, caption=caption)
 
     def section(self, page: str, title: str, markdown: str, order: int = 50) -> None:
         self.site.section(page, title, markdown, order)
@@ -270,7 +273,6 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             if missing_artifacts:
                 raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
         with timer.stage("write pages"):
-            stage_modules.load("overview").finish(ctx)
             ctx.site.finish()
             output.commit()
     except BaseException:

@@ -206,12 +206,13 @@ def make_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
     e = sub.add_parser("export", help="export figures (PNG, plots as SVG) with a captions-and-credits file",
                        description="Copy figures of the built output as PNG (plots stay SVG) with CAPTIONS.md "
-                                   "(caption, photo credit and licence per file); no rebuilding.")
+                                   "(caption, photo credit and licence per file, from what the build recorded "
+                                   "for each figure in figures.json and credits.json); no rebuilding.")
     e.add_argument("--out", required=True, help="folder to write the figure pack to")
     e.add_argument("--figures", default="site_src/generated/figures", help="the generated figures folder")
     e.add_argument("--model", help="only this model (e.g. efficientnet_lite0)")
     e.add_argument("--photo", help="only this photo id (e.g. tabby-cat-chelsea)")
-    e.add_argument("--method", help="only this method or figure family (e.g. gradcam, activity, findings)")
+    e.add_argument("--method", help="only this method, figure family or path word (e.g. gradcam, activity, findings)")
     e.add_argument("--match", help="only paths matching this glob (e.g. 'attribution/*/gradcam/*')")
     e.set_defaults(func=cmd_export)
     t = sub.add_parser("train-generator", help="train the image generator (see train-generator --help)",

@@ -30,7 +30,7 @@ BUILD_DEFAULTS: dict[str, Any] = {
     "strict": False,
     "offline": False,
     "weights_dir": "",
-    "stages": ["overview", "activity"],
+    "stages": ["overview", "activity", "home"],
     "image_limit": 0,
     "no_cache": False,
     "executor": "local",    # or "ray": the heavy stages' model work as Ray tasks (generator/executor.py)

@@ -1,9 +1,13 @@
-"""What a figure shows, from its path: the captions and credits beside every figure on the site
-(the MkDocs hook ``site_src/hooks/figures.py``) and ``python -m generator export``.
+"""What a figure shows: the captions and credits beside every figure on the site (the MkDocs hook
+``site_src/hooks/figures.py``) and ``python -m generator export``.
 
-Figures live at stable paths under ``<out>/figures/`` (``<family>/<model>/.../<photo or layer>``);
-the overview stage writes ``figures/credits.json`` with the photos' titles, authors and licences
-and the models' titles and layer names, so a figure is described without rebuilding anything.
+Figures live at stable paths under ``<out>/figures/`` (``<family>/<model>/.../<photo or layer>``).
+Each stage says what a figure shows where it writes it (``ctx.figure_path(rel, model=…, photo=…,
+layer=…, method=…, caption=…)``); the site writer records that in ``figures/figures.json``. The
+overview stage writes ``figures/credits.json`` with the photos' titles, authors and licences and
+the models' titles and layer names. A figure is thus described without rebuilding anything; only a
+figure without a record (e.g. in a site built before the records existed) is described by guessing
+from its path (:func:`describe`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from PIL import Image
 from .util import atomic_write_bytes, atomic_write_text, download_png
 
 MANIFEST = "credits.json"
+RECORDS = "figures.json"  # {figure path under figures/: {"model", "photo", "layer", "method", "caption"}}
+RECORD_FIELDS = ("model", "photo", "layer", "method", "caption")
 FIGURE_SUFFIXES = (".webp", ".png", ".jpg", ".svg")
 FAMILIES = {"activity": "Activity", "attribution": "Attribution", "compare": "Across models",
             "dgn_am": "DGN-AM / PPGN", "atlas": "Units", "findings": "Findings", "images": "Photo",
@@ -32,11 +38,28 @@ def write_manifest(figures_dir: Path, images: list[dict], models: list[dict]) ->
     return atomic_write_text(Path(figures_dir) / MANIFEST, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def read_manifest(figures_dir: Path) -> dict:
+def write_figure_records(figures_dir: Path, records: dict[str, dict]) -> Path:
+    """``figures/figures.json``: what each figure shows, as its stage said when writing it."""
+    data = {rel: {k: str(v) for k, v in meta.items() if k in RECORD_FIELDS and v not in (None, "")}
+            for rel, meta in records.items()}
+    return atomic_write_text(Path(figures_dir) / RECORDS, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads((Path(figures_dir) / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"images": {}, "models": {}}
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_manifest(figures_dir: Path) -> dict:
+    """``{"images": {id: photo}, "models": {name: model}, "figures": {rel: record}}`` from
+    ``credits.json`` and ``figures.json`` (each empty where its file is absent or unreadable)."""
+    credits = _read_json(Path(figures_dir) / MANIFEST)
+    records = _read_json(Path(figures_dir) / RECORDS)
+    return {"images": credits.get("images") or {}, "models": credits.get("models") or {},
+            "figures": {rel: r for rel, r in records.items() if isinstance(r, dict)}}
 
 
 @dataclass
@@ -46,10 +69,15 @@ class Figure:
     model: dict | None = None
     photo: dict | None = None
     layer: str | None = None
-    parts: list[str] = field(default_factory=list)  # the path's other words (method, class, unit, …)
+    parts: list[str] = field(default_factory=list)  # the method recorded, or the path's other words (guessed)
+    method: str | None = None   # as recorded by the stage (None for a guessed description)
+    shows: str = ""             # the recorded caption: what is shown, instead of the family's default
+    recorded: bool = False      # described from the stage's record, not guessed from the path
 
     @property
     def what(self) -> str:
+        if self.shows:
+            return self.shows
         bits = [FAMILIES.get(self.family, self.family)] + [p.replace("_", " ") for p in self.parts]
         return " · ".join(bits)
 
@@ -73,6 +101,29 @@ class Figure:
 
 
 def describe(rel: str, manifest: dict) -> Figure:
+    """What figure ``rel`` (its path under ``figures/``) shows: from its record in
+    ``manifest["figures"]`` (written where the figure was, see ``SiteWriter.figure_path``), the model
+    and photo looked up by name and id in the credits for their titles and credits. Only a figure
+    without a record (a site built by an older version, a stage that records nothing) falls back
+    to :func:`guess`, from its path."""
+    record = (manifest.get("figures") or {}).get(rel)
+    if not isinstance(record, dict):
+        return guess(rel, manifest)
+    images, models = manifest.get("images") or {}, manifest.get("models") or {}
+    model, photo = record.get("model"), record.get("photo")
+    return Figure(rel=rel, family=rel.split("/", 1)[0],
+                  model=(models.get(model) or {"name": model}) if model else None,
+                  photo=(images.get(photo) or {"id": photo}) if photo else None,
+                  layer=record.get("layer") or None,
+                  parts=[record["method"]] if record.get("method") else [],
+                  method=record.get("method") or None, shows=record.get("caption") or "", recorded=True)
+
+
+def guess(rel: str, manifest: dict) -> Figure:
+    """Fallback for a figure without a record (a site built by a version before ``figures.json``,
+    or a figure whose stage records nothing): model, photo and layer guessed from the words of its
+    path, looked up in the credits; the other words become ``parts``. The guess can go wrong: a
+    photo id that is also a layer name, a model whose folder is not its name (``timm:x`` → ``timm-x``)."""
     parts = Path(rel).with_suffix("").as_posix().split("/")
     fig = Figure(rel=rel, family=parts[0])
     images, models = manifest.get("images", {}), manifest.get("models", {})
@@ -112,8 +163,9 @@ def figures_in(figures_dir: Path) -> list[str]:
 
 
 def select(figures_dir: Path, model: str = "", photo: str = "", method: str = "", pattern: str = "") -> list[Figure]:
-    """Figures whose path matches every filter given (model / photo ids, a method or family word,
-    a glob on the path)."""
+    """Figures matching every filter given: model name and photo id (as recorded, else guessed from
+    the path, see :func:`describe`), a method or family word (the recorded method, or a word of the
+    path), a glob on the path."""
     manifest = read_manifest(figures_dir)
     out = []
     for rel in figures_in(figures_dir):
@@ -122,7 +174,7 @@ def select(figures_dir: Path, model: str = "", photo: str = "", method: str = ""
             continue
         if photo and not (f.photo and f.photo.get("id") == photo):
             continue
-        if method and method not in [f.family, *f.parts, *rel.split("/")]:
+        if method and method not in [f.family, *([f.method] if f.method else []), *f.parts, *rel.split("/")]:
             continue
         if pattern and not fnmatch.fnmatch(rel, pattern):
             continue

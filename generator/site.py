@@ -26,6 +26,7 @@ from pathlib import Path
 import jinja2
 
 from .config import ConfigError
+from .figures import write_figure_records
 from .util import atomic_write_text, md_code, md_escape, write_if_changed
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -73,6 +74,16 @@ class _Page:
     order: int = 50
 
 
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of the home page: ``value`` in bold, ``label`` after it, linking to ``page``
+    (a page key) where it is explained. Stages provide lists of them as artifacts."""
+
+    value: str
+    label: str
+    page: str
+
 class SiteWriter:
     def __init__(self, out_dir: str | Path, banner: str = "") -> None:
         self.out = Path(out_dir)
@@ -80,6 +91,7 @@ class SiteWriter:
         self.env = make_env()
         self.pages: dict[str, _Page] = {}
         self.standalone: dict[str, tuple[str, str, str | None, int]] = {}
+        self.figures: dict[str, dict[str, str]] = {}  # figure path under figures/ → what it shows (figure_path)
 
     # -- paths -----------------------------------------------------------------
     @staticmethod
@@ -96,9 +108,20 @@ class SiteWriter:
         src_dir = posixpath.dirname(posixpath.normpath(posixpath.join("generated", self.page_file(from_page))))
         return posixpath.relpath(posixpath.normpath(posixpath.join("generated", target)), src_dir or ".")
 
-    def figure_path(self, rel: str) -> Path:
+    def figure_path(self, rel: str, *, model: str | None = None, photo: str | None = None,
+                    layer: str | None = None, method: str | None = None, caption: str | None = None) -> Path:
+        """Where figure ``figures/<rel>`` is written (its folder made), and what it shows: ``model``
+        (a model name), ``photo`` (a photo id), ``layer`` (a layer name), ``method`` (a method or
+        check name), ``caption`` (plain text: what is shown, instead of the family's default). The
+        fields given are recorded and written to ``figures/figures.json`` by :meth:`finish`, for the
+        captions and credits beside each figure and ``python -m generator export``
+        (:mod:`generator.figures`); a figure given none keeps the description from its path."""
         p = self.out / "figures" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
+        meta = {k: str(v) for k, v in (("model", model), ("photo", photo), ("layer", layer), ("method", method),
+                                       ("caption", caption)) if v is not None and str(v) != ""}
+        if meta:
+            self.figures[Path(rel).as_posix()] = meta
         return p
 
     # -- content ---------------------------------------------------------------
@@ -122,7 +145,8 @@ class SiteWriter:
 
     # -- output ----------------------------------------------------------------
     def finish(self) -> list[Path]:
-        """Write every page, the nav files and the home snippet; remove stale pages."""
+        """Write every page, the nav files and the home snippet, and ``figures/figures.json`` (what
+        each figure recorded through :meth:`figure_path` shows); remove stale pages."""
         for folder, title in NAV_SECTIONS.items():
             if not any(self.page_file(k).startswith(folder + "/") for k in [*self.pages, *self.standalone]):
                 self.declare(f"{folder}/index", title, order=0)
@@ -150,6 +174,8 @@ class SiteWriter:
             write_if_changed(path, text)
             paths.append(path)
         self._remove_stale({self.out / rel for rel in written})
+        if self.figures:
+            paths.append(write_figure_records(self.out / "figures", self.figures))
         return paths
 
     def _summaries(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ def small_config(proj: Path, images: Path):
     cfg = Config.load()
     cfg.override(models=["efficientnet_lite0", "alexnet"], images=str(images), out=str(proj / "site_src/generated"),
                  cache=str(proj / "cache"), offline=True, device="cpu",
-                 stages=["overview", "activity", "attribution", "findings", "dgn_am", "atlas"])
+                 stages=["overview", "activity", "attribution", "findings", "dgn_am", "atlas", "home"])
     cfg.data["attribution"] = {"methods": ["saliency", "deconvnet", "guided_backprop", "gradcam",
                                            "integrated_gradients"],
                                "gallery_images": 2, "neurons": 2, "neuron_images": 1, "neuron_layers": 1,

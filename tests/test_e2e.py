@@ -92,7 +92,7 @@ def test_user_text_is_escaped(tmp_path, two_images, tmp_torch_home):
 def test_every_stage_together_passes_mkdocs_strict(tmp_path, two_images, tmp_torch_home):
     """All stages with tiny settings in one build: the pages link to each other correctly."""
     proj = make_project(tmp_path)
-    cfg = config(proj, two_images, stages=("overview", "activity", "attribution", "findings", "dgn_am", "atlas"))
+    cfg = config(proj, two_images, stages=("overview", "activity", "attribution", "findings", "dgn_am", "atlas", "home"))
     cfg.data["attribution"] = {"methods": ["saliency", "deconvnet", "gradcam", "integrated_gradients"],
                                "gallery_images": 2, "neurons": 2, "neuron_images": 1, "neuron_layers": 1,
                                "method_params": {"integrated_gradients": {"steps": 4}}}

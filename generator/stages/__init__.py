@@ -27,7 +27,7 @@ from typing import Sequence
 from ..config import ConfigError
 
 #: every stage, in the order the default build runs them
-STAGES = ("overview", "activity", "attribution", "compare", "findings", "dgn_am", "atlas")
+STAGES = ("overview", "activity", "attribution", "compare", "findings", "dgn_am", "atlas", "home")
 
 
 def load(name: str) -> ModuleType:

@@ -62,7 +62,10 @@ def _figures(ctx, model, it, res, layers) -> None:
     H = x.shape[-1]
     for n in layers:
         s = res["layers"][n]
-        paths = [ctx.figure_path(f"activity/{model.name}/{it.id}/{n}{suffix}.webp") for suffix in ("", "-neurons", "-mean")]
+        paths = [ctx.figure_path(f"activity/{model.name}/{it.id}/{n}{suffix}.webp", model=model.name, photo=it.id,
+                                 layer=n, caption=f"Activity · {what}")
+                 for suffix, what in (("", "top channels"), ("-neurons", "chosen neurons on the photo"),
+                                      ("-mean", "mean activation on the photo"))]
         if all(p.exists() for p in paths):
             continue
         save_image(maps_grid(s["maps"], [f"ch {int(c)}" for c in s["channels"]],

@@ -378,14 +378,19 @@ def run(ctx) -> None:
             for c, e in zip(channels, ex):
                 up = unit_page(model.name, layer, c)
                 link = lambda t, up=up: ctx.link(up, t)
-                save_image(tile_grid(e["patches"]), ctx.figure_path(_figure_rel(model.name, layer, c, "top")),
-                           quality=FIGURE_QUALITY)
+                save_image(tile_grid(e["patches"]), ctx.figure_path(
+                    _figure_rel(model.name, layer, c, "top"), model=model.name, layer=layer,
+                    caption=f"Units · unit {c}: the image patches that excite it most"), quality=FIGURE_QUALITY)
                 thumb = thumbnail(e["patches"][0], cfg["thumb"]) if len(e["patches"]) else tile_grid(e["patches"])
-                save_image(thumb, ctx.figure_path(_figure_rel(model.name, layer, c, "thumb")), quality=FIGURE_QUALITY)
+                save_image(thumb, ctx.figure_path(_figure_rel(model.name, layer, c, "thumb"), model=model.name,
+                                                  layer=layer, caption=f"Units · unit {c}: its top patch"),
+                           quality=FIGURE_QUALITY)
                 deconv_rel = None
                 if e.get("deconv") is not None:
                     deconv_rel = _figure_rel(model.name, layer, c, "deconv")
-                    save_image(tile_grid(e["deconv"]), ctx.figure_path(deconv_rel), quality=FIGURE_QUALITY)
+                    save_image(tile_grid(e["deconv"]), ctx.figure_path(
+                        deconv_rel, model=model.name, layer=layer, method="deconvnet",
+                        caption=f"Units · unit {c}: deconvnet projections of its top patches"), quality=FIGURE_QUALITY)
                 dgn_rel = unit_images.get((model.name, layer, c))
                 examples = []
                 for r in range(tk.k):

@@ -244,7 +244,8 @@ def run(ctx) -> None:
     s = ctx.stage_settings("attribution")
     methods = s["methods"]
     copy_batch = s["batch_size"] or ctx.batch_size
-    bar_path = ctx.figure_path("attribution/colorbar.svg")
+    bar_path = ctx.figure_path("attribution/colorbar.svg",
+                               caption="Attribution colour scale: each map from 0 to its 99th percentile (and above)")
     if not bar_path.exists():
         colour_bar(bar_path, "each map: 0 → its 99th percentile (and above)")
 
@@ -260,12 +261,18 @@ def run(ctx) -> None:
                 results[n] = _maps(ctx, model, n, m, targets, s["chunk_images"])
         # figures: heatmap per (model, method, image), signed view for pixel-space methods, input crop
         for i, it in enumerate(ctx.images):
-            save_image(to_pil(ctx.batch(model, [it])[0]), ctx.figure_path(f"attribution/{model.name}/input/{it.id}.webp"))
+            save_image(to_pil(ctx.batch(model, [it])[0]), ctx.figure_path(
+                f"attribution/{model.name}/input/{it.id}.webp", model=model.name, photo=it.id,
+                caption="Attribution · the model's input (its crop of the photo)"))
         for n in methods:
             for it, r in zip(ctx.images, results[n]):
-                save_image(heatmap_image(_shown(r["heatmap"])), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}.webp"))
+                save_image(heatmap_image(_shown(r["heatmap"])), ctx.figure_path(
+                    f"attribution/{model.name}/{n}/{it.id}.webp", model=model.name, photo=it.id, method=n,
+                    caption=f"Attribution · {ATTRIBUTION_METHODS[n].title}"))
                 if "rgb" in r:
-                    save_image(to_pil(r["rgb"]), ctx.figure_path(f"attribution/{model.name}/{n}/{it.id}-rgb.webp"))
+                    save_image(to_pil(r["rgb"]), ctx.figure_path(
+                        f"attribution/{model.name}/{n}/{it.id}-rgb.webp", model=model.name, photo=it.id, method=n,
+                        caption=f"Attribution · {ATTRIBUTION_METHODS[n].title} · signed view (RGB)"))
         rows = []
         for i, it in enumerate(ctx.images):
             top = int(probs[i].argmax())
@@ -283,7 +290,8 @@ def run(ctx) -> None:
                 rel = f"attribution/{model.name}/neurons/{layer}.webp"
                 fig = neuron_figure([ctx.batch(model, [it])[0].cpu() for it in nitems], [it.id for it in nitems], res, TILE)
                 if fig is not None:
-                    save_image(fig, ctx.figure_path(rel))
+                    save_image(fig, ctx.figure_path(rel, model=model.name, layer=layer, method="deconvnet",
+                                                    caption="Attribution · single-neuron deconvnet projections"))
                 neuron_figs.append({"layer": layer, "fig": rel})
         swap = _swap_test(ctx, model, made, targets)
         has_maxpool = any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)) for m in model.net.modules())

@@ -21,11 +21,13 @@ import numpy as np
 
 from ..metrics.across_models import common_view, model_view, pair_similarity, to_common_view
 from ..render import heatmap_image, labelled_grid, save_image, to_pil
+from ..site import Headline
 
 ORDER = 35  # image-page section after the attribution galleries
 PAGE = "methods/compare"
 #: "model_agreement": {"n": photos, "models": [titles], "methods": [{"name", "title", "mean"}] sorted by mean}
-PROVIDES = ("model_agreement",)
+#: "compare_headlines": [site.Headline] for the home page (the most consistent method across models)
+PROVIDES = ("model_agreement", "compare_headlines")
 NEEDS = ("attribution_maps",)
 DEFAULTS = {"images": 4, "tile": 112}
 
@@ -43,6 +45,7 @@ def run(ctx) -> None:
     items, methods = data["items"], data["methods"]
     ctx.declare(PAGE, "Across models", order=19)
     ctx.provide("model_agreement", None)
+    ctx.provide("compare_headlines", [])
     if len(models) < 2 or not items:
         ctx.section(PAGE, "", "Comparing models needs at least two models with weights and one photo; this build "
                               f"has {len(models)} model(s) and {len(items)} photo(s).", order=0)
@@ -64,7 +67,8 @@ def run(ctx) -> None:
         rel = f"compare/{m}.webp"
         rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for d in models]
                 for i in range(len(shown))]
-        save_image(labelled_grid(rows, ["photo", *titles], [it.title for it in shown], tile), ctx.figure_path(rel))
+        save_image(labelled_grid(rows, ["photo", *titles], [it.title for it in shown], tile), ctx.figure_path(
+            rel, method=m, caption=f"Across models · {data['titles'][m]} maps of {', '.join(titles)}"))
         pairs = []
         for (a, b), rho in pair_similarity(aligned[m]).items():
             r = rho.numpy()
@@ -78,6 +82,10 @@ def run(ctx) -> None:
         "n": len(items), "models": titles,
         "methods": sorted(({"name": r["name"], "title": r["title"], "mean": r["mean"]} for r in summary),
                           key=lambda r: -r["mean"])})
+    best = max(summary, key=lambda r: r["mean"], default=None)
+    ctx.provide("compare_headlines", [] if best is None else [Headline(
+        f"{best['mean']:.2f}", f"rank correlation between models' {best['title']} maps, the most consistent method",
+        "methods/compare")])
     ctx.section(PAGE, "", ctx.render(
         "compare/page.md.j2", sections=sections, summary=summary, models=[d["model"] for d in models],
         view=view, views=views, n=len(items), n_shown=len(shown), link=lambda t: ctx.link(PAGE, t)), order=0)
@@ -87,7 +95,8 @@ def run(ctx) -> None:
         rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for m in methods]
                 for d in models]
         save_image(labelled_grid(rows, ["photo", *[data["short"][m] for m in methods]], titles, tile),
-                   ctx.figure_path(rel))
+                   ctx.figure_path(rel, photo=it.id, caption=f"Across models · every method's map on "
+                                                             f"{', '.join(titles)}"))
         page = f"images/{it.id}"
         ctx.section(page, "Across models", ctx.render(
             "compare/image.md.j2", it=it, fig=ctx.link(page, f"figures/{rel}"), models=[d["model"] for d in models],

@@ -254,12 +254,14 @@ def _figures(ctx, model, out: dict, s: dict, photos: dict, judge=None) -> dict:
             photo = photo_imgs.get(cls)
             tiles.insert(0, image_tile(photo if photo is not None else torch.ones(3, 8, 8)))
             tile_labels.insert(0, "photo" if photo is not None else "no photo")
-        save_image(grid(tiles, len(tiles), 160, labels=tile_labels), ctx.figure_path(rel))
+        save_image(grid(tiles, len(tiles), 160, labels=tile_labels), ctx.figure_path(
+            rel, model=model.name, caption=f"DGN-AM / PPGN · class {cls} ({labels[cls]}): the methods side by side"))
         strip_rel = f"dgn_am/{model.name}/ppgn/{cls}.webp"
         samples = out["ppgn"]["samples"][i]
         save_image(grid([image_tile(x, 128) for x in samples], len(samples), 128,
                         labels=[f"step {step} p={p:.2f}" for step, p in zip(out["ppgn"]["steps"], out["ppgn"]["prob"][i].tolist())]),
-                   ctx.figure_path(strip_rel))
+                   ctx.figure_path(strip_rel, model=model.name, method="ppgn",
+                                   caption=f"PPGN · class {cls} ({labels[cls]}): samples along the chain"))
         judged = []
         if verdicts:
             if photo_imgs:
@@ -274,7 +276,8 @@ def _figures(ctx, model, out: dict, s: dict, photos: dict, judge=None) -> dict:
         for img, label, act in zip(units["images"], units["labels"], units["final"].tolist()):
             layer, channel = label.split(":")
             rel = f"dgn_am/{model.name}/{layer}/{channel}.webp"
-            save_image(image_tile(img, 224), ctx.figure_path(rel))
+            save_image(image_tile(img, 224), ctx.figure_path(rel, model=model.name, layer=layer, method="dgn_am",
+                                                             caption=f"DGN-AM · unit {channel}"))
             figs["units"].append({"layer": layer, "channel": int(channel), "fig": rel, "act": act, "note": unit_note(act)})
     figs["columns"] = (["photo"] if photo_imgs else []) + [title for title, _images, _probs in columns]
     return figs
@@ -317,7 +320,8 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
     tiles = [image_tile(t, 128) for t in x] + [image_tile(t, 128) for t in rec]
     rel = "dgn_am/reconstructions.webp"
     save_image(grid(tiles, len(items), 128, labels=[md_escape(i.id)[:20] for i in items] + ["G(E(x))"] * len(items)),
-               ctx.figure_path(rel))
+               ctx.figure_path(rel, model=model.name,
+                               caption="DGN-AM · the site's photos and the generator's reconstructions G(E(x))"))
     return rel
 
 

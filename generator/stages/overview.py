@@ -1,7 +1,6 @@
 """Overview stage: home status, model pages (architecture, layer catalogue), image pages."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -11,10 +10,7 @@ from ..executor import compute
 from ..figures import write_manifest
 from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
-from ..util import md_escape
-from ..render import heatmap_image, labelled_grid, save_image, to_pil
-
-log = logging.getLogger("generator")
+from ..render import save_image
 
 ORDER = 10
 
@@ -76,8 +72,8 @@ def run(ctx) -> None:
     # ---- images ---------------------------------------------------------------
     thumbs = []
     for it in ctx.images:
-        big = ctx.figure_path(f"images/{it.id}.webp")
-        thumb = ctx.figure_path(f"images/{it.id}-thumb.webp")
+        big = ctx.figure_path(f"images/{it.id}.webp", photo=it.id)
+        thumb = ctx.figure_path(f"images/{it.id}-thumb.webp", photo=it.id)
         if not big.exists() or not thumb.exists():
             im = it.pil.copy()
             im.thumbnail((512, 512))
@@ -105,74 +101,3 @@ def run(ctx) -> None:
         "overview/home.md.j2", models=ctx.models, missing=[get_spec(n) for n in ctx.missing], n_images=len(ctx.images),
         skipped=ctx.skipped, link=lambda t: ctx.link("home", t), get_spec=get_spec,
         stages=list(ctx.config["stages"]), device=str(ctx.device)), order=0)
-
-
-# ---- home: the figure and the headline numbers, once every stage has run -------------------------
-
-CLASSIC = ("saliency", "deconvnet", "guided_backprop", "gradcam")  # the home figure's columns, when computed
-HOME_PHOTOS = 3   # photos in the home figure with one model; two when several models share it
-HOME_MODELS = 3
-
-
-def headlines(ctx) -> list[dict]:
-    """The home page's headline numbers, each ``{"value", "label", "page"}``. The one place that reads
-    other stages' results for the home page; whatever is absent (a stage not run, a field renamed)
-    is left out, never an error."""
-    out = []
-    try:
-        for sm in ctx.artifact("findings_summaries") or []:
-            n = len(sm["rows"])
-            title = sm["model"].spec.title
-            out.append({"value": f"{len(sm['fails'])} of {n}", "page": "findings/index",
-                        "label": f"methods fail the weight-randomisation check on {title}"})
-            out.append({"value": f"{len(sm['insensitive'])} of {n}", "page": "findings/index",
-                        "label": f"methods draw nearly the same map whatever the class on {title}"})
-            if sm.get("best_combined"):
-                out.append({"value": sm["best_combined"]["title"], "page": "findings/index",
-                            "label": f"is the most faithful map (deletion and insertion) on {title}"})
-    except (KeyError, TypeError, AttributeError) as e:  # findings changed shape: the home page goes on without
-        log.warning("home page: findings headline numbers left out (%s)", e)
-    agreement = ctx.artifact("model_agreement")
-    if agreement and agreement.get("methods"):
-        best = agreement["methods"][0]
-        out.append({"value": f"{best['mean']:.2f}", "page": "methods/compare",
-                    "label": f"rank correlation between models' {best['title']} maps, the most consistent method"})
-    return out
-
-
-def home_figure(ctx) -> dict | None:
-    """A few photos × models × the classic attribution methods, from the attribution stage's maps."""
-    data = ctx.artifact("attribution_maps")
-    if not data or not data["models"] or not data["items"]:
-        return None
-    methods = [m for m in CLASSIC if m in data["methods"]] or list(data["methods"])[:4]
-    shown = list(data["models"].values())[:HOME_MODELS]
-    items = data["items"][: HOME_PHOTOS if len(shown) == 1 else 2]
-    rows, labels = [], []
-    for d in shown:
-        model = d["model"]
-        photos = ctx.batch(model, items).cpu()
-        for i, it in enumerate(items):
-            rows.append([to_pil(photos[i])] + [heatmap_image(d["heatmaps"][m][i].float()) for m in methods])
-            labels.append(f"{it.title} · {model.spec.title}")
-    rel = "home/comparison.webp"
-    save_image(labelled_grid(rows, ["photo", *[data["short"][m] for m in methods]], labels, 128), ctx.figure_path(rel))
-    return {"src": rel, "methods": [data["titles"][m] for m in methods], "photos": [it.title for it in items],
-            "models": [d["model"].spec.title for d in shown],
-            "method_pages": [(data["titles"][m], f"methods/{m}") for m in methods]}
-
-
-def finish(ctx) -> None:
-    """Called by the build after the last stage: the home page's figure and numbers and the
-    Methods index come from later stages."""
-    methods = sorted(((p.order, p.title, key) for key, p in ctx.site.pages.items()
-                      if key.startswith("methods/") and key != "methods/index"), key=lambda t: (t[0], t[1]))
-    methods += sorted((order, title, rel[:-3]) for rel, (title, _md, _nav, order) in ctx.site.standalone.items()
-                      if rel.startswith("methods/") and rel != "methods/index.md")
-    if "methods/index" in ctx.site.pages and methods:
-        ctx.section("methods/index", "", "\n".join(
-            f"- [{md_escape(title)}]({ctx.link('methods/index', key)})" for _o, title, key in methods) + "\n", order=5)
-    if "home" not in ctx.site.pages:
-        return
-    ctx.section("home", "", ctx.render("overview/home_top.md.j2", figure=home_figure(ctx), headlines=headlines(ctx),
-                                       link=lambda t: ctx.link("home", t)), order=-1)

@@ -2,8 +2,11 @@
 the photo's credit and licence, and a download link to the full-size file (the lossless PNG
 the build writes beside each WebP figure; plots: their SVG).
 
-The descriptions come from ``generated/figures/credits.json`` (written by the build) through
-:mod:`generator.figures`, the same code as ``python -m generator export``.
+The descriptions come from what each stage recorded when it wrote the figure
+(``generated/figures/figures.json``) and the photos' credits and models' titles
+(``generated/figures/credits.json``), both written by the build, through :mod:`generator.figures`,
+the same code as ``python -m generator export``; a figure without a record (a site built by an
+older version) is described from its path.
 """
 from __future__ import annotations
 
