@@ -176,7 +176,7 @@ class TinyNet(torch.nn.Module):
 def load_bench_model(name: str, size: int, device: torch.device):
     """(net, Grad-CAM layer path, preprocess, tag) for a registry model, ``tiny`` or ``tiny6``
     (the same with ReLU6)."""
-    from generator.images import Preprocess
+    from generator.models import Preprocess
 
     if name in ("tiny", "tiny6"):
         torch.manual_seed(0)
@@ -192,11 +192,11 @@ def load_bench_model(name: str, size: int, device: torch.device):
 
 
 def photos(preprocess, n: int, device: torch.device) -> torch.Tensor:
-    from PIL import Image
+    from generator.images import load_rgb
 
     folder = Path(__file__).resolve().parent.parent / "data" / "images"
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
-    return preprocess([Image.open(f).convert("RGB") for f in files]).to(device)
+    return preprocess([load_rgb(f)[0] for f in files]).to(device)
 
 
 def rectifier_counts(net: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:

@@ -15,9 +15,10 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from generator.metrics.model_table import list_imagefolder, read_wnid_map, topk_hits
+from generator import imagenet
+from generator.images import load_rgb
+from generator.metrics.model_table import topk_hits
 from generator.models import IMAGENET_MEAN, IMAGENET_STD, Normalize, get_spec, load_model
 
 NORMS = {"0.498/0.502": ((0.498,) * 3, (0.502,) * 3), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
@@ -26,17 +27,14 @@ NORMS = {"0.498/0.502": ((0.498,) * 3, (0.502,) * 3), "imagenet": (IMAGENET_MEAN
 @torch.no_grad()
 def measure(name: str, folder: Path, n: int, sizes: list[int], batch: int = 50) -> dict:
     model = load_model(name)
-    files = list_imagefolder(folder, read_wnid_map(folder), n)
+    files = imagenet.imagefolder(folder, n)
     labels = torch.tensor([c for _p, c in files])
     out = {}
     for size in sizes:
         pre = dataclasses.replace(model.spec.preprocess, resize_size=size)
         logits = {k: [] for k in NORMS}
         for i in range(0, len(files), batch):
-            pils = []
-            for p, _c in files[i : i + batch]:
-                with Image.open(p) as im:
-                    pils.append(im.convert("RGB"))
+            pils = [load_rgb(p, min_side=1)[0] for p, _c in files[i : i + batch]]
             x = pre(pils)
             for k, (mean, std) in NORMS.items():
                 logits[k].append(model.net.body(Normalize(mean, std)(x)))

@@ -145,3 +145,45 @@ def test_dataclass_results_round_trip_through_the_cache(tmp_path):
     c.put(k, {"ci": [Interval(0.5, 0.25, 0.75, 20)], "t": torch.arange(3)})
     got = Cache(tmp_path / "c").get(k)
     assert got["ci"] == [Interval(0.5, 0.25, 0.75, 20)] and torch.equal(got["t"], torch.arange(3))
+
+
+def test_a_method_fix_recomputes_the_gallery_and_the_findings_maps_alike(tmp_path, patched_source, monkeypatch,
+                                                                         one_thread):
+    """The stale-cache defect: a change to methods/attribution.py must recompute the galleries' maps
+    *and* the findings' maps (before, the galleries kept serving the old ones), and both must agree."""
+    from generator.methods.attribution import ATTRIBUTION_METHODS, make
+    from generator.stages import attribution as gallery
+    from generator.stages import findings
+    from generator.models import REGISTRY, load_model
+    from tests.test_attribution_stage import TINY, _ctx, _items
+
+    monkeypatch.setitem(REGISTRY, TINY.name, TINY)
+    model = load_model(TINY, allow_random=True, seed=0)  # stands in for a trained model (test only)
+    items = _items(3)
+    ctx = _ctx(tmp_path, model, items)
+    targets = ctx.targets(model)
+    x = ctx.batch(model, items)
+    two = torch.stack([targets, (targets + 1) % 1000], 1)  # the findings' (top-1, other) pair per photo
+    s = {"method_params": {}}
+    calls = []
+    cls = ATTRIBUTION_METHODS["saliency"]
+    real = cls.attribute
+    monkeypatch.setattr(cls, "attribute", lambda self, xx, t: (calls.append(len(xx)), real(self, xx, t))[1])
+
+    def both():
+        calls.clear()
+        g = gallery._maps(ctx, model, "saliency", make("saliency", model, batch_size=8), targets)
+        f = findings.trained_maps(ctx, model, {"saliency": make("saliency", model)}, items, x, two,
+                                  findings.Timing(), {"saliency": len(items)}, s)["saliency"]
+        return torch.stack([r["heatmap"] for r in g]), f, sum(calls)
+
+    g1, f1, n1 = both()
+    assert n1 > 0
+    g2, f2, n2 = both()
+    assert n2 == 0  # nothing changed: all cache hits
+    patched_source["generator.methods.attribution"] = "\n# a bug fix\n"
+    clear_fingerprints()
+    g3, f3, n3 = both()
+    assert n3 == n1  # both the gallery's and the findings' maps were computed again
+    torch.testing.assert_close(g3, f3[:, 0], rtol=1e-5, atol=1e-7)  # the same map for the same photo and class
+    torch.testing.assert_close(g3, g1)

@@ -16,6 +16,13 @@ from generator.images import ImageItem
 from generator.methods import attribution as A
 from generator.methods.attribution import ATTRIBUTION_METHODS
 from generator.models import REGISTRY, Layer, ModelSpec, load_model
+from generator import findings_pages, probes
+from generator.metrics import selectivity, verdicts
+from generator.metrics.class_check import ClassSensitivity
+from generator.metrics.faithfulness import Faithfulness, OrderCurves
+from generator.metrics.fragility import Fragility, Overlaps
+from generator.metrics.invariance import Invariance
+from generator.metrics.sanity import Cascade, CascadeCurves
 from generator.site import SiteWriter, make_env
 from generator.stages import findings
 from generator.util import StageTimer
@@ -96,6 +103,9 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
 
     page = (ctx.out / "findings" / "index.md").read_text()
     assert page.startswith("# Findings")
+    heads = ctx.artifacts["findings_headlines"]
+    assert [h.page for h in heads] == ["findings/index"] * 3 and heads[0].label.endswith("on Tiny test net")
+    assert ctx.artifacts["findings_summaries"][0]["fails"] == ctx.artifacts["findings_summaries"][0].fails
     assert "nan" not in page.lower().replace("nanmean", "")
     # every table lists the model without weights as such
     assert "| AlexNet | **missing** |" in page
@@ -134,7 +144,7 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     monkeypatch.setattr(AttributionMethod, "explain", boom)
     monkeypatch.setattr(fa, "deletion_insertion", boom)
     monkeypatch.setattr(mt, "accuracy_counts", boom)
-    monkeypatch.setattr(findings.selectivity, "ablation_costs", boom)  # the unit results were read back too
+    monkeypatch.setattr(selectivity, "ablation_costs", boom)  # the unit results were read back too
     ctx2 = _ctx(tmp_path, tiny, folder)
     findings.run(ctx2)
     ctx2.site.finish()
@@ -145,24 +155,24 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
 
 
 def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2, 0.4), inv=None, frag=None, n=20):
-    """Synthetic per-method measurements → summarise_model input (n photos each, small spread)."""
+    """Synthetic per-method measurements → summarise_model's typed inputs (n photos each, small spread)."""
     names = list(cascade_vals)
     jit = np.linspace(-0.01, 0.01, n)
     arr = lambda v: v + jit
-    cas = {"labels": ["logits only", "down to x", "all layers"], "steps": [1, 2, 3], "n_groups": 3,
-           "fraction": [0.3, 0.6, 1.0],
-           "methods": {nm: {"spearman": np.array([arr(v) for v in cascade_vals[nm]]),
-                            "ssim": np.zeros((3, n)), "hog": np.zeros((3, n)), "thumbs": np.zeros((3, n, 4, 4))}
-                       for nm in names}}
-    cls = {nm: {"low": {"spearman": arr(class_low[nm]), "ssim": np.zeros(n), "hog": np.zeros(n)}} for nm in names}
-    curves = {nm: {"deletion_auc": arr(dels[nm]), "insertion_auc": arr(inss[nm])} for nm in names}
-    curves["random"] = {"deletion_auc": arr(base[0]), "insertion_auc": arr(base[1])}
-    curves["centre"] = {"deletion_auc": arr(base[2]), "insertion_auc": arr(base[3])}
+    cas = Cascade(steps=[1, 2, 3], labels=["logits only", "down to x", "all layers"], groups=["logits", "x", "y"],
+                  fraction=[0.3, 0.6, 1.0], n_groups=3,
+                  methods={nm: CascadeCurves(spearman=np.array([arr(v) for v in cascade_vals[nm]]), ssim=np.zeros((3, n)),
+                                             hog=np.zeros((3, n)), thumbs=np.zeros((3, n, 4, 4))) for nm in names})
+    cls = {nm: ClassSensitivity(spearman=arr(class_low[nm]), ssim=np.zeros(n), hog=np.zeros(n)) for nm in names}
+    curve = lambda d, i: OrderCurves(np.zeros((n, 5)), np.zeros((n, 5)), arr(d), arr(i))
+    curves = {nm: curve(dels[nm], inss[nm]) for nm in names}
+    curves["random"] = curve(base[0], base[1])
+    curves["centre"] = curve(base[2], base[3])
     inv = inv or {nm: 1.0 for nm in names}
-    invd = {nm: {"spearman": np.minimum(1.0, arr(inv[nm])), "relative_change": np.zeros(n)} for nm in names}
+    invd = {nm: Invariance(spearman=np.minimum(1.0, arr(inv[nm])), relative_change=np.zeros(n)) for nm in names}
     frag = frag or {nm: (0.7, 0.7) for nm in names}
-    fr = {"kept": np.ones(n, bool), "attacked": np.ones(n, bool), "p0": np.full(n, 0.9), "p1": np.full(n, 0.88), "eps255": 8.0, "frac": 0.05,
-          "methods": {nm: {"attack": arr(frag[nm][0]), "noise": arr(frag[nm][1])} for nm in names}}
+    fr = Fragility(kept=np.ones(n, bool), attacked=np.ones(n, bool), p0=np.full(n, 0.9), p1=np.full(n, 0.88), eps255=8.0,
+                   frac=0.05, methods={nm: Overlaps(attack=arr(frag[nm][0]), noise=arr(frag[nm][1])) for nm in names})
 
     class M:
         name = model_title.lower()
@@ -170,7 +180,16 @@ def _fake(model_title, cascade_vals, class_low, dels, inss, base=(0.3, 0.3, 0.2,
         class spec:
             title = model_title
 
-    return M, cas, cls, {"curves": curves}, invd, fr
+    return M, cas, cls, Faithfulness(4, np.linspace(0, 1, 5), curves, [0.5, 0.5, 0.5]), invd, fr
+
+
+def _summary(fake, s):
+    M, cas, cls, fai, inv, fr = fake
+    return verdicts.summarise_model(M, TITLES, cascade=cas, classes=cls, faithfulness=fai, invariance=inv, fragility=fr,
+                                    settings=s, expensive=[])
+
+
+TITLES = {"a": "Method A", "b": "Method B", "c": "Method C"} | verdicts.BASELINES
 
 
 def _render(s, names, titles, sm, missing=()):
@@ -179,18 +198,22 @@ def _render(s, names, titles, sm, missing=()):
     env = make_env()
     return env.get_template("findings/summary.md.j2").render(
         s=s, names=names, titles=titles, summaries=[sm], missing=list(missing), not_selected=[], low_rank=500,
-        cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed, ci=bootstrap.fmt,
+        cross=verdicts.cross_model([sm]), and_list=verdicts.and_list, fixed=verdicts.fixed, ci=bootstrap.fmt,
         decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n)
 
 
 def test_statements_follow_the_numbers():
     s = findings.settings(Config({}))
-    titles = {"a": "Method A", "b": "Method B", "c": "Method C"} | findings.BASELINES
-    M, cas, cls, fai, inv, fr = _fake(
+    titles = TITLES
+    sm = _summary(_fake(
         "Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.5, 0.5]},
         {"a": 0.97, "b": 0.1, "c": 0.8}, {"a": 0.25, "b": 0.05, "c": 0.35}, {"a": 0.35, "b": 0.7, "c": 0.5},
-        inv={"a": 1.0, "b": 0.3, "c": 0.9}, frag={"a": (0.3, 0.7), "b": (0.7, 0.7), "c": (0.8, 0.7)})
-    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+        inv={"a": 1.0, "b": 0.3, "c": 0.9}, frag={"a": (0.3, 0.7), "b": (0.7, 0.7), "c": (0.8, 0.7)}), s)
+    assert isinstance(sm, verdicts.ModelSummary) and sm.fails == sm["fails"] and sm.get("nope", 1) == 1
+    assert verdicts.headlines([sm]) == [  # the home page's numbers (findings_headlines)
+        ("1 of 3", "methods fail the weight-randomisation check on Net", "findings/index"),
+        ("1 of 3", "methods draw nearly the same map whatever the class on Net", "findings/index"),
+        ("Method B", "is the most faithful map (deletion and insertion) on Net", "findings/index")]
     assert sm["fails"] == ["Method A"] and sm["passes"] == ["Method B"]
     assert sm["sanity_undecided"] == ["Method C"]  # mean 0.5 ± 0.01 straddles the threshold 0.5
     assert sm["ignores_top"] == ["Method A"]  # 0.95 ≥ 0.9 with only the logits random
@@ -215,16 +238,14 @@ def test_statements_follow_the_numbers():
     assert "Only Net could be measured" in text and "VGG16" in text
 
     # the opposite data give the opposite sentences
-    M, cas, cls, fai, inv, fr = _fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
-                                      {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8})
-    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    sm = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
+                        {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8}), s)
     text = _render(s, ["a", "b"], titles, sm)
     assert "No method is shown to fail" in text and "No method is shown to be class-insensitive" in text
     assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
 
     # too few photos: no verdict at all
-    M, cas, cls, fai, inv, fr = _fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=1)
-    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    sm = _summary(_fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=1), s)
     assert sm["fails"] == [] and sm["sanity_undecided"] == ["Method A"] and sm["rows"][0]["sanity_verdict"] == "undecided at n = 1"
 
 
@@ -233,7 +254,7 @@ def test_cross_model_agreement():
     b = {"model": None, "fails": ["X"], "insensitive": [], "best_combined": {"title": "Z"}}
     for sm, n in ((a, "m1"), (b, "m2")):
         sm["model"] = type("M", (), {"name": n})
-    cr = findings.cross_model([a, b])
+    cr = verdicts.cross_model([a, b])
     assert cr["fail_all"] == ["X"] and cr["fail_some"] == ["Y"]
     assert cr["ins_all"] == [] and cr["ins_some"] == ["X"]
     assert cr["best_agree"] and cr["best"] == {"m1": "Z", "m2": "Z"}
@@ -241,12 +262,12 @@ def test_cross_model_agreement():
 
 def test_settings_merge_and_helpers():
     s = findings.settings(Config({"findings": {"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}}}))
-    assert findings.scaled(s, "images") == 2 and findings.scaled({**s, "n_scale": 10.0}, "expensive_images") == 10 * findings.DEFAULTS["expensive_images"]
+    assert probes.scaled(s, "images") == 2 and probes.scaled({**s, "n_scale": 10.0}, "expensive_images") == 10 * findings.DEFAULTS["expensive_images"]
     assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
     assert A.SmoothGrad.findings_params == {"samples": 12}  # the class's settings are not mutated
-    assert findings.and_list(["a"]) == "a" and findings.and_list(["a", "b", "c"]) == "a, b and c"
-    assert findings.fixed(-0.123) == "−0.12" and findings.fixed(float("nan")) == "–"
+    assert verdicts.and_list(["a"]) == "a" and verdicts.and_list(["a", "b", "c"]) == "a, b and c"
+    assert verdicts.fixed(-0.123) == "−0.12" and verdicts.fixed(float("nan")) == "–"
 
 
 def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):
@@ -284,7 +305,7 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
     def page(tr):
         return env.get_template("findings/transfer.md.j2").render(transfer=tr, link=lambda t: t)
 
-    assert "not measured for g.pt yet" in page(findings.transfer_evidence(ctx))  # no table
+    assert "not measured for g.pt yet" in page(findings_pages.transfer_evidence(ctx))  # no table
     classes = list(range(40))
     pairs = [{"maker": "efficientnet_lite0", "judge": "efficientnet_lite2", "what": "photos", "classes": classes,
               "rows": {"photo": {"ranks": [0] * 40}}},
@@ -298,7 +319,7 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
     table = {"generator_sha256": hashlib.sha256(b"generator bytes").hexdigest(), "classes": classes, "steps": 100,
              "ppgn": {"steps": 600}, "pairs": pairs, "summary": summary, "contrast": contrast, "takeaway": "t"}
     gen.with_suffix(".judge.json").write_text(json.dumps(table))
-    tr = findings.transfer_evidence(ctx)
+    tr = findings_pages.transfer_evidence(ctx)
     by = tr["by_key"]
     assert [r["key"] for r in tr["rows"]] == ["photo", "dgn_am", "ppgn", "pixel-plain"]  # the judge table's row order
     assert by["dgn_am"]["top5"].mean == 0.5 and by["dgn_am"]["top5"].lo < 0.5 < by["dgn_am"]["top5"].hi
@@ -312,26 +333,25 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
                                        "classes": classes, "rows": {"dgn_am": {"ranks": [50] * 40, "top5": 0.0}}}]}
     two["pairs"][1]["rows"]["dgn_am"]["top5"] = 0.5
     gen.with_suffix(".judge.json").write_text(json.dumps(two))
-    text2 = page(findings.transfer_evidence(ctx))
+    text2 = page(findings_pages.transfer_evidence(ctx))
     assert ("Per maker → judge pair (top-5): EfficientNet-Lite0 → EfficientNet-Lite2: DGN-AM 50 %; "
             "EfficientNet-Lite2 → EfficientNet-Lite1: DGN-AM 0 %.") in text2
-    assert findings.transfer_evidence(ctx)["by_key"]["dgn_am"]["top5"].n == 80  # classes × makers
+    assert findings_pages.transfer_evidence(ctx)["by_key"]["dgn_am"]["top5"].n == 80  # classes × makers
     gen.with_suffix(".judge.json").write_text(json.dumps(table))
     undecided = page({**tr, "contrast": {**contrast, "mean": 0.1, "lo": -0.05, "hi": 0.25}})
     assert "**undecided at n = 40 classes**" in undecided and "**yes**" not in undecided
     # the summary's sentence follows the numbers
     s = findings.settings(Config({}))
-    titles = {"a": "Method A"} | findings.BASELINES
-    M, cas, cls, fai, inv, fr = _fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.1}, {"a": 0.1}, {"a": 0.7})
-    sm = findings.summarise_model(M, titles, cas, cls, fai, inv, fr, s, expensive=[])
+    titles = TITLES
+    sm = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.1}, {"a": 0.1}, {"a": 0.7}), s)
     from generator.metrics import bootstrap
     summ = env.get_template("findings/summary.md.j2").render(
         s=s, names=["a"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
-        cross=findings.cross_model([sm]), and_list=findings.and_list, fixed=findings.fixed, ci=bootstrap.fmt,
+        cross=verdicts.cross_model([sm]), and_list=verdicts.and_list, fixed=verdicts.fixed, ci=bootstrap.fmt,
         decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n, transfer=tr)
     assert "(top-5 rate): DGN-AM 50 %, PPGN samples 88 %, pixel-space plain 0 %, against 100 % for real photos of the classes (intervals" in summ
     # a table measured with another generator file is not shown as this one's
     gen.write_bytes(b"retrained generator")
-    assert "another generator file" in page(findings.transfer_evidence(ctx))
+    assert "another generator file" in page(findings_pages.transfer_evidence(ctx))
     gen.unlink()
-    assert "was not found" in page(findings.transfer_evidence(ctx))
+    assert "was not found" in page(findings_pages.transfer_evidence(ctx))

@@ -143,8 +143,9 @@ def test_photo_column_shown_with_the_judges_verdict_when_present(tmp_path):
     folder.mkdir()
     Image.new("RGB", (48, 40), (200, 30, 30)).save(folder / "003_x.jpg")
     Image.new("RGB", (8, 8)).save(folder / "005_tiny.jpg")  # rejected (too small): left out, no crash
-    (folder / "classes.tsv").write_text("file\timagenet_index\twnid\tlabel\n003_x.jpg\t3\tn0\tthree\n"
-                                        "007_missing.jpg\t7\tn1\tseven\n005_tiny.jpg\t5\tn2\tfive\n")
+    (folder / "classes.tsv").write_text("file\timagenet_index\twnid\tlabel\n003_x.jpg\t3\tn01491361\tthree\n"
+                                        "007_missing.jpg\t7\tn01514668\tseven\n"
+                                        "005_tiny.jpg\t5\tn01496331\tfive\n")
     assert sorted(read_photo_index(folder)) == [3, 5]  # a listed file that is not there is left out
     model, judge = tiny_model("a", 1), tiny_model("b", 2)
     ctx = _ctx(tmp_path, [model, judge])

@@ -19,7 +19,6 @@ The site's DGN-AM page and ``data/weights/GENERATOR_CARD.md`` show the table (wi
 """
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Sequence
@@ -91,18 +90,11 @@ def summarize(rank: torch.Tensor) -> dict:
 
 
 def read_photo_index(folder: str | Path) -> dict[int, Path]:
-    """``classes.tsv`` of the 1000-class sample → {ImageNet index: photo path}; {} when absent."""
-    folder = Path(folder)
-    tsv = folder / "classes.tsv"
-    if not tsv.is_file():
-        return {}
-    out = {}
-    with tsv.open(newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            p = folder / row["file"]
-            if p.is_file():
-                out[int(row["imagenet_index"])] = p
-    return out
+    """The 1000-class sample → {ImageNet index: photo path} (:func:`generator.imagenet.sample_1k`:
+    listed files that exist); {} when it has no ``classes.tsv``."""
+    from .. import imagenet
+
+    return {r.index: r.path for r in imagenet.sample_1k(folder)}
 
 
 def load_photos(paths: Sequence[Path], model) -> torch.Tensor:

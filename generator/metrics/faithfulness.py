@@ -20,10 +20,16 @@ through the model in batches of ``batch_size``; the curves' ends are shared by a
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+
+from ..methods import base
+from .checks import Ticks
 
 CURVES = ("deletion", "insertion")
 
@@ -184,3 +190,79 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     y = curve.double()
     k = y.shape[-1] - 1
     return (y[..., 1:] + y[..., :-1]).sum(-1) / (2 * k)
+
+
+# ------------------------------------------------------------------------ the check on registry models
+
+
+@dataclass
+class Curves:
+    """The deletion and insertion curves of one (order, photo): the class's probability at each
+    fraction of the pixels (``steps + 1`` values, float64)."""
+
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    seconds: float
+
+
+@dataclass
+class OrderCurves:
+    """One order (a method's or a baseline's) over its photos: n×(steps+1) curves and n areas."""
+
+    deletion: np.ndarray
+    insertion: np.ndarray
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+
+
+@dataclass
+class Faithfulness:
+    """The deletion/insertion check of a model: the fractions of the curves and every order's curves."""
+
+    steps: int
+    fractions: np.ndarray
+    curves: dict[str, OrderCurves]
+    baseline_colour: list[float]
+
+
+def orders_of(maps: Mapping[str, torch.Tensor], batch: int, h: int, w: int, seed: int) -> dict[str, torch.Tensor]:
+    """Pixel orders of ``batch`` photos: each method's from its maps (rows past its own n: random
+    orders, never evaluated), then the ``random`` and ``centre`` baselines."""
+    orders = {name: order_from_maps(m, seed) for name, m in maps.items()}
+    for name in maps:
+        if len(orders[name]) < batch:
+            orders[name] = torch.cat([orders[name], random_order(batch - len(orders[name]), h * w, seed)])
+    orders["random"] = random_order(batch, h * w, seed)
+    orders["centre"] = centre_order(batch, h, w, seed)
+    return orders
+
+
+def curves_check(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, top1: torch.Tensor,
+                 orders: Mapping[str, torch.Tensor], pairs: Sequence[tuple[str, int]], *, steps: int,
+                 baseline: Sequence[float], blur_sigma: float, batch_size: int, progress=None) -> list[Curves]:
+    """The curves of the (order name, photo index) ``pairs`` of photos ``x`` for classes ``top1``
+    under classifier ``net`` (:func:`deletion_insertion`, deleted pixels get colour ``baseline``)."""
+    t0 = time.perf_counter()
+    curves = deletion_insertion(net, x, top1.to(x.device), orders, steps=steps, baseline=torch.tensor(baseline),
+                                blur_sigma=blur_sigma, batch_size=batch_size, only=set(pairs), progress=progress)
+    dt = (time.perf_counter() - t0) / max(1, len(pairs))
+    return [Curves(curves[n]["deletion"][i].clone(), curves[n]["insertion"][i].clone(), dt) for n, i in pairs]
+
+
+def curves_task(model, steps: int, baseline: list[float], blur_sigma: float, batch_size: int, x: torch.Tensor,
+                top1: torch.Tensor, orders: dict, pairs: list[tuple[str, int]]) -> list[Curves]:
+    """:func:`curves_check` on the registry ``model`` (forward passes only: batch norm folded, same logits)."""
+    x = x.to(model.device)
+    net = base.prepared(model.net, x[:1]).net
+    work = n_forward(len(pairs), steps, len({i for _n, i in pairs}))
+    return curves_check(net, x, top1, orders, pairs, steps=steps, baseline=baseline, blur_sigma=blur_sigma,
+                        batch_size=batch_size, progress=Ticks(work, len(pairs)))
+
+
+def faithfulness_of(steps: int, baseline: list[float], results: Mapping[str, Sequence[Curves]]) -> Faithfulness:
+    """The check of a model from each order's per-photo curves."""
+    out = {}
+    for name, vals in results.items():
+        c = {k: torch.stack([getattr(v, k) for v in vals]) for k in CURVES}
+        out[name] = OrderCurves(**{k: c[k].numpy() for k in CURVES}, **{f"{k}_auc": auc(c[k]).numpy() for k in CURVES})
+    return Faithfulness(steps, fractions(steps).numpy(), out, baseline)

@@ -21,9 +21,18 @@ the map before and after.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..executor import tick
+from ..methods import base
+from .checks import Explain, explainer
 
 
 def topk_mask(maps: torch.Tensor, frac: float) -> torch.Tensor:
@@ -124,3 +133,118 @@ def attack(net: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tens
     finally:
         h.remove()
     return {"x": best.detach(), "kept": kept_best.cpu(), "p0": p0.cpu(), "p1": p1.cpu()}
+
+
+# ------------------------------------------------------------------------ the check on registry models
+
+
+@dataclass
+class Attacked:
+    """The attack on one photo: its perturbation δ, whether the class was kept, p before/after."""
+
+    delta: torch.Tensor
+    kept: bool
+    p0: float
+    p1: float
+    seconds: float
+
+
+@dataclass
+class Overlap:
+    """One method on one photo: top-k overlap of its map with its map after the attack / the noise."""
+
+    attack: float
+    noise: float
+    seconds: float
+
+
+@dataclass
+class Overlaps:
+    """One method over the attacked photos (float64 arrays)."""
+
+    attack: np.ndarray
+    noise: np.ndarray
+
+    @classmethod
+    def of(cls, res: Sequence[Overlap]) -> "Overlaps":
+        return cls(np.array([r.attack for r in res]), np.array([r.noise for r in res]))
+
+
+@dataclass
+class Fragility:
+    """The fragility check of a model: per photo whether the class was kept, whether the attack
+    perturbed it, p before/after; the attack's size (0–255) and top-k fraction; per method its overlaps."""
+
+    kept: np.ndarray
+    attacked: np.ndarray
+    p0: np.ndarray
+    p1: np.ndarray
+    eps255: float
+    frac: float
+    methods: dict[str, Overlaps] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, attacks: Sequence[Attacked], eps255: float, frac: float) -> "Fragility":
+        """Before the overlaps are measured: ``attacked`` are the photos whose δ is not 0."""
+        return cls(np.array([r.kept for r in attacks]), np.array([bool(r.delta.abs().amax() > 0) for r in attacks]),
+                   np.array([r.p0 for r in attacks]), np.array([r.p1 for r in attacks]), eps255, frac)
+
+    @classmethod
+    def empty(cls, eps255: float, frac: float) -> "Fragility":
+        """Not measured (a model without a layer for the attack)."""
+        return cls(np.array([]), np.array([]), np.array([]), np.array([]), eps255, frac)
+
+
+def attack_check(model, x: torch.Tensor, top1: torch.Tensor, region: torch.Tensor, *, eps: float, steps: int,
+                 max_prob_change: float, batch_size: int, progress=None) -> list[Attacked]:
+    """:func:`attack` on the registry ``model`` (the layer of its Grad-CAM) for photos ``x`` in
+    batches of ``batch_size`` (a gradient pass keeps every activation of its batch)."""
+    t0 = time.perf_counter()
+    # on the batch-norm-folded, channels-last copy when the layer it reads is unchanged by folding
+    prep, path = base.prepared(model.net, x[:1]), model.module_path(model.spec.gradcam_layer)
+    net, layer = ((prep.net, prep.net.get_submodule(path)) if prep.pairs and prep.safe_path(path)
+                  else (model.net, model.module(model.spec.gradcam_layer)))
+    out = []
+    for b in range(0, len(x), max(1, batch_size)):
+        xb = x[b : b + max(1, batch_size)]
+        r = attack(net, layer, xb, top1[b : b + len(xb)], region[b : b + len(xb)], eps=eps, steps=steps,
+                   max_prob_change=max_prob_change)
+        out += [((r["x"][j] - xb[j]).cpu().clone(), bool(r["kept"][j]), float(r["p0"][j]), float(r["p1"][j]))
+                for j in range(len(xb))]
+        if progress is not None:
+            progress.update(len(xb))
+    dt = (time.perf_counter() - t0) / len(x)
+    return [Attacked(*o, seconds=dt) for o in out]
+
+
+class _Tick:
+    update = staticmethod(tick)
+
+
+def attack_task(model, eps: float, steps: int, max_prob_change: float, batch_size: int, x: torch.Tensor,
+                top1: torch.Tensor, region: torch.Tensor) -> list[Attacked]:
+    """:func:`attack_check` of photos ``x``."""
+    return attack_check(model, x.to(model.device), top1, region, eps=eps, steps=steps, max_prob_change=max_prob_change,
+                        batch_size=batch_size, progress=_Tick)
+
+
+def overlap_check(explain: Explain, xa: torch.Tensor, xn: torch.Tensor, top1: torch.Tensor, reference: torch.Tensor,
+                  frac: float) -> list[Overlap]:
+    """Top-k (``frac``) overlap of ``reference`` (the maps of the photos) with ``explain``'s maps of
+    the attacked photos ``xa`` and of the noisy ones ``xn``."""
+    t0 = time.perf_counter()
+    k = len(xa)
+    both = torch.cat([xa, xn])
+    both = explain(both, top1.repeat(2).to(both.device)).float().cpu()
+    oa, on = topk_overlap(reference.cpu(), both[:k], frac), topk_overlap(reference.cpu(), both[k:], frac)
+    dt = (time.perf_counter() - t0) / k
+    return [Overlap(float(oa[j]), float(on[j]), dt) for j in range(k)]
+
+
+def overlap_task(model, name: str, params: dict, batch_size: int, frac: float, xa: torch.Tensor, xn: torch.Tensor,
+                 top1: torch.Tensor, reference: torch.Tensor) -> list[Overlap]:
+    """:func:`overlap_check` of attribution method ``name`` (settings ``params``) on ``model``."""
+    out = overlap_check(explainer(model, name, params, batch_size), xa.to(model.device), xn.to(model.device), top1,
+                        reference, frac)
+    tick(len(xa))
+    return out

@@ -12,9 +12,15 @@ Gradients with a fixed black baseline.
 from __future__ import annotations
 
 import dataclasses
+import time
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..executor import tick
+from .checks import Explain, explainer
 
 
 class ShiftAbsorbed(nn.Module):
@@ -52,3 +58,46 @@ def map_change(ref: torch.Tensor, shifted: torch.Tensor) -> dict[str, torch.Tens
     rho = spearman(ref.detach().float().cpu(), shifted.detach().float().cpu())
     rho = torch.where(same, torch.ones_like(rho), rho)  # identical maps (also constant ones) are the same map
     return {"spearman": rho, "relative_change": rel}
+
+
+@dataclasses.dataclass
+class InvarianceMap:
+    """One photo: Spearman rank correlation and relative change between the trained map and the
+    shift-absorbing copy's map of the shifted photo."""
+
+    spearman: float
+    relative_change: float
+    seconds: float
+
+
+@dataclasses.dataclass
+class Invariance:
+    """One method over its photos (float64 arrays)."""
+
+    spearman: np.ndarray
+    relative_change: np.ndarray
+
+    @classmethod
+    def of(cls, maps: Sequence[InvarianceMap]) -> "Invariance":
+        return cls(np.array([r.spearman for r in maps]), np.array([r.relative_change for r in maps]))
+
+
+def invariance_check(explain: Explain, x: torch.Tensor, top1: torch.Tensor, reference: torch.Tensor,
+                     shift: Sequence[float]) -> list[InvarianceMap]:
+    """``explain`` (a method on the model's shift-absorbing copy, :func:`shifted_model`) on photos
+    ``x + shift`` for classes ``top1``, against ``reference`` (the trained model's maps of ``x``)."""
+    t0 = time.perf_counter()
+    xs = x + torch.tensor(shift, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    got = explain(xs, top1.to(x.device)).float().cpu()
+    ch = map_change(reference.cpu(), got)
+    dt = (time.perf_counter() - t0) / len(x)
+    return [InvarianceMap(float(ch["spearman"][j]), float(ch["relative_change"][j]), dt) for j in range(len(x))]
+
+
+def invariance_task(view, name: str, params: dict, batch_size: int, shift: list[float], x: torch.Tensor,
+                    top1: torch.Tensor, reference: torch.Tensor) -> list[InvarianceMap]:
+    """:func:`invariance_check` of attribution method ``name`` on ``view`` (the shift-absorbing copy)."""
+    x = x.to(view.device)
+    out = invariance_check(explainer(view, name, params, batch_size), x, top1, reference, shift)
+    tick(len(x))
+    return out

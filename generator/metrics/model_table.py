@@ -13,14 +13,16 @@ parameters and multiply-adds (facts of the architecture) and no accuracy.
 """
 from __future__ import annotations
 
-import re
+import dataclasses
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+from .. import imagenet
+from ..images import ImageRejected, load_rgb
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -53,46 +55,17 @@ def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1
     return {k: (top[:, :k] == labels).any(dim=1).cpu() for k in ks}
 
 
-_ROW = re.compile(r"^\|\s*(n\d{8})\s*\|\s*(\d+)\s*\|")
-
-
 def read_wnid_map(folder: str | Path) -> dict[str, int]:
-    """WordNet id → ImageNet-1k index from a README.md table (``| wnid | index | …``)
-    in ``folder`` or its parent. Empty dict if there is none."""
-    folder = Path(folder)
-    for cand in (folder / "README.md", folder.parent / "README.md"):
-        if cand.is_file():
-            rows = {m.group(1): int(m.group(2)) for line in cand.read_text(encoding="utf-8").splitlines()
-                    if (m := _ROW.match(line.strip()))}
-            if rows:
-                return rows
-    return {}
+    """WordNet id → ImageNet-1k index of the class folders of ``folder``: a delegate of
+    :func:`generator.imagenet.folder_wnids` (kept for old callers)."""
+    return imagenet.folder_wnids(folder)
 
 
-def list_imagefolder(folder: str | Path, wnid_map: dict[str, int], max_images: int | None = None) -> list[tuple[Path, int]]:
-    """(path, ImageNet index) for an ImageFolder whose class folders are WordNet ids.
-
-    With ``max_images`` the subset is balanced: files are taken round-robin over the
-    classes, each class in sorted file-name order (deterministic).
-    """
-    folder = Path(folder)
-    per_class: list[list[tuple[Path, int]]] = []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if d.name not in wnid_map:
-            continue
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        per_class.append([(p, wnid_map[d.name]) for p in files])
-    out: list[tuple[Path, int]] = []
-    i = 0
-    while any(i < len(c) for c in per_class):
-        for c in per_class:
-            if i < len(c):
-                out.append(c[i])
-        i += 1
-    if max_images is not None and max_images > 0:
-        # round-robin order, so the first N are balanced over the classes
-        out = out[:max_images]
-    return out
+def list_imagefolder(folder: str | Path, wnid_map: Mapping[str, int] | None = None,
+                     max_images: int | None = None) -> list[tuple[Path, int]]:
+    """(path, ImageNet index) for an ImageFolder whose class folders are WordNet ids, balanced over
+    the classes when cut to ``max_images``: a delegate of :func:`generator.imagenet.imagefolder`."""
+    return imagenet.imagefolder(folder, max_images, wnid_map)
 
 
 @torch.no_grad()
@@ -110,18 +83,22 @@ def accuracy_counts(
     restricted; sum the counts of several sets with :func:`accuracy_from_counts`.
 
     Preprocessing is the spec's (``spec.preprocess``: shorter side → ``spec.resize_size``,
-    centre crop ``spec.input_size``), the same as for the curated photos.
+    centre crop ``spec.input_size``), the same as for the curated photos; photos are opened by
+    :func:`generator.images.load_rgb` (its checks and conversions: EXIF orientation, alpha on white,
+    16-bit, CMYK; without its 32-px floor, so every photo of the folder counts, as before); one it
+    rejects (unreadable, truncated, a decompression bomb) stops the count with an
+    :class:`~generator.images.ImageRejected` naming the file.
     """
-    from PIL import Image
-
     cls_t = torch.tensor(sorted(classes))
     out = {"n": 0, "top1": 0, "top5": 0, "restricted": 0, "per_class": {}}
     for i in range(0, len(files), batch_size):
         chunk = files[i : i + batch_size]
         pils = []
         for p, _c in chunk:
-            with Image.open(p) as im:
-                pils.append(im.convert("RGB"))
+            try:
+                pils.append(load_rgb(Path(p), min_side=1)[0])
+            except ImageRejected as e:
+                raise ImageRejected(f"{p}: {e}") from None
         x = spec.preprocess(pils).to(device)
         logits = net(x).float().cpu()
         labels = torch.tensor([c for _p, c in chunk])
@@ -143,6 +120,7 @@ def accuracy_counts(
 def accuracy_from_counts(counts: Sequence[dict], classes: Sequence[int]) -> dict:
     """Top-1/top-5 over 1000 classes and top-1 restricted to ``classes`` from summed
     :func:`accuracy_counts` (integer sums: the same in whatever blocks they were counted)."""
+    counts = [c if isinstance(c, dict) else dataclasses.asdict(c) for c in counts]
     n = sum(c["n"] for c in counts)
     per_class = {int(k): [0, 0] for k in sorted(classes)}
     for c in counts:
@@ -158,3 +136,40 @@ def accuracy_from_counts(counts: Sequence[dict], classes: Sequence[int]) -> dict
         "top1_restricted": rate("restricted"),
         "per_class_restricted": {k: (a / t if t else float("nan")) for k, (a, t) in per_class.items()},
     }
+
+
+@dataclasses.dataclass
+class AccuracyCounts:
+    """:func:`accuracy_counts` of one block of photos (and the seconds it took)."""
+
+    n: int
+    top1: int
+    top5: int
+    restricted: int
+    per_class: dict[int, list[int]]
+    seconds: float = 0.0
+
+
+def accuracy_blocks(model, blocks: list[list[tuple[str, int]]], classes: Sequence[int],
+                    batch_size: int) -> list[AccuracyCounts]:
+    """Hit counts of a registry ``model`` on blocks of labelled photo files (a tick per block)."""
+    from ..executor import tick
+
+    out = []
+    for files in blocks:
+        t0 = time.perf_counter()
+        r = accuracy_counts(model.net, model.spec, [(Path(p), c) for p, c in files], classes, batch_size, model.device)
+        out.append(AccuracyCounts(**r, seconds=time.perf_counter() - t0))
+        tick(1)
+    return out
+
+
+def architecture_costs(specs: Sequence) -> list[dict]:
+    """:func:`architecture_cost` of each registry ``ModelSpec``."""
+    return [architecture_cost(spec) for spec in specs]
+
+
+def curated_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """``{"n", "top1", "top5"}`` of ``logits`` (N×1000) against ImageNet ``labels`` (N)."""
+    h = topk_hits(logits, labels)
+    return {"n": len(labels), "top1": float(h[1].float().mean()), "top5": float(h[5].float().mean())}

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .checks import Ticks, explainer
+from .similarity import METRICS
 
 
 @dataclass(frozen=True)
@@ -227,3 +231,90 @@ def thumbnails(maps: torch.Tensor, size: int) -> torch.Tensor:
     import torch.nn.functional as F
 
     return F.adaptive_avg_pool2d(maps.detach().float().cpu()[:, None], size)[:, 0].half()
+
+
+# ------------------------------------------------------------------------ the check on registry models
+
+
+@dataclass
+class CascadeMaps:
+    """One (method, photo) of the cascade: per measured step (``steps``) the similarity of the map of
+    the randomised copy to the trained map (float64, one value per step and metric) and the map's
+    thumbnail (S×t×t float16)."""
+
+    steps: list[int]
+    spearman: torch.Tensor
+    ssim: torch.Tensor
+    hog: torch.Tensor
+    thumbs: torch.Tensor
+    seconds: float
+
+
+@dataclass
+class CascadeCurves:
+    """One method over the photos: S×B similarities per metric and S×B×t×t thumbnails (NumPy)."""
+
+    spearman: np.ndarray
+    ssim: np.ndarray
+    hog: np.ndarray
+    thumbs: np.ndarray
+
+
+@dataclass
+class Cascade:
+    """The randomisation check of a model: the measured steps (top groups randomised), their labels,
+    the fraction of the parameters randomised at each, and every method's curves."""
+
+    steps: list[int]
+    labels: list[str]
+    groups: list[str]
+    fraction: list[float]
+    n_groups: int
+    methods: dict[str, CascadeCurves]
+
+
+def cascade_check(model, explain_of: Callable[[object, str], Callable], names: Sequence[str], x: torch.Tensor,
+                  top1: torch.Tensor, reference: dict[str, torch.Tensor], pairs: Sequence[tuple[str, int]], *,
+                  seed: int, steps: Sequence[int], thumb: int, progress=None) -> list[CascadeMaps]:
+    """The randomisation cascade (seeded donor ``seed``, measured ``steps``) of the registry ``model``
+    for methods ``names`` on photos ``x`` explaining classes ``top1``: ``explain_of(view, name)`` is
+    method ``name`` on ``view`` (a randomised copy of the model) as ``explain(x, targets) -> maps``;
+    ``reference``: name → the trained model's B×H×W maps. One result per (method, photo index) of
+    ``pairs``; ``progress.update(1)`` per method and step."""
+    t0 = time.perf_counter()
+    groups = model_groups(model, x[:1])
+    donor = fresh_donor(model, seed)
+
+    def explain(work, k):
+        view = randomised_model(model, work, f"top{k}:seed={seed}")
+        maps = {}
+        for n in names:
+            maps[n] = explain_of(view, n)(x, top1).float().cpu()
+            if progress is not None:
+                progress.update(1)
+        return maps
+
+    curves = randomisation_curves(model.net, groups, donor, steps, reference, explain, thumb=thumb)
+    dt = (time.perf_counter() - t0) / max(1, len(x) * len(names))
+    return [CascadeMaps(steps, **{m: curves[n][m][:, j].clone() for m in METRICS},
+                        thumbs=curves[n]["thumbs"][:, j].clone() if thumb else torch.empty(0), seconds=dt) for n, j in pairs]
+
+
+def cascade_task(model, names: list[str], params: dict, batch_size: int, seed: int, steps: list[int], thumb: int,
+                 x: torch.Tensor, top1: torch.Tensor, reference: dict, pairs: list[tuple[str, int]]) -> list[CascadeMaps]:
+    """:func:`cascade_check` of attribution methods ``names`` (``params``: name → settings)."""
+    return cascade_check(model, lambda view, n: explainer(view, n, params[n], batch_size), names, x.to(model.device),
+                         top1.to(model.device), reference, pairs, seed=seed, steps=steps, thumb=thumb,
+                         progress=Ticks(len(steps) * len(names), len(pairs)))
+
+
+def cascade_of(groups: Sequence[Group], steps: Sequence[int], results: dict[str, list[CascadeMaps]]) -> Cascade:
+    """The cascade of a model from its groups, measured steps and each method's per-photo results."""
+    total = sum(g.numel for g in groups)
+    labels = ["all layers" if k == len(groups) else f"{groups[0].name} only" if k == 1 else f"down to {groups[k - 1].name}"
+              for k in steps]
+    frac = [sum(g.numel for g in groups[:k]) / total for k in steps]
+    methods = {name: CascadeCurves(**{m: torch.stack([getattr(v, m) for v in vals], 1).numpy() for m in METRICS},
+                                   thumbs=torch.stack([v.thumbs for v in vals], 1).float().numpy())
+               for name, vals in results.items()}
+    return Cascade(list(steps), labels, [g.name for g in groups], frac, len(groups), methods)

@@ -19,11 +19,17 @@ see the wrong batch size), which :func:`ablation_costs` checks.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..executor import tick
+from ..methods import base
+from .bootstrap import Interval
 
 
 @torch.no_grad()
@@ -126,3 +132,127 @@ def rank_correlation(a, b) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
     return float((ra * rb).sum() / den) if den > 0 else 0.0
+
+
+# ------------------------------------------------------------------------ the check on registry models
+
+
+@dataclass
+class LayerUnits:
+    """The catalogued units of one layer (or why they could not be ablated: ``error``): their
+    channels, selectivity, preferred class, accuracy and probability drop when ablated (tensors)."""
+
+    seconds: float
+    error: str = ""
+    channels: list[int] = field(default_factory=list)
+    selectivity: torch.Tensor | None = None
+    preferred: torch.Tensor | None = None
+    acc_drop: torch.Tensor | None = None
+    prob_drop: torch.Tensor | None = None
+    base_acc: float = float("nan")
+
+
+@dataclass
+class UnitLayer:
+    """One layer as the page shows it (NumPy arrays) with ``rho``: the rank correlation between
+    selectivity and probability drop and its bootstrap interval over the units."""
+
+    channels: list[int]
+    selectivity: np.ndarray
+    preferred: np.ndarray
+    acc_drop: np.ndarray
+    prob_drop: np.ndarray
+    base_acc: float
+    seconds: float
+    rho: Interval
+
+
+@dataclass
+class Units:
+    """The selectivity-vs-importance check of a model: photos, classes and the layers measured."""
+
+    n: int
+    n_classes: int
+    layers: dict[str, UnitLayer]
+
+
+def units_check(model, layers: list[str], chunk: list[str], cap: int, per: int, batch_size: int, x: torch.Tensor,
+                labels: torch.Tensor, progress=None) -> list[LayerUnits]:
+    """Selectivity and single-unit ablation cost of the catalogued units (the first ``cap`` channels,
+    0 = all; of those the first ``per``, 0 = all) of the layers ``chunk`` (of the registry model's conv
+    ``layers``) on photos ``x`` with ``labels``: one result per layer. Forward passes only, so the
+    batch-norm-folded copy serves the layers folding leaves unchanged; each network's responses and
+    logits come from one shared pass."""
+    x = x.to(model.device)
+    prep = base.prepared(model.net, x[:1])
+    safe = [l for l in layers if prep.pairs and prep.safe_path(model.module_path(l))]
+    shared: dict = {}
+    out = []
+    for layer in chunk:
+        t0 = time.perf_counter()
+        net = prep.net if layer in safe else model.net
+        mods = ({l: prep.net.get_submodule(model.module_path(l)) for l in safe} if layer in safe
+                else {l: model.module(l) for l in layers if l not in safe})
+        if id(net) not in shared:
+            shared[id(net)] = responses_and_logits(net, mods, x, batch_size)
+        resp, logits = shared[id(net)]
+        resp, module = resp[layer], mods[layer]
+        C = resp.shape[1]
+        chans = list(range(C if cap <= 0 else min(C, cap)))
+        if per > 0:
+            chans = chans[:per]
+        try:
+            ab = ablation_costs(net, module, chans, x, labels, batch_size, base_logits=logits)
+        except (ValueError, RuntimeError) as e:  # a layer inside a skip connection cannot be ablated this way
+            out.append(LayerUnits(time.perf_counter() - t0, error=f"{type(e).__name__}: {e}"))
+        else:
+            sel = selectivity_index(resp[:, chans], labels.tolist())
+            pref = preferred_class(resp[:, chans], labels.tolist())
+            acc_drop = ab["base_correct"].float().mean().item() - ab["correct"].float().mean(1).numpy()
+            prob_drop = ab["base_prob"].mean().item() - ab["prob"].mean(1).numpy()
+            # arrays as tensors: the cache reads back only what torch.load(weights_only=True) allows
+            out.append(LayerUnits(time.perf_counter() - t0, "", chans, torch.from_numpy(np.asarray(sel)),
+                                  torch.from_numpy(np.asarray(pref)), torch.from_numpy(np.asarray(acc_drop)),
+                                  torch.from_numpy(np.asarray(prob_drop)), ab["base_correct"].float().mean().item()))
+        if progress is not None:
+            progress.update(1)
+    return out
+
+
+class _Tick:
+    update = staticmethod(tick)
+
+
+def units_task(model, layers: list[str], chunk: list[str], cap: int, per: int, batch_size: int, x: torch.Tensor,
+               labels: torch.Tensor) -> list[LayerUnits]:
+    """:func:`units_check`, a tick per layer."""
+    return units_check(model, layers, chunk, cap, per, batch_size, x, labels, progress=_Tick)
+
+
+def layer_summary(r: LayerUnits, seed: int, resamples: int = 500) -> UnitLayer:
+    """A measured layer for the page: its arrays as NumPy and the rank correlation between
+    selectivity and probability drop with a seeded bootstrap interval over the units."""
+    sel, drop = r.selectivity.numpy(), r.prob_drop.numpy()
+    rho = rank_correlation(sel, drop)
+    boot = []
+    rng = np.random.default_rng(seed)
+    m = len(r.channels)
+    for _ in range(resamples):
+        i = rng.integers(0, m, m)
+        boot.append(rank_correlation(np.asarray(sel)[i], np.asarray(drop)[i]))
+    lo, hi = np.quantile(boot, [0.025, 0.975]) if m > 2 else (float("nan"), float("nan"))
+    return UnitLayer(r.channels, sel, r.preferred.numpy(), r.acc_drop.numpy(), drop, r.base_acc, r.seconds,
+                     Interval(rho, float(lo), float(hi), m))
+
+
+def importance(units: Units, model: str, labels: Sequence[str]) -> dict:
+    """(model, layer, channel) → the unit's numbers for its atlas page (``labels``: the class names)."""
+    out = {}
+    for layer, u in units.layers.items():
+        for j, c in enumerate(u.channels):
+            out[(model, layer, int(c))] = {
+                "selectivity": float(u.selectivity[j]), "acc_drop": float(u.acc_drop[j]),
+                "prob_drop": float(u.prob_drop[j]), "preferred": labels[int(u.preferred[j])],
+                "n": units.n, "n_classes": units.n_classes, "rho": u.rho.as_dict(),
+                "rank": int((np.asarray(u.prob_drop) > u.prob_drop[j]).sum()) + 1, "of": len(u.channels)}
+    return out

@@ -4,9 +4,10 @@ visualisations made on one network transfer to another? Pure functions of the ta
 chain's samples are one class, not independent pictures."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
-from .bootstrap import mean_ci
+from .bootstrap import Interval, mean_ci
 
 
 def class_top5(pairs: Sequence[dict], name: str) -> dict[tuple[str, int], float]:
@@ -50,3 +51,27 @@ def class_intervals(pairs: Sequence[dict], names: Sequence[str]) -> dict:
         if per:
             out[name] = mean_ci([per[k] for k in sorted(per)]).as_dict()
     return out
+
+
+def judge_evidence(generator: Path) -> dict:
+    """The independent-judge table of the generator file ``generator`` (written by ``python -m
+    generator.deepsim.judge_eval`` beside it): each row's top-5 rate with a 95 % bootstrap interval
+    over the classes, the prior-vs-pixel contrast and the maker → judge pairs, for the Findings
+    page. ``{"why": …}`` when there is no table measured with this generator file."""
+    from ..deepsim import judge, read_measurement
+    from ..models import title_of
+    from ..util import sha256_file
+
+    if not generator.is_file():
+        return {"why": f"the generator file {generator.name} was not found"}
+    table, why = read_measurement(generator.with_suffix(".judge.json"), sha256_file(generator), judge.COMMAND)
+    if table is None:
+        return {"why": why or f"not measured for {generator.name} yet (run `{judge.COMMAND}`)"}
+    summary = table.get("summary") or {}
+    intervals = class_intervals(table.get("pairs") or [], [k for k, _t in judge.ROWS if summary.get(k)])
+    rows = [{"key": k, "title": t, "top5": Interval(**{f: intervals[k][f] for f in ("mean", "lo", "hi", "n")}),
+             "pictures": summary[k]["n"]} for k, t in judge.ROWS if k in intervals]
+    return {"rows": rows, "by_key": {r["key"]: r for r in rows}, "contrast": table.get("contrast"),
+            "pairs": judge.pair_lines(table, title_of), "by_pair": judge.pair_top5(table, title_of),
+            "generator": generator.name, "n_classes": len(table.get("classes") or []), "steps": table.get("steps"),
+            "ppgn_steps": (table.get("ppgn") or {}).get("steps")}

@@ -1,0 +1,153 @@
+"""The Findings page, its figures and the findings' sections of the method pages (pages layer).
+
+Everything here is drawn or written from the results of the findings' checks
+(:mod:`generator.metrics`) and the summaries of :mod:`generator.metrics.verdicts`; the stage
+:mod:`generator.stages.findings` computes them and calls :func:`figures` and :func:`write_pages`.
+A figure is drawn only when the cache holds no bytes drawn from the same data (:func:`_figure`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .cache import key
+from .metrics import bootstrap, faithfulness, plots, sanity, similarity
+from .metrics.transfer import judge_evidence
+from .metrics.verdicts import and_list, cross_model, fixed, headlines
+from .models import get_spec
+from .site import Headline
+from .util import atomic_write_bytes, download_png, stable_hash, write_bytes_if_changed
+
+PAGE = "findings/index"
+ORDER = 70  # method-page sections after the galleries
+COMMAND = "python -m generator build --stages overview,findings"
+
+
+def _figure(ctx, rel: str, data, draw) -> str:
+    """Draw ``figures/<rel>`` unless the cache holds the bytes drawn from the same data.
+
+    ``data`` is everything the picture depends on (numbers, labels); ``draw(path)``
+    writes the file. Returns the path relative to the generated folder.
+    """
+    path = ctx.figure_path(rel)
+    twin = download_png(path)  # a raster figure's lossless PNG for its download link
+    k = key("findings-figure", model=None, code=plots, rel=rel, data=stable_hash(_plain(data)))
+    blob = ctx.cache.get(k)
+    if blob is None or (twin is not None and "png" not in blob):
+        draw(path)
+        blob = ctx.cache.put(k, {"bytes": path.read_bytes(), **({"png": twin.read_bytes()} if twin else {})})
+    if not path.is_file() or path.read_bytes() != blob["bytes"]:
+        atomic_write_bytes(path, blob["bytes"])
+    if twin is not None:
+        write_bytes_if_changed(twin, blob["png"])
+    return f"figures/{rel}"
+
+
+def _plain(obj):
+    """Numbers/arrays/dicts → JSON-able (arrays rounded to 6 decimals) for figure keys."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        a = np.asarray(obj, dtype=np.float64)
+        return [list(a.shape), np.round(a, 6).ravel().tolist()]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulness.Faithfulness, maps: dict, items,
+            s: dict, low_rank: int, sm) -> dict:
+    """The figures of one model's findings (name → path under the generated folder)."""
+    base = f"findings/{model.name}"
+    title = model.spec.title
+    ext = s["figure_format"]
+    sanity_t = float(s["sanity_threshold"])
+    figs = {}
+    labels_ = cascade.labels
+    curves = {n: {m: getattr(cascade.methods[n], m) for m in similarity.METRICS} for n in names}
+    figs["sanity"] = _figure(ctx, f"{base}/sanity.{ext}", [labels_, curves, titles, title, sanity_t],
+                             lambda p: plots.cascade_curves(p, labels_, curves, titles, title, sanity_t))
+    for n in names:
+        figs[f"sanity-{n}"] = _figure(
+            ctx, f"{base}/sanity-{n}.{ext}", [labels_, curves[n], titles[n], title, sanity_t],
+            lambda p, n=n: plots.method_cascade(p, labels_, curves[n], titles[n], title, sanity_t))
+    t = int(s["thumb"])
+    first = {}
+    for n in names:
+        trained = sanity.thumbnails(maps[n][:1, 0], t).float().numpy()  # 1×t×t
+        first[n] = np.concatenate([trained, cascade.methods[n].thumbs[:, 0]], 0)
+    figs["sanity_maps"] = _figure(ctx, f"{base}/sanity-maps.webp", [labels_, first, titles, title, items[0].title],
+                                  lambda p: plots.cascade_maps(p, labels_, first, titles, title, items[0].title))
+    rows = {r["name"]: r for r in sm.rows}
+    labels = [titles[n] for n in names]
+    tri = lambda iv: (iv.mean, iv.lo, iv.hi)  # noqa: E731
+    series = {f"top-1 vs class ranked {low_rank}": [tri(rows[n]["class_low"]["spearman"]) for n in names]}
+    figs["class"] = _figure(ctx, f"{base}/class.{ext}", [labels, series, float(s["class_threshold"])],
+                            lambda p: plots.interval_bars(p, labels, series, f"{title}: does the map change with the class?",
+                                                          "Spearman rank corr. of |map|", float(s["class_threshold"])))
+    inv = {"map of the shift-absorbing copy vs original": [tri(rows[n]["invariance"]) for n in names]}
+    figs["invariance"] = _figure(ctx, f"{base}/invariance.{ext}", [labels, inv, float(s["invariance_threshold"])],
+                                 lambda p: plots.interval_bars(p, labels, inv, f"{title}: input invariance (Kindermans et al.)",
+                                                               "Spearman rank corr. of |map|", float(s["invariance_threshold"])))
+    fr_names = [n for n in names if "fragility_attack" in rows[n]]
+    if fr_names:
+        fr_labels = [titles[n] for n in fr_names]
+        fr = {"after attack": [tri(rows[n]["fragility_attack"]) for n in fr_names],
+              "after random noise, same size": [tri(rows[n]["fragility_noise"]) for n in fr_names]}
+        figs["fragility"] = _figure(ctx, f"{base}/fragility.{ext}", [fr_labels, fr, s["fragility_eps"]],
+                                    lambda p: plots.interval_bars(p, fr_labels, fr, f"{title}: top-k overlap with the original map",
+                                                                  "top-k pixel overlap (1 = unchanged)", None, (0, 1.05)))
+    fcurves = {n: {k: getattr(c, k) for k in faithfulness.CURVES} for n, c in fai.curves.items()}
+    figs["faithfulness"] = _figure(ctx, f"{base}/faithfulness.{ext}", [fai.fractions, fcurves, titles, title],
+                                   lambda p: plots.faithfulness_curves(p, fai.fractions, fcurves, titles, title))
+    u = sm.units
+    if u and u.layers:
+        pts = {l: (np.asarray(d.selectivity), np.asarray(d.prob_drop)) for l, d in u.layers.items()}
+        figs["units"] = _figure(ctx, f"{base}/selectivity.{ext}", [pts, title],
+                                lambda p: plots.selectivity_scatter(p, pts, f"{title}: selectivity vs ablation cost"))
+    return figs
+
+
+def transfer_evidence(ctx) -> dict:
+    """The independent-judge table of the configured generator (``[dgn_am] generator``): do class
+    visualisations made on one network transfer to another? (:func:`~generator.metrics.transfer.judge_evidence`)"""
+    return judge_evidence(ctx.config.resolve_path(ctx.stage_settings("dgn_am")["generator"]))
+
+
+def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_sanity, low_rank,
+                source: str = "shared", n_of: dict | None = None, expensive=()) -> None:
+    """The Findings page's sections, each method page's findings section, and the artifacts the
+    home page reads (``findings_summaries``, ``findings_headlines``)."""
+    ctx.declare(PAGE, "Findings", order=0)
+    link = lambda target: ctx.link(PAGE, target)  # noqa: E731
+    missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
+    not_selected = [m.spec.title for m in ctx.models if m.name not in {sm["model"].name for sm in summaries}]
+    common = dict(s=s, names=names, titles=titles, summaries=summaries, rows=rows, missing=missing, items=items,
+                  n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND,
+                  settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
+                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
+                  agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
+                  source=source, n_of=n_of or {}, expensive=list(expensive),
+                  n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0),
+                  transfer=transfer_evidence(ctx))
+    ctx.provide("findings_summaries", summaries)
+    ctx.provide("findings_headlines", [Headline(*h) for h in headlines(summaries)])
+    sections = [("", "summary", 0), ("Models: size, cost and measured accuracy", "model_table", 10),
+                ("Sanity check: does the map depend on the learned weights?", "sanity", 20),
+                ("Class sensitivity: does the map depend on the class?", "class", 30),
+                ("Faithfulness: deletion and insertion", "faithfulness", 40),
+                ("Input invariance: does a constant shift of the input change the map?", "invariance", 42),
+                ("Fragility: does a tiny perturbation move the map?", "fragility", 44),
+                ("Selectivity is not importance: single units", "units", 46),
+                ("Class visualisations: does another network recognise them?", "transfer", 48),
+                ("How these numbers were made", "method_notes", 90)]
+    for title, template, order in sections:
+        ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **common), order=order)
+    for n in names:
+        page = f"methods/{n}"
+        per = [(sm, next(r for r in sm["rows"] if r["name"] == n)) for sm in summaries]
+        ctx.section(page, "Sanity checks and faithfulness (measured)", ctx.render(
+            "findings/method_section.md.j2", **common, name=n, per=per,
+            page_link=lambda t, page=page: ctx.link(page, t)), order=ORDER)
