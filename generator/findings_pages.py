@@ -23,13 +23,14 @@ ORDER = 70  # method-page sections after the galleries
 COMMAND = "python -m generator build --stages overview,findings"
 
 
-def _figure(ctx, rel: str, data, draw) -> str:
+def _figure(ctx, rel: str, data, draw, **meta) -> str:
     """Draw ``figures/<rel>`` unless the cache holds the bytes drawn from the same data.
 
     ``data`` is everything the picture depends on (numbers, labels); ``draw(path)``
-    writes the file. Returns the path relative to the generated folder.
+    writes the file; ``meta``: what it shows (model, method, caption) for its caption and the
+    export. Returns the path relative to the generated folder.
     """
-    path = ctx.figure_path(rel)
+    path = ctx.figure_path(rel, **meta)
     twin = download_png(path)  # a raster figure's lossless PNG for its download link
     k = key("findings-figure", model=None, code=plots, rel=rel, data=stable_hash(_plain(data)))
     blob = ctx.cache.get(k)
@@ -68,29 +69,34 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
     labels_ = cascade.labels
     curves = {n: {m: getattr(cascade.methods[n], m) for m in similarity.METRICS} for n in names}
     figs["sanity"] = _figure(ctx, f"{base}/sanity.{ext}", [labels_, curves, titles, title, sanity_t],
-                             lambda p: plots.cascade_curves(p, labels_, curves, titles, title, sanity_t))
+                             lambda p: plots.cascade_curves(p, labels_, curves, titles, title, sanity_t),
+                             model=model.name, caption="Findings · model-randomisation check, every method")
     for n in names:
         figs[f"sanity-{n}"] = _figure(
             ctx, f"{base}/sanity-{n}.{ext}", [labels_, curves[n], titles[n], title, sanity_t],
-            lambda p, n=n: plots.method_cascade(p, labels_, curves[n], titles[n], title, sanity_t))
+            lambda p, n=n: plots.method_cascade(p, labels_, curves[n], titles[n], title, sanity_t),
+            model=model.name, method=n, caption=f"Findings · model-randomisation check, {titles[n]}")
     t = int(s["thumb"])
     first = {}
     for n in names:
         trained = sanity.thumbnails(maps[n][:1, 0], t).float().numpy()  # 1×t×t
         first[n] = np.concatenate([trained, cascade.methods[n].thumbs[:, 0]], 0)
     figs["sanity_maps"] = _figure(ctx, f"{base}/sanity-maps.webp", [labels_, first, titles, title, items[0].title],
-                                  lambda p: plots.cascade_maps(p, labels_, first, titles, title, items[0].title))
+                                  lambda p: plots.cascade_maps(p, labels_, first, titles, title, items[0].title),
+                                  model=model.name, caption="Findings · maps under the randomisation cascade")
     rows = {r["name"]: r for r in sm.rows}
     labels = [titles[n] for n in names]
     tri = lambda iv: (iv.mean, iv.lo, iv.hi)  # noqa: E731
     series = {f"top-1 vs class ranked {low_rank}": [tri(rows[n]["class_low"]["spearman"]) for n in names]}
     figs["class"] = _figure(ctx, f"{base}/class.{ext}", [labels, series, float(s["class_threshold"])],
                             lambda p: plots.interval_bars(p, labels, series, f"{title}: does the map change with the class?",
-                                                          "Spearman rank corr. of |map|", float(s["class_threshold"])))
+                                                          "Spearman rank corr. of |map|", float(s["class_threshold"])),
+                            model=model.name, caption="Findings · class check")
     inv = {"map of the shift-absorbing copy vs original": [tri(rows[n]["invariance"]) for n in names]}
     figs["invariance"] = _figure(ctx, f"{base}/invariance.{ext}", [labels, inv, float(s["invariance_threshold"])],
                                  lambda p: plots.interval_bars(p, labels, inv, f"{title}: input invariance (Kindermans et al.)",
-                                                               "Spearman rank corr. of |map|", float(s["invariance_threshold"])))
+                                                               "Spearman rank corr. of |map|", float(s["invariance_threshold"])),
+                                 model=model.name, caption="Findings · input invariance")
     fr_names = [n for n in names if "fragility_attack" in rows[n]]
     if fr_names:
         fr_labels = [titles[n] for n in fr_names]
@@ -98,15 +104,18 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
               "after random noise, same size": [tri(rows[n]["fragility_noise"]) for n in fr_names]}
         figs["fragility"] = _figure(ctx, f"{base}/fragility.{ext}", [fr_labels, fr, s["fragility_eps"]],
                                     lambda p: plots.interval_bars(p, fr_labels, fr, f"{title}: top-k overlap with the original map",
-                                                                  "top-k pixel overlap (1 = unchanged)", None, (0, 1.05)))
+                                                                  "top-k pixel overlap (1 = unchanged)", None, (0, 1.05)),
+                                    model=model.name, caption="Findings · fragility")
     fcurves = {n: {k: getattr(c, k) for k in faithfulness.CURVES} for n, c in fai.curves.items()}
     figs["faithfulness"] = _figure(ctx, f"{base}/faithfulness.{ext}", [fai.fractions, fcurves, titles, title],
-                                   lambda p: plots.faithfulness_curves(p, fai.fractions, fcurves, titles, title))
+                                   lambda p: plots.faithfulness_curves(p, fai.fractions, fcurves, titles, title),
+                                   model=model.name, caption="Findings · deletion and insertion")
     u = sm.units
     if u and u.layers:
         pts = {l: (np.asarray(d.selectivity), np.asarray(d.prob_drop)) for l, d in u.layers.items()}
         figs["units"] = _figure(ctx, f"{base}/selectivity.{ext}", [pts, title],
-                                lambda p: plots.selectivity_scatter(p, pts, f"{title}: selectivity vs ablation cost"))
+                                lambda p: plots.selectivity_scatter(p, pts, f"{title}: selectivity vs ablation cost"),
+                                model=model.name, caption="Findings · selectivity vs ablation cost of units")
     return figs
 
 

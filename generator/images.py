@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from .imagenet import IMAGE_SUFFIXES, NUM_CLASSES, labels
-from .preprocess import Preprocess  # noqa: F401  re-export for bench/bench_methods.py; import it from generator.models
 from .util import slugify
 
 MIN_SIDE = 32  # px; smaller photos carry no information at 224 px input

@@ -353,7 +353,7 @@ def test_models_share_one_decoding_and_get_the_same_results_as_alone(tmp_path, f
         return real_load(path)
 
     monkeypatch.setattr(image_folder, "load_rgb", counting_load)
-    jobs = [(m, ["c1", "c2"], stage._FastCopy(m, cfg)) for m in (a, b)]
+    jobs = [(m, ["c1", "c2"], unit_stats.FastCopy(m, cfg)) for m in (a, b)]
     together = stage._stream_all(ctx, jobs, folder, idx, cfg)
     assert len(decoded) == len(idx)  # model b needed every file, model a the second part: one decoding each
     for m, st in zip((a, b), together):

@@ -27,6 +27,7 @@ The folder itself is listed and loaded by :mod:`generator.image_folder`.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -34,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..methods.base import capture_outputs, output_shapes
+from .. import image_folder
+from ..executor import tick
+from ..methods.base import capture_outputs, output_shapes, prepared
 from ..methods.neuron_deconv import project_activations
 from ..receptive_field import crop_patch, receptive_field
 from ..render import signed_to_rgb
@@ -341,3 +344,96 @@ def unit_crops(net: nn.Module, module: nn.Module, images: torch.Tensor, picks: t
             shown_projection = signed_to_rgb(proj[i, None, :, y0:y1, x0:x1])[0]
             deconv.append(F.pad(shown_projection, (x0 - dx0, dx1 - x1, y0 - dy0, dy1 - y1), value=0.5))
     return {"patches": patches, "marks": marks, "deconv": deconv, "boxes": clipped, "display": shown}
+
+
+# ---------------------------------------------------------------------------------
+# the atlas stream as keyed work (generator.executor.compute)
+
+
+class FastCopy:
+    """One fast copy of a model per stage run, made only when needed: batch norm folded into the
+    convolutions and channels-last (:func:`methods.base.prepared`, same logits), or — for layers
+    whose output folding would change — a plain channels-last copy."""
+
+    def __init__(self, model, cfg) -> None:
+        self.model, self.enabled = model, bool(cfg["channels_last"]) and model.device.type == "cpu"
+        self._net = self._prep = None
+
+    def get(self, layers: list[str]) -> tuple:
+        modules = {n: self.model.module(n) for n in layers}
+        if not self.enabled:
+            return self.model.net, modules
+        paths = [self.model.module_path(n) for n in layers]
+        if self._prep is None:
+            size = self.model.spec.input_size
+            probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.model.device)
+            self._prep = prepared(self.model.net, probe)
+        if self._prep.pairs and all(self._prep.safe_path(q) for q in paths):
+            net = self._prep.net
+        else:
+            if self._net is None:
+                self._net, _ = streaming_copy(self.model.net, {}, True)
+            net = self._net
+        return net, {n: net.get_submodule(q) for n, q in zip(layers, paths)}
+
+
+def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: dict, cache=None,
+                 keys: list[dict] | None = None) -> list[dict]:
+    """The stream states of ``items`` (``(model, layers, photo indices)``), one result each:
+    ``{"state", "seconds", "decode"}``. Items over the same photos share one decode. With a
+    ``cache``, a long stream checkpoints every ``cfg["checkpoint_every"]`` photos under its key
+    (``keys``) plus ``partial`` and resumes from there."""
+    out: list[dict | None] = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_m, _l, part) in enumerate(items):
+        groups.setdefault(tuple(part), []).append(i)
+    for part, members in groups.items():
+        part = list(part)
+        pending = []
+        for i in members:
+            model, layers, _ = items[i]
+            partial = {**keys[i], "partial": True} if cache is not None and keys else None
+            saved = cache.get(partial) if partial is not None else None
+            if saved is not None:
+                state = AtlasState.from_dict(saved)
+            else:
+                channels = layer_channels(model.net, {n: model.module(n) for n in layers},
+                                                     model.spec.input_size)
+                state = AtlasState.empty(channels, cfg["top_k"], len(listing),
+                                                    (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
+            copy = FastCopy(model, cfg)
+            net, mods = copy.get(layers)
+            pending.append({"i": i, "model": model, "state": state, "partial": partial, "since": 0, "net": net,
+                            "mods": mods, "fast": copy.enabled, "seconds": 0.0})
+        todo = [p for p in pending if p["state"].done < len(part)]
+        decode = 0.0
+        if todo:
+            start = min(p["state"].done for p in todo)
+            pos = start
+            t0 = time.perf_counter()
+            for pils, idx, ok in image_folder.iterate_decoded(listing, part[start:], cfg["batch_size"],
+                                                              int(cfg.get("workers") or 0)):
+                decode += time.perf_counter() - t0
+                n = len(idx)
+                for p in todo:
+                    st = p["state"]
+                    off = st.done - pos  # > 0: this model's checkpoint is inside or past this batch
+                    if off >= n:
+                        continue
+                    t1 = time.perf_counter()
+                    sl = slice(max(0, off), n)
+                    x = image_folder.to_inputs(pils[sl], p["model"].spec.preprocess)
+                    stream_topk(p["net"], p["mods"], [(x, idx[sl], ok[sl])], st, channels_last=p["fast"])
+                    p["since"] += len(x)
+                    if p["partial"] is not None and p["since"] >= cfg["checkpoint_every"] and st.done < len(part):
+                        cache.put(p["partial"], st.to_dict())
+                        p["since"] = 0
+                    p["seconds"] += time.perf_counter() - t1
+                pos += n
+                tick(n * len(todo))
+                t0 = time.perf_counter()
+        for p in pending:
+            out[p["i"]] = {"state": p["state"].to_dict(), "seconds": p["seconds"], "decode": decode}
+            if p["partial"] is not None:
+                cache.path(p["partial"]).unlink(missing_ok=True)
+    return out  # type: ignore[return-value]

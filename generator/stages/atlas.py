@@ -56,8 +56,7 @@ import torch
 from .. import image_folder
 from ..config import ConfigError
 from ..cache import key
-from ..executor import LocalExecutor, chunk_size, compute, split, tick
-from ..methods.base import prepared
+from ..executor import LocalExecutor, chunk_size, compute, split
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
 from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
@@ -135,35 +134,8 @@ def _layers(ctx, model, cfg) -> list[str]:
     return [n for n in wanted if n in known and model.spec.layer(n).kind == "conv"]
 
 
-class _FastCopy:
-    """One fast copy of a model per stage run, made only when needed: batch norm folded into the
-    convolutions and channels-last (:func:`methods.base.prepared`, same logits), or — for layers
-    whose output folding would change — a plain channels-last copy."""
-
-    def __init__(self, model, cfg) -> None:
-        self.model, self.enabled = model, bool(cfg["channels_last"]) and model.device.type == "cpu"
-        self._net = self._prep = None
-
-    def get(self, layers: list[str]) -> tuple:
-        modules = {n: self.model.module(n) for n in layers}
-        if not self.enabled:
-            return self.model.net, modules
-        paths = [self.model.module_path(n) for n in layers]
-        if self._prep is None:
-            size = self.model.spec.input_size
-            probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.model.device)
-            self._prep = prepared(self.model.net, probe)
-        if self._prep.pairs and all(self._prep.safe_path(q) for q in paths):
-            net = self._prep.net
-        else:
-            if self._net is None:
-                self._net, _ = unit_stats.streaming_copy(self.model.net, {}, True)
-            net = self._net
-        return net, {n: net.get_submodule(q) for n, q in zip(layers, paths)}
-
-
 def _stream_key(model, listing: image_folder.FolderListing, part: list[int], layers: list[str], cfg: dict) -> dict:
-    return key("atlas-stream", model=model, code=stream_parts, folder=listing.fingerprint, selection=stable_hash(part),
+    return key("atlas-stream", model=model, code=unit_stats.stream_parts, folder=listing.fingerprint, selection=stable_hash(part),
                layers=layers, k=cfg["top_k"], bins=cfg["hist_bins"])
 
 
@@ -183,7 +155,7 @@ def _stream_all(ctx, jobs: list[tuple], listing: image_folder.FolderListing, ind
     keys = [_stream_key(jobs[j][0], listing, parts[p], jobs[j][1], cfg) for j, p in pairs]
     sub = {k: cfg[k] for k in ("top_k", "hist_bins", "batch_size", "channels_last", "checkpoint_every", "workers")}
     fresh = not ctx.cache.enabled or any(not ctx.cache.path(k).is_file() for k in keys)
-    got = compute(ctx, keys, stream_parts,
+    got = compute(ctx, keys, unit_stats.stream_parts,
                   lambda idx: ([(jobs[pairs[i][0]][0], jobs[pairs[i][0]][1], parts[pairs[i][1]]) for i in idx],
                                listing, sub, ctx.cache, [keys[i] for i in idx]),
                   what=f"atlas {', '.join(j[0].name for j in jobs)}", unit=1, total=len(indices) * len(jobs))
@@ -200,70 +172,8 @@ def _stream_all(ctx, jobs: list[tuple], listing: image_folder.FolderListing, ind
     return states
 
 
-def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: dict, cache=None,
-                 keys: list[dict] | None = None) -> list[dict]:
-    """The stream states of ``items`` (``(model, layers, photo indices)``), one result each:
-    ``{"state", "seconds", "decode"}``. Items over the same photos share one decode. With a
-    ``cache``, a long stream checkpoints every ``cfg["checkpoint_every"]`` photos under its key
-    (``keys``) plus ``partial`` and resumes from there."""
-    out: list[dict | None] = [None] * len(items)
-    groups: dict[tuple, list[int]] = {}
-    for i, (_m, _l, part) in enumerate(items):
-        groups.setdefault(tuple(part), []).append(i)
-    for part, members in groups.items():
-        part = list(part)
-        pending = []
-        for i in members:
-            model, layers, _ = items[i]
-            partial = {**keys[i], "partial": True} if cache is not None and keys else None
-            saved = cache.get(partial) if partial is not None else None
-            if saved is not None:
-                state = unit_stats.AtlasState.from_dict(saved)
-            else:
-                channels = unit_stats.layer_channels(model.net, {n: model.module(n) for n in layers},
-                                                     model.spec.input_size)
-                state = unit_stats.AtlasState.empty(channels, cfg["top_k"], len(listing),
-                                                    (cfg["hist_bins"], max(4, cfg["hist_bins"] // 3)))
-            copy = _FastCopy(model, cfg)
-            net, mods = copy.get(layers)
-            pending.append({"i": i, "model": model, "state": state, "partial": partial, "since": 0, "net": net,
-                            "mods": mods, "fast": copy.enabled, "seconds": 0.0})
-        todo = [p for p in pending if p["state"].done < len(part)]
-        decode = 0.0
-        if todo:
-            start = min(p["state"].done for p in todo)
-            pos = start
-            t0 = time.perf_counter()
-            for pils, idx, ok in image_folder.iterate_decoded(listing, part[start:], cfg["batch_size"],
-                                                              int(cfg.get("workers") or 0)):
-                decode += time.perf_counter() - t0
-                n = len(idx)
-                for p in todo:
-                    st = p["state"]
-                    off = st.done - pos  # > 0: this model's checkpoint is inside or past this batch
-                    if off >= n:
-                        continue
-                    t1 = time.perf_counter()
-                    sl = slice(max(0, off), n)
-                    x = image_folder.to_inputs(pils[sl], p["model"].spec.preprocess)
-                    unit_stats.stream_topk(p["net"], p["mods"], [(x, idx[sl], ok[sl])], st, channels_last=p["fast"])
-                    p["since"] += len(x)
-                    if p["partial"] is not None and p["since"] >= cfg["checkpoint_every"] and st.done < len(part):
-                        cache.put(p["partial"], st.to_dict())
-                        p["since"] = 0
-                    p["seconds"] += time.perf_counter() - t1
-                pos += n
-                tick(n * len(todo))
-                t0 = time.perf_counter()
-        for p in pending:
-            out[p["i"]] = {"state": p["state"].to_dict(), "seconds": p["seconds"], "decode": decode}
-            if p["partial"] is not None:
-                cache.path(p["partial"]).unlink(missing_ok=True)
-    return out  # type: ignore[return-value]
-
-
 def _examples(ctx, model, listing: image_folder.FolderListing, layer: str, state: unit_stats.AtlasState,
-              channels: list[int], cfg: dict, stream_id: str, fast: _FastCopy) -> list[dict]:
+              channels: list[int], cfg: dict, stream_id: str, fast: unit_stats.FastCopy) -> list[dict]:
     """Per channel: uint8 patch and projection tiles of its top-k examples (cached per unit)."""
     tk = state.topk[layer]
     S = model.spec.input_size
@@ -355,7 +265,7 @@ def run(ctx) -> None:
     labelled = any(c is not None for c in listing.classes)
     model_rows = []
     # one pass over the folder for every model (each photo decoded once)
-    jobs = [(model, layers, _FastCopy(model, cfg)) for model in ctx.models if (layers := _layers(ctx, model, cfg))]
+    jobs = [(model, layers, unit_stats.FastCopy(model, cfg)) for model in ctx.models if (layers := _layers(ctx, model, cfg))]
     streamed = _stream_all(ctx, jobs, listing, indices, cfg)
     for (model, layers, fast), state in zip(jobs, streamed):
         stream_id = stable_hash({"m": model.cache_id, "f": listing.fingerprint, "s": indices, "l": layers,
