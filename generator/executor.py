@@ -246,7 +246,10 @@ def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callab
                 got = {i: cache._read(keys[i]) if cache.enabled else None for i in part}
                 todo = [i for i in part if got[i] is None]  # what another build stored meanwhile is read
                 if todo:
+                    ticked = getattr(bar, "n", 0)
                     res = _backoff(fn, args_of, todo)
+                    if getattr(bar, "n", 0) == ticked:  # fn does not tick: count its keys
+                        bar.update(len(todo))
                     if len(res) != len(todo):
                         raise RuntimeError(f"{what}: {len(todo)} keys gave {len(res)} results")
                     for i, r in zip(todo, res):
