@@ -17,6 +17,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from . import profiles
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "data" / "config.toml"
 
@@ -33,6 +35,7 @@ BUILD_DEFAULTS: dict[str, Any] = {
     "stages": ["overview", "activity", "home"],
     "image_limit": 0,
     "no_cache": False,
+    "profile": "auto",      # auto | preview | full: how much work (generator/profiles.py); auto = full on a GPU
     "executor": "local",    # or "ray": the heavy stages' model work as Ray tasks (generator/executor.py)
     "ray_address": "",      # an existing Ray cluster ("" = start a local one)
 }
@@ -121,6 +124,8 @@ def check_build(table: dict[str, Any]) -> dict[str, Any]:
     for key in ("images", "out", "cache"):
         if not table[key].strip():
             raise ConfigError(f"[build] {key} = {table[key]!r}: must be a folder path")
+    if table["profile"] not in profiles.PROFILES:
+        raise ConfigError(f"[build] profile = {table['profile']!r}: must be one of {', '.join(profiles.PROFILES)}")
     return table
 
 
@@ -150,9 +155,24 @@ class Config:
     def get(self, key: str, default: Any = None) -> Any:
         return self.build.get(key, default)
 
+    @property
+    def profile(self) -> str:
+        """The build's profile, ``preview`` or ``full`` (``auto`` resolved for this machine)."""
+        return profiles.resolve(self.build["profile"], self.build["device"])
+
+    def explicit(self, name: str) -> set[str]:
+        """The keys of stage table ``[name]`` that the config file sets itself."""
+        return set(self.data.get(name, {}))
+
     def table(self, name: str, defaults: Mapping[str, Any], **checks: Any) -> dict[str, Any]:
-        """The stage table ``[name]`` checked against ``defaults`` (see :func:`read_table`)."""
-        return read_table(copy.deepcopy(self.data.get(name, {})), name, defaults, **checks)
+        """The stage table ``[name]`` checked against ``defaults`` (see :func:`read_table`), with the
+        profile's settings under the config file's own values."""
+        sized = {**defaults, **{k: v for k, v in profiles.settings(self.profile, name).items() if k in defaults}}
+        return read_table(copy.deepcopy(self.data.get(name, {})), name, sized, **checks)
+
+    def profile_line(self, name: str, used: Mapping[str, Any]) -> str:
+        """The line a page shows under numbers of stage ``name``: which profile built them, its n's."""
+        return profiles.describe(self.profile, name, used, self.explicit(name))
 
     def model_section(self, model: str) -> dict[str, Any]:
         return copy.deepcopy(self.data.get("models", {}).get(model, {}))

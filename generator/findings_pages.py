@@ -7,6 +7,9 @@ A figure is drawn only when the cache holds no bytes drawn from the same data (:
 """
 from __future__ import annotations
 
+from . import profiles
+from .probes import scaled
+
 import numpy as np
 import torch
 
@@ -154,9 +157,13 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
                 ("How these numbers were made", "method_notes", 90)]
     for title, template, order in sections:
         ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **common), order=order)
+    used = {k: (s[k] if k == "accuracy_max_images" else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
+    profile = ctx.config.profile_line("findings", used)
+    if profile:
+        ctx.section(PAGE, "", profile + "\n", order=-5)
     for n in names:
         page = f"methods/{n}"
         per = [(sm, next(r for r in sm["rows"] if r["name"] == n)) for sm in summaries]
         ctx.section(page, "Sanity checks and faithfulness (measured)", ctx.render(
             "findings/method_section.md.j2", **common, name=n, per=per,
-            page_link=lambda t, page=page: ctx.link(page, t)), order=ORDER)
+            page_link=lambda t, page=page: ctx.link(page, t)) + (f"\n{profile}\n" if profile else ""), order=ORDER)

@@ -103,6 +103,8 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
 
     page = (ctx.out / "findings" / "index.md").read_text()
     assert page.startswith("# Findings")
+    # which profile built the numbers and its n's (here set in the test's config)
+    assert f"Built with the **{ctx.config.profile}** profile: photos per check, cheap methods 3 (set in the config)" in page
     heads = ctx.artifacts["findings_headlines"]
     assert [h.page for h in heads] == ["findings/index"] * 3 and heads[0].label.endswith("on Tiny test net")
     assert ctx.artifacts["findings_summaries"][0]["fails"] == ctx.artifacts["findings_summaries"][0].fails

@@ -348,13 +348,16 @@ def run(ctx) -> None:
             link=lambda t, m=model.name: ctx.link(f"models/{m}", t)), order=ORDER)
         model_rows.append({"model": model, "page": mp, "layers": layer_rows, "n_images": n_seen,
                            "n_failed": len(state.failed)})
+    profile = ctx.config.profile_line("atlas", cfg)
     ctx.page(index_rel, "Units", ctx.render(
         "atlas/index.md.j2", rows=model_rows, folder_name=folder_name, n_files=len(listing),
         n_selected=len(indices), cfg=cfg, labelled=labelled, note=fallback_note,
-        link=lambda t: ctx.link(index_rel, t)),
+        link=lambda t: ctx.link(index_rel, t)) + (f"\n{profile}\n" if profile else ""),
         nav="units", order=0)
     ctx.section(method_page, "", ctx.render("atlas/method.md.j2", cfg=cfg, folder=folder_name,
                                            link=lambda t: ctx.link(method_page, t)), order=0)
+    if profile:
+        ctx.section(method_page, "", profile + "\n", order=-5)
 
 
 def posix_name(rel: str) -> str:

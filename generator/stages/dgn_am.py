@@ -365,6 +365,9 @@ def run(ctx) -> None:
         judge=judge_table, judge_why=judge_why, judge_rows=JUDGE_ROWS, judge_pairs=pair_lines(judge_table, title_of),
         judge_by_pair=pair_top5(judge_table, title_of), judge_diversity=judge_diversity(judge_table),
         link=lambda t: ctx.link(PAGE, t)), order=0)
+    profile = ctx.config.profile_line("dgn_am", s)
+    if profile:
+        ctx.section(PAGE, "", profile + "\n", order=-5)
 
 
 def units_claim(units: dict | None) -> dict | None:

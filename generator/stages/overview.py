@@ -100,4 +100,4 @@ def run(ctx) -> None:
     site.section("home", "", ctx.render(
         "overview/home.md.j2", models=ctx.models, missing=[get_spec(n) for n in ctx.missing], n_images=len(ctx.images),
         skipped=ctx.skipped, link=lambda t: ctx.link("home", t), get_spec=get_spec,
-        stages=list(ctx.config["stages"]), device=str(ctx.device)), order=0)
+        stages=list(ctx.config["stages"]), device=str(ctx.device), profile=ctx.config.profile), order=0)

@@ -1,0 +1,90 @@
+"""Build profiles: how much work the build does, sized to the machine it runs on.
+
+``[build] profile`` (``--profile``, ``make site PROFILE=…``) is one of
+
+* ``full`` — every check at its full n (≥ 100 photos for the cheap methods, ≥ 30 for the
+  expensive ones, the randomisation cascade included), the atlas over every photo of its
+  folder, PPGN at its full length. The job is meant for a GPU.
+* ``preview`` — every stage, every method and every configured model, with smaller n and
+  shorter chains so that a cold build of the three EfficientNet-Lite models fits a CPU
+  (the numbers: the site's Performance page). Where a check's n is below the minimum a
+  verdict needs, its page shows the numbers without a verdict and says that the ``full``
+  build decides it.
+* ``auto`` (default) — ``full`` when the build runs on a CUDA GPU, ``preview`` otherwise.
+
+A profile only gives the settings below; whatever the config file (or the command line) sets
+explicitly wins over it. Every page that shows a number from a profile-sized setting says
+which profile built it (:func:`describe`).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+CACHE_NEUTRAL = True  # settings reach the cache keys as values, never through this module's code
+
+PROFILES = ("auto", "preview", "full")
+
+#: stage table → key → value, per profile (under the config file's explicit values)
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {
+        "findings": {
+            "images": 100, "faithfulness_images": 100, "invariance_images": 100, "fragility_images": 100,
+            "sanity_images": 100, "expensive_images": 30, "sanity_expensive_images": 30,
+            "selectivity_images": 100, "accuracy_max_images": 0,
+        },
+        "dgn_am": {"steps": 100, "ppgn_steps": 600},
+        "atlas": {"max_images": 0},
+    },
+    "preview": {
+        "findings": {
+            "images": 30, "faithfulness_images": 30, "invariance_images": 30, "fragility_images": 30,
+            "sanity_images": 10, "expensive_images": 6, "sanity_expensive_images": 2,
+            "selectivity_images": 50, "accuracy_max_images": 250,
+        },
+        "dgn_am": {"steps": 60, "ppgn_steps": 200},
+        "atlas": {"max_images": 1000},
+    },
+}
+
+#: what each profile-sized key means, for the line on the pages
+MEANING = {
+    "images": "photos per check, cheap methods", "faithfulness_images": "photos in deletion/insertion",
+    "invariance_images": "photos in input invariance", "fragility_images": "photos in fragility",
+    "sanity_images": "photos in the randomisation cascade, cheap methods",
+    "expensive_images": "photos per check, expensive methods",
+    "sanity_expensive_images": "photos in the randomisation cascade, expensive methods",
+    "selectivity_images": "photos for unit selectivity", "accuracy_max_images": "photos for measured accuracy (0 = all)",
+    "steps": "DGN-AM steps", "ppgn_steps": "PPGN chain steps", "max_images": "photos streamed (0 = all)",
+}
+
+
+def resolve(name: str, device: str = "auto", cuda_available: bool | None = None) -> str:
+    """``preview`` or ``full`` for a profile name and a ``[build] device`` setting."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; allowed: {', '.join(PROFILES)}")
+    if name != "auto":
+        return name
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    on_gpu = device.startswith("cuda") or (device == "auto" and cuda_available)
+    return "full" if on_gpu else "preview"
+
+
+def settings(profile: str, table: str) -> dict[str, Any]:
+    """The settings ``profile`` (``preview`` / ``full``) gives stage table ``table``."""
+    return dict(SETTINGS.get(profile, {}).get(table, {}))
+
+
+def describe(profile: str, table: str, used: Mapping[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> str:
+    """One Markdown line: which profile built these numbers and the sizes it set (keys set explicitly
+    in the config are named as such)."""
+    keys = [k for k in SETTINGS.get(profile, {}).get(table, {}) if k in used]
+    if not keys:
+        return ""
+    parts = [f"{MEANING.get(k, k)} {used[k]}" + (" (set in the config)" if k in explicit else "") for k in keys]
+    other = "full" if profile == "preview" else "preview"
+    how = ("`make site PROFILE=full` (or `--profile full`) builds the full one, meant for a GPU"
+           if profile == "preview" else f"`--profile {other}` builds a quick one")
+    return f"Built with the **{profile}** profile: {'; '.join(parts)}. {how}."
