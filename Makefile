@@ -5,13 +5,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 IMAGES ?=
+PROFILE ?=
 ARGS   ?=
 export DISABLE_MKDOCS_2_WARNING := true
 export NO_MKDOCS_2_WARNING := true
 
 MATHJAX := site_src/assets/mathjax/tex-mml-chtml.js
 
-.PHONY: site build serve test test-fast bench clean setup rehearse chromium
+# Labelled photo sets the findings and the atlas read (Imagenette's validation photos, one ImageNet photo per
+# class): in CNNVIS_DATA, default ~/.cache/cnnvis/data. A local mirror with the same layout beside the
+# checkout (../shared: imagenette/val, imagenet-1k-sample) is used when it exists and CNNVIS_DATA is not set.
+ifneq ($(wildcard ../shared/imagenette),)
+export CNNVIS_DATA ?= $(abspath ../shared)
+endif
+
+.PHONY: site build serve test test-fast bench clean setup rehearse chromium data data-if-online
 
 setup: $(STAMP)
 
@@ -32,10 +40,21 @@ chromium:
 # is still built; make fails only with STRICT=1); 2 bad input/config, 3 internal error, anything else (a
 # signal): nothing built, so MkDocs must not run. The generator replaces its output folder
 # only when it finished, so the pages MkDocs reads are always one whole run's.
-build: $(STAMP)
-	@rm -f .build-rc; rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(ARGS) || rc=$$?; \
+build: $(STAMP) data-if-online
+	@rm -f .build-rc; rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS) || rc=$$?; \
 	  case $$rc in 0|1) echo $$rc > .build-rc ;; \
 	  *) echo "generator failed (exit $$rc): the site was not built" >&2; exit $$rc ;; esac
+
+# `make data` downloads what is missing (about 450 MB: checksums or file checks, resumes after a cut, nothing
+# half-extracted), exit 2 offline. `build` (so `site`, `serve`) first runs `data --if-missing`: quiet when the
+# data are there, a download when they are missing and the machine is online, a one-line note and on when
+# offline (CNNVIS_OFFLINE=1 or no network): the build never fails for lack of data, and the pages that use
+# them say so and name `make data`.
+data: $(STAMP)
+	$(BIN)/python -m generator data
+
+data-if-online: $(STAMP)
+	@$(BIN)/python -m generator data --if-missing || echo "note: python -m generator data failed (exit $$?): the build goes on without the data"
 
 # MathJax for the formulas, served with the site (npm registry; the site still builds without it)
 $(MATHJAX):

@@ -2,7 +2,9 @@
 
 The package reads top-down in the order data flows (each layer imports only from those above it):
 
-1. inputs       ``config`` (TOML tables checked against defaults), ``imagenet`` (class indices, WordNet
+1. inputs       ``config`` (TOML tables checked against defaults), ``profiles`` (how much work: preview on a
+                CPU, full on a GPU), ``datasets`` (the labelled photo sets: fetched, checked, or found in a
+                mirror; ``python -m generator data``), ``imagenet`` (class indices, WordNet
                 ids, labels; the ImageFolder and 1,000-class-sample readers), ``preprocess`` (photo →
                 input), ``models`` (registry, weights), ``images`` (validated photo set; ``load_rgb``
                 opens every photo), ``image_folder`` (any photo folder, streamed for the atlas),

@@ -4,6 +4,7 @@ Commands
   build            compute the galleries and write site_src/generated (default command)
   rehearse         the whole build with random weights where real ones are missing, as its own site
   weights          say, per model, whether its weights are found and how to supply them
+  data             find or download the labelled photo sets (Imagenette val, the 1,000-class sample)
   models           list the registry and each model's layer catalogue
   train-generator  train the DeePSim-style image generator used by DGN-AM / PPGN
 
@@ -49,6 +50,10 @@ def _add_build_options(p) -> None:
     p.add_argument("--images", help="image folder (with an optional images.toml manifest)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything (the cache is not read or written)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when available)")
+    p.add_argument("--profile", choices=("auto", "preview", "full"),
+                   help="how much work: full (every check at its full n; meant for a GPU), preview (smaller n and "
+                        "shorter chains, sized for a CPU) or auto (default: full on a GPU, preview otherwise); "
+                        "settings in the config file win over the profile")
     p.add_argument("--batch-size", type=_int_at_least(1), help="images per batch (default 16)")
     p.add_argument("--stages", help="comma-separated stages to run (default from the config)")
     p.add_argument("--image-limit", type=_int_at_least(0), help="use only the first N images (0 = all)")
@@ -98,7 +103,7 @@ def _config_from_args(args):
                  stages=split(args.stages), image_limit=args.image_limit, weights_dir=args.weights_dir,
                  offline=args.offline, strict=getattr(args, "strict", None),
                  no_cache=True if args.no_cache else None, executor=args.executor,
-                 ray_address=args.ray_address)
+                 ray_address=args.ray_address, profile=args.profile)
     return cfg
 
 
@@ -138,6 +143,57 @@ def cmd_weights(args) -> int:
     for name, msg in status.items():
         print(f"{get_spec(name).name:>20}: {'ok' if msg is None else msg}")
     return 0 if all(m is None for m in status.values()) else 1
+
+
+def cmd_data(args) -> int:
+    import os
+
+    from . import datasets
+
+    root = Path(args.root).expanduser().resolve() if args.root else datasets.data_root()
+    try:
+        sets = [datasets.get(args.only)] if args.only else list(datasets.REGISTRY.values())
+    except datasets.DataError as e:
+        _say(f"error: {e}")
+        return 2
+    missing = [ds for ds in sets if datasets.check(ds, root / ds.name) is not None]
+    if args.if_missing and not missing:
+        return 0
+    where = ("$CNNVIS_DATA" if os.environ.get("CNNVIS_DATA", "").strip() and not args.root
+             else "--root" if args.root else "the user cache; CNNVIS_DATA=DIR uses another folder or a mirror")
+    print(f"data folder: {root} ({where})")
+    for ds in sets:
+        why = datasets.check(ds, root / ds.name)
+        if why is None:
+            print(f"{ds.name:>20}: found in {root / ds.name}")
+        else:
+            print(f"{ds.name:>20}: missing ({why}); about {ds.size / 1e6:,.0f} MB to download from {ds.url}")
+    if not missing:
+        return 0
+    if args.check:
+        print(f"run `{datasets.FIX}` (or `make data`) to download what is missing")
+        return 1
+    failed: list[tuple[str, datasets.DataError]] = []
+    for ds in missing:
+        try:
+            datasets.fetch(ds, root=root, say=_say)
+        except datasets.DataError as e:
+            failed.append((ds.name, e))
+    if not failed:
+        return 0
+    lead = "note" if args.if_missing else "error"
+    if all(isinstance(e, datasets.Offline) for _, e in failed) and len(failed) > 1:
+        whys = ", ".join(dict.fromkeys(e.why for _, e in failed))
+        names = [name for name, _ in failed]
+        _say(f"{lead}: offline ({whys}): {', '.join(names)} not downloaded; run `{datasets.FIX}` when online, or set "
+             f"CNNVIS_DATA to a folder that holds {'/ and '.join(names)}/")
+    else:
+        for _, e in failed:
+            _say(f"{lead}: {e}")
+    if args.if_missing:  # make site goes on: the pages that use the data say they are missing
+        _say(f"note: the build goes on with the curated photos; `{datasets.FIX}` fetches the missing data later")
+        return 0
+    return 2
 
 
 def cmd_models(args) -> int:
@@ -202,6 +258,19 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--weights-dir")
     w.add_argument("--offline", action="store_true", default=None)
     w.set_defaults(func=cmd_weights)
+    d = sub.add_parser("data", help="find or download the labelled photo sets the findings and atlas read",
+                       description="Say, per data set (Imagenette's 3,925 validation photos at 320 px; one ImageNet "
+                                   "photo per class), where it is found, and download, check and extract what is "
+                                   "missing into $CNNVIS_DATA (default: the user cache, ~/.cache/cnnvis/data). A "
+                                   "download cut off resumes. Exit 0: all there; 1: missing (--check); 2: offline "
+                                   "or a failed download (one line says why).")
+    d.add_argument("--only", metavar="NAME", help="one data set: imagenette or imagenet-1k-sample")
+    d.add_argument("--root", metavar="DIR", help="data folder (default $CNNVIS_DATA or the user cache; the build "
+                                                 "reads $CNNVIS_DATA)")
+    d.add_argument("--check", action="store_true", help="only say what is found and what would be downloaded")
+    d.add_argument("--if-missing", action="store_true", help="quiet when all is there; offline or failed: a note "
+                                                             "and exit 0 (what make site runs first)")
+    d.set_defaults(func=cmd_data)
     m = sub.add_parser("models", help="list the model registry and layer catalogues")
     m.set_defaults(func=cmd_models)
     e = sub.add_parser("export", help="export figures (PNG, plots as SVG) with a captions-and-credits file",

@@ -185,6 +185,15 @@ class Config:
         return self
 
     def resolve_path(self, value: str | Path) -> Path:
-        """Relative paths in the config are relative to the repository root."""
-        p = Path(value)
-        return p if p.is_absolute() else (ROOT / p)
+        """Relative paths in the config are relative to the repository root; ``data:<set>/<sub>`` names a
+        data set's folder wherever it was fetched or mirrored (:func:`generator.datasets.resolve_data_path`)."""
+        from . import datasets
+
+        def plain(v: str | Path) -> Path:
+            p = Path(v)
+            return p if p.is_absolute() else (ROOT / p)
+
+        try:
+            return datasets.resolve_data_path(str(value), plain)
+        except datasets.DataError as e:
+            raise ConfigError(str(e)) from None

@@ -7,7 +7,7 @@ A figure is drawn only when the cache holds no bytes drawn from the same data (:
 """
 from __future__ import annotations
 
-from . import profiles
+from . import datasets, profiles
 from .probes import scaled
 
 import numpy as np
@@ -157,6 +157,7 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
                 ("How these numbers were made", "method_notes", 90)]
     for title, template, order in sections:
         ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **common), order=order)
+    ctx.section(PAGE, "Data sets: credit and terms", datasets.credits_markdown() + "\n", order=95)
     used = {k: (s[k] if k == "accuracy_max_images" else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
     profile = ctx.config.profile_line("findings", used)
     if profile:

@@ -1,4 +1,5 @@
-"""Labelled probe photos for the findings' per-photo checks (read at build time from ``../shared``).
+"""Labelled probe photos for the findings' per-photo checks (read at build time from the data sets of
+:mod:`generator.datasets`: fetched by ``python -m generator data`` or found in a mirror).
 
 :func:`probe_set` interleaves Imagenette val (balanced over its classes, :func:`_folder_photos`) with
 the 1,000-class sample (``classes.tsv``, :func:`_sample_photos`); the site's curated photos
@@ -27,7 +28,7 @@ def select_items(ctx, s: dict) -> list:
 
 
 class Probe:
-    """A labelled probe photo read from ``../shared`` (quacks like an ``ImageItem`` for ``ctx.batch``)."""
+    """A labelled probe photo of a data set (quacks like an ``ImageItem`` for ``ctx.batch``)."""
 
     def __init__(self, path: Path, label: int, source: str) -> None:
         import hashlib

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from .. import image_folder
+from .. import datasets, image_folder
 from ..config import ConfigError
 from ..cache import key
 from ..executor import LocalExecutor, chunk_size, compute, split
@@ -358,6 +358,7 @@ def run(ctx) -> None:
                                            link=lambda t: ctx.link(method_page, t)), order=0)
     if profile:
         ctx.section(method_page, "", profile + "\n", order=-5)
+    ctx.section(method_page, "Data sets: credit and terms", datasets.credits_markdown() + "\n", order=95)
 
 
 def posix_name(rel: str) -> str:

@@ -48,6 +48,7 @@ from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model, title_of
 from ..render import grid, image_tile, save_image
+from .. import datasets
 from ..cache import key
 from ..executor import compute
 from ..util import md_escape, sha256_file
@@ -88,7 +89,7 @@ DEFAULTS = {
     "layers": [],
     "seed": 0,
     "recon_images": 8,
-    "photos": "../shared/imagenet-1k-sample",  # one photo per ImageNet class (classes.tsv); "" or missing → no photo column
+    "photos": "data:imagenet-1k-sample",  # one photo per ImageNet class (classes.tsv); "" or missing → no photo column
     "judge": True,                              # score each picture on another loaded model (the judge)
 }
 
@@ -290,8 +291,8 @@ def photo_index(ctx, s: dict) -> tuple[dict, str | None]:
     folder = ctx.config.resolve_path(s["photos"])
     index = read_photo_index(folder)
     if not index:
-        return {}, (f"no photo column: the 1000-class photo sample `{md_escape(s['photos'])}` (with `classes.tsv`) "
-                    "was not found when this site was built")
+        return {}, (f"no photo column: the 1,000-class ImageNet sample (one photo per class) was not found when this "
+                    f"site was built; `{datasets.FIX}` (or `make data`) fetches it")
     return index, None
 
 

@@ -50,8 +50,8 @@ USES = ("model_agreement",)  # how much models agree per method (compare stage),
 DEFAULTS: dict = {
     # labelled probe photos for the per-photo checks: Imagenette val (balanced over its classes) and
     # the 1,000-class sample (classes.tsv), read at build time; the curated photos when neither exists
-    "probe_folder": "../shared/imagenette/val",
-    "probe_sample": "../shared/imagenet-1k-sample",
+    "probe_folder": "data:imagenette/val",          # python -m generator data fetches both (generator/datasets.py)
+    "probe_sample": "data:imagenet-1k-sample",
     "n_scale": 1.0,                 # ONE knob: multiplies every n below (e.g. 10 for a GPU build)
     "images": 100,                  # per-photo checks (class, deletion/insertion) for the cheap methods
     "expensive_images": 6,          # ... for the expensive methods (their own, smaller n)
@@ -78,7 +78,7 @@ DEFAULTS: dict = {
     "sanity_threshold": 0.5,
     "class_threshold": 0.8,
     "top_layer_threshold": 0.9,
-    "accuracy_folder": "../shared/imagenette/val",
+    "accuracy_folder": "data:imagenette/val",
     "accuracy_max_images": 500,
     "methods": [],
     "models": [],
