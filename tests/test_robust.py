@@ -277,6 +277,7 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", CNNVIS_NO_PROGRESS="1")
 
 
+@pytest.mark.slow  # end-to-end builds in subprocesses (not in make test-fast)
 def test_two_builds_on_one_cache_compute_each_result_once(tmp_path, two_images):
     cache = tmp_path / "cache"
     procs = [subprocess.Popen(_build_cmd(tmp_path / f"out{i}", cache, two_images), cwd=ROOT, env=_env(),
@@ -289,6 +290,7 @@ def test_two_builds_on_one_cache_compute_each_result_once(tmp_path, two_images):
     assert _tree(tmp_path / "out0") == _tree(tmp_path / "out1")
 
 
+@pytest.mark.slow  # end-to-end builds in subprocesses (not in make test-fast)
 def test_sigkill_at_several_points_then_resume_is_byte_identical(tmp_path, two_images):
     clean = tmp_path / "clean"
     r = subprocess.run(_build_cmd(clean / "out", clean / "cache", two_images), cwd=ROOT, env=_env(),
