@@ -16,7 +16,7 @@ import torch
 from .cache import key
 from .metrics import bootstrap, faithfulness, plots, sanity, similarity
 from .metrics.transfer import judge_evidence
-from .metrics.verdicts import and_list, cross_model, fixed, headlines
+from .metrics.verdicts import and_list, correct, cross_model, fixed, headlines
 from .models import get_spec
 from .site import Headline
 from .util import atomic_write_bytes, download_png, stable_hash, write_bytes_if_changed
@@ -90,7 +90,8 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
     rows = {r["name"]: r for r in sm.rows}
     labels = [titles[n] for n in names]
     tri = lambda iv: (iv.mean, iv.lo, iv.hi)  # noqa: E731
-    series = {f"top-1 vs class ranked {low_rank}": [tri(rows[n]["class_low"]["spearman"]) for n in names]}
+    second = "a random class" if s.get("class_check", "random") == "random" else f"class ranked {low_rank}"
+    series = {f"top-1 vs {second} (photos with both maps)": [tri(rows[n]["class_low"]["spearman"]) for n in names]}
     figs["class"] = _figure(ctx, f"{base}/class.{ext}", [labels, series, float(s["class_threshold"])],
                             lambda p: plots.interval_bars(p, labels, series, f"{title}: does the map change with the class?",
                                                           "Spearman rank corr. of |map|", float(s["class_threshold"])),
@@ -133,6 +134,7 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
     """The Findings page's sections, each method page's findings section, and the artifacts the
     home page reads (``findings_summaries``, ``findings_headlines``)."""
     ctx.declare(PAGE, "Findings", order=0)
+    correct(summaries)  # every verdict Holm-corrected over every model's (the summaries' lists follow)
     link = lambda target: ctx.link(PAGE, target)  # noqa: E731
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
     not_selected = [m.spec.title for m in ctx.models if m.name not in {sm["model"].name for sm in summaries}]

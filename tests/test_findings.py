@@ -106,7 +106,9 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     # which profile built the numbers and its n's (here set in the test's config)
     assert f"Built with the **{ctx.config.profile}** profile: photos per check, cheap methods 3 (set in the config)" in page
     heads = ctx.artifacts["findings_headlines"]
-    assert [h.page for h in heads] == ["findings/index"] * 3 and heads[0].label.endswith("on Tiny test net")
+    assert [h.page for h in heads] == ["findings/index"] * 3 and "on Tiny test net" in heads[0].label
+    # n = 3 < min_n: the numbers without verdicts, and the headline says so
+    assert heads[0].label.endswith("(10 not decided at this n)") and heads[2].value == "tied"
     assert ctx.artifacts["findings_summaries"][0]["fails"] == ctx.artifacts["findings_summaries"][0].fails
     assert "nan" not in page.lower().replace("nanmean", "")
     # every table lists the model without weights as such
@@ -220,7 +222,8 @@ def test_statements_follow_the_numbers():
     assert sm["sanity_undecided"] == ["Method C"]  # mean 0.5 ± 0.01 straddles the threshold 0.5
     assert sm["ignores_top"] == ["Method A"]  # 0.95 ≥ 0.9 with only the logits random
     assert sm["insensitive"] == ["Method A"] and sm["class_undecided"] == ["Method C"]
-    assert sm["best_deletion"]["title"] == "Method B" and sm["best_insertion"]["title"] == "Method B"
+    assert sm["best"].separated and sm["best"].title == "Method B" and sm["best_combined"]["title"] == "Method B"
+    assert sm["worst"].separated and sm["worst"].title == "Method A"
     # vs random: A (0.3-0.25)+(0.35-0.3) = 0.10 > 0; B 0.65; C (−0.05)+(0.2) = 0.15
     assert sm["better_than_random"] == ["Method A", "Method B", "Method C"]
     assert sm["not_invariant"] == ["Method B"] and sm["invariant"] == ["Method A"]  # C: 0.9 straddles
@@ -246,20 +249,30 @@ def test_statements_follow_the_numbers():
     assert "No method is shown to fail" in text and "No method is shown to be class-insensitive" in text
     assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
 
-    # too few photos: no verdict at all
-    sm = _summary(_fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=1), s)
-    assert sm["fails"] == [] and sm["sanity_undecided"] == ["Method A"] and sm["rows"][0]["sanity_verdict"] == "undecided at n = 1"
+    # too few photos: no verdict at all, the numbers and "the full build decides"
+    sm = _summary(_fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=19), s)
+    assert sm["fails"] == [] and sm["sanity_undecided"] == [] and sm["few"]["sanity"] == ["Method A"]
+    assert sm["rows"][0]["sanity_verdict"] == "not enough photos (n = 19 < 20): the full build decides"
+    assert sm["family"]["k"] == 0
+    text = _render(s, ["a"], titles, sm)
+    assert "**Not decided at this n.**" in text and "No —" not in text
+    assert "Not enough photos for a verdict (n < 20; the full build decides): Method A." in text
 
 
 def test_cross_model_agreement():
-    a = {"model": None, "fails": ["X", "Y"], "insensitive": ["X"], "best_combined": {"title": "Z"}}
-    b = {"model": None, "fails": ["X"], "insensitive": [], "best_combined": {"title": "Z"}}
+    z = verdicts.Extreme("best", "z", "Z", 0.5, True, [], {}, [])
+    a = {"model": None, "fails": ["X", "Y"], "insensitive": ["X"], "best": z}
+    b = {"model": None, "fails": ["X"], "insensitive": [], "best": z}
     for sm, n in ((a, "m1"), (b, "m2")):
         sm["model"] = type("M", (), {"name": n})
     cr = verdicts.cross_model([a, b])
     assert cr["fail_all"] == ["X"] and cr["fail_some"] == ["Y"]
     assert cr["ins_all"] == [] and cr["ins_some"] == ["X"]
-    assert cr["best_agree"] and cr["best"] == {"m1": "Z", "m2": "Z"}
+    assert cr["best_agree"] and cr["best"] == {"m1": "Z", "m2": "Z"} and cr["best_tied"] == {}
+    # a best that no paired interval separates is "tied", and then the models do not "agree"
+    b["best"] = verdicts.Extreme("best", "z", "Z", 0.5, False, ["W"], {}, [])
+    cr = verdicts.cross_model([a, b])
+    assert not cr["best_agree"] and cr["best"] == {"m1": "Z", "m2": None} and cr["best_tied"] == {"m2": ["Z", "W"]}
 
 
 def test_settings_merge_and_helpers():

@@ -45,8 +45,11 @@ def test_verdict_waits_for_the_interval():
     clear = bootstrap.mean_ci(np.full(50, 0.9) + np.linspace(-0.01, 0.01, 50))
     assert bootstrap.verdict(clear, 0.5, "fails", "passes") == "fails"
     assert bootstrap.verdict(bootstrap.mean_ci(np.linspace(0.0, 0.2, 50)), 0.5, "fails", "passes") == "passes"
-    wide = bootstrap.mean_ci([0.1, 0.9, 0.2, 0.8])
-    assert bootstrap.verdict(wide, 0.5, "fails", "passes") == "undecided at n = 4"
+    wide = bootstrap.mean_ci([0.1, 0.9, 0.2, 0.8] * 5)
+    assert bootstrap.verdict(wide, 0.5, "fails", "passes") == "undecided at n = 20"
+    few = bootstrap.mean_ci([0.9, 0.91, 0.92, 0.93])  # clear of the threshold, but only 4 photos
+    assert bootstrap.verdict(few, 0.5, "fails", "passes") == "not enough photos (n = 4 < 20): the full build decides"
+    assert not bootstrap.decided(bootstrap.verdict(few, 0.5, "fails", "passes"))
 
 
 def test_shifted_copy_same_logits_gradient_unchanged_gradient_times_input_changes():

@@ -2,13 +2,22 @@
 
 A map meant to explain a class decision should differ when it is asked about another class.
 Per photo the map for the model's top-1 class is compared (:func:`.similarity.compare`) with
-the map for a class the model ranks low (``low_rank``, of 1000). The maps of both classes are
-also the trained model's maps that the other checks start from (:func:`class_maps`).
+the map for a second class: by default a **random** class per photo (seeded, never the top-1;
+the random-logit test of Sixt, Granz & Landgraf 2020, :func:`random_classes`), or the class the
+model ranks ``low_rank`` (``[findings] class_check = "low_rank"``, :func:`targets_of`). The maps of
+both classes are also the trained model's maps that the other checks start from (:func:`class_maps`).
+
+A class the model gives a probability of ≈ 0 can have **no map**: Grad-CAM's map is all zeros
+after its ReLU, occlusion's is near-zero noise. A constant map has rank correlation 0 with anything
+by definition, which would read as "changes with the class". So the check records each map's
+spread (:func:`spreads`) and a photo whose map of either class has (nearly) none is "no map for
+that class": counted apart, never as class sensitivity (:mod:`.verdicts`).
 """
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,19 +29,35 @@ from .similarity import compare
 
 @dataclass
 class ClassMaps:
-    """The maps of one photo for its K classes (K×H×W: top-1, then the low-ranked class)."""
+    """The maps of one photo for its K classes (K×H×W: top-1, then the second class)."""
 
     maps: torch.Tensor
     seconds: float
 
 
+#: the second class per photo: "random" (Sixt et al. 2020) or "low_rank" (the class ranked ``low_rank``)
+SECOND_CLASS = ("random", "low_rank")
+#: a map whose spread is below this share of the pair's larger |value| is "no map" (:func:`spreads`)
+NO_MAP_EPSILON = 1e-3
+
+
 @dataclass
 class ClassSensitivity:
-    """Per photo: the similarity of the top-1 map to the low-ranked class's map (float64 arrays)."""
+    """Per photo: the similarity of the top-1 map to the second class's map (float64 arrays), and
+    ``spread`` (N×2: top-1, second class; :func:`spreads`) of the two maps."""
 
     spearman: np.ndarray
     ssim: np.ndarray
     hog: np.ndarray
+    spread: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.spread is None:  # no spreads recorded: every map counts as a map
+            self.spread = np.ones((len(self.spearman), 2))
+
+    def no_map(self, epsilon: float = NO_MAP_EPSILON) -> np.ndarray:
+        """Per photo: whether the map of either class has (nearly) no spread (bool array)."""
+        return (np.asarray(self.spread) < epsilon).any(1)
 
 
 def logits_task(model, batch_size: int, x: torch.Tensor) -> list[torch.Tensor]:
@@ -50,11 +75,44 @@ def targets_of(logits: torch.Tensor, low_rank: int) -> torch.Tensor:
     return torch.stack([ranked[:, 0], ranked[:, low_rank - 1]], 1)
 
 
+def random_classes(logits: torch.Tensor, seed: int, ids) -> torch.Tensor:
+    """N×2 classes per photo: its top-1 and a class drawn uniformly from the others, from a generator
+    seeded by ``seed`` and the photo's id (``ids``, e.g. its SHA-256): the same photo gets the same
+    class whatever else is in the set."""
+    top1 = logits.argmax(1)
+    k = logits.shape[1]
+    out = []
+    for t, pid in zip(top1.tolist(), ids):
+        h = int.from_bytes(hashlib.sha256(f"{int(seed)}:{pid}".encode()).digest()[:8], "little")
+        c = int(np.random.default_rng(h).integers(0, k - 1))
+        out.append(c + (c >= t))  # skip the top-1
+    return torch.stack([top1, torch.tensor(out, dtype=top1.dtype)], 1)
+
+
+def second_class(logits: torch.Tensor, rule: str, low_rank: int, seed: int, ids) -> torch.Tensor:
+    """N×2 classes per photo (top-1, second class) by ``rule`` (:data:`SECOND_CLASS`)."""
+    if rule == "random":
+        return random_classes(logits, seed, ids)
+    if rule == "low_rank":
+        return targets_of(logits, low_rank)
+    raise ValueError(f"[findings] class_check = {rule!r}: allowed {', '.join(SECOND_CLASS)}")
+
+
+def spreads(maps: torch.Tensor) -> np.ndarray:
+    """N×K×H×W maps → N×K spreads: each map's standard deviation of |map| over the larger maximum
+    |value| of the photo's maps (0 where both are all zero). Near 0: the map is (nearly) constant,
+    or negligible next to the other class's map."""
+    a = maps.detach().abs().to(torch.float64).flatten(2)
+    scale = a.amax(2).amax(1, keepdim=True)
+    sd = a.std(2, unbiased=False)
+    return torch.where(scale > 0, sd / scale.clamp(min=1e-300), torch.zeros_like(sd)).numpy()
+
+
 def class_maps(explain: Explain, x: torch.Tensor, targets: torch.Tensor) -> list[ClassMaps]:
     """The maps of photos ``x`` for their N×K ``targets``: one call of ``explain`` on all of them."""
     t0 = time.perf_counter()
     n, k = len(x), targets.shape[1]
-    tt = targets.T.reshape(-1).to(x.device)  # all top-1, then all low-ranked
+    tt = targets.T.reshape(-1).to(x.device)  # all top-1, then all second classes
     maps = explain(x.repeat(k, 1, 1, 1), tt)
     maps = maps.float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
     dt = (time.perf_counter() - t0) / n
@@ -70,5 +128,6 @@ def maps_task(model, name: str, params: dict, batch_size: int, x: torch.Tensor, 
 
 
 def class_sensitivity(maps: torch.Tensor) -> ClassSensitivity:
-    """N×K×H×W maps (top-1 first, the low-ranked class second) → their similarity per photo."""
-    return ClassSensitivity(**{k: v.numpy() for k, v in compare(maps[:, 0], maps[:, 1]).items()})
+    """N×K×H×W maps (top-1 first, the second class second) → their similarity and spreads per photo."""
+    return ClassSensitivity(**{k: v.numpy() for k, v in compare(maps[:, 0], maps[:, 1]).items()},
+                            spread=spreads(maps[:, :2]))

@@ -1,12 +1,22 @@
 """Verdicts of the findings' checks and the sentences they produce — the one place for both.
 
-Every number is a mean with its 95 % bootstrap interval and n (:mod:`.bootstrap`); a verdict is
-given only when the interval clears its threshold, else "undecided at n = …". The per-model
-summary (:func:`summarise_model`) holds every per-method row and every list of method titles
-that the Findings page's sentences are filled in from; :func:`cross_model` compares the models,
-:func:`headline_numbers` is the JSON the home page may quote, :func:`headlines` its headline
-numbers, and :func:`and_list` / :func:`fixed`
-write numbers and lists into sentences.
+Every number is a mean with its 95 % BCa bootstrap interval and n (:mod:`.bootstrap`). A verdict
+is a claim about an effect of a stated size: each check compares its interval with a threshold
+from ``[findings]`` (:data:`CHECKS`). It is given only
+
+* from at least ``min_n`` photos (below: "not enough photos (n = k < 20): the full build decides"),
+* when the whole interval lies on one side of the threshold (else "undecided at n = …"), and
+* when it survives the **Holm** correction (:func:`holm`) over the family of every verdict that
+  feeds the Findings summary — every method × check × model tested at n ≥ ``min_n`` — at
+  ``alpha`` (else "undecided at n = … after Holm correction"; :func:`correct`).
+
+"Most" and "least faithful" are named only where a paired interval (per photo, the same photos)
+separates the method from every other; else the methods are "tied" (:class:`Extreme`).
+
+The per-model summary (:func:`summarise_model`) holds every per-method row and every list of
+method titles that the Findings page's sentences are filled in from; :func:`cross_model` compares
+the models, :func:`headline_numbers` is the JSON the home page may quote, :func:`headlines` its
+headline numbers, and :func:`and_list` / :func:`fixed` write numbers and lists into sentences.
 """
 from __future__ import annotations
 
@@ -17,7 +27,7 @@ import numpy as np
 
 from . import bootstrap
 from .bootstrap import Interval
-from .class_check import ClassSensitivity
+from .class_check import NO_MAP_EPSILON, ClassSensitivity
 from .faithfulness import Faithfulness
 from .fragility import Fragility
 from .invariance import Invariance
@@ -27,6 +37,44 @@ from .similarity import METRICS
 
 #: the orders measured beside the methods in the deletion/insertion check: name → title
 BASELINES = {"random": "random order (baseline)", "centre": "centre prior (baseline)"}
+
+#: the family-wise error rate of the verdicts (``[findings] alpha``)
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verdict's rule: the row key of its interval, the ``[findings]`` key of its threshold (the
+    effect size it claims), the words for "interval at/above" and "below", and the row key of the verdict."""
+
+    interval: str
+    threshold: str
+    above: str
+    below: str
+    verdict: str
+
+
+#: every check whose verdicts feed the summary
+CHECKS: dict[str, Check] = {
+    "sanity": Check("cascade_mean", "sanity_threshold", "fails", "passes", "sanity_verdict"),
+    "top_layer": Check("top_layer", "top_layer_threshold", "ignores the output layer", "changed by the output layer",
+                       "top_layer_verdict"),
+    "class": Check("class_second", "class_threshold", "class-insensitive", "changes with the class", "class_verdict"),
+    "random": Check("vs_random", "faithfulness_min_gain", "better than random", "not better than random",
+                    "random_verdict"),
+    "centre": Check("vs_centre", "faithfulness_min_gain", "better than centre prior", "not better than centre prior",
+                    "centre_verdict"),
+    "invariance": Check("invariance", "invariance_threshold", "invariant", "not invariant", "invariance_verdict"),
+    "fragility": Check("fragility_drop", "fragility_min_drop", "fragile", "not more than noise", "fragility_verdict"),
+}
+
+#: what a rule defaults to where the settings lack it (``[findings]`` holds every one)
+RULE_DEFAULTS = {"min_n": bootstrap.MIN_N, "alpha": ALPHA, "faithfulness_min_gain": 0.02, "fragility_min_drop": 0.1,
+                 "no_map_epsilon": NO_MAP_EPSILON, "sanity_threshold": 0.5, "class_threshold": 0.8,
+                 "top_layer_threshold": 0.9, "invariance_threshold": 0.9}
+
+#: a photo whose map of either class has (nearly) no spread
+NO_MAP = "no map for the second class"
 
 
 def and_list(xs) -> str:
@@ -49,6 +97,31 @@ def _ci(v, seed: int = 0) -> Interval:
     return bootstrap.mean_ci(np.asarray(v, dtype=np.float64), seed=seed)
 
 
+def rules(s: Mapping) -> dict:
+    """The thresholds, minimum n and alpha of the verdicts, from the ``[findings]`` settings."""
+    return {k: type(d)(s.get(k, d)) for k, d in RULE_DEFAULTS.items()}
+
+
+def holm(pvalues, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's (1979) step-down correction of a family of p-values: ``(reject, adjusted)``.
+
+    The i-th smallest of K p-values is compared with alpha / (K − i + 1), stopping at the first that
+    is not below; the adjusted p-values are the running maximum of (K − i + 1) × p₍ᵢ₎ (capped at 1),
+    so ``reject == adjusted < alpha``. The family-wise error rate is at most alpha whatever the
+    dependence between the tests. NaN p-values are not part of the family (never rejected)."""
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    adjusted = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    k = ok.size
+    if k:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        scaled = (k - np.arange(k)) * p[order]
+        adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    reject = np.zeros(p.shape, bool)
+    reject[ok] = adjusted[ok] < alpha
+    return reject, adjusted
+
+
 class _Fields:
     """Read like the dict it replaces: ``x["name"]`` and ``x.get("name")`` are the attributes."""
 
@@ -60,6 +133,82 @@ class _Fields:
 
     def get(self, name: str, default: Any = None) -> Any:
         return getattr(self, name, default)
+
+
+@dataclass
+class Test(_Fields):
+    """One verdict: its check, interval and threshold, the verdict of the interval alone (``raw``),
+    its two-sided p-value (NaN below the minimum n: not in the family), the Holm-adjusted p and the
+    verdict printed (``verdict``, set by :func:`correct`)."""
+
+    check: str
+    interval: Interval
+    threshold: float
+    raw: str
+    p: float
+    p_holm: float = float("nan")
+    verdict: str = ""
+
+    @property
+    def tested(self) -> bool:
+        return self.p == self.p
+
+    def final(self, stands: bool) -> str:
+        if not bootstrap.decided(self.raw) or stands:
+            return self.raw
+        return f"undecided at n = {self.interval.n} after Holm correction"
+
+
+def _test(check: str, values, threshold: float, seed: int, min_n: int) -> Test:
+    c = CHECKS[check]
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    iv = _ci(v, seed)
+    raw = bootstrap.verdict(iv, threshold, c.above, c.below, min_n)
+    p = bootstrap.p_two_sided(v, threshold, seed=seed) if iv.n >= max(min_n, 2) else float("nan")
+    return Test(check, iv, float(threshold), raw, p, verdict=raw)
+
+
+@dataclass
+class Extreme(_Fields):
+    """The most (``kind="best"``) or least (``"worst"``) faithful method by mean insertion − deletion,
+    and whether a paired interval separates it: per other method, the 95 % interval of the per-photo
+    difference on the photos both were measured on. ``separated`` only when every one clears 0 (at n ≥
+    the minimum); the others are ``tied`` with it."""
+
+    kind: str
+    name: str
+    title: str
+    combined: float
+    separated: bool
+    tied: list[str]
+    gaps: dict[str, Interval]
+    too_few: list[str]  # methods whose comparison had fewer photos than the minimum
+
+    @property
+    def verdict(self) -> str:
+        return self.title if self.separated else "tied"
+
+
+def _extreme(kind: str, rows: list[dict], values: Mapping[str, np.ndarray], seed: int, min_n: int) -> Extreme | None:
+    if not rows:
+        return None
+    sign = 1.0 if kind == "best" else -1.0
+    top = max(rows, key=lambda r: sign * r["combined"])
+    gaps, tied, few = {}, [], []
+    for r in rows:
+        if r is top:
+            continue
+        k = min(len(values[top["name"]]), len(values[r["name"]]))
+        d = sign * (values[top["name"]][:k] - values[r["name"]][:k])
+        iv = _ci(d, seed)
+        gaps[r["title"]] = iv
+        if iv.n < max(min_n, 2):
+            few.append(r["title"])
+            tied.append(r["title"])
+        elif not iv.lo > 0:
+            tied.append(r["title"])
+    return Extreme(kind, top["name"], top["title"], float(top["combined"]), not tied, tied, gaps, few)
 
 
 @dataclass
@@ -77,91 +226,174 @@ class AttackSummary(_Fields):
 
 @dataclass
 class ModelSummary(_Fields):
-    """Per model: a row per method (``rows``: each check's interval and verdict) and the lists of
-    method titles the sentences name. ``sm["fails"]`` reads ``sm.fails`` (the home page reads it so)."""
+    """Per model: a row per method (``rows``: each check's interval, test and verdict) and the lists
+    of method titles the sentences name (filled in by :func:`correct`). ``sm["fails"]`` reads
+    ``sm.fails`` (the home page reads it so)."""
 
     model: Any
     rows: list[dict]
     baselines: dict[str, dict[str, Interval]]
-    fails: list[str]
-    passes: list[str]
-    sanity_undecided: list[str]
-    insensitive: list[str]
-    sensitive: list[str]
-    class_undecided: list[str]
-    ignores_top: list[str]
-    top_group: str | None
-    best_deletion: dict | None
-    best_insertion: dict | None
-    best_combined: dict | None
-    better_than_random: list[str]
-    not_better_than_random: list[str]
-    random_undecided: list[str]
-    not_better_than_centre: list[str]
-    faithful_but_flagged: list[str]
-    invariant: list[str]
-    not_invariant: list[str]
-    fragile: list[str]
     fragility: AttackSummary
     labels: list[str]
     fraction: list[float]
     n_groups: int
     n_images: int
     n_sanity: int
+    rules: dict
+    top_group: str | None = None
+    best: Extreme | None = None
+    worst: Extreme | None = None
+    best_combined: dict | None = None  # the best row, only when a paired interval separates it
+    fails: list[str] = field(default_factory=list)
+    passes: list[str] = field(default_factory=list)
+    sanity_undecided: list[str] = field(default_factory=list)
+    insensitive: list[str] = field(default_factory=list)
+    sensitive: list[str] = field(default_factory=list)
+    class_undecided: list[str] = field(default_factory=list)
+    no_map: list[str] = field(default_factory=list)  # titles with photos that had no map for a class
+    ignores_top: list[str] = field(default_factory=list)
+    better_than_random: list[str] = field(default_factory=list)
+    not_better_than_random: list[str] = field(default_factory=list)
+    random_undecided: list[str] = field(default_factory=list)
+    better_than_centre: list[str] = field(default_factory=list)
+    not_better_than_centre: list[str] = field(default_factory=list)
+    faithful_but_flagged: list[str] = field(default_factory=list)
+    invariant: list[str] = field(default_factory=list)
+    not_invariant: list[str] = field(default_factory=list)
+    invariance_undecided: list[str] = field(default_factory=list)
+    fragile: list[str] = field(default_factory=list)
+    not_fragile: list[str] = field(default_factory=list)
+    fragility_undecided: list[str] = field(default_factory=list)
+    few: dict[str, list[str]] = field(default_factory=dict)  # check → titles with n below the minimum
+    family: dict = field(default_factory=dict)  # the Holm family this summary was corrected in (:func:`correct`)
     units: Units | None = None
-    photos: list[dict] = field(default_factory=list)  # per photo: id, title, top1 and low-ranked class names
+    photos: list[dict] = field(default_factory=list)  # per photo: id, title, top1 and second class names
     figures: dict[str, str] = field(default_factory=dict)  # figure name → path under the generated folder
 
 
 def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSensitivity, fai: Faithfulness,
          inv: Invariance, frag: Fragility, s: Mapping) -> dict:
-    """One method's intervals and verdicts."""
-    sanity_t, class_t, top_layer_t = (float(s[k]) for k in ("sanity_threshold", "class_threshold", "top_layer_threshold"))
-    seed = int(s["seed"])
-    V = bootstrap.verdict
+    """One method's intervals and tests (verdicts: :func:`correct`)."""
+    ru = rules(s)
+    seed, min_n = int(s["seed"]), ru["min_n"]
+    T = lambda check, values: _test(check, values, ru[CHECKS[check].threshold], seed, min_n)  # noqa: E731
     c = cascade.methods[name]
     f = fai.curves[name]
     nm = len(f.deletion_auc)
     rnd, cen = fai.curves["random"], fai.curves["centre"]
-    r = {"name": name, "title": title, "expensive": expensive,
+    no_map = cls.no_map(ru["no_map_epsilon"])
+    with_map = ~no_map
+    tests = {"sanity": T("sanity", np.asarray(c.spearman).mean(0)),
+             "class": T("class", np.asarray(cls.spearman)[with_map]),
+             "random": T("random", (rnd.deletion_auc[:nm] - f.deletion_auc) + (f.insertion_auc - rnd.insertion_auc[:nm])),
+             "centre": T("centre", (cen.deletion_auc[:nm] - f.deletion_auc) + (f.insertion_auc - cen.insertion_auc[:nm])),
+             "invariance": T("invariance", inv.spearman)}
+    if cascade.steps and cascade.steps[0] == 1 and cascade.n_groups > 1:
+        tests["top_layer"] = T("top_layer", np.asarray(c.spearman)[0])
+    r = {"name": name, "title": title, "expensive": expensive, "tests": tests,
          "cascade": [_ci(v, seed) for v in c.spearman],
          "last": {m: _ci(getattr(c, m)[-1], seed) for m in METRICS},
-         "cascade_mean": _ci(np.asarray(c.spearman).mean(0), seed),
-         "class_low": {m: _ci(getattr(cls, m), seed) for m in METRICS},
+         "cascade_mean": tests["sanity"].interval,
+         "class_low": {m: (tests["class"].interval if m == "spearman" else _ci(np.asarray(getattr(cls, m))[with_map], seed))
+                       for m in METRICS},
+         "class_no_map": int(no_map.sum()), "class_photos": int(len(no_map)),
          "deletion": _ci(f.deletion_auc, seed), "insertion": _ci(f.insertion_auc, seed),
-         "vs_random": _ci((rnd.deletion_auc[:nm] - f.deletion_auc) + (f.insertion_auc - rnd.insertion_auc[:nm]), seed),
-         "vs_centre": _ci((cen.deletion_auc[:nm] - f.deletion_auc) + (f.insertion_auc - cen.insertion_auc[:nm]), seed),
-         "invariance": _ci(inv.spearman, seed), "invariance_change": _ci(inv.relative_change, seed)}
+         "vs_random": tests["random"].interval, "vs_centre": tests["centre"].interval,
+         "invariance": tests["invariance"].interval, "invariance_change": _ci(inv.relative_change, seed)}
     fr = frag.methods.get(name)
     if fr is not None:
+        tests["fragility"] = T("fragility", fr.noise - fr.attack)
         r["fragility_attack"] = _ci(fr.attack, seed)
         r["fragility_noise"] = _ci(fr.noise, seed)
-        r["fragility_drop"] = _ci(fr.noise - fr.attack, seed)
-        r["fragility_verdict"] = V(r["fragility_drop"], 1e-12, "fragile", "not more than noise")
-    else:
-        r["fragility_verdict"] = "not measured"
-    r["sanity_verdict"] = V(r["cascade_mean"], sanity_t, "fails", "passes")
-    r["fails_randomisation"] = r["sanity_verdict"] == "fails"
-    r["ignores_top"] = bool(cascade.steps and cascade.steps[0] == 1 and cascade.n_groups > 1
-                            and V(r["cascade"][0], top_layer_t, "yes", "no") == "yes")
-    below = [lab for lab, iv in zip(cascade.labels, r["cascade"]) if np.isfinite(iv.hi) and iv.hi < sanity_t]
+        r["fragility_drop"] = tests["fragility"].interval
+    r["fragility_verdict"] = "not measured"
+    if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
+        tests["class"].raw = tests["class"].verdict = NO_MAP
+    below = [lab for lab, iv in zip(cascade.labels, r["cascade"]) if np.isfinite(iv.hi) and iv.hi < ru["sanity_threshold"]]
     r["first_below"] = below[0] if below else None
-    r["class_verdict"] = V(r["class_low"]["spearman"], class_t, "class-insensitive", "changes with the class")
-    r["class_insensitive"] = r["class_verdict"] == "class-insensitive"
-    r["random_verdict"] = V(r["vs_random"], 1e-12, "better than random", "not better than random")
-    r["centre_verdict"] = V(r["vs_centre"], 1e-12, "better than centre prior", "not better than centre prior")
-    r["invariance_verdict"] = V(r["invariance"], float(s["invariance_threshold"]), "invariant", "not invariant")
     r["combined"] = r["insertion"].mean - r["deletion"].mean
+    _apply(r)
     return r
+
+
+def _apply(r: dict) -> None:
+    """Each test's printed verdict into the row's verdict keys (and the flags the templates read)."""
+    for check, t in r["tests"].items():
+        r[CHECKS[check].verdict] = t.verdict or t.raw
+    r.setdefault("top_layer_verdict", "not measured")
+    r["fails_randomisation"] = r["sanity_verdict"] == CHECKS["sanity"].above
+    r["ignores_top"] = r["top_layer_verdict"] == CHECKS["top_layer"].above
+    r["class_insensitive"] = r["class_verdict"] == CHECKS["class"].above
+
+
+def _refresh(sm: ModelSummary) -> None:
+    """The lists of titles the sentences name, from the rows' printed verdicts."""
+    rows = sm.rows
+    pick = lambda key, val: [r["title"] for r in rows if r[key] == val]  # noqa: E731
+    undecided = lambda key: [r["title"] for r in rows if r[key].startswith("undecided")]  # noqa: E731
+    sm.fails, sm.passes = pick("sanity_verdict", "fails"), pick("sanity_verdict", "passes")
+    sm.sanity_undecided = undecided("sanity_verdict")
+    sm.insensitive = pick("class_verdict", CHECKS["class"].above)
+    sm.sensitive = pick("class_verdict", CHECKS["class"].below)
+    sm.class_undecided = undecided("class_verdict")
+    sm.no_map = [r["title"] for r in rows if r["class_no_map"]]
+    sm.ignores_top = [r["title"] for r in rows if r["ignores_top"]]
+    sm.better_than_random = pick("random_verdict", CHECKS["random"].above)
+    sm.not_better_than_random = pick("random_verdict", CHECKS["random"].below)
+    sm.random_undecided = undecided("random_verdict")
+    sm.better_than_centre = pick("centre_verdict", CHECKS["centre"].above)
+    sm.not_better_than_centre = pick("centre_verdict", CHECKS["centre"].below)
+    sm.faithful_but_flagged = [r["title"] for r in rows if r["random_verdict"] == CHECKS["random"].above
+                               and (r["fails_randomisation"] or r["class_insensitive"])]
+    sm.invariant, sm.not_invariant = pick("invariance_verdict", "invariant"), pick("invariance_verdict", "not invariant")
+    sm.invariance_undecided = undecided("invariance_verdict")
+    sm.fragile, sm.not_fragile = pick("fragility_verdict", "fragile"), pick("fragility_verdict", "not more than noise")
+    sm.fragility_undecided = undecided("fragility_verdict")
+    sm.few = {check: [r["title"] for r in rows if bootstrap.too_few(r[c.verdict])] for check, c in CHECKS.items()}
+    sm.best_combined = next((r for r in rows if sm.best and sm.best.separated and r["name"] == sm.best.name), None)
+
+
+def family(summaries: Sequence) -> list[Test]:
+    """The verdicts that feed the summary: every method × check × model tested (n ≥ the minimum)."""
+    return [t for sm in summaries for r in sm["rows"] for t in r["tests"].values() if t.tested]
+
+
+def correct(summaries: Sequence, alpha: float | None = None) -> dict:
+    """Holm-correct the family of ``summaries``' verdicts (:func:`family`) at ``alpha`` (default: the
+    summaries' ``[findings] alpha``): a verdict stands only where the interval clears its threshold
+    *and* its Holm-adjusted p-value is below alpha. Sets every row's printed verdicts and every list
+    of titles; always starts from the uncorrected tests, so calling it again (on the same or a larger
+    family) is safe. Returns (and stores as ``sm.family``) ``k`` (verdicts in the family), ``alpha``,
+    ``withheld`` (verdicts whose interval clears the threshold but not the correction) and ``models``."""
+    summaries = list(summaries)
+    if not summaries:
+        return {"k": 0, "alpha": ALPHA if alpha is None else alpha, "withheld": 0, "models": 0}
+    alpha = float(summaries[0]["rules"]["alpha"] if alpha is None else alpha)
+    tests = family(summaries)
+    reject, adjusted = holm([t.p for t in tests], alpha)
+    withheld = 0
+    for t, rj, pa in zip(tests, reject, adjusted):
+        t.p_holm = float(pa)
+        t.verdict = t.final(bool(rj))
+        withheld += bootstrap.decided(t.raw) and not rj
+    info = {"k": len(tests), "alpha": alpha, "withheld": int(withheld), "models": len(summaries)}
+    for sm in summaries:
+        for r in sm["rows"]:
+            _apply(r)
+        sm.family = info
+        _refresh(sm)
+    return info
 
 
 def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, classes: Mapping[str, ClassSensitivity],
                     faithfulness: Faithfulness, invariance: Mapping[str, Invariance], fragility: Fragility,
                     settings: Mapping, expensive: Sequence[str] = ()) -> ModelSummary:
-    """Per-method numbers (each a mean with its 95 % bootstrap interval and n) and verdicts that
-    are printed only when the interval clears the threshold (all statements come from here).
+    """Per-method numbers (each a mean with its 95 % bootstrap interval and n) and verdicts that are
+    printed only when the interval clears the threshold at n ≥ ``min_n`` and survives the Holm
+    correction (here over this model's verdicts; :func:`correct` again over every model's).
     ``classes``, ``invariance``: per method; ``settings``: the ``[findings]`` table (thresholds, seed)."""
     seed = int(settings["seed"])
+    ru = rules(settings)
     methods = list(cascade.methods)
     rows = [_row(n, titles[n], n in expensive, cascade, classes[n], faithfulness, invariance[n], fragility, settings)
             for n in methods]
@@ -170,80 +402,84 @@ def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, class
     by_comb = sorted(rows, key=lambda r: -r["combined"])
     for rank, r in enumerate(by_comb, 1):
         r["faith_rank"] = rank
-    pick = lambda key, val: [r["title"] for r in rows if r[key] == val]  # noqa: E731
-    undecided = lambda key: [r["title"] for r in rows if not bootstrap.decided(r[key])]  # noqa: E731
+    combined = {n: faithfulness.curves[n].insertion_auc - faithfulness.curves[n].deletion_auc for n in methods}
     frag = fragility
-    return ModelSummary(
+    sm = ModelSummary(
         model=model, rows=rows, baselines=base,
-        fails=pick("sanity_verdict", "fails"), passes=pick("sanity_verdict", "passes"),
-        sanity_undecided=undecided("sanity_verdict"),
-        insensitive=pick("class_verdict", "class-insensitive"), sensitive=pick("class_verdict", "changes with the class"),
-        class_undecided=undecided("class_verdict"),
-        ignores_top=[r["title"] for r in rows if r["ignores_top"]],
-        top_group=cascade.labels[0] if cascade.steps and cascade.steps[0] == 1 else None,
-        best_deletion=min(rows, key=lambda r: r["deletion"].mean) if rows else None,
-        best_insertion=max(rows, key=lambda r: r["insertion"].mean) if rows else None,
-        best_combined=by_comb[0] if by_comb else None,
-        better_than_random=pick("random_verdict", "better than random"),
-        not_better_than_random=pick("random_verdict", "not better than random"),
-        random_undecided=undecided("random_verdict"),
-        not_better_than_centre=pick("centre_verdict", "not better than centre prior"),
-        faithful_but_flagged=[r["title"] for r in rows if r["random_verdict"] == "better than random"
-                              and (r["fails_randomisation"] or r["class_insensitive"])],
-        invariant=pick("invariance_verdict", "invariant"), not_invariant=pick("invariance_verdict", "not invariant"),
-        fragile=pick("fragility_verdict", "fragile"),
         fragility=AttackSummary(float(np.mean(frag.kept)) if len(frag.kept) else float("nan"), int(len(frag.kept)),
                                 float(np.mean(frag.attacked)) if len(frag.attacked) else float("nan"),
                                 _ci(np.abs(frag.p1 - frag.p0), seed), frag.eps255, frag.frac),
         labels=cascade.labels, fraction=cascade.fraction, n_groups=cascade.n_groups,
         n_images=max((len(faithfulness.curves[m].deletion_auc) for m in methods), default=0),
-        n_sanity=max((int(cascade.methods[m].spearman.shape[1]) for m in methods), default=0))
+        n_sanity=max((int(cascade.methods[m].spearman.shape[1]) for m in methods), default=0), rules=ru,
+        top_group=cascade.labels[0] if cascade.steps and cascade.steps[0] == 1 else None,
+        best=_extreme("best", rows, combined, seed, ru["min_n"]) if len(rows) else None,
+        worst=_extreme("worst", rows, combined, seed, ru["min_n"]) if len(rows) > 1 else None)
+    correct([sm])
+    return sm
 
 
 def cross_model(summaries: Sequence) -> dict:
-    """Which verdicts agree across models (only over models that were measured)."""
+    """Which verdicts agree across models (only over models that were measured; Holm-corrected over all
+    of them, :func:`correct`)."""
     if not summaries:
         return {}
+    fam = correct(summaries) if all(isinstance(sm, ModelSummary) for sm in summaries) else {}
     sets = lambda key: [set(sm[key]) for sm in summaries]  # noqa: E731
     fail_all = set.intersection(*sets("fails"))
     fail_any = set.union(*sets("fails"))
     ins_all = set.intersection(*sets("insensitive"))
     ins_any = set.union(*sets("insensitive"))
-    best = {sm["model"].name: sm["best_combined"]["title"] for sm in summaries if sm["best_combined"]}
+    best = {sm["model"].name: (sm["best"].title if sm["best"] and sm["best"].separated else None) for sm in summaries}
+    tied = {sm["model"].name: [sm["best"].title, *sm["best"].tied] for sm in summaries
+            if sm["best"] and not sm["best"].separated}
+    named = set(best.values())
     return {"fail_all": sorted(fail_all), "fail_some": sorted(fail_any - fail_all),
             "ins_all": sorted(ins_all), "ins_some": sorted(ins_any - ins_all),
-            "best_agree": len(set(best.values())) == 1, "best": best}
+            "best_agree": None not in named and len(named) == 1, "best": best, "best_tied": tied, "family": fam}
 
 
 def headline_numbers(summaries: Sequence, s: Mapping) -> dict:
-    """Per model and method: each check's mean, interval, n and verdict (JSON-able; the home page may quote it)."""
-    out = {"thresholds": {k: s[k] for k in ("sanity_threshold", "class_threshold", "invariance_threshold")},
+    """Per model and method: each check's mean, interval, n, p-values and verdict (JSON-able; the home
+    page may quote it), after the Holm correction over every model's verdicts."""
+    fam = correct(summaries)
+    ru = rules(s)
+    out = {"thresholds": {CHECKS[c].threshold: ru[CHECKS[c].threshold] for c in CHECKS},
+           "min_n": ru["min_n"], "alpha": ru["alpha"], "holm_family": fam["k"],
            "fragility_eps_255": float(s["fragility_eps"]), "models": {}}
     for sm in summaries:
         per = {}
         for r in sm["rows"]:
             d = {"title": r["title"]}
-            for key, vkey in (("cascade_mean", "sanity_verdict"), ("vs_random", "random_verdict"),
-                              ("invariance", "invariance_verdict"), ("fragility_drop", "fragility_verdict")):
-                if key in r:
-                    d[key] = {**r[key].as_dict(), "verdict": r[vkey]}
-            d["class_low_spearman"] = {**r["class_low"]["spearman"].as_dict(), "verdict": r["class_verdict"]}
+            for check, t in r["tests"].items():
+                d[CHECKS[check].interval] = {**t.interval.as_dict(), "verdict": t.verdict, "p": t.p, "p_holm": t.p_holm}
+            d["class_no_map"] = r["class_no_map"]
             per[r["name"]] = d
+        b = sm["best"]
         out["models"][sm["model"].name] = {"title": sm["model"].spec.title, "methods": per,
                                            "fails": sm["fails"], "class_insensitive": sm["insensitive"],
-                                           "not_invariant": sm["not_invariant"], "fragile": sm["fragile"]}
+                                           "not_invariant": sm["not_invariant"], "fragile": sm["fragile"],
+                                           "most_faithful": b.verdict if b else None}
     return out
 
 
 def headlines(summaries: Sequence) -> list[tuple[str, str, str]]:
     """The findings' headline numbers for the home page: ``(value, label, page)`` per model, in order."""
+    if summaries and all(isinstance(sm, ModelSummary) for sm in summaries):
+        correct(summaries)
     out = []
     for sm in summaries:
         n, title = len(sm["rows"]), sm["model"].spec.title
-        out.append((f"{len(sm['fails'])} of {n}", f"methods fail the weight-randomisation check on {title}", "findings/index"))
-        out.append((f"{len(sm['insensitive'])} of {n}", f"methods draw nearly the same map whatever the class on {title}",
+        few = lambda check: len(sm["few"].get(check, [])) if sm.get("few") else 0  # noqa: E731
+        wait = lambda check: f" ({few(check)} not decided at this n)" if few(check) else ""  # noqa: E731
+        out.append((f"{len(sm['fails'])} of {n}", f"methods fail the weight-randomisation check on {title}{wait('sanity')}",
                     "findings/index"))
-        if sm.get("best_combined"):
-            out.append((sm["best_combined"]["title"], f"is the most faithful map (deletion and insertion) on {title}",
-                        "findings/index"))
+        out.append((f"{len(sm['insensitive'])} of {n}",
+                    f"methods draw nearly the same map whatever the class on {title}{wait('class')}", "findings/index"))
+        b = sm.get("best")
+        if b and b.separated:
+            out.append((b.title, f"is the most faithful map (deletion and insertion) on {title}", "findings/index"))
+        elif b:
+            out.append(("tied", f"most faithful map on {title}: {and_list([b.title, *b.tied])} are not told apart "
+                                "by a paired interval", "findings/index"))
     return out
