@@ -184,7 +184,9 @@ def select(figures_dir: Path, model: str = "", photo: str = "", method: str = ""
 
 def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
     """Each figure as PNG (plots stay SVG) under ``dest`` with the same relative path, and
-    ``CAPTIONS.md`` listing every file with its caption and the photo's credit."""
+    ``CAPTIONS.md`` listing every file with its caption and the photo's credit. A WebP figure's PNG
+    is the one its download link gives where the build wrote one, else its pixels as the page
+    shows them, losslessly."""
     dest = Path(dest)
     written, lines = [], ["# Figures: captions and credits", "",
                           "From *What does a deep CNN learn?*; each photo keeps its own licence (below).", ""]
@@ -195,7 +197,7 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
             out = dest / f.rel
             atomic_write_bytes(out, src.read_bytes())
         elif twin is not None and twin.is_file():
-            out = (dest / f.rel).with_suffix(".png")  # the lossless twin the build wrote
+            out = (dest / f.rel).with_suffix(".png")  # the PNG behind the figure's download link
             atomic_write_bytes(out, twin.read_bytes())
         else:
             out = (dest / f.rel).with_suffix(".png")
@@ -210,13 +212,16 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
     return written
 
 
+DOWNLOAD_KINDS = {"png": "PNG", "svg": "SVG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WebP"}
+
+
 def caption_html(f: Figure, href: str, png: bool = False) -> str:
-    """The line under a figure on the site: caption, credit, download link (to the figure's
-    lossless PNG twin when ``png``, i.e. when the build wrote one; plots: the SVG itself)."""
+    """The line under a figure on the site: download link, caption, credit. The link goes to the
+    figure's PNG when ``png`` (the one beside the WebP, see :func:`generator.util.download_png`),
+    else to the file itself, named by its format (plots: SVG)."""
     if png:
-        href, kind = href.rsplit(".", 1)[0] + ".png", "PNG"
-    else:
-        kind = "SVG" if f.rel.endswith(".svg") else "full size"
+        href = href.rsplit(".", 1)[0] + ".png"
+    kind = DOWNLOAD_KINDS.get(href.rsplit(".", 1)[-1].lower(), "full size")
     credit = f" {html.escape(f.credit())}." if f.credit() else ""
     return (f'<span class="figure-dl" data-search-exclude><a href="{html.escape(href)}" download>Download ({kind})</a> '
             f'{html.escape(f.caption())}.{credit}</span>')

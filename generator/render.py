@@ -2,8 +2,9 @@
 
 Conventions
 - Pictures are saved as WebP (quality 85) or PNG through :func:`save_image`, atomically,
-  and only when the bytes change (stable mtimes for ``mkdocs serve``); every WebP figure gets
-  a lossless PNG twin for its download link (:func:`download_png`).
+  and only when the bytes change (stable mtimes for ``mkdocs serve``); a WebP figure that a page
+  shows with a download line gets a PNG twin for that link (which ones and how:
+  :func:`~generator.util.download_png`, :func:`~generator.util.download_png_bytes`).
 - One display rule, :func:`normalise_maps`: each map is divided by the 99th percentile of
   its absolute value and clipped to [0, 1] (signed maps: to [-1, 1]). Heatmaps are then
   coloured (:func:`heatmap_image`); signed pixel-space attributions are shown as images
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .receptive_field import crop_patch
-from .util import atomic_write_bytes, download_png, write_bytes_if_changed
+from .util import atomic_write_bytes, download_png, download_png_bytes, write_bytes_if_changed
 
 CMAP = "inferno"
 PERCENTILE = 99.0
@@ -67,10 +68,8 @@ def save_image(img, path: str | Path, quality: int = 85) -> Path:
         raise ValueError(f"unsupported figure format {suffix!r}")
     write_bytes_if_changed(path, buf.getvalue())
     png = download_png(path)
-    if png is not None:  # the lossless full-size copy behind the figure's download link
-        buf = io.BytesIO()
-        pil.save(buf, "PNG", compress_level=3)
-        write_bytes_if_changed(png, buf.getvalue())
+    if png is not None:  # the full-size PNG behind the figure's download link
+        write_bytes_if_changed(png, download_png_bytes(pil))
     return path
 
 

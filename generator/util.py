@@ -157,10 +157,54 @@ def md_code(text: Any) -> str:
 
 
 def download_png(path: str | Path) -> Path | None:
-    """The lossless PNG written beside a WebP figure for its "Download (PNG)" link (course
-    materials: LaTeX and most slide tools do not take WebP): for ``.webp`` files under a
-    ``figures`` folder, thumbnails excepted; None for every other file."""
+    """The PNG written beside a WebP figure for the "Download (PNG)" link under it (course
+    materials: LaTeX and some slide tools do not take WebP), or None where the build writes none:
+    for ``.webp`` files under a ``figures`` folder that a page shows with a download line
+    (``site_src/hooks/figures.py``). Thumbnails get none, and neither do the pictures that pages
+    show only in table cells, which have no download line (:func:`table_only_figure`; on the
+    default three-model site about 1,300 of the 1,770 figures). Should such a picture be shown with
+    a download line after all, the hook makes its PNG from the WebP while MkDocs builds;
+    ``python -m generator export`` makes a PNG of any figure."""
     path = Path(path)
-    if path.suffix.lower() != ".webp" or path.stem.endswith("-thumb") or "figures" not in path.parent.parts:
+    parts = path.parent.parts
+    if path.suffix.lower() != ".webp" or path.stem.endswith("-thumb") or "figures" not in parts:
+        return None
+    under = len(parts) - 1 - parts[::-1].index("figures")  # the innermost figures folder
+    if table_only_figure("/".join([*parts[under + 1:], path.name])):
         return None
     return path.with_suffix(".png")
+
+
+def table_only_figure(rel: str) -> bool:
+    """Whether the figure at ``rel`` (its path under ``figures/``) is one that the pages show only
+    as a small picture in a table cell (generator/templates): the unit atlas' patch grids, the
+    attribution galleries' maps and model inputs, the activity galleries' mean maps. Such a picture
+    opens in the lightbox or links to its page; it has no download line."""
+    p = rel.split("/")
+    if p[0] == "atlas":
+        return True
+    if p[0] == "attribution" and len(p) == 4 and p[2] != "neurons":  # <model>/<method or input>/<photo>
+        return True
+    return p[0] == "activity" and p[-1].endswith("-mean.webp")
+
+
+def download_png_bytes(img) -> bytes:
+    """A figure (PIL image) as the PNG behind its download link: its own colours, losslessly, when
+    it has at most 256 (a heatmap drawn from a colour map); else reduced to a 256-colour palette
+    (octree). That is 3-4× fewer bytes than lossless RGB, and about as close to the rendered pixels
+    as the WebP the page shows (on the small test site's figures 35-42 dB PSNR; the WebP 27-39 dB)."""
+    import numpy as np
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if img.getcolors(256) is not None:  # exact: each pixel its own colour's palette entry
+        a = np.asarray(img)
+        colours, index = np.unique(a.reshape(-1, 3).astype(np.uint32) @ np.array([65536, 256, 1], np.uint32),
+                                   return_inverse=True)
+        img = Image.fromarray(index.reshape(a.shape[:2]).astype(np.uint8), "P")
+        img.putpalette(np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], 1).astype(np.uint8).tobytes())
+    else:
+        img = img.quantize(256, method=Image.Quantize.FASTOCTREE)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")  # optimize=True: 1 % smaller for palette images, twice the time
+    return buf.getvalue()

@@ -2,6 +2,7 @@
 the generator's output and its own MkDocs project, as the browser test and the screenshots use it.
 
     python tests/small_site.py /tmp/folder     # builds /tmp/folder/site
+    python tests/small_site.py /tmp/folder https://example.org/site/   # … for that URL (SITE_URL)
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def small_config(proj: Path, images: Path):
     return cfg
 
 
-def build_small_site(folder: Path, say=lambda m: None) -> Path:
-    """Generator + ``mkdocs build --strict`` into ``folder``; returns the built site folder."""
+def build_small_site(folder: Path, say=lambda m: None, site_url: str | None = None) -> Path:
+    """Generator + ``mkdocs build --strict`` into ``folder``; returns the built site folder.
+    ``site_url``: the URL the site is built for (``SITE_URL``, see mkdocs.yml); None: the host's root."""
     from generator.build import run_build
 
     folder = Path(folder)
@@ -65,6 +67,9 @@ def build_small_site(folder: Path, say=lambda m: None) -> Path:
     res = run_build(small_config(proj, images), say=say)
     assert res.exit_code == 1  # built; AlexNet has no weights here (exit 1 says so)
     env = dict(os.environ, DISABLE_MKDOCS_2_WARNING="true", NO_MKDOCS_2_WARNING="true")
+    env.pop("SITE_URL", None)
+    if site_url:
+        env["SITE_URL"] = site_url
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(proj / "mkdocs.yml")],
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -74,4 +79,4 @@ def build_small_site(folder: Path, say=lambda m: None) -> Path:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    print(build_small_site(Path(sys.argv[1]), say=print))
+    print(build_small_site(Path(sys.argv[1]), say=print, site_url=sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,10 +1,12 @@
 """The built site in a real browser (headless Chromium, driven by Playwright).
 
-A small site (one model, two photos, fast settings) is built, served on 127.0.0.1 under a
-sub-path and opened from ``file://``. Every page is visited; the test fails on a console
-error, a failed request, a request to another host, an image that did not load, a broken
-link or anchor, or a table wider than its column (1280 px and 390 px wide). It also checks
-search and the dark-mode toggle from disk and prints the median page weight (figures aside).
+A small site (one model, two photos, fast settings) is built for a sub-path (``SITE_URL``, see
+mkdocs.yml), served on 127.0.0.1 under that sub-path and opened from ``file://``. Every page is
+visited; the test fails on a console error, a failed request or an error response, a request to
+another host, an image that did not load, a broken link or anchor, or a table wider than its
+column (1280 px and 390 px wide). It also checks search and the dark-mode toggle from disk, the 404
+page at missing URLs under the sub-path (as a static host serves it), and prints the median page
+weight (figures aside).
 
 Needs Debian's ``chromium`` (``make setup`` installs it) and the ``playwright`` package; the
 browser build Playwright would download is never used.
@@ -30,6 +32,7 @@ from small_site import build_small_site
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SUB_PATH = "/site/"  # the small site is built for https://example.org/site/ and served under /site/
 FIGURE_EXT = (".png", ".webp", ".jpg", ".jpeg", ".svg", ".gif", ".ico")
 WIDTHS = (1280, 390)
 
@@ -47,7 +50,20 @@ def site(tmp_path_factory):
     given = os.environ.get("CNNVIS_CHECK_SITE")
     if given:
         return Path(given).resolve()
-    return build_small_site(tmp_path_factory.mktemp("browser"))
+    return build_small_site(tmp_path_factory.mktemp("browser"), site_url="https://example.org" + SUB_PATH)
+
+
+def built_for(site: Path) -> str:
+    """The URL path the site was built for (``site_url``, from ``SITE_URL``): where the 404 page's
+    stylesheets are; "/" for a site built for the host's root."""
+    m = re.search(r'href="([^"]*)assets/stylesheets/main\.', (site / "404.html").read_text(encoding="utf-8"))
+    return m.group(1) if m else "/"
+
+
+def served_at(site: Path) -> str:
+    """The sub-path the pages are served under: the one the site was built for, or /site/ for a
+    site built for the root (its pages' links are relative and work under any path)."""
+    return built_for(site) if built_for(site) != "/" else SUB_PATH
 
 
 class _Page(HTMLParser):
@@ -109,6 +125,23 @@ def test_search_index_leaves_out_figure_lines_and_generated_tables(site):
     assert any(h.endswith(".png") for h in downloads)
 
 
+def test_pngs_for_download_are_the_linked_ones(site):
+    """The generator writes a PNG beside a WebP figure exactly for the figures a page shows with a
+    download line (generator.util.download_png): no PNG that nothing links to (the site's size), and
+    none that the MkDocs hook had to make from the WebP because the generator skipped it."""
+    linked = set()
+    for p in pages_of(site):
+        for h in re.findall(r'class="figure-dl"[^>]*><a href="([^"]+\.png)"', (site / p).read_text(encoding="utf-8")):
+            linked.add(posixpath.normpath(posixpath.join(posixpath.dirname(p), unquote(h))))
+    figures = site / "generated" / "figures"
+    twins = {p.relative_to(site).as_posix() for p in figures.rglob("*.png") if p.with_suffix(".webp").is_file()}
+    assert linked and not twins - linked, f"PNGs no page links to: {sorted(twins - linked)[:10]}"
+    generated = site.parent / "site_src"  # the small site's own docs folder (a given site may have none)
+    if (generated / "generated" / "figures").is_dir():
+        made_by_hook = sorted(r for r in linked if not (generated / r).is_file())
+        assert not made_by_hook, f"linked figures the generator wrote no PNG for (table_only_figure?): {made_by_hook[:10]}"
+
+
 def test_no_build_machine_detail_on_any_page(site):
     bad = re.compile(r"/root/|/home/|/work/|/tmp/|site-packages|\.cache/torch|[A-Za-z]+(Error|Exception)\b|gaierror")
     found = []
@@ -118,12 +151,32 @@ def test_no_build_machine_detail_on_any_page(site):
     assert not found, found[:20]
 
 
-def _serve(root: Path):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
+def _serve(site: Path, prefix: str):
+    """``site`` served under URL path ``prefix`` as a static host serves a project site: a missing
+    file under ``prefix`` answers with the site's 404.html (status 404); nothing is served outside
+    ``prefix``, so a request that misses the sub-path fails."""
+    class Host(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    handler = functools.partial(Quiet, directory=str(root))
+        def translate_path(self, path):
+            if not path.startswith(prefix):
+                return os.path.join(self.directory, "__outside_the_sub_path__")  # no such file
+            return super().translate_path("/" + path[len(prefix):])
+
+        def send_error(self, code, message=None, explain=None):
+            page = site / "404.html"
+            if code != 404 or not self.path.startswith(prefix) or not page.is_file():
+                return super().send_error(code, message, explain)
+            body = page.read_bytes()
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    handler = functools.partial(Host, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -155,8 +208,8 @@ _IMAGES_CHECK = """async () => {
 def test_every_page_in_chromium(site):
     sync_api = _playwright()
     pages = pages_of(site)
-    server = _serve(site.parent)  # the site under a sub-path: http://127.0.0.1:PORT/site/
-    base_http = f"http://127.0.0.1:{server.server_address[1]}/site/"
+    server = _serve(site, served_at(site))  # the site under a sub-path: http://127.0.0.1:PORT/site/
+    base_http = f"http://127.0.0.1:{server.server_address[1]}{served_at(site)}"
     base_file = site.as_uri() + "/"
     problems, weights = [], {}
     try:
@@ -185,8 +238,13 @@ def test_every_page_in_chromium(site):
                     if msg.type == "error":
                         problems.append(f"{current['url']}: console error {msg.text}")
 
+                def on_response(resp, current=current):
+                    if resp.status >= 400:
+                        problems.append(f"{current['url']}: {resp.status} for {resp.url}")
+
                 page.on("request", on_request)
                 page.on("requestfailed", on_failed)
+                page.on("response", on_response)
                 page.on("console", on_console)
                 page.on("pageerror", lambda e, current=current: problems.append(f"{current['url']}: {e}"))
                 for rel in pages:
@@ -210,6 +268,54 @@ def test_every_page_in_chromium(site):
           f"median {median:.0f} KB, max {kb[-1]:.0f} KB")
     assert not problems, "\n".join(problems[:40]) + (f"\n… {len(problems)} in all" if len(problems) > 40 else "")
     assert median < 600, f"median page weight {median:.0f} KB"
+
+
+def test_404_page_under_the_sub_path(site):
+    """A static host answers every missing URL under the site's sub-path with 404.html, at any
+    depth: its stylesheets, scripts and links must still load (they start with the sub-path the
+    site was built for, mkdocs.yml's ``site_url``), with no failed request and no error response
+    but the page's own 404."""
+    sync_api = _playwright()
+    prefix = built_for(site)
+    if not os.environ.get("CNNVIS_CHECK_SITE"):
+        assert prefix == SUB_PATH, f"the small site was built for {prefix}, not {SUB_PATH}"
+    server = _serve(site, prefix)
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    problems = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            current = {"url": ""}
+
+            def on_response(resp):
+                if resp.status >= 400 and resp.url != current["url"]:  # the 404 page itself aside
+                    problems.append(f"{current['url']}: {resp.status} for {resp.url}")
+
+            def on_console(msg):  # Chromium logs the page's own 404 as an error; other 404s are responses
+                if msg.type == "error" and "404 (Not Found)" not in msg.text:
+                    problems.append(f"{current['url']}: console error {msg.text}")
+
+            page.on("requestfailed", lambda r: problems.append(f"{current['url']}: failed request {r.url} ({r.failure})"))
+            page.on("response", on_response)
+            page.on("console", on_console)
+            page.on("pageerror", lambda e: problems.append(f"{current['url']}: {e}"))
+            for missing in ["no-such-page.html", "generated/no/such/deeper/page.html"]:
+                current["url"] = origin + prefix + missing
+                resp = page.goto(current["url"], wait_until="load")
+                if resp is None or resp.status != 404:
+                    problems.append(f"{missing}: status {resp and resp.status}, not 404")
+                styled = page.evaluate("() => getComputedStyle(document.querySelector('.md-header')).position")
+                if styled != "sticky":
+                    problems.append(f"{missing}: the theme's stylesheet is not applied (header position {styled!r})")
+                links = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+                for url in sorted({urldefrag(u)[0] for u in links if urlsplit(u).netloc == urlsplit(origin).netloc}):
+                    if page.request.head(url).status != 200:
+                        problems.append(f"{missing}: broken link {url}")
+            browser.close()
+    finally:
+        server.shutdown()
+    assert not problems, "\n".join(problems[:40])
 
 
 def _weight(site: Path, urls) -> int:

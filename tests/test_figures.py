@@ -1,5 +1,6 @@
 """Figure captions, credits and the export command (from the generated output, no rebuild)."""
 import json
+from pathlib import Path
 
 from PIL import Image
 
@@ -50,37 +51,104 @@ def test_export_filters_and_writes_png_svg_and_captions(tmp_path):
     assert main(["export", "--figures", str(figs), "--out", str(tmp_path / "none"), "--photo", "nope"]) == 1
 
 
-def test_webp_figures_get_a_lossless_png_twin_for_download(tmp_path):
-    """The download link of a figure points at a PNG with exactly the rendered pixels (the page shows
-    the lossy WebP); thumbnails and files outside a figures folder get none; export uses the twin."""
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    mse = np.mean((np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def test_figures_with_a_download_line_get_a_png_for_it(tmp_path):
+    """The download link under a figure gives a PNG (LaTeX and some slide tools take no WebP): exact
+    where the figure has at most 256 colours (a heatmap), else a 256-colour palette close to the
+    rendered pixels and much smaller than lossless RGB. Pictures shown only in table cells (no
+    download line), thumbnails and files outside a figures folder get none; export uses the PNG."""
     import numpy as np
 
     from generator.figures import caption_html, figures_in
     from generator.render import download_png, save_image
 
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     figs = tmp_path / "figures"
-    fig = save_image(pixels, figs / "attribution/efficientnet_lite0/gradcam/espresso.webp")
+    rng = np.random.default_rng(0)
+    lut = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    heat = lut[rng.integers(0, 256, (30, 40))]  # 256 colours, as a colour-mapped heatmap
+    fig = save_image(heat, figs / "attribution/efficientnet_lite0/neurons/stage3.webp")
     twin = download_png(fig)
     assert twin == fig.with_suffix(".png") and twin.is_file()
     with Image.open(twin) as im:
-        assert np.array_equal(np.asarray(im.convert("RGB")), pixels)  # lossless
+        assert im.format == "PNG" and np.array_equal(np.asarray(im.convert("RGB")), heat)  # exact
     with Image.open(fig) as im:
-        assert not np.array_equal(np.asarray(im.convert("RGB")), pixels)  # the shown WebP is lossy
-    thumb = save_image(pixels, figs / "images/espresso-thumb.webp")
-    other = save_image(pixels, tmp_path / "elsewhere/espresso.webp")
-    assert download_png(thumb) is None and not thumb.with_suffix(".png").exists()
+        assert not np.array_equal(np.asarray(im.convert("RGB")), heat)  # the shown WebP is lossy
+
+    y, x = np.mgrid[0:120, 0:160]
+    photo = np.stack([x * 1.5, y * 2.0, (x + y) * 0.9], -1) + rng.normal(0, 2, (120, 160, 3))
+    photo = np.clip(photo, 0, 255).astype(np.uint8)  # thousands of colours in smooth ramps: a hard case
+    big = save_image(photo, figs / "activity/efficientnet_lite0/espresso/stage3.webp")
+    with Image.open(download_png(big)) as im:  # the shipped figures: 35-42 dB
+        assert im.mode == "P" and _psnr(np.asarray(im.convert("RGB")), photo) > 29
+    import io
+    lossless = io.BytesIO()
+    Image.fromarray(photo).save(lossless, "PNG", optimize=True)
+    assert download_png(big).stat().st_size < 0.6 * len(lossless.getvalue())
+
+    table_only = ["atlas/efficientnet_lite0/stage3/0-top.webp", "attribution/efficientnet_lite0/gradcam/espresso.webp",
+                  "attribution/efficientnet_lite0/input/espresso.webp", "activity/efficientnet_lite0/espresso/stage3-mean.webp",
+                  "images/espresso-thumb.webp"]
+    for rel in table_only:
+        f = save_image(photo, figs / rel)
+        assert download_png(f) is None and not f.with_suffix(".png").exists(), rel
+    for rel in ["dgn_am/efficientnet_lite0/classes/281.webp", "dgn_am/efficientnet_lite0/stage3/7.webp",
+                "dgn_am/reconstructions.webp", "compare/images/espresso.webp", "images/espresso.webp", "home/comparison.webp"]:
+        assert download_png(figs / rel) == (figs / rel).with_suffix(".png"), rel
+    other = save_image(photo, tmp_path / "elsewhere/espresso.webp")
     assert download_png(other) is None and not other.with_suffix(".png").exists()
     # one figure, not two
-    assert figures_in(figs) == ["attribution/efficientnet_lite0/gradcam/espresso.webp"]
-    line = caption_html(describe(figures_in(figs)[0], MANIFEST), "../figures/attribution/x/espresso.webp", png=True)
-    assert 'href="../figures/attribution/x/espresso.png"' in line and "Download (PNG)" in line
+    assert "attribution/efficientnet_lite0/neurons/stage3.webp" in figures_in(figs) and not any(
+        r.endswith(".png") for r in figures_in(figs))
+    line = caption_html(describe("attribution/efficientnet_lite0/neurons/stage3.webp", MANIFEST),
+                        "../figures/attribution/x/stage3.webp", png=True)
+    assert 'href="../figures/attribution/x/stage3.png"' in line and "Download (PNG)" in line
     assert "Download (SVG)" in caption_html(describe("findings/m/cascade.svg", MANIFEST), "a.svg")
+    assert "Download (WebP)" in caption_html(describe("atlas/m/l/0-top.webp", MANIFEST), "a/0-top.webp")
     write_manifest(figs, list(MANIFEST["images"].values()), list(MANIFEST["models"].values()))
     out = tmp_path / "pack"
     assert main(["export", "--figures", str(figs), "--out", str(out)]) == 0
-    assert (out / "attribution/efficientnet_lite0/gradcam/espresso.png").read_bytes() == twin.read_bytes()
+    assert (out / "attribution/efficientnet_lite0/neurons/stage3.png").read_bytes() == twin.read_bytes()
+    with Image.open(out / "atlas/efficientnet_lite0/stage3/0-top.png") as im, \
+            Image.open(figs / "atlas/efficientnet_lite0/stage3/0-top.webp") as shown:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im.convert("RGB")), np.asarray(shown.convert("RGB")))
+
+
+def test_hook_makes_the_png_of_a_figure_shown_with_a_download_line_that_has_none(tmp_path):
+    """Should a page show a table-only picture (no PNG from the generator) outside a table, the
+    MkDocs hook writes its PNG into the built site and links it; docs_dir stays as it was."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from generator.render import save_image
+
+    spec = importlib.util.spec_from_file_location("figures_hook", Path(__file__).resolve().parents[1] / "site_src/hooks/figures.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    docs, site = tmp_path / "docs", tmp_path / "site"
+    figs = docs / "generated/figures"
+    rel = "attribution/efficientnet_lite0/gradcam/espresso.webp"
+    save_image(np.full((20, 30, 3), 90, np.uint8), figs / rel)
+    save_image(np.full((20, 30, 3), 90, np.uint8), figs / "images/espresso.webp")
+    before = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*"))
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="generated/images/espresso.md"))
+    html = (f'<p><img alt="a" src="../figures/{rel}"></p><p><img alt="b" src="../figures/images/espresso.webp"></p>'
+            f'<table><tr><td><img alt="c" src="../figures/{rel}"></td></tr></table>')
+    out = hook.on_page_content(html, page=page, config={"docs_dir": str(docs), "site_dir": str(site)}, files=None)
+    assert out.count("Download (PNG)") == 2 and out.count("figure-dl") == 2  # none in the table cell
+    assert f'href="../figures/{rel[:-5]}.png"' in out and 'href="../figures/images/espresso.png"' in out
+    made = site / "generated/figures" / rel.replace(".webp", ".png")
+    with Image.open(made) as im:
+        assert im.format == "PNG" and im.size == (30, 20)
+    assert not (site / "generated/figures/images/espresso.png").exists()  # the generator's PNG is used there
+    assert sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*")) == before
 
 
 def test_saving_a_findings_plot_leaves_matplotlib_settings_alone(tmp_path):

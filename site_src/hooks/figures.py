@@ -1,6 +1,9 @@
 """MkDocs hook: under every generated figure, a line with its caption (what, model, photo, layer),
-the photo's credit and licence, and a download link to the full-size file (the lossless PNG
-the build writes beside each WebP figure; plots: their SVG).
+the photo's credit and licence, and a download link to the full-size figure as PNG (plots: their
+SVG). The generator writes that PNG beside the WebP for the figures the pages show this way
+(``generator.util.download_png``); a WebP figure shown with a download line that has none gets its
+PNG here, made from the WebP into the built site (nothing is written into ``docs_dir``). Pictures in
+table cells and thumbnails get no line: they link to their own page or open in the lightbox.
 
 The descriptions come from what each stage recorded when it wrote the figure
 (``generated/figures/figures.json``) and the photos' credits and models' titles
@@ -53,9 +56,10 @@ def on_page_content(html, page, config, files, **kw):
         if close:
             end = close.end()
         out.append(html[pos:end])
-        png = download_png(figures / m.group("rel"))
-        out.append(caption_html(describe(m.group("rel"), manifest), m.group("src"),
-                                png=png is not None and png.is_file()))
+        rel = m.group("rel")
+        png = download_png(figures / rel)
+        has_png = (png is not None and png.is_file()) or _png_in_site(figures / rel, config, rel)
+        out.append(caption_html(describe(rel, manifest), m.group("src"), png=has_png))
         pos = end
     out.append(html[pos:])
     return "".join(out)
@@ -63,3 +67,20 @@ def on_page_content(html, page, config, files, **kw):
 
 def _in_table(html: str, at: int) -> bool:
     return html.rfind("<td", 0, at) > html.rfind("</td>", 0, at)
+
+
+def _png_in_site(src: Path, config, rel: str) -> bool:
+    """A PNG of WebP figure ``src`` beside its copy in the built site, for a figure shown with a
+    download line that the generator wrote no PNG for (see the module's docstring); False for other
+    files."""
+    if src.suffix.lower() != ".webp" or not src.is_file():
+        return False
+    from PIL import Image
+
+    from generator.util import atomic_write_bytes, download_png_bytes
+
+    dest = (Path(config["site_dir"]) / "generated" / "figures" / rel).with_suffix(".png")
+    if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:  # once per build
+        with Image.open(src) as im:
+            atomic_write_bytes(dest, download_png_bytes(im))
+    return True
