@@ -5,7 +5,10 @@ every image that enters a registry classifier counted (by stage, by findings che
 size — which stands for the model, so the models counted together need distinct input sizes, as
 the default build's three have — and whether gradients were recorded). The counts are written to ``--counts`` (default
 ``.cache/pass_counts.json``) every minute and at the end, so a build stopped early still
-leaves the counts of what it did. Counts do not depend on the machine's load.
+leaves the counts of what it did. Counts do not depend on the machine's load. The one-image passes
+that inspect a network (folding batch norm, layer shapes, module order: ``generator.plan.SETUP``) are
+counted under the check ``setup``; shape-only passes on the meta device are not counted. The build's
+own plan (``generator/plan.py``, printed before the first stage) predicts these counts per stage.
 
 ``python bench/count_passes.py floor`` measures, per model of the counts file, the time of one
 image's forward pass (``torch.inference_mode``, batch 16) and of one forward + input-gradient
@@ -25,8 +28,6 @@ Example (a cold build of the default three models into folders of their own)::
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import json
 import statistics
 import sys
@@ -39,71 +40,34 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import models, util  # noqa: E402
-from generator.stages import findings  # noqa: E402
+from generator import models, plan, util  # noqa: E402
 
 CHECKS = ("trained_maps", "cascade_results", "faithfulness_results", "invariance_results", "fragility_results",
           "unit_results", "accuracy_results")
 
 
 def count(build_args: list[str], out: Path) -> int:
-    counts: collections.Counter = collections.Counter()
-    state = {"stage": "-", "check": "-"}
-    normalize = models.Normalize.forward
+    """Run ``python -m generator build`` with every image into a classifier counted
+    (:func:`generator.plan.count_images`, the counter the plan's tests use), dumped every minute."""
+    with plan.count_images(checks=CHECKS) as counts:
+        def dump():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            rows = [[*k, v] for k, v in sorted(counts.items())]
+            util.atomic_write_bytes(out, json.dumps(rows, indent=0).encode())
 
-    def counted(self, x):
-        grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
-        counts[(state["stage"], state["check"], int(x.shape[-1]), grad)] += int(x.shape[0])
-        return normalize(self, x)
+        def every_minute():
+            while True:
+                time.sleep(60)
+                dump()
 
-    stage_cm = util.StageTimer.stage
+        threading.Thread(target=every_minute, daemon=True).start()
+        from generator.cli import main
 
-    @contextlib.contextmanager
-    def stage(self, name):
-        prev, state["stage"], state["check"] = state["stage"], name, "-"
-        with stage_cm(self, name):
-            try:
-                yield
-            finally:
-                state["stage"] = prev
-
-    originals = {name: getattr(findings, name) for name in CHECKS}
-
-    def check(name):
-        fn = originals[name]
-
-        def wrapped(*a, **k):
-            prev, state["check"] = state["check"], name
-            try:
-                return fn(*a, **k)
-            finally:
-                state["check"] = prev
-        setattr(findings, name, wrapped)
-
-    def dump():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        util.atomic_write_bytes(out, json.dumps([[*k, v] for k, v in sorted(counts.items())], indent=0).encode())
-
-    def every_minute():
-        while True:
-            time.sleep(60)
+        try:
+            return main(["build", *build_args])
+        finally:
             dump()
-
-    models.Normalize.forward = counted
-    util.StageTimer.stage = stage
-    for name in CHECKS:
-        check(name)
-    threading.Thread(target=every_minute, daemon=True).start()
-    from generator.cli import main
-
-    try:
-        return main(["build", *build_args])
-    finally:
-        models.Normalize.forward, util.StageTimer.stage = normalize, stage_cm
-        for name, fn in originals.items():
-            setattr(findings, name, fn)
-        dump()
-        print(f"counts written to {out}", file=sys.stderr)
+            print(f"counts written to {out}", file=sys.stderr)
 
 
 def per_image_seconds(name: str, batch: int = 16, reps: int = 3) -> tuple[float, float]:

@@ -7,9 +7,15 @@ and ``PROVIDES`` / ``NEEDS`` / ``USES`` declare the artifacts it exchanges with 
 stages through ``ctx.provide`` / ``ctx.need`` / ``ctx.artifact``. The configured order
 and every stage's settings are checked before any model is loaded. Pages are written
 once at the end by :class:`generator.site.SiteWriter`.
+
+Before the first stage runs the build prints its plan (:mod:`generator.plan`: what it will download,
+each network's measured speed, each stage's counted work and estimated seconds); every stage's
+progress line carries its estimate and the build's ETA, and the page "About this build" shows the
+estimates beside the measured times.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,9 @@ from .progress import line as progress_line
 from .util import StageTimer
 
 log = logging.getLogger("generator")
+# the plan (cache-neutral) is loaded by name: this module's imports make the code fingerprint of the
+# logits (logits_chunk), which must not take in every stage and check that the plan counts
+plan_mod = importlib.import_module(f"{__package__}.plan")
 
 REHEARSAL_BANNER = ("!!! danger \"Rehearsal: random weights\"\n"
                     "    This page comes from a rehearsal build. Models whose real weights were missing ran with "
@@ -80,8 +89,10 @@ class BuildContext:
     settings: dict[str, dict] = field(default_factory=dict)
     executor: Any = field(default_factory=LocalExecutor)  # generator.executor: where chunks of model work run
     artifacts: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None  # generator.plan.Plan, made before the first stage runs
     _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _channels: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
 
     # -- inputs ----------------------------------------------------------------
     def batch(self, model: LoadedModel, items: list[ImageItem]) -> torch.Tensor:
@@ -121,6 +132,18 @@ class BuildContext:
         for name in wanted:
             model.spec.layer(name)  # raises a clear KeyError for unknown names
         return list(wanted)
+
+    # -- counting work (the stages' work(), generator.plan) ------------------------
+    def work_steps(self, n: int, chunk: int = 0, unit: int | None = None) -> list[list[int]]:
+        """The index lists in which :func:`~generator.executor.compute` computes ``n`` keys that all
+        miss the cache (``chunk``, ``unit``: as given to it); see :func:`generator.plan.work_steps`."""
+        return plan_mod.work_steps(self, n, chunk, unit)
+
+    def channels(self, model: LoadedModel) -> dict[str, int]:
+        """Output channels of every catalogued layer of ``model`` (:func:`generator.plan.layer_channels`)."""
+        if model.name not in self._channels:
+            self._channels[model.name] = plan_mod.layer_channels(model)
+        return self._channels[model.name]
 
     def stage_settings(self, stage: str) -> dict:
         """The checked settings of ``stage`` (read once from its config table)."""
@@ -223,6 +246,38 @@ def check_config(config: Config) -> dict[str, dict]:
             if hasattr(mod := stage_modules.load(name), "settings")}
 
 
+def make_plan(ctx: BuildContext, fetches: list, say=print):
+    """Calibrate every loaded model (a line each), estimate every stage (:func:`generator.plan.estimate`)
+    and print the plan; None (and one line) when it cannot be made — the build goes on without it."""
+    try:
+        speeds = {}
+        for m in ctx.models:
+            sp = speeds[m.name] = plan_mod.calibrate(m, ctx.device)
+            say(f"calibration: {m.name} forward {1e3 * sp.forward:.1f} ms/image, with gradient "
+                f"{1e3 * sp.gradient:.1f} ms/image")
+        plan = plan_mod.estimate(ctx, ctx.models, speeds)
+    except Exception as e:  # a plan never stops a build
+        say(f"plan: not made ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the build goes on "
+            f"without estimates")
+        log.debug("plan failed", exc_info=True)
+        return None
+    plan.downloads = list(fetches)
+    if plan.generator_speed is not None:
+        say(f"calibration: DGN-AM image generator {1e3 * plan.generator_speed:.1f} ms per code row")
+    for line in plan.lines():
+        say(line)
+    return plan
+
+
+def planned(plan, timer: StageTimer, names: list[str], done: int) -> str:
+    """"; plan 40 s, about 12 min left" for the stage ``names[done]`` about to start (``done`` stages
+    finished, their measured times in ``timer``); "" without a plan."""
+    if plan is None:
+        return ""
+    left = plan.eta({n: timer.times.get(n, 0.0) for n in names[:done]}, names[done:])
+    return f"; plan {plan_mod.duration(plan.seconds(names[done]))}, about {plan_mod.duration(left)} left"
+
+
 def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult:
     """Run the configured stages and write the pages. ``rehearsal=True`` (see
     :mod:`generator.rehearse`) gives missing models random weights and puts a banner on
@@ -251,6 +306,11 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
                                f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     output = OutputFolder(out)  # refuses a folder with files this tool did not write
     ctx = None
+    # what loading the models fetches, said before it happens (the data sets are read, never fetched)
+    fetches = plan_mod.downloads(config)
+    for d in fetches:
+        if d.kind == "weights" and d.fetched:
+            say(f"plan: downloads the weights of {d.name}: {d.file} ({plan_mod.size_text(d.size)})")
     try:
         with timer.stage("load models"):
             models, missing = load_models(list(b["models"]), b.get("weights_dir"), bool(b["offline"]),
@@ -264,15 +324,22 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             batch_size=int(b["batch_size"]), timer=timer, out=out, settings=settings,
         )
         ctx.executor = make_executor(b["executor"], b["ray_address"], say)
-        for i, (name, mod) in enumerate(zip(b["stages"], stages), 1):
-            progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build)")
+        with timer.stage("plan"):
+            ctx.plan = make_plan(ctx, fetches, say)
+        names = list(b["stages"])
+        for i, (name, mod) in enumerate(zip(names, stages), 1):
+            progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build"
+                          f"{planned(ctx.plan, timer, names, i - 1)})")
             with timer.stage(name):
                 mod.run(ctx)
-            progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s")
+            est = f" (plan {plan_mod.duration(ctx.plan.seconds(name))})" if ctx.plan is not None else ""
+            progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s{est}")
             missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
             if missing_artifacts:
                 raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
         with timer.stage("write pages"):
+            if ctx.plan is not None:
+                plan_mod.write_page(ctx, ctx.plan, {n: timer.times.get(n, 0.0) for n in names})
             ctx.site.finish()
             output.commit()
     except BaseException:
@@ -283,6 +350,9 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             ctx.executor.close()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses, {ctx.cache.stored} stored")
     say("time per stage:\n" + timer.summary())
+    if ctx.plan is not None:
+        spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
+        say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache), took {plan_mod.duration(spent)}")
     if skipped or missing:
         say(f"{len(skipped)} image(s) skipped, {len(missing)} model(s) without weights (see above): exit code 1")
     return BuildResult(ctx, 1 if skipped or missing else 0)

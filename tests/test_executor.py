@@ -123,7 +123,11 @@ def tiny_config(folder: Path, photos: Path, **build) -> Config:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of a build's output, less the "About this build" page (this run's clock: date, speeds, times)."""
+    from generator.plan import PAGE
+
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != PAGE}
 
 
 @pytest.fixture(scope="module")

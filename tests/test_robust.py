@@ -201,7 +201,11 @@ def _tiny(tmp_path, two_images, *extra):
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of a build's output, less the "About this build" page (this run's clock: date, speeds, times)."""
+    from generator.plan import PAGE
+
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != PAGE}
 
 
 def test_internal_error_is_exit_3_and_keeps_the_previous_output(capsys, tmp_path, two_images, monkeypatch):

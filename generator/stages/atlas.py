@@ -233,6 +233,36 @@ def _receptive_field(ctx, model, layer: str):
 # Figures and pages
 
 
+def _folder(ctx, cfg):
+    """The photo folder the atlas streams: ``[atlas].folder``, else (or when missing) the build's images."""
+    folder = ctx.config.resolve_path(cfg["folder"] or ctx.config["images"])
+    if cfg["folder"] and not folder.is_dir():
+        return ctx.config.resolve_path(ctx.config["images"]), True
+    return folder, False
+
+
+def work(ctx, model) -> dict:
+    """What this stage sends through ``model``'s classifier (``generator.plan.Work`` fields; a cold cache):
+    one forward pass per streamed photo, and — with projections — per conv layer one gradient pass per
+    unit shown (``max_channels_per_layer``) and top-k example (``min(top_k, photos)``)."""
+    cfg = ctx.stage_settings("atlas")
+    layers = _layers(ctx, model, cfg)
+    if not layers:
+        return {}
+    folder, _fallback = _folder(ctx, cfg)
+    try:
+        listing = image_folder.list_folder(folder)
+    except FileNotFoundError:
+        return {}
+    n = len(listing.subset(cfg["max_images"] or None))
+    gradient = 0
+    if cfg["projections"] and n:
+        channels, cap = ctx.channels(model), cfg["max_channels_per_layer"]
+        gradient = sum((channels[l] if cap <= 0 else min(channels[l], cap)) * min(cfg["top_k"], n) for l in layers)
+    return {"forward": n, "gradient": gradient,
+            "notes": ["atlas: photos that cannot be decoded are skipped by the stream; they are counted here"]}
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 

@@ -385,7 +385,7 @@ def work(ctx, model) -> dict:
     check by check as :func:`_measure` runs them on N probe photos (n per method: ``n_of``):
 
     * logits: N forward passes;
-    * maps: per method one explain call on its n photos × 2 classes (per cache step);
+    * maps: per method one explain call on its n photos × 2 classes (top-1 and the second class, per cache step);
     * randomisation cascade (cheap methods, then expensive ones): per measured step, per method, one
       explain call on the group's photos, on that step's randomised copy;
     * deletion/insertion: ``2·(steps − 1)`` forward passes per (photo, order) + 3 per photo and cache step
@@ -416,7 +416,7 @@ def work(ctx, model) -> dict:
     def call(name, images, photos, net=("model",)):
         calls.append({"method": name, "params": params.get(name, {}), "images": images, "photos": photos, "net": net})
 
-    for name in names:  # maps: top-1 and the low-ranked class in one call
+    for name in names:  # maps: top-1 and the second class (class_check) in one call
         for step in ctx.work_steps(n_of[name]):
             call(name, 2 * len(step), ("maps", tuple(step)))
     groups = sanity.model_groups(model)

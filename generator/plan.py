@@ -1,0 +1,746 @@
+"""The build's plan: counted work × measured speed, before the first model runs; measured beside it after.
+
+Before the first stage runs, :func:`~generator.build.run_build`
+
+1. lists what loading the models will download (:func:`downloads`: weight files not found locally,
+   with torchvision's file sizes where it publishes them; the data sets of :mod:`generator.datasets`
+   that are missing, which the build reads but does not fetch);
+2. measures each loaded network's speed on the build's device (:func:`calibrate`: a few batches of
+   random photos, forward only and forward + input gradient, on the batch-norm-folded copy the methods
+   use: a few seconds per model) and, when DGN-AM runs, the image generator's (:func:`calibrate_generator`);
+3. asks every configured stage what it will send through each classifier (``work(ctx, model)`` in
+   each module of :mod:`generator.stages`: counts derived from its settings, the photos and the
+   probe folders, the same passes ``bench/count_passes.py`` counts by hooking
+   :class:`generator.models.Normalize`) and prices it: :func:`estimate` → :class:`Plan`.
+
+The plan is printed, kept as ``ctx.plan``, gives each stage's progress line its estimate and an ETA
+(:meth:`Plan.eta`: the estimated seconds left, scaled by measured / estimated of the stages done),
+and is written with the measured time of every stage on the page "About this build"
+(:func:`write_page`, ``models/about-build.md``).
+
+A stage's ``work(ctx, model)`` returns a plain dict (stages sit above this module and never import it)
+with these keys, all optional:
+
+``forward`` / ``gradient``
+    images through ``model``'s classifier without / with gradient recording;
+``calls``
+    attribution-method calls, in the order the stage makes them: ``{"method", "params", "images",
+    "photos", "net", "check"}`` — priced here by :func:`method_work` from the method's class and
+    settings (SmoothGrad, SmoothGrad² and VarGrad share their noisy gradients through a small
+    per-network store, simulated call by call: :func:`price_calls`);
+``generator``
+    code rows through the DeePSim generator (DGN-AM, PPGN steps), priced at its measured speed;
+``via``
+    ``{model name: (forward, gradient)}``: images through *another* classifier (the DGN-AM judge,
+    the generator's encoder), priced at that network's speed;
+``logits`` / ``stores_logits``
+    the stage reads ``ctx.logits(model)`` (one forward pass per photo, paid by the first stage that
+    needs them) / records them on the side (activity: later stages then read them from the cache);
+``notes``
+    what the count cannot know in advance.
+
+What the plan does not count: cache hits (every estimate is for a cold cache: keys depend on the
+predicted classes, known only after the models ran), a network's one-image set-up passes
+(:data:`SETUP`: folding batch norm, checking a fast path, recording layer shapes or the module
+order), decoding photos, rendering figures and writing pages.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import inspect
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Collection, Iterator, Mapping, Sequence
+
+import torch
+
+from . import models, util
+from .cache import LOCK_CHUNK
+from .config import ROOT
+from .executor import chunk_size, split
+from .methods import attribution as attribution_methods
+from .methods import base, patch_forward
+from .metrics import sanity
+from .util import md_escape
+
+CACHE_NEUTRAL = True  # plans and counts; never part of a result
+
+#: an occluded copy through :mod:`~generator.methods.patch_forward` recomputes only the block its square
+#: reaches: about half of a forward pass on AlexNet, a fifth on VGG16 (the larger share is assumed)
+PATCH_SHARE = 0.5
+
+#: one-image passes that inspect a network rather than compute a result; counted apart ("setup")
+SETUP = (base.prepared, base.conv_bn_pairs, base.output_shapes, patch_forward.patch_forward, sanity.execution_order)
+
+PAGE = "models/about-build.md"
+
+
+# ------------------------------------------------------------------------------------- work
+
+
+@dataclass
+class Work:
+    """What one stage sends through one model's classifier (see the module docstring)."""
+
+    forward: int = 0     # images through the classifier without gradient
+    gradient: int = 0    # images through forward + input gradient
+    other: float = 0.0   # seconds of known work outside any classifier that no calibration prices
+    partial: int = 0     # occluded copies through patch_forward (≈ PATCH_SHARE of a forward pass each)
+    generator: int = 0   # code rows through the DeePSim generator (forward + backward)
+    via: dict[str, tuple[int, int]] = field(default_factory=dict)  # other classifiers: name → (forward, gradient)
+    notes: list[str] = field(default_factory=list)
+
+    def __add__(self, o: "Work") -> "Work":
+        via = dict(self.via)
+        for k, (f, g) in o.via.items():
+            f0, g0 = via.get(k, (0, 0))
+            via[k] = (f0 + f, g0 + g)
+        return Work(self.forward + o.forward, self.gradient + o.gradient, self.other + o.other,
+                    self.partial + o.partial, self.generator + o.generator, via,
+                    list(dict.fromkeys(self.notes + o.notes)))
+
+    @property
+    def images(self) -> int:
+        return self.forward + self.gradient + self.partial + sum(f + g for f, g in self.via.values())
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Seconds per image of one network on one device: forward only, and forward + input gradient."""
+
+    forward: float
+    gradient: float
+    batch: int = 0
+    device: str = ""
+    threads: int = 0
+
+
+def method_work(name: str, params: Mapping[str, Any], images: int, input_size: int, *, local: bool = False,
+                check: bool = False) -> Work:
+    """The passes of one call of attribution method ``name`` (settings ``params`` over its defaults) on
+    ``images`` photos of ``input_size`` px with their classes given (as every stage gives them).
+
+    saliency, deconvnet, guided backprop: one gradient pass per photo; Grad-CAM: one (its forward
+    records gradients, from the layer on); guided Grad-CAM: two (Grad-CAM + guided backprop);
+    SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo, and
+    with its self-check (``check``, the attribution stage) two forward passes per photo (F(x) and
+    F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
+    (``local``: the copies through patch_forward instead, :data:`PATCH_SHARE` of a pass each)."""
+    cls = attribution_methods.ATTRIBUTION_METHODS[name]
+    p = {**cls.defaults, **dict(params)}
+    n = int(images)
+    if issubclass(cls, attribution_methods.SmoothGrad):
+        return Work(gradient=n * int(p["samples"]))
+    if issubclass(cls, attribution_methods.IntegratedGradients):
+        return Work(gradient=n * int(p["steps"]), forward=2 * n if check else 0)
+    if issubclass(cls, attribution_methods.Occlusion):
+        win, stride = int(p["window"]), int(p["stride"])
+        positions = len(cls.positions(input_size, win, stride)) ** 2
+        return Work(forward=n, partial=n * positions) if local else Work(forward=n * (1 + positions))
+    if issubclass(cls, attribution_methods.GuidedGradCAM):
+        return Work(gradient=2 * n)
+    if issubclass(cls, (attribution_methods.GradCAM, attribution_methods._RuleGradient)):
+        return Work(gradient=n)
+    return Work(gradient=n, notes=[f"{name}: no pass count known for this method; one gradient pass per photo assumed"])
+
+
+def _local_occlusion(model) -> bool:
+    """Whether occlusion's copies run through patch_forward on ``model`` (its structure qualifies; the
+    numerical check on an example is not repeated here)."""
+    try:
+        return patch_forward._build(model.net) is not None
+    except Exception:
+        return False
+
+
+def price_calls(calls: Sequence[Mapping[str, Any]], model) -> Work:
+    """The passes of a stage's attribution-method calls, in order. SmoothGrad, SmoothGrad² and VarGrad
+    compute their noisy gradients once per (network, photos, classes, settings) and keep the last
+    ``_MOMENTS_KEEP`` per network (:func:`generator.methods.attribution.shared_moments`): a call whose
+    entry is still kept costs nothing, as in the build."""
+    keep = attribution_methods._MOMENTS_KEEP
+    stores: dict[Any, OrderedDict] = {}
+    local = _local_occlusion(model)
+    size = model.spec.input_size
+    total = Work()
+    for c in calls:
+        name, params = c["method"], c.get("params") or {}
+        cls = attribution_methods.ATTRIBUTION_METHODS[name]
+        net = c.get("net", ("model",))
+        if issubclass(cls, attribution_methods.SmoothGrad):
+            p = {**cls.defaults, **dict(params)}
+            k = (c.get("photos"), int(p["samples"]), float(p["sigma"]), int(p["seed"]))
+            store = stores.setdefault(net, OrderedDict())
+            if k in store:
+                store.move_to_end(k)
+                continue
+            store[k] = True
+            while len(store) > keep:
+                store.popitem(last=False)
+        # a wrapper around the classifier (the shift-absorbing view) is not patch_forward's kind of network
+        total = total + method_work(name, params, c["images"], size, local=local and net[0] != "shifted",
+                                    check=bool(c.get("check")))
+    return total
+
+
+def work_dict(ctx, stage: str, model) -> dict:
+    """What ``work(ctx, model)`` of stage module ``stage`` returns ({} for a stage without one)."""
+    from . import stages as stage_modules
+
+    fn = getattr(stage_modules.load(stage), "work", None)
+    return dict(fn(ctx, model) or {}) if fn is not None else {}
+
+
+def as_work(d: Mapping[str, Any], model) -> Work:
+    """A stage's work dict as a :class:`Work` for ``model``: its calls priced, passes "through another
+    network" that is ``model`` itself added to its own (the logits flags are :func:`estimate`'s)."""
+    w = Work(int(d.get("forward", 0)), int(d.get("gradient", 0)), float(d.get("other", 0.0)),
+             int(d.get("partial", 0)), int(d.get("generator", 0)),
+             {k: (int(f), int(g)) for k, (f, g) in (d.get("via") or {}).items()}, list(d.get("notes") or []))
+    if d.get("calls"):
+        w = w + price_calls(d["calls"], model)
+    own = w.via.pop(model.name, None)
+    if own:
+        w.forward, w.gradient = w.forward + own[0], w.gradient + own[1]
+    return w
+
+
+def stage_work(ctx, stage: str, model) -> Work:
+    """Stage ``stage``'s work on ``model`` as a :class:`Work`, without the logits (see :func:`estimate`)."""
+    return as_work(work_dict(ctx, stage, model), model)
+
+
+def work_steps(ctx, n: int, chunk: int = 0, unit: int | None = None) -> list[list[int]]:
+    """The index lists in which :func:`~generator.executor.compute` computes ``n`` keys that all miss
+    the cache: here ``chunk`` keys per step (0: all) and at most ``LOCK_CHUNK`` with the cache on; with
+    a distributed executor its chunks (``unit``: keys per indivisible piece, default ``batch_size``).
+    A stage's ``work()`` counts per step where the size of a step changes the passes."""
+    if n <= 0:
+        return []
+    executor = getattr(ctx, "executor", None)
+    if getattr(executor, "distributed", False):
+        return split(list(range(n)), chunk_size(executor, n, ctx.batch_size if unit is None else unit))
+    step = chunk if chunk > 0 else n
+    if ctx.cache.enabled:
+        step = min(step, LOCK_CHUNK)
+    return split(list(range(n)), step)
+
+
+def layer_channels(model) -> dict[str, int]:
+    """Output channels of every catalogued layer of ``model``: from its architecture on the meta device
+    (no computation), or the real network's body on one blank photo where that fails."""
+    spec = model.spec
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            body = models.build_architecture(spec).eval()
+        shapes = base.output_shapes(body, {l.name: body.get_submodule(l.path) for l in spec.layers}, spec.input_size)
+    except Exception:
+        shapes = base.output_shapes(model.net.body, {l.name: model.module(l.name) for l in spec.layers},
+                                    spec.input_size)
+    return {n: int(s[0]) if s else 1 for n, s in shapes.items()}
+
+
+# ------------------------------------------------------------------------------------- speed
+
+_SPEEDS: dict[tuple, Speed] = {}
+_GENERATOR_SPEEDS: dict[tuple, float] = {}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def calibrate(model, device: str | torch.device | None = None, batch: int = 8, reps: int = 3) -> Speed:
+    """Seconds per image of ``model``'s network on ``device`` (default: where the model is), on random
+    photos at its input size: forward under ``inference_mode``, and forward + gradient of a logit to
+    the input; on the batch-norm-folded copy the methods run (:func:`generator.methods.base.prepared`).
+    One warm-up round, then the median of ``reps`` rounds of one batch. Cached per (model, device, torch
+    threads, batch) in this process. Draws no number from the global random stream."""
+    device = torch.device(device) if device is not None else model.device
+    k = (model.cache_id, str(device), torch.get_num_threads(), int(batch))
+    if k in _SPEEDS:
+        return _SPEEDS[k]
+    s = model.spec.input_size
+    x = torch.rand(batch, 3, s, s, generator=torch.Generator().manual_seed(0)).to(device)
+    net = base.prepared(model.net, x[:1]).net
+    fwd, grad = [], []
+    for _ in range(max(1, reps) + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            net(x)
+        _sync(device)
+        fwd.append((time.perf_counter() - t0) / batch)
+        xi = x.clone().requires_grad_(True)
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            torch.autograd.grad(net(xi)[:, 0].sum(), xi)
+        _sync(device)
+        grad.append((time.perf_counter() - t0) / batch)
+    speed = Speed(statistics.median(fwd[1:]), statistics.median(grad[1:]), batch, str(device), torch.get_num_threads())
+    _SPEEDS[k] = speed
+    return speed
+
+
+def calibrate_generator(path: str | Path, device: str | torch.device, rows: int = 4, reps: int = 2) -> float:
+    """Seconds per code row of the DeePSim generator at ``path`` (forward + gradient to the code), as
+    DGN-AM and PPGN run it each step."""
+    from .deepsim import load_any_generator
+
+    path = Path(path)
+    device = torch.device(device)
+    k = (str(path), path.stat().st_mtime_ns, str(device), torch.get_num_threads(), rows)
+    if k in _GENERATOR_SPEEDS:
+        return _GENERATOR_SPEEDS[k]
+    G, meta = load_any_generator(path, device=str(device))
+    G = G.to(device).eval()
+    for p in G.parameters():
+        p.requires_grad_(False)
+    d = int(meta["code_stats"]["mean"].numel())
+    h0 = torch.rand(rows, d, generator=torch.Generator().manual_seed(0)).to(device)
+    times = []
+    for _ in range(max(1, reps) + 1):
+        h = h0.clone().requires_grad_(True)
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            torch.autograd.grad(G(h).float().sum(), h)
+        _sync(device)
+        times.append((time.perf_counter() - t0) / rows)
+    _GENERATOR_SPEEDS[k] = statistics.median(times[1:])
+    return _GENERATOR_SPEEDS[k]
+
+
+# ------------------------------------------------------------------------------------- downloads
+
+
+@dataclass(frozen=True)
+class Download:
+    """Something the build needs that is not here: ``kind`` "weights" or "data"; ``size`` in bytes
+    (None: not published); ``fetched``: whether this build downloads it."""
+
+    kind: str
+    name: str
+    file: str
+    size: int | None
+    fetched: bool
+    note: str = ""
+
+
+def _local_weights(spec, weights_dir) -> bool:
+    """Whether :func:`generator.models.resolve_weights` finds the file without downloading."""
+    fname = spec.weights_file
+    folder = Path(weights_dir) if weights_dir else models.default_weights_dir()
+    if fname and ((folder is not None and (folder / fname).is_file()) or (models.hub_checkpoint_dir() / fname).is_file()):
+        return True
+    if spec.packaged_weights is not None:
+        try:
+            return Path(spec.packaged_weights()).is_file()
+        except Exception:  # the package is not installed
+            return False
+    return False
+
+
+def weights_size(spec) -> int | None:
+    """Bytes of a torchvision weights file from torchvision's metadata (``_file_size``, MiB), else None."""
+    if spec.family != "torchvision" or not spec.weights_name:
+        return None
+    try:
+        import torchvision.models as tvm
+
+        meta = tvm.get_weight(spec.weights_name).meta
+    except Exception:
+        return None
+    mib = meta.get("_file_size", meta.get("file_size"))
+    return int(float(mib) * 2**20) if mib else None
+
+
+def downloads(config, names: Sequence[str] | None = None) -> list[Download]:
+    """What the build would fetch or lacks: weight files of the configured models not found locally
+    (fetched when online and the model has a URL) and the data sets of :mod:`generator.datasets` not
+    found (the build reads them but never fetches them: ``python -m generator data`` does)."""
+    b = config.build
+    offline = bool(b.get("offline")) or os.environ.get("CNNVIS_OFFLINE", "") not in ("", "0")
+    out = []
+    for name in names if names is not None else list(b["models"]):
+        try:
+            spec = models.get_spec(name)
+        except Exception:
+            continue
+        if _local_weights(spec, b.get("weights_dir") or None):
+            continue
+        fetched = bool(spec.weights_url) and not offline
+        why = "" if fetched else ("offline: not downloaded, the model is skipped" if spec.weights_url else
+                                  "no download address: the model is skipped")
+        out.append(Download("weights", spec.name, spec.weights_file or "", weights_size(spec), fetched, why))
+    try:
+        from . import datasets
+    except ImportError:  # pragma: no cover - an older checkout
+        datasets = None
+    if datasets is not None and hasattr(datasets, "status"):
+        try:
+            rows = datasets.status()
+        except Exception:
+            rows = []
+        for r in rows:
+            if not r.get("found"):
+                out.append(Download("data", str(r["name"]), str(r["name"]), int(r["size"]) if r.get("size") else None,
+                                    False, "not found: `python -m generator data` downloads it (the build does not; "
+                                           "the stages that read it fall back)"))
+    return out
+
+
+# ------------------------------------------------------------------------------------- the plan
+
+
+def duration(sec: float | None) -> str:
+    """Seconds for a person: "<1 s", "42 s", "3.5 min", "1.2 h"."""
+    if sec is None or not math.isfinite(sec):
+        return "–"
+    if sec < 1:
+        return "<1 s"
+    if sec < 100:
+        return f"{sec:.0f} s"
+    if sec < 6000:
+        return f"{sec / 60:.1f} min"
+    return f"{sec / 3600:.1f} h"
+
+
+def size_text(n: int | None) -> str:
+    """Bytes for a person: "244 MB", or "size unknown"."""
+    return "size unknown" if n is None else f"{n / 1e6:,.0f} MB"
+
+
+@dataclass
+class Row:
+    model: str
+    stage: str
+    work: Work
+    seconds: float
+
+
+@dataclass
+class Plan:
+    """Estimated seconds per (model, stage): counted work × calibrated speed."""
+
+    stages: list[str]
+    models: list[str]
+    rows: list[Row]
+    speeds: dict[str, Speed]
+    generator_speed: float | None = None
+    downloads: list[Download] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""
+
+    def seconds(self, stage: str | None = None, model: str | None = None) -> float:
+        return sum(r.seconds for r in self.rows if (stage is None or r.stage == stage)
+                   and (model is None or r.model == model))
+
+    @property
+    def total(self) -> float:
+        return self.seconds()
+
+    def row(self, model: str, stage: str) -> Row | None:
+        return next((r for r in self.rows if r.model == model and r.stage == stage), None)
+
+    def eta(self, done: Mapping[str, float], todo: Sequence[str]) -> float:
+        """Seconds left for the stages ``todo`` (not started): their estimates, scaled by measured /
+        estimated over the stages ``done`` (stage → measured seconds) when those had any estimate."""
+        est_done = sum(self.seconds(s) for s in done)
+        ratio = sum(done.values()) / est_done if est_done > 0.5 else 1.0
+        return ratio * sum(self.seconds(s) for s in todo)
+
+    # -- text ---------------------------------------------------------------
+    def lines(self) -> list[str]:
+        """The plan for the console: one line per stage (seconds per model and in all), the total."""
+        width = max([len(s) for s in self.stages] + [5])
+        cols = [m[:18] for m in self.models]
+        out = ["plan (cold cache: counted passes × the speeds measured above):",
+               f"  {'stage':<{width}}  " + "  ".join(f"{c:>18}" for c in cols) + f"  {'all models':>10}"]
+        for s in self.stages:
+            out.append(f"  {s:<{width}}  " + "  ".join(f"{duration(self.seconds(s, m)):>18}" for m in self.models)
+                       + f"  {duration(self.seconds(s)):>10}")
+        out.append(f"  {'total':<{width}}  " + "  ".join(f"{duration(self.seconds(model=m)):>18}" for m in self.models)
+                   + f"  {duration(self.total):>10}")
+        for d in self.downloads:
+            if d.kind == "weights" and d.fetched:
+                out.append(f"plan: downloads the weights of {d.name}: {d.file} ({size_text(d.size)})")
+            elif d.kind == "weights":
+                out.append(f"plan: the weights of {d.name} are missing ({d.file}, {size_text(d.size)}); {d.note}")
+            else:
+                out.append(f"plan: data set {d.name} ({size_text(d.size)}) {d.note}")
+        if not self.downloads:
+            out.append("plan: nothing to download")
+        return out
+
+    def table(self) -> str:
+        """Markdown: estimated seconds per stage and model, then the counted passes behind them."""
+        head = "| Stage | " + " | ".join(md_escape(models.title_of(m)) for m in self.models) + " | all models |\n"
+        head += "|---|" + "---:|" * (len(self.models) + 1) + "\n"
+        body = "".join(f"| {md_escape(s)} | " + " | ".join(duration(self.seconds(s, m)) for m in self.models)
+                       + f" | {duration(self.seconds(s))} |\n" for s in self.stages)
+        body += "| **total** | " + " | ".join(f"**{duration(self.seconds(model=m))}**" for m in self.models) + \
+                f" | **{duration(self.total)}** |\n"
+        passes = ("\n| Stage | Model | forward | with gradient | partial copies | generator rows | "
+                  "through other networks | estimated |\n|---|---|---:|---:|---:|---:|---|---:|\n")
+        for r in self.rows:
+            w = r.work
+            if not w.images and not w.generator and not w.other:
+                continue
+            via = ", ".join(f"{md_escape(models.title_of(k))}: {f:,} + {g:,} ∇" for k, (f, g) in w.via.items()) or "–"
+            passes += (f"| {md_escape(r.stage)} | {md_escape(models.title_of(r.model))} | {w.forward:,} | {w.gradient:,} | "
+                       f"{w.partial:,} | {w.generator:,} | {via} | {duration(r.seconds)} |\n")
+        return head + body + passes
+
+    def compare(self, times: Mapping[str, float]) -> str:
+        """Markdown: estimated beside measured seconds per stage (``times``: stage → seconds)."""
+        out = "| Stage | estimated | measured | measured / estimated |\n|---|---:|---:|---:|\n"
+        est_all = meas_all = 0.0
+        for s in self.stages:
+            est, meas = self.seconds(s), times.get(s)
+            est_all += est
+            meas_all += meas or 0.0
+            ratio = f"{meas / est:.2f}" if meas is not None and est >= 0.5 else "–"
+            out += f"| {md_escape(s)} | {duration(est)} | {duration(meas)} | {ratio} |\n"
+        ratio = f"{meas_all / est_all:.2f}" if est_all >= 0.5 else "–"
+        out += f"| **all stages** | **{duration(est_all)}** | **{duration(meas_all)}** | **{ratio}** |\n"
+        return out
+
+
+def _price(w: Work, own: Speed, speeds: Mapping[str, Speed], generator: float | None) -> float:
+    sec = w.forward * own.forward + w.gradient * own.gradient + w.partial * own.forward * PATCH_SHARE + w.other
+    for name, (f, g) in w.via.items():
+        sp = speeds.get(name, own)
+        sec += f * sp.forward + g * sp.gradient
+    if w.generator and generator is not None:
+        sec += w.generator * generator
+    return sec
+
+
+def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | None = None,
+             generator_speed: float | None = None) -> Plan:
+    """The plan of ``ctx``'s configured stages for models ``loaded`` (default ``ctx.models``): each
+    stage's :func:`stage_work` priced at ``speeds`` (model name → :class:`Speed`; measured with
+    :func:`calibrate` when not given). The logits (one forward pass per photo) go to the first stage
+    that reads them, unless a stage before it records them in the cache (activity)."""
+    loaded = list(ctx.models if loaded is None else loaded)
+    speeds = dict(speeds or {})
+    for m in loaded:
+        if m.name not in speeds:
+            speeds[m.name] = calibrate(m, ctx.device)
+    names = list(ctx.config["stages"])
+    rows: list[Row] = []
+    notes: list[str] = []
+    logits_paid: dict[str, bool] = {}
+    for stage in names:
+        for m in loaded:
+            d = work_dict(ctx, stage, m)
+            w = as_work(d, m)
+            if d.get("logits") and not logits_paid.get(m.name):
+                w = w + Work(forward=len(ctx.images))
+                logits_paid[m.name] = True
+            if d.get("stores_logits") and ctx.cache.enabled:
+                logits_paid[m.name] = True
+            rows.append(Row(m.name, stage, w, 0.0))
+    if generator_speed is None and any(r.work.generator for r in rows):
+        gpath = _generator_path(ctx)
+        if gpath is not None:
+            try:
+                generator_speed = calibrate_generator(gpath, ctx.device)
+            except Exception as e:  # an unreadable generator: the stage says so itself
+                notes.append(f"the image generator could not be timed ({type(e).__name__}): its passes are not priced")
+    for r in rows:
+        r.seconds = _price(r.work, speeds[r.model], speeds, generator_speed)
+        notes.extend(n for n in r.work.notes if n not in notes)
+    return Plan(names, [m.name for m in loaded], rows, speeds, generator_speed, notes=notes,
+                machine=machine(ctx.device), profile=ctx.config.profile)
+
+
+def _generator_path(ctx) -> Path | None:
+    s = ctx.stage_settings("dgn_am")
+    p = Path(s["generator"])
+    if not p.is_absolute():
+        p = ROOT / p
+    return p if p.is_file() else None
+
+
+def machine(device: torch.device | str) -> dict[str, Any]:
+    """What the build ran on, without names of the machine or its folders: device, processor model,
+    cores, torch threads, versions."""
+    device = torch.device(device)
+    gpu = ""
+    if device.type == "cuda":
+        try:
+            gpu = torch.cuda.get_device_name(device)
+        except Exception:
+            gpu = ""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if not cpu:
+        cpu = platform.processor() or platform.machine()
+    return {"device": str(device), "gpu": gpu, "cpu": " ".join(cpu.split()), "cores": os.cpu_count() or 0,
+            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
+            "python": platform.python_version()}
+
+
+# ------------------------------------------------------------------------------------- the page
+
+
+def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | None = None,
+                  executor: str = "local") -> str:
+    """The page "About this build": machine, profile, date, the plan and, after the build, the measured
+    time of every stage beside its estimate."""
+    m = plan.machine
+    date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    dev = f"{m.get('device', '')}" + (f" ({md_escape(m['gpu'])})" if m.get("gpu") else "")
+    text = [f"Built on {date} with the **{md_escape(plan.profile or '?')}** profile "
+            f"(`generator/profiles.py`), device {md_escape(dev)}, executor {md_escape(executor)}, on "
+            f"{md_escape(m.get('cpu', '?'))} with {m.get('cores', '?')} cores and {m.get('threads', '?')} torch "
+            f"thread(s); PyTorch {md_escape(m.get('torch', '?'))}, Python {md_escape(m.get('python', '?'))}.\n"]
+    text.append("## Estimated and measured\n")
+    if times is not None:
+        text.append("Each stage's estimate (made before the first model ran, below) beside the time it took. "
+                    "A ratio far below 1 is usually the cache: the estimate is for a cold cache, and a stage "
+                    "whose results were stored by an earlier build only reads them.\n")
+        text.append(plan.compare(times))
+    else:
+        text.append("Not measured: the build did not finish.\n")
+    text.append("\n## The plan\n")
+    text.append("Before the first stage ran, each network's speed was measured on this machine (a few batches "
+                "of random photos at its input size, forward only and forward + gradient to the input, on the "
+                "batch-norm-folded copy the methods use), and each stage counted, from its settings and the "
+                "photos, how many images it sends through each classifier (the passes `bench/count_passes.py` "
+                "counts). Estimated seconds are their product: every estimate is for a **cold cache**.\n")
+    text.append("| Model | forward | forward + input gradient |\n|---|---:|---:|\n" + "".join(
+        f"| {md_escape(models.title_of(name))} | {1e3 * sp.forward:.1f} ms/image | {1e3 * sp.gradient:.1f} ms/image |\n"
+        for name, sp in plan.speeds.items()))
+    if plan.generator_speed is not None:
+        text.append(f"\nThe DGN-AM / PPGN image generator: {1e3 * plan.generator_speed:.1f} ms per code row "
+                    f"(forward + gradient to the code).\n")
+    text.append("\n" + plan.table())
+    text.append("\n*forward*: images through the classifier without gradient; *with gradient*: forward + "
+                "backward to the input; *partial copies*: occluded copies that recompute only the part of the "
+                f"network their square reaches (counted as {PATCH_SHARE:g} of a forward pass); *generator rows*: "
+                "codes through the DGN-AM image generator; *through other networks*: the DGN-AM judge and the "
+                "generator's encoder (forward + ∇ with gradient).\n")
+    text.append("\n## Downloads\n")
+    if plan.downloads:
+        text.append("| What | Name | File | Size | Fetched by this build |\n|---|---|---|---:|---|\n" + "".join(
+            f"| {d.kind} | {md_escape(d.name)} | {md_escape(d.file)} | {size_text(d.size)} | "
+            f"{'yes' if d.fetched else 'no: ' + d.note} |\n" for d in plan.downloads))
+    else:
+        text.append("Nothing: every weight file and data set was already here.\n")
+    text.append("\n## Not counted\n")
+    notes = ["cache hits: a stage finds some results stored by an earlier build; the estimate assumes none",
+             "one-image passes that inspect a network (folding batch norm, checking occlusion's fast path, "
+             "recording layer shapes and module order): a few per model and stage",
+             "decoding and resizing photos, rendering figures, writing pages"] + plan.notes
+    text.append("".join(f"- {n}\n" for n in notes))  # the plan's own sentences (Markdown)
+    return "\n".join(text)
+
+
+def write_page(ctx, plan: Plan, times: Mapping[str, float] | None) -> None:
+    """Add the page "About this build" (:data:`PAGE`, in the Models section of the navigation)."""
+    executor = "ray" if getattr(getattr(ctx, "executor", None), "distributed", False) else "local"
+    ctx.page(PAGE, "About this build", page_markdown(plan, times, executor=executor), nav="models", order=95)
+
+
+# ------------------------------------------------------------------------------------- counting
+
+
+def _codes(fns) -> frozenset:
+    return frozenset(inspect.unwrap(f).__code__ for f in fns)
+
+
+@contextlib.contextmanager
+def count_images(stages: Collection[str] | None = None, checks: Sequence[str] = ()) -> Iterator[Counter]:
+    """Count every image that enters a registry classifier while the block runs, by patching
+    :meth:`generator.models.Normalize.forward` (the first operation of every ``Classifier``, of its
+    copies and of the encoders' and judges' networks): a ``Counter`` keyed ``(stage, check, input
+    size, with gradient)`` → images.
+
+    ``stage`` is the innermost :meth:`generator.util.StageTimer.stage` running (with ``stages``
+    given, only those names count as stages: a stage's own sub-timers are then part of it); ``check``
+    the function of :mod:`generator.stages.findings` named in ``checks`` that is running, or
+    ``"setup"`` for the one-image passes of :data:`SETUP`; "with gradient" is grad mode outside
+    inference mode. Tensors on the meta device (shapes only) are not counted."""
+    counts: Counter = Counter()
+    state = {"stage": "-", "check": "-"}
+    normalize = models.Normalize.forward
+    stage_cm = util.StageTimer.stage
+    setup = _codes(SETUP)
+
+    def in_setup() -> bool:
+        f = sys._getframe(1)
+        while f is not None:
+            if f.f_code in setup:
+                return True
+            f = f.f_back
+        return False
+
+    def counted(self, x):
+        if not x.is_meta:
+            grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+            check = "setup" if in_setup() else state["check"]
+            counts[(state["stage"], check, int(x.shape[-1]), grad)] += int(x.shape[0])
+        return normalize(self, x)
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        if stages is not None and name not in stages:
+            with stage_cm(self, name):
+                yield
+            return
+        prev = state["stage"], state["check"]
+        state["stage"], state["check"] = name, "-"
+        with stage_cm(self, name):
+            try:
+                yield
+            finally:
+                state["stage"], state["check"] = prev
+
+    findings = None
+    originals: dict[str, Any] = {}
+    if checks:
+        from .stages import findings  # noqa: F811
+
+        originals = {name: getattr(findings, name) for name in checks}
+
+    def wrap(name):
+        fn = originals[name]
+
+        @functools.wraps(fn)
+        def wrapped(*a, **k):
+            prev, state["check"] = state["check"], name
+            try:
+                return fn(*a, **k)
+            finally:
+                state["check"] = prev
+        return wrapped
+
+    models.Normalize.forward = counted
+    util.StageTimer.stage = stage
+    for name in originals:
+        setattr(findings, name, wrap(name))
+    try:
+        yield counts
+    finally:
+        models.Normalize.forward, util.StageTimer.stage = normalize, stage_cm
+        for name, fn in originals.items():
+            setattr(findings, name, fn)
