@@ -29,7 +29,9 @@ The package reads top-down in the order data flows (each layer imports only from
 6. stages       ``stages/``: glue — cache → methods/metrics → render → page sections; they
                 exchange results only through declared artifacts (see ``stages/__init__``); ``home``
                 runs last (the home page's figure and headline numbers).
-7. build, cli   ``build`` (checks config and stage order, runs the stages), ``cli`` (commands).
+7. build, cli   ``build`` (checks config and stage order, runs the stages), ``workload`` (what each stage sends
+                through each classifier, from its settings), ``plan`` (calibration × that work = the estimate
+                printed before any work, the ETA, the "About this build" page), ``cli`` (commands).
 """
 
 CACHE_NEUTRAL = True  # the package map (docstring) only

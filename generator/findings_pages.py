@@ -1,4 +1,8 @@
-"""The Findings page, its figures and the findings' sections of the method pages (pages layer).
+"""The Findings pages, their figures and the findings' sections of the method pages (pages layer).
+
+``findings/index`` leads with the answer to "is visualisation enough?" and the verdicts at a glance
+(each cell links to its check's page and the model's part of it); each check has its own page
+(:data:`CHECK_PAGES`: method, protocol, tables, figures, the notes that apply).
 
 Everything here is drawn or written from the results of the findings' checks
 (:mod:`generator.metrics`) and the summaries of :mod:`generator.metrics.verdicts`; the stage
@@ -6,6 +10,9 @@ Everything here is drawn or written from the results of the findings' checks
 A figure is drawn only when the cache holds no bytes drawn from the same data (:func:`_figure`).
 """
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from . import datasets, profiles
 from .probes import scaled
@@ -16,7 +23,7 @@ import torch
 from .cache import key
 from .metrics import bootstrap, faithfulness, plots, sanity, similarity
 from .metrics.transfer import judge_evidence
-from .metrics.verdicts import and_list, correct, cross_model, fixed, headlines
+from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines
 from .models import get_spec
 from .site import Headline
 from .util import atomic_write_bytes, download_png, stable_hash, write_bytes_if_changed
@@ -129,44 +136,121 @@ def transfer_evidence(ctx) -> dict:
     return judge_evidence(ctx.config.resolve_path(ctx.stage_settings("dgn_am")["generator"]))
 
 
+@dataclass(frozen=True)
+class CheckPage:
+    """One check's own page ``findings/<key>``: its title (also its entry in the navigation), the
+    question it answers, the section templates that make it (``findings/<template>.md.j2``), the notes
+    of "How these numbers were made" that apply to it (keys of ``method_notes.md.j2``) and its place
+    in the navigation under Findings (the index is 0)."""
+
+    key: str
+    title: str
+    question: str
+    templates: tuple[str, ...]
+    notes: tuple[str, ...]
+    order: int
+
+    @property
+    def page(self) -> str:
+        return f"findings/{self.key}"
+
+
+_COMMON_NOTES = ("settings", "expensive", "general", "reproduce")
+
+#: the check pages, in the order of the navigation
+CHECK_PAGES: tuple[CheckPage, ...] = (
+    CheckPage("randomisation", "Randomisation check", "Does the map depend on the learned weights?", ("sanity",),
+              ("photos", "maps", "randomisation", *_COMMON_NOTES), 10),
+    CheckPage("class", "Class check", "Does the map depend on the class it explains?", ("class",),
+              ("photos", "maps", "class", *_COMMON_NOTES), 20),
+    CheckPage("faithfulness", "Deletion and insertion", "Do the pixels a map ranks first matter most to the model?",
+              ("faithfulness",), ("photos", "faithful", "ties", *_COMMON_NOTES), 30),
+    CheckPage("invariance", "Input invariance", "Does a constant shift of the input that the model absorbs change the map?",
+              ("invariance",), ("photos", "maps", *_COMMON_NOTES), 40),
+    CheckPage("fragility", "Fragility", "Does a tiny perturbation that keeps the class move the map?", ("fragility",),
+              ("photos", "ties", *_COMMON_NOTES), 50),
+    CheckPage("selectivity", "Selectivity and importance", "Do the most class-selective units matter most to the network?",
+              ("units",), ("photos", "general", "reproduce"), 60),
+    CheckPage("transfer", "Transfer of class visualisations",
+              "Does another network recognise the class in a class visualisation?", ("transfer",), (), 70),
+)
+
+#: a check (a key of :data:`generator.metrics.verdicts.CHECKS`, or ``"units"``, ``"transfer"``) → its page key
+PAGE_OF: dict[str, str] = {
+    "sanity": "findings/randomisation", "top_layer": "findings/randomisation", "class": "findings/class",
+    "random": "findings/faithfulness", "centre": "findings/faithfulness", "faithfulness": "findings/faithfulness",
+    "invariance": "findings/invariance", "fragility": "findings/fragility", "units": "findings/selectivity",
+    "transfer": "findings/transfer",
+}
+
+#: the index's sections: title, template, order (the profile line: -5; data credits: 95)
+INDEX_SECTIONS = (("", "summary", 0), ("Across models", "across", 5),
+                  ("Models: size, cost and measured accuracy", "model_table", 10),
+                  ("The checks, one page each", "checks", 20),
+                  ("What the literature says about these checks", "literature", 30),
+                  ("How these numbers were made", "method_notes", 90))
+
+#: the notes of "How these numbers were made" on the index
+INDEX_NOTES = ("photos", "intervals", "verdicts", "expensive", "settings", "cost", "reproduce")
+
+
+def anchor(sm) -> str:
+    """The anchor of a model's part of a check page (``findings/randomisation.md#efficientnet_lite0``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", str(sm["model"].name))
+
+
 def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_sanity, low_rank,
                 source: str = "shared", n_of: dict | None = None, expensive=()) -> None:
-    """The Findings page's sections, each method page's findings section, and the artifacts the
-    home page reads (``findings_summaries``, ``findings_headlines``)."""
+    """The Findings index (the answer, the verdicts at a glance, the models, the check pages, the
+    literature), one page per check (:data:`CHECK_PAGES`), each method page's findings section, and
+    the artifacts the home page reads (``findings_summaries``; ``findings_headlines``: first the
+    answer, linking to the index, then each model's numbers, linking to their check pages)."""
     ctx.declare(PAGE, "Findings", order=0)
     correct(summaries)  # every verdict Holm-corrected over every model's (the summaries' lists follow)
-    link = lambda target: ctx.link(PAGE, target)  # noqa: E731
     missing = [{"name": n, "title": get_spec(n).title, "reason": r} for n, r in ctx.missing.items()]
     not_selected = [m.spec.title for m in ctx.models if m.name not in {sm["model"].name for sm in summaries}]
+    ans = answer(summaries)
+
+    def links(page: str) -> dict:
+        """The link functions of a page: ``link`` (any target under the generated folder),
+        ``method_link``, ``check_link`` (a check's page), ``index_link`` (the Findings index)."""
+        link = lambda target: ctx.link(page, target)  # noqa: E731
+        return dict(link=link, method_link=lambda n: link(f"methods/{n}"),
+                    check_link=lambda check: link(PAGE_OF[check]), index_link=link(PAGE))
+
     common = dict(s=s, names=names, titles=titles, summaries=summaries, rows=rows, missing=missing, items=items,
-                  n_sanity=n_sanity, low_rank=low_rank, link=link, command=COMMAND,
+                  n_sanity=n_sanity, low_rank=low_rank, command=COMMAND,
                   settings_used=settings_used, cross=cross_model(summaries), not_selected=not_selected,
-                  method_link=lambda n: link(f"methods/{n}"), and_list=and_list, fixed=fixed,
+                  and_list=and_list, fixed=fixed, anchor=anchor, answer=ans, check_pages=CHECK_PAGES,
                   agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
                   source=source, n_of=n_of or {}, expensive=list(expensive),
                   n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0),
                   transfer=transfer_evidence(ctx))
     ctx.provide("findings_summaries", summaries)
-    ctx.provide("findings_headlines", [Headline(*h) for h in headlines(summaries)])
-    sections = [("", "summary", 0), ("Models: size, cost and measured accuracy", "model_table", 10),
-                ("Sanity check: does the map depend on the learned weights?", "sanity", 20),
-                ("Class sensitivity: does the map depend on the class?", "class", 30),
-                ("Faithfulness: deletion and insertion", "faithfulness", 40),
-                ("Input invariance: does a constant shift of the input change the map?", "invariance", 42),
-                ("Fragility: does a tiny perturbation move the map?", "fragility", 44),
-                ("Selectivity is not importance: single units", "units", 46),
-                ("Class visualisations: does another network recognise them?", "transfer", 48),
-                ("How these numbers were made", "method_notes", 90)]
-    for title, template, order in sections:
-        ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **common), order=order)
-    ctx.section(PAGE, "Data sets: credit and terms", datasets.credits_markdown() + "\n", order=95)
+    first = answer_headline(summaries, PAGE)
+    pages = {c: PAGE_OF[c] for c in ("sanity", "class", "faithfulness")}
+    ctx.provide("findings_headlines", [Headline(*h) for h in ([first] if first else []) + headlines(summaries, pages)])
     used = {k: (s[k] if k == "accuracy_max_images" else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
     profile = ctx.config.profile_line("findings", used)
+    on_index = {**common, **links(PAGE)}
+    for title, template, order in INDEX_SECTIONS:
+        if template == "across" and not summaries:
+            continue
+        ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **on_index, notes=INDEX_NOTES), order=order)
+    ctx.section(PAGE, "Data sets: credit and terms", datasets.credits_markdown() + "\n", order=95)
+    for cp in CHECK_PAGES:
+        ctx.declare(cp.page, cp.title, order=cp.order)
+        here = {**common, **links(cp.page)}
+        ctx.section(cp.page, "", ctx.render("findings/check_page.md.j2", **here, check=cp), order=0)
+        if cp.notes:
+            ctx.section(cp.page, "How these numbers were made",
+                        ctx.render("findings/method_notes.md.j2", **here, notes=cp.notes), order=90)
     if profile:
-        ctx.section(PAGE, "", profile + "\n", order=-5)
+        for page in (PAGE, *(cp.page for cp in CHECK_PAGES)):
+            ctx.section(page, "", profile + "\n", order=-5)
     for n in names:
         page = f"methods/{n}"
         per = [(sm, next(r for r in sm["rows"] if r["name"] == n)) for sm in summaries]
         ctx.section(page, "Sanity checks and faithfulness (measured)", ctx.render(
-            "findings/method_section.md.j2", **common, name=n, per=per,
-            page_link=lambda t, page=page: ctx.link(page, t)) + (f"\n{profile}\n" if profile else ""), order=ORDER)
+            "findings/method_section.md.j2", **common, **links(page), name=n, per=per)
+            + (f"\n{profile}\n" if profile else ""), order=ORDER)

@@ -194,9 +194,9 @@ def price_calls(calls: Sequence[Mapping[str, Any]], model) -> Work:
 
 def work_dict(ctx, stage: str, model) -> dict:
     """What ``work(ctx, model)`` of stage module ``stage`` returns ({} for a stage without one)."""
-    from . import stages as stage_modules
+    from .workload import WORK
 
-    fn = getattr(stage_modules.load(stage), "work", None)
+    fn = WORK.get(stage)
     return dict(fn(ctx, model) or {}) if fn is not None else {}
 
 

@@ -16,7 +16,9 @@ separates the method from every other; else the methods are "tied" (:class:`Extr
 The per-model summary (:func:`summarise_model`) holds every per-method row and every list of
 method titles that the Findings page's sentences are filled in from; :func:`cross_model` compares
 the models, :func:`headline_numbers` is the JSON the home page may quote, :func:`headlines` its
-headline numbers, and :func:`and_list` / :func:`fixed` write numbers and lists into sentences.
+headline numbers, :func:`answer` the answer to "is visualisation enough?" that the Findings index
+leads with (:func:`answer_headline`: the home page's sentence), and :func:`and_list` / :func:`fixed`
+write numbers and lists into sentences.
 """
 from __future__ import annotations
 
@@ -463,23 +465,120 @@ def headline_numbers(summaries: Sequence, s: Mapping) -> dict:
     return out
 
 
-def headlines(summaries: Sequence) -> list[tuple[str, str, str]]:
-    """The findings' headline numbers for the home page: ``(value, label, page)`` per model, in order."""
+def headlines(summaries: Sequence, pages: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """The findings' headline numbers for the home page: ``(value, label, page)`` per model, in order.
+    ``pages``: the page key each headline links to, per check (``"sanity"``, ``"class"``,
+    ``"faithfulness"``); the Findings index where not given."""
     if summaries and all(isinstance(sm, ModelSummary) for sm in summaries):
         correct(summaries)
+    page = lambda check: (pages or {}).get(check, "findings/index")  # noqa: E731
     out = []
     for sm in summaries:
         n, title = len(sm["rows"]), sm["model"].spec.title
         few = lambda check: len(sm["few"].get(check, [])) if sm.get("few") else 0  # noqa: E731
         wait = lambda check: f" ({few(check)} not decided at this n)" if few(check) else ""  # noqa: E731
         out.append((f"{len(sm['fails'])} of {n}", f"methods fail the weight-randomisation check on {title}{wait('sanity')}",
-                    "findings/index"))
+                    page("sanity")))
         out.append((f"{len(sm['insensitive'])} of {n}",
-                    f"methods draw nearly the same map whatever the class on {title}{wait('class')}", "findings/index"))
+                    f"methods draw nearly the same map whatever the class on {title}{wait('class')}", page("class")))
         b = sm.get("best")
         if b and b.separated:
-            out.append((b.title, f"is the most faithful map (deletion and insertion) on {title}", "findings/index"))
+            out.append((b.title, f"is the most faithful map (deletion and insertion) on {title}", page("faithfulness")))
         elif b:
             out.append(("tied", f"most faithful map on {title}: {and_list([b.title, *b.tied])} are not told apart "
-                                "by a paired interval", "findings/index"))
+                                "by a paired interval", page("faithfulness")))
     return out
+
+
+#: the checks whose verdict can show a method falling short: check → (the summary's list of titles,
+#: the words after "k of n methods" for one method and for several; ``{G}``: ``faithfulness_min_gain``)
+SHORTFALLS: dict[str, tuple[str, str, str]] = {
+    "sanity": ("fails", "fails the weight-randomisation check", "fail the weight-randomisation check"),
+    "class": ("insensitive", "draws nearly the same map whatever the class",
+              "draw nearly the same map whatever the class"),
+    "random": ("not_better_than_random", "does not beat a random pixel order by {G}",
+               "do not beat a random pixel order by {G}"),
+    "invariance": ("not_invariant", "changes under a constant input shift that the model absorbs",
+                   "change under a constant input shift that the model absorbs"),
+    "fragility": ("fragile", "is moved by a tiny perturbation more than by noise of the same size",
+                  "are moved by a tiny perturbation more than by noise of the same size"),
+}
+
+
+@dataclass
+class Answer(_Fields):
+    """The answer to "is visualisation enough?", computed from the verdicts (:func:`answer`).
+
+    ``kind``: ``"no"`` (some method shown to fall short on some check of some model), ``"no_verdict"``
+    (no check reached the minimum n), ``"open"`` (none shown to fall short, some verdicts undecided),
+    ``"none_short"`` (every verdict decided, none a shortfall). ``short``: the answer in a few words;
+    ``sentence``: the rest of one sentence (lower case, no final stop); ``where``: "on <model>" or
+    "on at least one of the k measured models"; ``parts``: per check of :data:`SHORTFALLS`,
+    ``{"check", "count", "text", "brief"}`` (methods shown to fall short on at least one model; "brief"
+    without the word "methods"); ``n``: methods; ``k``: verdicts in the Holm family; ``open``/``total``: the verdicts of those
+    checks that are not decided, of all of them."""
+
+    kind: str
+    short: str
+    sentence: str
+    where: str
+    parts: list[dict]
+    n: int
+    k: int
+    open: int
+    total: int
+    min_n: int
+
+    @property
+    def shortfalls(self) -> list[dict]:
+        return [p for p in self.parts if p["count"]]
+
+
+def answer(summaries: Sequence) -> Answer | None:
+    """Is visualisation enough? The answer the numbers give, in a few words and one sentence (the
+    Findings index leads with it, the home page quotes it): "no" as soon as one method is shown to
+    fall short on one check of one model (interval clear of the threshold, Holm-corrected); otherwise
+    what is and is not decided. None without a measured model."""
+    if not summaries:
+        return None
+    if all(isinstance(sm, ModelSummary) for sm in summaries):
+        correct(summaries)
+    ru = summaries[0]["rules"]
+    titles = sorted({r["title"] for sm in summaries for r in sm["rows"]})
+    n = len(titles)
+    parts = []
+    for check, (key, one, several) in SHORTFALLS.items():
+        count = len({t for sm in summaries for t in sm[key]})
+        verb = (one if count == 1 else several).format(G=ru["faithfulness_min_gain"])
+        parts.append({"check": check, "count": count, "text": f"{count} of {n} methods {verb}",
+                      "brief": f"{count} of {n} {verb}"})
+    tests = [t for sm in summaries for r in sm["rows"] for c, t in r["tests"].items() if c in SHORTFALLS]
+    still = sum(not bootstrap.decided(t.verdict or t.raw) for t in tests)
+    k = len(family(summaries))
+    shown = [p["brief"] if i else p["text"] for i, p in enumerate(p for p in parts if p["count"])]
+    where = (f"on {summaries[0]['model'].spec.title}" if len(summaries) == 1
+             else f"on at least one of the {len(summaries)} measured models")
+    if shown:
+        kind, short = "no", "No — not on this evidence"
+        sentence = f"{where}, {and_list(shown)}"
+    elif not k:
+        kind, short = "no_verdict", "Not decided at this n"
+        sentence = (f"no check reached {ru['min_n']} photos in this build, so no verdict is given "
+                    f"(the full build decides)")
+    elif still:
+        kind, short = "open", "Not decided"
+        sentence = (f"no method is shown to fall short on any check, and {still} of {len(tests)} verdicts "
+                    f"are undecided at this n")
+    else:
+        kind, short = "none_short", "No method fell short on these checks"
+        sentence = f"each of the {len(tests)} verdicts of the checks is decided, and none is a shortfall"
+    return Answer(kind, short, sentence, where, parts, n, k, still, len(tests), int(ru["min_n"]))
+
+
+def answer_headline(summaries: Sequence, page: str = "findings/index") -> tuple[str, str, str] | None:
+    """The answer as the home page's first headline ``(value, label, page)``: value the question and
+    the short answer, label the rest of the sentence; it links to the Findings index (``page``)."""
+    a = answer(summaries)
+    if a is None:
+        return None
+    return (f"Is visualisation enough? {a.short}:", a.sentence + ".", page)

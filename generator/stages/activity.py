@@ -77,12 +77,6 @@ def _figures(ctx, model, it, res, layers) -> None:
         save_image(overlay(x, up(s["mean_map"][None])[0]).resize((112, 112)), paths[2])
 
 
-def work(ctx, model) -> dict:
-    """Images this stage sends through ``model``'s classifier (``generator.plan.Work`` fields; a cold
-    cache): one forward pass per photo, which also gives the logits it records for the later stages."""
-    return {"forward": len(ctx.images), "stores_logits": True}
-
-
 def run(ctx) -> None:
     s = ctx.stage_settings("activity")
     top_classes = s["top_classes"]

@@ -241,28 +241,6 @@ def _folder(ctx, cfg):
     return folder, False
 
 
-def work(ctx, model) -> dict:
-    """What this stage sends through ``model``'s classifier (``generator.plan.Work`` fields; a cold cache):
-    one forward pass per streamed photo, and — with projections — per conv layer one gradient pass per
-    unit shown (``max_channels_per_layer``) and top-k example (``min(top_k, photos)``)."""
-    cfg = ctx.stage_settings("atlas")
-    layers = _layers(ctx, model, cfg)
-    if not layers:
-        return {}
-    folder, _fallback = _folder(ctx, cfg)
-    try:
-        listing = image_folder.list_folder(folder)
-    except FileNotFoundError:
-        return {}
-    n = len(listing.subset(cfg["max_images"] or None))
-    gradient = 0
-    if cfg["projections"] and n:
-        channels, cap = ctx.channels(model), cfg["max_channels_per_layer"]
-        gradient = sum((channels[l] if cap <= 0 else min(channels[l], cap)) * min(cfg["top_k"], n) for l in layers)
-    return {"forward": n, "gradient": gradient,
-            "notes": ["atlas: photos that cannot be decoded are skipped by the stream; they are counted here"]}
-
-
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
@@ -275,13 +253,12 @@ def run(ctx) -> None:
     unit_images = ctx.artifact("unit_images", {})
     index_rel = "units/index.md"
     fallback_note = ""
-    folder = ctx.config.resolve_path(cfg["folder"] or ctx.config["images"])
-    if cfg["folder"] and not folder.is_dir():
-        # e.g. a fresh checkout without the research image folder: use the shipped images
-        fallback_note = (f"The configured folder {folder} does not exist here; the atlas uses the build's "
-                         f"image folder instead.")
+    folder, fell_back = _folder(ctx, cfg)
+    if fell_back:  # e.g. a fresh checkout without the data sets: the build's own photos
+        fallback_note = (f"The photo folder configured for the atlas (`[atlas] folder`) was not found when this site "
+                         f"was built, so the atlas uses the build's own photos; `{datasets.FIX}` (or `make data`) "
+                         f"fetches the labelled photo sets.")
         print(f"atlas: {fallback_note}", file=sys.stderr)
-        folder = ctx.config.resolve_path(ctx.config["images"])
     try:
         listing = image_folder.list_folder(folder)
     except FileNotFoundError as e:

@@ -240,39 +240,6 @@ def _swap_chunk(model, params: dict, copy_batch: dict, target: int, x: torch.Ten
 # stage
 
 
-def work(ctx, model) -> dict:
-    """What this stage sends through ``model``'s classifier (``generator.plan.Work`` fields; a cold cache).
-
-    * the logits of the photos (``ctx.logits``, paid by whichever stage reads them first);
-    * each method's maps: one call per batch of ``batch_size`` photos within each cache step of
-      ``chunk_images`` (as :func:`_maps` runs them), priced by the method's class
-      (:func:`generator.plan.method_work`; Integrated Gradients with its completeness check);
-    * single-neuron deconvnet, per layer: one forward pass per photo (top neurons) and, per rule,
-      one gradient pass per photo and neuron (``min(neurons, channels)``);
-    * the swap test: each ``swap_test`` method on the first two photos."""
-    s = ctx.stage_settings("attribution")
-    n = len(ctx.images)
-    calls = []
-    for name in s["methods"]:
-        check = ATTRIBUTION_METHODS[name].self_check is not None
-        for step in ctx.work_steps(n, s["chunk_images"]):
-            for b in range(0, len(step), ctx.batch_size):
-                batch = tuple(step[b : b + ctx.batch_size])
-                calls.append({"method": name, "params": s["params"][name], "images": len(batch),
-                              "photos": ("gallery", batch), "check": check})
-    forward = gradient = 0
-    k = min(max(0, s["neuron_images"]), n)
-    layers = neuron_layers(ctx, model, s["neuron_layers"]) if s["neurons"] > 0 and k else []
-    channels = ctx.channels(model) if layers else {}
-    for layer in layers:
-        forward += k
-        gradient += len(s["neuron_rules"]) * k * min(s["neurons"], channels[layer])
-    swap = [m for m in s["methods"] if ATTRIBUTION_METHODS[m].swap_test]
-    if n >= 2:
-        calls += [{"method": m, "params": s["params"][m], "images": 2, "photos": ("swap",)} for m in swap]
-    return {"forward": forward, "gradient": gradient, "calls": calls, "logits": bool(n)}
-
-
 def run(ctx) -> None:
     s = ctx.stage_settings("attribution")
     methods = s["methods"]

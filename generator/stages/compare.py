@@ -38,12 +38,6 @@ def settings(config) -> dict:
     return s
 
 
-def work(ctx, model) -> dict:
-    """Images this stage sends through ``model``'s classifier (``generator.plan.Work`` fields): none —
-    it compares the attribution stage's maps."""
-    return {}
-
-
 def run(ctx) -> None:
     s = ctx.stage_settings("compare")
     data = ctx.need("attribution_maps")

@@ -46,7 +46,7 @@ from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
 from ..methods.base import prepared
 from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
-from ..models import get_spec, load_model, resolve_weights, title_of
+from ..models import load_model, title_of
 from ..render import grid, image_tile, save_image
 from .. import datasets
 from ..cache import key
@@ -324,80 +324,6 @@ def _reconstructions(ctx, G, meta, gen_id: str, n: int) -> str | None:
                ctx.figure_path(rel, model=model.name,
                                caption="DGN-AM · the site's photos and the generator's reconstructions G(E(x))"))
     return rel
-
-
-_META: dict[tuple, dict] = {}
-
-
-def _generator_meta(path: Path) -> dict:
-    """The generator file's metadata (read once per file version)."""
-    k = (str(path), path.stat().st_mtime_ns)
-    if k not in _META:
-        _META[k] = load_any_generator(path, device="cpu")[1]
-    return _META[k]
-
-
-def _encoder_available(ctx, name: str) -> bool:
-    """Whether :func:`~generator.deepsim.ppgn.prior_encoder` finds the encoder: loaded, or its weights here."""
-    if any(m.name == name for m in ctx.models):
-        return True
-    try:
-        resolve_weights(get_spec(name), None, offline=True)
-        return True
-    except Exception:
-        return False
-
-
-def work(ctx, model) -> dict:
-    """What this stage sends through ``model``'s classifier and others (``generator.plan.Work`` fields;
-    a cold cache), with C classes, U hidden units, S = ``steps``, T = PPGN chain steps, K samples:
-
-    * DGN-AM, classes and units in one optimisation: S·(C+U) gradient passes, C+U forward (the final
-      activation) + C (class probabilities); S·(C+U) + C+U generator rows;
-    * PPGN: (T+1)·C gradient passes (the last step only evaluates), C·K forward (probabilities),
-      (T+1)·C generator rows, T·C forward passes through the encoder (the prior term, when it runs);
-    * per pixel-space baseline: S·C gradient passes, 2·C forward;
-    * the judge (another loaded model): C per picture column (DGN-AM, PPGN, each baseline) + one per
-      class photo found;
-    * the reconstructions of the build's photos through the encoder (once per build: counted on the
-      first model)."""
-    s = ctx.stage_settings("dgn_am")
-    gpath = Path(s["generator"])
-    if not gpath.is_absolute():
-        gpath = ROOT / gpath
-    if not gpath.is_file():
-        return {}
-    try:
-        meta = _generator_meta(gpath)
-    except ValueError:  # an unreadable file: the stage says so when it runs
-        return {"notes": ["dgn_am: the generator file could not be read, so its work is not counted"]}
-    enc_name = meta.get("encoder", {}).get("encoder", "efficientnet_lite0")
-    C = len(s["classes"])
-    layers = s["layers"] or [n for n in ctx.layers(model) if model.spec.layer(n).kind == "conv"]
-    channels = ctx.channels(model) if s["units_per_layer"] > 0 else {}
-    U = sum(len(s["units"][l]) if l in s["units"] else min(channels[l], s["units_per_layer"])
-            if s["units_per_layer"] > 0 else 0 for l in layers)
-    S = s["steps"]
-    pset = ppgn_settings(s)
-    T, K = pset.steps, max(1, s["ppgn_samples"])
-    forward, gradient = (C + U) + C + C * K, S * (C + U) + (T + 1) * C
-    generator_rows = S * (C + U) + (C + U) + (T + 1) * C
-    via: dict[str, list[int]] = {}
-    encoder = _encoder_available(ctx, enc_name)
-    if s["ppgn_eps1"] != 0 and encoder:
-        via.setdefault(enc_name, [0, 0])[0] += T * C
-    for _m in s["baselines"]:
-        gradient += S * C
-        forward += 2 * C
-    if s["judge"]:
-        jname, _clean = pick_judge(model.name, [m.name for m in ctx.models], exclude=(enc_name,))
-        if jname:
-            photos, _why = photo_index(ctx, s)
-            via.setdefault(jname, [0, 0])[0] += (2 + len(s["baselines"])) * C + sum(c in photos for c in s["classes"])
-    if ctx.models and model is ctx.models[0] and ctx.images and s["recon_images"] > 0 and encoder:
-        via.setdefault(enc_name, [0, 0])[0] += min(len(ctx.images), s["recon_images"])
-    return {"forward": forward, "gradient": gradient, "generator": generator_rows,
-            "via": {k: tuple(v) for k, v in via.items()}}
 
 
 def run(ctx) -> None:

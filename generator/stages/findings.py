@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from .. import findings_pages, imagenet
+from .. import findings_pages
 from ..cache import key
 from ..config import ConfigError
 from ..executor import compute
@@ -36,7 +36,7 @@ from ..methods.attribution import ATTRIBUTION_METHODS, make
 from ..metrics import class_check, faithfulness, fragility, invariance, model_table, sanity, selectivity, verdicts
 from ..metrics.verdicts import BASELINES
 from ..models import get_spec
-from ..probes import _folder_photos, labelled_files, probe_set, scaled, select_items
+from ..probes import _folder_photos, labelled_files, probe_set, scaled
 from ..util import atomic_write_bytes, stable_hash
 
 #: "findings_summaries": the per-model summaries (verdicts.ModelSummary)
@@ -358,116 +358,6 @@ def _measure(ctx, model, s, names, titles, items, expensive, n_of, n_sanity) -> 
         _say(f"findings {model.name}: seconds per 100 photos (as measured when computed): "
              + ", ".join(f"{c} {m} {100 * t / n:.0f} s" for (c, m), (t, n) in timing.per_photo.items() if n))
     return sm, accuracy, {n: m.params for n, m in methods.items()}
-
-
-def _labelled(ctx, folder: str, n: int) -> list:
-    """(path, class) of up to ``n`` photos of a labelled folder, as :func:`~generator.probes._folder_photos`
-    picks them (without reading them)."""
-    if not folder or n <= 0:
-        return []
-    path = ctx.config.resolve_path(folder)
-    return imagenet.imagefolder(path, n) if path.is_dir() else []
-
-
-def _probe_count(ctx, s: dict) -> int:
-    """How many probe photos :func:`~generator.probes.probe_set` picks (without reading them)."""
-    n = scaled(s, "images")
-    if s["image_ids"]:
-        return len(select_items(ctx, s)[:n])
-    half = len(_labelled(ctx, str(s["probe_folder"]), n // 2))
-    sample = str(s["probe_sample"])
-    rest = len(imagenet.sample_1k(ctx.config.resolve_path(sample), n - half)) if sample and n - half > 0 else 0
-    return min(n, half + rest) if half + rest else min(n, len(select_items(ctx, s)))
-
-
-def work(ctx, model) -> dict:
-    """What this stage sends through ``model``'s classifier (``generator.plan.Work`` fields; a cold cache),
-    check by check as :func:`_measure` runs them on N probe photos (n per method: ``n_of``):
-
-    * logits: N forward passes;
-    * maps: per method one explain call on its n photos × 2 classes (top-1 and the second class, per cache step);
-    * randomisation cascade (cheap methods, then expensive ones): per measured step, per method, one
-      explain call on the group's photos, on that step's randomised copy;
-    * deletion/insertion: ``2·(steps − 1)`` forward passes per (photo, order) + 3 per photo and cache step
-      (:func:`~generator.metrics.faithfulness.n_forward`; the orders: the methods and 2 baselines);
-    * invariance: per method one explain call on its photos, on the shift-absorbing copy;
-    * fragility (models with a Grad-CAM layer): per photo ``fragility_steps`` gradient passes and one
-      forward pass (the attack, shared), then per method an explain call on attacked + noisy copies —
-      of the photos the attack perturbed, counted here as all of them;
-    * units: one forward pass over the selectivity photos, then per conv layer one per photo and group
-      of ablated units (``4·batch_size // photos per batch`` units per pass);
-    * accuracy: one forward pass per photo of the accuracy folder;
-    * the model table reads ``ctx.logits`` when some build photo has a known class."""
-    s = ctx.stage_settings("findings")
-    out: dict = {"logits": any(it.imagenet_index is not None for it in ctx.images), "notes": []}
-    if s["models"] and model.name not in set(s["models"]):
-        return out
-    names = list(s["methods"]) or list(ATTRIBUTION_METHODS)
-    N = _probe_count(ctx, s)
-    if not N:
-        return out
-    expensive = [n for n in names if n in set(s["expensive_methods"])]
-    n_of = {n: min(N, scaled(s, "expensive_images") if n in expensive else N) for n in names}
-    n_sanity = {n: min(n_of[n], scaled(s, "sanity_expensive_images" if n in expensive else "sanity_images"))
-                for n in names}
-    params = s["method_params"]
-    forward, gradient, calls = N, 0, []
-
-    def call(name, images, photos, net=("model",)):
-        calls.append({"method": name, "params": params.get(name, {}), "images": images, "photos": photos, "net": net})
-
-    for name in names:  # maps: top-1 and the second class (class_check) in one call
-        for step in ctx.work_steps(n_of[name]):
-            call(name, 2 * len(step), ("maps", tuple(step)))
-    groups = sanity.model_groups(model)
-    steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
-    for g, group in enumerate(([n for n in names if n not in expensive], expensive)):
-        if not group:
-            continue
-        pairs = [(n, i) for i in range(n_sanity[group[0]]) for n in group]
-        for c, step in enumerate(ctx.work_steps(len(pairs))):
-            photos = sorted({pairs[j][1] for j in step})
-            for k in steps:
-                for name in sorted({pairs[j][0] for j in step}):
-                    call(name, len(photos), ("cascade", tuple(photos)), ("random", g, c, k))
-    n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
-    k_fai = max(n_fai.values())
-    orders = {**n_fai, **{b: k_fai for b in BASELINES}}
-    pairs = [(n, i) for i in range(k_fai) for n in [*names, *BASELINES] if i < orders[n]]
-    for step in ctx.work_steps(len(pairs)):
-        forward += faithfulness.n_forward(len(step), int(s["faithfulness_steps"]), len({pairs[j][1] for j in step}))
-    for name in names:
-        for step in ctx.work_steps(min(n_of[name], scaled(s, "invariance_images"))):
-            call(name, len(step), ("invariance", tuple(step)), ("shifted",))
-    if model.spec.gradcam_layer:
-        n = min(N, scaled(s, "fragility_images"))
-        gradient += max(0, int(s["fragility_steps"])) * n
-        forward += n
-        for name in names:
-            for step in ctx.work_steps(min(n, n_of[name])):
-                call(name, 2 * len(step), ("fragility", tuple(step)))
-        out["notes"].append("fragility: the maps of attacked and noisy photos are counted for every photo; the "
-                            "build makes them only for the photos the attack changed (98-100 % of them, measured)")
-    photos = _labelled(ctx, str(s["probe_folder"]), scaled(s, "selectivity_images"))
-    if len({c for _p, c in photos}) >= 2:
-        cap = int((ctx.settings.get("atlas") or {}).get("max_channels_per_layer", 16) or 0)
-        per = int(s["ablation_units_per_layer"])
-        P = len(photos)
-        per_pass = max(1, (4 * ctx.batch_size) // max(1, min(P, ctx.batch_size)))
-        channels = ctx.channels(model)
-        forward += P  # responses and logits, one pass shared by the layers
-        for layer in [l for l in ctx.layers(model) if model.spec.layer(l).kind == "conv"]:
-            units = channels[layer] if cap <= 0 else min(channels[layer], cap)
-            units = min(units, per) if per > 0 else units
-            forward += -(-units // per_pass) * P
-        out["notes"].append("units: a layer the ablation cannot cut (inside a skip connection) costs one pass, "
-                            "not its count")
-    folder = str(s.get("accuracy_folder") or "")
-    if folder:
-        path = ctx.config.resolve_path(folder)
-        if path.is_dir():
-            forward += len(imagenet.imagefolder(path, int(s["accuracy_max_images"]) or None))
-    return {**out, "forward": forward, "gradient": gradient, "calls": calls}
 
 
 def run(ctx) -> None:

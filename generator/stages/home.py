@@ -49,12 +49,6 @@ def home_figure(ctx) -> dict | None:
             "method_pages": [(data["titles"][m], f"methods/{m}") for m in methods]}
 
 
-def work(ctx, model) -> dict:
-    """Images this stage sends through ``model``'s classifier (``generator.plan.Work`` fields): none —
-    it draws the attribution stage's maps."""
-    return {}
-
-
 def run(ctx) -> None:
     methods = sorted(((p.order, p.title, key) for key, p in ctx.site.pages.items()
                       if key.startswith("methods/") and key != "methods/index"), key=lambda t: (t[0], t[1]))

@@ -34,12 +34,6 @@ def _layer_shapes(ctx, spec, net_body=None) -> dict:
     return compute(ctx, [k], shapes, lambda idx: (idx,), what=f"layer shapes {spec.name}", unit=1, here=True)[0]
 
 
-def work(ctx, model) -> dict:
-    """Images this stage sends through ``model``'s classifier (``generator.plan.Work`` fields): none —
-    the layer shapes come from the network's body on one blank input, not through the classifier."""
-    return {}
-
-
 def run(ctx) -> None:
     site = ctx.site
     site.declare("home", "Home")
