@@ -12,6 +12,7 @@ A figure is drawn only when the cache holds no bytes drawn from the same data (:
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 
 from . import datasets, profiles
@@ -165,11 +166,13 @@ CHECK_PAGES: tuple[CheckPage, ...] = (
               ("photos", "maps", "class", *_COMMON_NOTES), 20),
     CheckPage("faithfulness", "Deletion and insertion", "Do the pixels a map ranks first matter most to the model?",
               ("faithfulness",), ("photos", "faithful", "ties", *_COMMON_NOTES), 30),
-    CheckPage("invariance", "Input invariance", "Does a constant shift of the input that the model absorbs change the map?",
+    CheckPage("invariance", "Input invariance",
+              "Does a constant shift of the input that the model absorbs change the map?",
               ("invariance",), ("photos", "maps", *_COMMON_NOTES), 40),
     CheckPage("fragility", "Fragility", "Does a tiny perturbation that keeps the class move the map?", ("fragility",),
               ("photos", "ties", *_COMMON_NOTES), 50),
-    CheckPage("selectivity", "Selectivity and importance", "Do the most class-selective units matter most to the network?",
+    CheckPage("selectivity", "Selectivity and importance",
+              "Do the most class-selective units matter most to the network?",
               ("units",), ("photos", "general", "reproduce"), 60),
     CheckPage("transfer", "Transfer of class visualisations",
               "Does another network recognise the class in a class visualisation?", ("transfer",), (), 70),
@@ -190,8 +193,9 @@ INDEX_SECTIONS = (("", "summary", 0), ("Across models", "across", 5),
                   ("What the literature says about these checks", "literature", 30),
                   ("How these numbers were made", "method_notes", 90))
 
-#: the notes of "How these numbers were made" on the index
+#: the notes of "How these numbers were made" on the index, and the title of the fold they are in
 INDEX_NOTES = ("photos", "intervals", "verdicts", "expensive", "settings", "cost", "reproduce")
+NOTES_FOLDED = "Photos, intervals, verdicts and the Holm correction, settings, cost"
 
 
 def anchor(sm) -> str:
@@ -236,7 +240,10 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
     for title, template, order in INDEX_SECTIONS:
         if template == "across" and not summaries:
             continue
-        ctx.section(PAGE, title, ctx.render(f"findings/{template}.md.j2", **on_index, notes=INDEX_NOTES), order=order)
+        body = ctx.render(f"findings/{template}.md.j2", **on_index, notes=INDEX_NOTES)
+        if template == "method_notes":  # reference for every check: folded, so that the index stays short
+            body = f'??? info "{NOTES_FOLDED}"\n\n' + textwrap.indent(body, "    ")
+        ctx.section(PAGE, title, body, order=order)
     ctx.section(PAGE, "Data sets: credit and terms", datasets.credits_markdown() + "\n", order=95)
     for cp in CHECK_PAGES:
         ctx.declare(cp.page, cp.title, order=cp.order)
@@ -245,8 +252,8 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
         if cp.notes:
             ctx.section(cp.page, "How these numbers were made",
                         ctx.render("findings/method_notes.md.j2", **here, notes=cp.notes), order=90)
-    if profile:
-        for page in (PAGE, *(cp.page for cp in CHECK_PAGES)):
+    if profile:  # not on the transfer page: its table is measured once per generator file, not by this build
+        for page in (PAGE, *(cp.page for cp in CHECK_PAGES if cp.notes)):
             ctx.section(page, "", profile + "\n", order=-5)
     for n in names:
         page = f"methods/{n}"

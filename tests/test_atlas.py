@@ -226,7 +226,7 @@ def test_stage_pages_link_correctly_and_rerun_is_cached(tmp_path, folder):
     stage.run(ctx)
     ctx.site.finish()
     (out / "findings").mkdir(exist_ok=True)
-    (out / "findings" / "index.md").write_text("# Findings\n")  # the page the importance line links to
+    (out / "findings" / "selectivity.md").write_text("# Selectivity\n")  # the page the importance line links to
     pages = sorted(p.relative_to(out).as_posix() for p in (out / "units").rglob("*.md"))
     assert "units/toy/c1/0.md" in pages and "units/toy/c2/2.md" in pages and "units/toy/c2/index.md" in pages
     assert "units/toy/c1/3.md" not in pages  # capped at 3 channels

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import re
 
 import numpy as np
 import pytest
@@ -103,38 +104,86 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
 
     page = (ctx.out / "findings" / "index.md").read_text()
     assert page.startswith("# Findings")
-    # which profile built the numbers and its n's (here set in the test's config)
-    assert f"Built with the **{ctx.config.profile}** profile: photos per check, cheap methods 3 (set in the config)" in page
+    check = {cp.key: (ctx.out / "findings" / f"{cp.key}.md").read_text() for cp in findings_pages.CHECK_PAGES}
+    assert set(check) == {"randomisation", "class", "faithfulness", "invariance", "fragility", "selectivity", "transfer"}
+    every = [page, *check.values()]
+    # which profile built the numbers and its n's (here set in the test's config), on the index and every check page
+    profile = f"Built with the **{ctx.config.profile}** profile: photos per check, cheap methods 3 (set in the config)"
+    assert all((profile in p) == (p is not check["transfer"]) for p in every)  # transfer: measured once, elsewhere
+    # the index leads with the answer, computed (n = 3 < min_n: no verdict), then the verdicts at a glance
+    lead = page.split("## ")[0]
+    assert "**Is visualisation enough?** **Not decided at this n.**" in lead and "No —" not in page
+    assert lead.index("Is visualisation enough?") < lead.index("| Method |")
     heads = ctx.artifacts["findings_headlines"]
-    assert [h.page for h in heads] == ["findings/index"] * 3 and "on Tiny test net" in heads[0].label
+    assert [h.page for h in heads] == ["findings/index", "findings/randomisation", "findings/class", "findings/faithfulness"]
+    assert heads[0].value == "Is visualisation enough? Not decided at this n:" and "20 photos" in heads[0].label
+    assert "on Tiny test net" in heads[1].label
     # n = 3 < min_n: the numbers without verdicts, and the headline says so
-    assert heads[0].label.endswith("(10 not decided at this n)") and heads[2].value == "tied"
+    assert heads[1].label.endswith("(10 not decided at this n)") and heads[3].value == "tied"
     assert ctx.artifacts["findings_summaries"][0]["fails"] == ctx.artifacts["findings_summaries"][0].fails
-    assert "nan" not in page.lower().replace("nanmean", "")
-    # every table lists the model without weights as such
-    assert "| AlexNet | **missing** |" in page
-    assert page.count("**AlexNet**: not measured — weights missing.") == 3
+    assert all("nan" not in p.lower().replace("nanmean", "") for p in every)
+    # every cell of the glance table links to its check's page, at the model's part; every check page has that anchor
+    names = list(ATTRIBUTION_METHODS)
+    glance = [l for l in lead.splitlines() if l.startswith("| [")]
+    assert len(glance) == len(names)
+    for key in ("randomisation", "class", "faithfulness", "invariance", "fragility"):
+        assert all(f"]({key}.md#tiny_test)<br>" in l for l in glance), key
+        assert f"]({key}.md):" in lead  # the column's heading
+        assert "## Tiny test net { #tiny_test }" in check[key]
+    # the index: the model table, the check pages, the literature; nothing of the checks' own tables
+    assert "| AlexNet | **missing** |" in page and "Spearman: logits only" not in page
     assert "Not measured because their weights are missing: AlexNet" in page
+    checks = page.split("## The checks, one page each")[1].split("\n## ")[0]
+    assert [l.split("](")[1].split(")")[0] for l in checks.splitlines() if l.startswith("- [")] == [
+        f"{cp.key}.md" for cp in findings_pages.CHECK_PAGES]
+    literature = page.split("## What the literature says about these checks")[1].split("\n## ")[0]
+    for who, ref in [("Sundararajan & Taly (2018)", "1806.04205"), ("Yona & Greenfeld (2021)", "2110.14297"),
+                     ("Binder, Weber, Lapuschkin, Montavon, Müller & Samek (2023)", "CVPR 2023"),
+                     ("Hedström, Bommer, Wickstrøm, Samek, Lapuschkin & Höhne (2023)", "TMLR 2023"),
+                     ("Nie, Zhang & Patel (2018)", "ICML 2018"), ("Leavitt & Morcos (2020)", "2003.01262")]:
+        assert f"**{who}**" in literature and ref in literature, who
+    assert "Measured on this build: Guided backpropagation on Tiny test net: not enough photos ([class check](class.md#tiny_test))" in literature
+    # the navigation under Findings: the index, then the checks in order
+    nav = (ctx.out / "findings" / "SUMMARY.md").read_text().splitlines()
+    assert [l.split("](")[1][:-1] for l in nav] == ["index.md", *(f"{cp.key}.md" for cp in findings_pages.CHECK_PAGES)]
+    # no heading asserts a conclusion: the check pages' titles and sections are neutral, whatever the numbers
+    headings = [l for p in every for l in p.splitlines() if l.startswith("#")]
+    assert "# Selectivity and importance" in headings
+    assert not [h for h in headings if re.search(r"\b(not|no|fails?|insensitive|fragile|harmful|enough)\b", h, re.I)]
+    # every table lists the model without weights as such
+    for key in ("randomisation", "class", "faithfulness"):
+        assert check[key].count("**AlexNet**: not measured — weights missing.") == 1
     # the model table: measured accuracy on the 4 labelled photos, 2 classes
     row = next(l for l in page.splitlines() if l.startswith("| Tiny test net |"))
     assert "(2 classes)" in row and row.rstrip().endswith("| 4 |")
-    names = list(ATTRIBUTION_METHODS)
     for n in names:
-        assert f"(../methods/{n}.md)" in page
+        assert f"(../methods/{n}.md)" in page and f"(../methods/{n}.md)" in check["randomisation"]
         sec = (ctx.out / "methods" / f"{n}.md").read_text()
         assert "Sanity checks and faithfulness (measured)" in sec and "| AlexNet | weights missing |" in sec
+        assert "[Randomisation](../findings/randomisation.md)" in sec and "[Findings](../findings/index.md)" in sec
         assert (ctx.out / "figures" / "findings" / "tiny_test" / f"sanity-{n}.svg").read_text().lstrip().startswith("<?xml")
     for f in ("sanity.svg", "class.svg", "faithfulness.svg", "sanity-maps.webp"):
         assert (ctx.out / "figures" / "findings" / "tiny_test" / f).stat().st_size > 1000
+    # each check page: the question, a way back to the index, its notes (with the index's general ones linked)
+    for cp in findings_pages.CHECK_PAGES:
+        assert f"*{cp.question}* — [Findings](index.md)" in check[cp.key]
+        assert ("## How these numbers were made" in check[cp.key]) == bool(cp.notes)
+    assert "[How these numbers were made](index.md#how-these-numbers-were-made)" in check["randomisation"]
+    assert "- **Randomisation**: each re-initialised layer" in check["randomisation"]
+    assert "- **Randomisation**: each re-initialised layer" not in check["class"]
+    assert "## How these numbers were made" in page and "- **Verdicts**: only from at least" in page
     # cascade columns: 3 measured steps, the last one is "all layers"
-    assert "Spearman: logits only" in page and "Spearman: all layers" in page
-    # the verdict column agrees with the summary sentences
-    table = [l for l in page.split("## Sanity check")[1].split("\n## ")[0].splitlines() if l.startswith("| [")]
+    sanity = check["randomisation"]
+    assert "Spearman: logits only" in sanity and "Spearman: all layers" in sanity
+    # the verdict column agrees with the sentences above the table
+    part = sanity.split("## Tiny test net")[1]
+    table = [l for l in part.split("\n## ")[0].splitlines() if l.startswith("| [")]
     assert len(table) == len(names)
     failing = [l.split("]")[0][3:] for l in table if "**fails**" in l]
-    summary = page.split("### Across models")[0]
+    said = part.split("| Method |")[0]
     for t in failing:
-        assert t in summary.split("Randomisation check.")[1].split("they fail" if len(failing) > 1 else "it fails")[0]
+        assert t in said.split("keeps" if len(failing) == 1 else "keep")[0]
+    assert not failing and "No method is shown to fail" in said
     figures_before = {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()}
 
     # second build, same cache: no attribution, no perturbation curve, no accuracy pass, no ablation
@@ -154,6 +203,7 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     ctx2.site.finish()
     assert ctx2.cache.misses == 0 and ctx2.cache.stored == 0
     assert (ctx2.out / "findings" / "index.md").read_text() == page
+    assert all((ctx2.out / "findings" / f"{k}.md").read_text() == v for k, v in check.items())
     # figures are byte-identical (deterministic SVG/PNG)
     assert {p: p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()} == figures_before
 
@@ -196,14 +246,29 @@ def _summary(fake, s):
 TITLES = {"a": "Method A", "b": "Method B", "c": "Method C"} | verdicts.BASELINES
 
 
-def _render(s, names, titles, sm, missing=()):
+def _render(s, names, titles, sm, missing=(), template="summary", source=None, **extra):
+    """A findings template (``source``: a template's text instead) with the context write_pages gives it, links
+    as on the index (check pages side by side: ``randomisation.md``)."""
     from generator.metrics import bootstrap
 
     env = make_env()
-    return env.get_template("findings/summary.md.j2").render(
+    pages = {c: p.split("/")[1] + ".md" for c, p in findings_pages.PAGE_OF.items()}
+    whole = isinstance(sm, verdicts.ModelSummary)  # else only what a check's template reads
+    context = dict(
         s=s, names=names, titles=titles, summaries=[sm], missing=list(missing), not_selected=[], low_rank=500,
-        cross=verdicts.cross_model([sm]), and_list=verdicts.and_list, fixed=verdicts.fixed, ci=bootstrap.fmt,
-        decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n)
+        cross=verdicts.cross_model([sm]) if whole else {}, and_list=verdicts.and_list, fixed=verdicts.fixed,
+        ci=bootstrap.fmt, decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n,
+        link=lambda t: t, check_link=pages.__getitem__, index_link="index.md", anchor=findings_pages.anchor,
+        answer=verdicts.answer([sm]) if whole else None, check_pages=findings_pages.CHECK_PAGES, **extra)
+    tpl = env.from_string(source) if source is not None else env.get_template(f"findings/{template}.md.j2")
+    return tpl.render(**context)
+
+
+def _lines(s, titles, sm, *checks):
+    """The sentences at the top of a model's part of the check pages (findings/lines.md.j2)."""
+    macros = "".join(f"{{{{ lines.{c}(one) }}}}\n" for c in checks)
+    return _render(s, list(titles), titles, sm, source='{% import "findings/lines.md.j2" as lines with context %}' + macros,
+                   one=sm)
 
 
 def test_statements_follow_the_numbers():
@@ -218,6 +283,14 @@ def test_statements_follow_the_numbers():
         ("1 of 3", "methods fail the weight-randomisation check on Net", "findings/index"),
         ("1 of 3", "methods draw nearly the same map whatever the class on Net", "findings/index"),
         ("Method B", "is the most faithful map (deletion and insertion) on Net", "findings/index")]
+    assert [h[2] for h in verdicts.headlines([sm], {"sanity": "findings/randomisation", "faithfulness": "f"})] == [
+        "findings/randomisation", "findings/index", "f"]
+    # the answer the index leads with and the home page quotes, in one sentence
+    assert verdicts.answer_headline([sm]) == (
+        "Is visualisation enough? No — not on this evidence:",
+        "on Net, 1 of 3 methods fails the weight-randomisation check, 1 of 3 draws nearly the same map whatever the "
+        "class, 1 of 3 changes under a constant input shift that the model absorbs and 1 of 3 is moved by a tiny "
+        "perturbation more than by noise of the same size.", "findings/index")
     assert sm["fails"] == ["Method A"] and sm["passes"] == ["Method B"]
     assert sm["sanity_undecided"] == ["Method C"]  # mean 0.5 ± 0.01 straddles the threshold 0.5
     assert sm["ignores_top"] == ["Method A"]  # 0.95 ≥ 0.9 with only the logits random
@@ -233,21 +306,38 @@ def test_statements_follow_the_numbers():
     row = sm["rows"][0]
     assert row["cascade_mean"].n == 20 and row["cascade_mean"].lo <= row["cascade_mean"].mean <= row["cascade_mean"].hi
     text = _render(s, ["a", "b", "c"], titles, sm, missing=[{"title": "VGG16"}])
-    glance = text.split("The brief of this site")[0]
-    assert "| Method |" in glance and "**fails**" in glance and "undecided at n = 20" in glance  # table first
-    assert "Method A keeps a rank" in text
-    assert "Passing (interval below 0.5): Method B." in text
-    assert "Undecided: Method C." in text
-    assert "Yet Method A beats random" in text
-    assert "**No — not on this evidence.**" in text and "1 of 3 methods fail the randomisation check" in text
-    assert "Only Net could be measured" in text and "VGG16" in text
+    assert text.startswith("**Is visualisation enough?** **No — not on this evidence.**")
+    assert ("[1 of 3 methods fails the weight-randomisation check](randomisation.md), "
+            "[1 of 3 methods draws nearly the same map whatever the class](class.md), "
+            "[0 of 3 methods do not beat a random pixel order by 0.02](faithfulness.md)") in text
+    assert text.index("Is visualisation enough?") < text.index("| Method |") < text.index("The brief of this site")
+    glance = [l for l in text.splitlines() if l.startswith("| [Method")]
+    assert glance[0].count("](randomisation.md#net)<br>") == 1 and "[**fails**](randomisation.md#net)" in glance[0]
+    assert "undecided at n = 20" in text  # Method C's randomisation cell
+    lines = _lines(s, titles, sm, "sanity", "class_", "faithfulness", "invariance", "fragility")
+    assert "Method A keeps a rank" in lines
+    assert "Passing (interval below 0.5): Method B." in lines
+    assert "Undecided: Method C." in lines
+    assert "Yet Method A beats random" in lines and "[randomisation](randomisation.md#net)" in lines
+    across = _render(s, ["a", "b", "c"], titles, sm, missing=[{"title": "VGG16"}], template="across")
+    assert "Only Net could be measured" in across and "VGG16" in across
 
-    # the opposite data give the opposite sentences
+    # the opposite data give the opposite sentences: every verdict decided, none a shortfall
     sm = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0], "b": [0.1, 0.0, 0.0]}, {"a": 0.1, "b": 0.2},
                         {"a": 0.1, "b": 0.05}, {"a": 0.7, "b": 0.8}), s)
     text = _render(s, ["a", "b"], titles, sm)
-    assert "No method is shown to fail" in text and "No method is shown to be class-insensitive" in text
-    assert "**Not without checks.**" in text and "No —" not in text and "Yet " not in text
+    lines = _lines(s, titles, sm, "sanity", "class_", "faithfulness")
+    assert "No method is shown to fail" in lines and "No method is shown to be class-insensitive" in lines
+    assert "**Is visualisation enough?** **No method fell short on these checks.**" in text
+    assert "No —" not in text and "Yet " not in lines
+    assert verdicts.answer([sm]).kind == "none_short" and verdicts.answer([sm]).shortfalls == []
+
+    # no shortfall shown, one verdict undecided: "not decided", never a pass
+    sm = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.8}, {"a": 0.1}, {"a": 0.7}), s)
+    text = _render(s, ["a"], titles, sm)
+    assert "**Is visualisation enough?** **Not decided.**" in text and "1 of 5 verdicts\nis undecided at this n" in text
+    assert verdicts.answer_headline([sm])[1] == ("no method is shown to fall short on any check, and 1 of 5 verdicts "
+                                                 "is undecided at this n.")
 
     # too few photos: no verdict at all, the numbers and "the full build decides"
     sm = _summary(_fake("Net", {"a": [0.95, 0.8, 0.6]}, {"a": 0.97}, {"a": 0.25}, {"a": 0.35}, n=19), s)
@@ -255,8 +345,46 @@ def test_statements_follow_the_numbers():
     assert sm["rows"][0]["sanity_verdict"] == "not enough photos (n = 19 < 20): the full build decides"
     assert sm["family"]["k"] == 0
     text = _render(s, ["a"], titles, sm)
-    assert "**Not decided at this n.**" in text and "No —" not in text
-    assert "Not enough photos for a verdict (n < 20; the full build decides): Method A." in text
+    assert "**Is visualisation enough?** **Not decided at this n.**" in text and "No —" not in text
+    assert "](randomisation.md#net)<br>0.78 [" in text and "[not enough photos](randomisation.md#net)" in text
+    assert ("Not enough photos for a verdict (n < 20; the full build decides): Method A."
+            in _lines(s, titles, sm, "sanity"))
+    assert verdicts.answer([]) is None and verdicts.answer_headline([]) is None
+
+
+def test_selectivity_sentences_and_heading_follow_the_numbers():
+    """The selectivity page's heading is neutral (it asserted "is not importance" whatever the numbers); the
+    sentence per layer is computed from the rank correlation's interval, on both sides."""
+    s = findings.settings(Config({}))
+    sel = torch.linspace(0.05, 0.95, 30)
+    noise = torch.from_numpy(np.random.default_rng(0).normal(0, 0.01, 30)).float()
+    layers = {"high": sel * 0.2 + noise, "low": -sel * 0.2 + noise,
+              "none": torch.from_numpy(np.random.default_rng(1).permutation(sel.numpy())).float() * 0.2}
+    units = selectivity.Units(n=40, n_classes=4, layers={
+        name: selectivity.layer_summary(selectivity.LayerUnits(
+            seconds=0.0, channels=list(range(30)), selectivity=sel, preferred=torch.zeros(30, dtype=torch.long),
+            acc_drop=drop.abs() / 10, prob_drop=drop, base_acc=0.8), seed=0) for name, drop in layers.items()})
+    rho = {name: u.rho for name, u in units.layers.items()}
+    assert rho["high"].lo > 0.5 and rho["low"].hi < -0.5 and rho["none"].lo < 0 < rho["none"].hi
+
+    class M:
+        name = "net"
+
+        class spec:
+            title = "Net"
+
+    sm = {"model": M, "units": units, "figures": {"units": "figures/findings/net/selectivity.svg"}}
+    text = _render(s, ["a"], TITLES, sm, template="units")
+    said = {l.split("**")[1]: l + next(iter(text.split(l)[1:]), "").split("\n")[1] for l in text.splitlines()
+            if l.startswith("- **")}
+    assert "the more class-selective units cost more when ablated" in said["high"]
+    assert "cost *less* when ablated" in said["low"]
+    assert "no relation between selectivity and ablation cost is shown" in said["none"]
+    assert "## Net { #net }" in text
+    # the heading (the page's title) claims nothing either way, whatever the correlation
+    title = next(cp.title for cp in findings_pages.CHECK_PAGES if cp.key == "selectivity")
+    assert title == "Selectivity and importance"
+    assert not re.search(r"\b(not|no|is)\b", title + " ".join(l for l in text.splitlines() if l.startswith("#")))
 
 
 def test_cross_model_agreement():
@@ -294,7 +422,8 @@ def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):
         ctx.config.data["findings"]["methods"] = ["saliency", "guided_backprop", "smoothgrad", "gradcam"]
         findings.run(ctx)
         ctx.site.finish()
-        text = (ctx.out / "findings" / "index.md").read_text()
+        text = "".join((ctx.out / "findings" / f"{k}.md").read_text()
+                       for k in ["index", *(cp.key for cp in findings_pages.CHECK_PAGES)])
         # compute times are measurements of this machine, not results
         pages.append("\n".join(l for l in text.splitlines() if " s, " not in l and "(total" not in l))
         figs.append({p.relative_to(ctx.out): p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()})
@@ -360,12 +489,17 @@ def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_
     s = findings.settings(Config({}))
     titles = TITLES
     sm = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.1}, {"a": 0.1}, {"a": 0.7}), s)
-    from generator.metrics import bootstrap
-    summ = env.get_template("findings/summary.md.j2").render(
-        s=s, names=["a"], titles=titles, summaries=[sm], missing=[], not_selected=[], low_rank=500,
-        cross=verdicts.cross_model([sm]), and_list=verdicts.and_list, fixed=verdicts.fixed, ci=bootstrap.fmt,
-        decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n, transfer=tr)
-    assert "(top-5 rate): DGN-AM 50 %, PPGN samples 88 %, pixel-space plain 0 %, against 100 % for real photos of the classes (intervals" in summ
+    from generator.metrics.bootstrap import Interval
+    summ = " ".join(_render(s, ["a"], titles, sm, transfer=tr).split())
+    assert ("[Class visualisations](transfer.md), pictures optimised to raise a class's probability in the network that "
+            "made them, are recognised by a different network (top-5 rate): DGN-AM 50 %, PPGN samples 88 %, pixel-space "
+            "plain 0 %, against 100 % for real photos of the classes — each below the photos' rate, with the 95 % "
+            "intervals apart: the maker's own confidence did not carry over to another network.") in summ
+    # where an interval reaches the photos', no such conclusion
+    near = {**tr, "by_key": {**by, "photo": {**by["photo"], "top5": Interval(0.6, 0.4, 0.8, 40)}}}
+    summ = " ".join(_render(s, ["a"], titles, sm, transfer=near).split())
+    assert "against 60 % for real photos of the classes (intervals and n on its page)." in summ
+    assert "did not carry over" not in summ
     # a table measured with another generator file is not shown as this one's
     gen.write_bytes(b"retrained generator")
     assert "another generator file" in page(findings_pages.transfer_evidence(ctx))

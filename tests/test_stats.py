@@ -188,13 +188,27 @@ def fake(methods: dict, n: int = N, model: str = "Net", s: dict | None = None):
                                     invariance=inv, fragility=fr, settings=s or S, expensive=[])
 
 
+#: each model's sentences as the check pages print them (findings/lines.md.j2), one bullet per check
+_PER_MODEL = ('{% import "findings/lines.md.j2" as lines with context %}{% for sm in summaries %}\n### {{ sm.model.spec.title }}\n'
+              + "".join(f"- **{head}**\n{{{{ lines.{macro}(sm) }}}}" for head, macro in [
+                  ("Randomisation check", "sanity"), ("Class sensitivity", "class_"), ("Faithfulness", "faithfulness"),
+                  ("Input invariance", "invariance"), ("Fragility", "fragility")]) + "{% endfor %}\n")
+
+
 def render(*summaries) -> str:
+    """The findings' sentences: each model's per check (the check pages), the index's answer and
+    verdicts at a glance (summary.md.j2) and its "Across models"."""
     sms = list(summaries)
     names = sorted({r["name"] for sm in sms for r in sm.rows})
-    return make_env().get_template("findings/summary.md.j2").render(
+    env = make_env()
+    context = dict(
         s=S, names=names, titles=TITLES, summaries=sms, missing=[], not_selected=[], low_rank=500,
         cross=verdicts.cross_model(sms), and_list=verdicts.and_list, fixed=verdicts.fixed, ci=bootstrap.fmt,
-        decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n)
+        decided=bootstrap.decided, source="shared", expensive=[], items=[], method_link=lambda n: n,
+        link=lambda t: t, check_link=lambda c: c, index_link="index.md", anchor=lambda sm: sm["model"].name,
+        answer=verdicts.answer(sms))
+    return "".join([env.from_string(_PER_MODEL).render(**context),
+                    *(env.get_template(f"findings/{t}.md.j2").render(**context) for t in ("summary", "across"))])
 
 
 def bullet(text: str, head: str) -> str:
@@ -255,7 +269,7 @@ CASES = {
     "fragility_undecided": ("fragility_undecided", dict(a=dict(frag=(0.7 - straddle(0.1), 0.7))),
                             dict(a=dict(frag=(0.7 - straddle(0.1) + 0.5, 0.7))), "Fragility", "Undecided: Method A.", None),
     "conclusion": ("conclusion", dict(a=dict(cascade=(0.7, 0.7, 0.7))), dict(a=dict()), None,
-                   "**No — not on this evidence.**", "**Not without checks.**"),
+                   "**No — not on this evidence.**", "**No method fell short on these checks.**"),
 }
 #: "not enough photos" per check: n = min_n − 1 prints it, n = min_n does not
 FEW = {"few.sanity": "Randomisation", "few.class": "Class", "few.random": "Faithfulness",
@@ -380,7 +394,8 @@ def test_across_models_sentences_flip():
 
 
 def test_every_verdict_list_the_summary_prints_has_a_flip_test():
-    text = (Path(findings.__file__).parents[1] / "templates" / "findings" / "summary.md.j2").read_text()
+    folder = Path(findings.__file__).parents[1] / "templates" / "findings"
+    text = "".join((folder / f"{t}.md.j2").read_text() for t in ("lines", "summary", "glance", "across"))
     used = set()
     for obj, name, sub in re.findall(r"\b(sm|cr|fam)\.(\w+)(?:\.(\w+))?", text):
         used.add(f"few.{sub}" if name == "few" and sub else name)

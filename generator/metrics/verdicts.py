@@ -515,8 +515,8 @@ class Answer(_Fields):
     ``sentence``: the rest of one sentence (lower case, no final stop); ``where``: "on <model>" or
     "on at least one of the k measured models"; ``parts``: per check of :data:`SHORTFALLS`,
     ``{"check", "count", "text", "brief"}`` (methods shown to fall short on at least one model; "brief"
-    without the word "methods"); ``n``: methods; ``k``: verdicts in the Holm family; ``open``/``total``: the verdicts of those
-    checks that are not decided, of all of them."""
+    without the word "methods"); ``n``: methods; ``k``: verdicts in the Holm family; ``open``/``total``:
+    the verdicts of those checks that are not decided, of all of them; ``min_n``: the minimum n."""
 
     kind: str
     short: str
@@ -568,7 +568,7 @@ def answer(summaries: Sequence) -> Answer | None:
     elif still:
         kind, short = "open", "Not decided"
         sentence = (f"no method is shown to fall short on any check, and {still} of {len(tests)} verdicts "
-                    f"are undecided at this n")
+                    f"{'is' if still == 1 else 'are'} undecided at this n")
     else:
         kind, short = "none_short", "No method fell short on these checks"
         sentence = f"each of the {len(tests)} verdicts of the checks is decided, and none is a shortfall"

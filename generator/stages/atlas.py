@@ -336,7 +336,7 @@ def run(ctx) -> None:
                     link=link, unit_page=lambda cc: posix_name(unit_page(model.name, layer, cc)),
                     layer_link=link(lp), method_link=link("methods/atlas.md"),
                     importance=ctx.artifact("unit_importance", {}).get((model.name, layer, c)),
-                    findings_link=link("findings/index.md")))
+                    findings_link=link("findings/selectivity.md")))
             ctx.page(lp, f"{model.spec.title} · {layer}", ctx.render(
                 "atlas/layer.md.j2", model=model, layer=layer, units=units, n_channels=C, cap=cap, rf=rf,
                 folder_name=folder_name, n_images=n_seen, k=cfg["top_k"],

@@ -20,9 +20,21 @@ HOME_PHOTOS = 3   # photos in the home figure with one model; two when several m
 HOME_MODELS = 3
 
 
+ANSWER_PAGE = "findings/index"  # the findings' headline that links here is their one-sentence answer
+
+
+def answer(ctx):
+    """The findings' answer to "is visualisation enough?" (:func:`generator.metrics.verdicts.answer_headline`):
+    their headline that links to the Findings index; None when none does."""
+    return next((h for h in ctx.artifact("findings_headlines") or [] if h.page == ANSWER_PAGE), None)
+
+
 def headlines(ctx) -> list:
-    """The home page's headline numbers, in order: the findings' first, then the comparison's."""
-    return [*(ctx.artifact("findings_headlines") or []), *(ctx.artifact("compare_headlines") or [])]
+    """The home page's headline numbers, in order: the findings' first, then the comparison's (the
+    findings' answer aside: it is the sentence above them)."""
+    first = answer(ctx)
+    return [*(h for h in ctx.artifact("findings_headlines") or [] if h is not first),
+            *(ctx.artifact("compare_headlines") or [])]
 
 
 def home_figure(ctx) -> dict | None:
@@ -59,5 +71,9 @@ def run(ctx) -> None:
             f"- [{md_escape(title)}]({ctx.link('methods/index', key)})" for _o, title, key in methods) + "\n", order=5)
     if "home" not in ctx.site.pages:
         return
+    a = answer(ctx)
+    if a is not None:  # the headline: the findings' answer in one sentence, above the figure and the numbers
+        ctx.section("home", "", f"**{md_escape(a.value)}** {md_escape(a.label.rstrip('.'))} "
+                                f"([the findings]({ctx.link('home', a.page)})).\n", order=ORDER - 1)
     ctx.section("home", "", ctx.render("overview/home_top.md.j2", figure=home_figure(ctx), headlines=headlines(ctx),
                                        link=lambda t: ctx.link("home", t)), order=ORDER)
