@@ -485,8 +485,9 @@ def headlines(summaries: Sequence, pages: Mapping[str, str] | None = None) -> li
         if b and b.separated:
             out.append((b.title, f"is the most faithful map (deletion and insertion) on {title}", page("faithfulness")))
         elif b:
-            out.append(("tied", f"most faithful map on {title}: {and_list([b.title, *b.tied])} are not told apart "
-                                "by a paired interval", page("faithfulness")))
+            k = 1 + len(b.tied)
+            out.append(("tied", f"most faithful map on {title}: {k} methods are not told apart by a paired interval"
+                                + (f" ({and_list([b.title, *b.tied])})" if k <= 3 else ""), page("faithfulness")))
     return out
 
 
