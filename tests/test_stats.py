@@ -482,3 +482,22 @@ def test_second_class_is_a_seeded_random_class_never_the_top1():
         class_check.targets_of(logits[:2], 3).tolist()
     with pytest.raises(ValueError, match="class_check"):
         class_check.second_class(logits, "rank500", 500, 0, ids)
+
+
+def test_input_invariance_true_by_construction_is_shown_but_not_counted(monkeypatch):
+    """Kindermans et al. 2017: Integrated Gradients with a fixed black baseline (and occlusion with a fixed
+    fill) cannot be input-invariant by definition: the page shows the numbers and says so; no verdict,
+    no entry in the Holm family, not among the 'not invariant' methods."""
+    monkeypatch.setitem(TITLES, "integrated_gradients", "Integrated Gradients")
+    sm = fake({"integrated_gradients": dict(inv=0.2), "a": dict(inv=0.2)})
+    rows = {r["name"]: r for r in sm.rows}
+    assert rows["integrated_gradients"]["invariance_verdict"] == verdicts.BY_CONSTRUCTION
+    assert "black baseline" in rows["integrated_gradients"]["by_construction"]
+    assert rows["a"]["invariance_verdict"] == "not invariant"  # the same numbers on an ordinary method: a verdict
+    assert sm.not_invariant == ["Method A"]
+    fam = verdicts.family([sm])
+    assert not any(t is rows["integrated_gradients"]["tests"]["invariance"] for t in fam)
+    # with a baseline that is not black, the check is a real one again
+    s = {**S, "method_params": {"integrated_gradients": {"baseline": "blur"}}}
+    sm2 = fake({"integrated_gradients": dict(inv=0.2)}, s=s)
+    assert sm2.rows[0]["invariance_verdict"] == "not invariant"

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..methods.attribution import ATTRIBUTION_METHODS
 from . import bootstrap
 from .bootstrap import Interval
 from .class_check import NO_MAP_EPSILON, ClassSensitivity
@@ -273,6 +274,26 @@ class ModelSummary(_Fields):
     figures: dict[str, str] = field(default_factory=dict)  # figure name → path under the generated folder
 
 
+BY_CONSTRUCTION = "not invariant by construction (not evidence)"
+
+
+def by_construction(name: str, s: Mapping) -> str:
+    """Why method ``name`` with the findings' settings ``s`` cannot be input-invariant *by definition*
+    (Kindermans et al. 2017: a reference point that does not move with the input), or "": such a result is
+    shown as true by construction and is not counted as evidence (nor tested, nor in the Holm family)."""
+    params = {**_method_defaults(name), **dict((s.get("method_params") or {}).get(name, {}))}
+    if name == "integrated_gradients" and str(params.get("baseline", "black")) in ("black", "zeros", "zero"):
+        return "its black baseline stays where it is when the input shifts; a baseline shifted with the input is the remedy"
+    if name == "occlusion":
+        return f"its fixed grey fill ({params.get('fill', 0.5)}) stays where it is when the input shifts"
+    return ""
+
+
+def _method_defaults(name: str) -> dict:
+    cls = ATTRIBUTION_METHODS.get(name)
+    return {**getattr(cls, "defaults", {}), **getattr(cls, "findings_params", {})} if cls else {}
+
+
 def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSensitivity, fai: Faithfulness,
          inv: Invariance, frag: Fragility, s: Mapping) -> dict:
     """One method's intervals and tests (verdicts: :func:`correct`)."""
@@ -292,6 +313,11 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
              "invariance": T("invariance", inv.spearman)}
     if cascade.steps and cascade.steps[0] == 1 and cascade.n_groups > 1:
         tests["top_layer"] = T("top_layer", np.asarray(c.spearman)[0])
+    why = by_construction(name, s)
+    if why:  # measured and shown, never a verdict: no p-value, so not in the Holm family
+        t = tests["invariance"]
+        t.raw = t.verdict = BY_CONSTRUCTION
+        t.p = float("nan")
     r = {"name": name, "title": title, "expensive": expensive, "tests": tests,
          "cascade": [_ci(v, seed) for v in c.spearman],
          "last": {m: _ci(getattr(c, m)[-1], seed) for m in METRICS},
@@ -308,6 +334,7 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
         r["fragility_attack"] = _ci(fr.attack, seed)
         r["fragility_noise"] = _ci(fr.noise, seed)
         r["fragility_drop"] = tests["fragility"].interval
+    r["by_construction"] = why
     r["fragility_verdict"] = "not measured"
     if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
         tests["class"].raw = tests["class"].verdict = NO_MAP
