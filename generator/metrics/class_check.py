@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -131,3 +131,17 @@ def class_sensitivity(maps: torch.Tensor) -> ClassSensitivity:
     """N×K×H×W maps (top-1 first, the second class second) → their similarity and spreads per photo."""
     return ClassSensitivity(**{k: v.numpy() for k, v in compare(maps[:, 0], maps[:, 1]).items()},
                             spread=spreads(maps[:, :2]))
+
+
+def sensitivity_task(maps: list[torch.Tensor]) -> list[dict]:
+    """:func:`class_sensitivity` of each N×2×H×W ``maps`` tensor, as tensors (a cached value), in order."""
+    out = []
+    for m in maps:
+        c = class_sensitivity(m)
+        out.append({f.name: torch.from_numpy(np.ascontiguousarray(getattr(c, f.name))) for f in fields(c)})
+    return out
+
+
+def sensitivity_of(cached: dict) -> ClassSensitivity:
+    """The :class:`ClassSensitivity` of a :func:`sensitivity_task` result."""
+    return ClassSensitivity(**{k: v.numpy() for k, v in cached.items()})

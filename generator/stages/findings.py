@@ -21,6 +21,7 @@ Config: ``[findings]`` in data/config.toml, keys and defaults in :data:`DEFAULTS
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -330,7 +331,11 @@ def _measure(ctx, model, s, names, titles, items, expensive, n_of, n_sanity) -> 
     top1 = targets[:, 0]
     methods = {n: make(n, model, batch_size=ctx.batch_size, **s["method_params"].get(n, {})) for n in names}
     maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s)
-    cls = {n: class_check.class_sensitivity(maps[n]) for n in names}
+    digest = {n: hashlib.sha256(maps[n].contiguous().numpy().tobytes()).hexdigest() for n in names}
+    cls = dict(zip(names, map(class_check.sensitivity_of, compute(
+        ctx, [key("findings-class", model=model, code=class_check.sensitivity_task, method=n, maps=digest[n])
+              for n in names], class_check.sensitivity_task, lambda idx: ([maps[names[i]] for i in idx],),
+        what=f"findings class check {model.name}", unit=1, bar_unit="method"))))
     cascade = None
     for group in ([n for n in names if n not in expensive], expensive):
         if group:
