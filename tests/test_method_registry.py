@@ -85,7 +85,7 @@ def test_a_registered_method_appears_everywhere(tmp_path, monkeypatch):
     index = (out / "findings" / "index.md").read_text()
     assert "[Toy gradient](../methods/toy_grad.md)" in index
     assert "Toy gradient: `scale = 3.0`" in index
-    section = index.split("## Sanity check")[1].split("\n## ")[0]
+    section = (out / "findings" / "randomisation.md").read_text().split("\n## How these numbers")[0]
     sanity = [line for line in section.splitlines() if line.startswith("| [")]
     assert [line.split("]")[0][3:] for line in sanity] == ["Saliency (gradient)", "Toy gradient"]
     assert (out / "figures" / "findings" / "tiny_test" / "sanity-toy_grad.svg").is_file()
