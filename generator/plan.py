@@ -82,6 +82,8 @@ PATCH_SHARE = 0.5
 SETUP = (base.prepared, base.conv_bn_pairs, base.output_shapes, patch_forward.patch_forward, sanity.execution_order)
 
 PAGE = "models/about-build.md"
+ETA_MIN_STAGE = 10.0  # seconds: stages estimated below this do not rescale the ETA
+ETA_RATIO = (0.0, 4.0)  # measured / estimated, as the ETA may use it (0: a warm cache)
 
 
 # ------------------------------------------------------------------------------------- work
@@ -457,9 +459,13 @@ class Plan:
 
     def eta(self, done: Mapping[str, float], todo: Sequence[str]) -> float:
         """Seconds left for the stages ``todo`` (not started): their estimates, scaled by measured /
-        estimated over the stages ``done`` (stage → measured seconds) when those had any estimate."""
-        est_done = sum(self.seconds(s) for s in done)
-        ratio = sum(done.values()) / est_done if est_done > 0.5 else 1.0
+        estimated over the stages ``done`` (stage → measured seconds) whose estimate was at least
+        :data:`ETA_MIN_STAGE` seconds (a stage of almost no network work — rendering, writing — says nothing
+        about the speed of the rest), the ratio kept within :data:`ETA_RATIO`."""
+        big = {s: t for s, t in done.items() if self.seconds(s) >= ETA_MIN_STAGE}
+        est_done = sum(self.seconds(s) for s in big)
+        ratio = sum(big.values()) / est_done if est_done > 0 else 1.0
+        ratio = min(ETA_RATIO[1], max(ETA_RATIO[0], ratio))
         return ratio * sum(self.seconds(s) for s in todo)
 
     # -- text ---------------------------------------------------------------

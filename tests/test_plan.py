@@ -136,6 +136,12 @@ def test_eta_scales_the_rest_by_measured_over_estimated():
     assert p.eta({"a": 5.0}, ["b", "c"]) == pytest.approx(25.0)  # half the estimate so far
     assert p.eta({"a": 0.0, "b": 0.0}, ["c"]) == 0.0  # cache hits
     assert "| a | 10 s | 5 s | 0.50 |" in p.compare({"a": 5.0, "b": 20.0, "c": 30.0})
+    # a stage of almost no network work (estimated 0.5 s, took 30 s rendering) does not rescale the rest
+    q = plan.Plan(["r", "b"], ["m"], [plan.Row("m", "r", w, 0.5), plan.Row("m", "b", w, 100.0)], {"m": plan.Speed(1, 1)})
+    assert q.eta({"r": 30.0}, ["b"]) == pytest.approx(100.0)
+    # and a slow machine scales it by at most ETA_RATIO's top
+    q2 = plan.Plan(["a", "b"], ["m"], [plan.Row("m", "a", w, 10.0), plan.Row("m", "b", w, 100.0)], {"m": plan.Speed(1, 1)})
+    assert q2.eta({"a": 1000.0}, ["b"]) == pytest.approx(100.0 * plan.ETA_RATIO[1])
 
 
 # ------------------------------------------------------------------------------ against a real build
