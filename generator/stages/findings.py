@@ -147,7 +147,7 @@ def _pairs_args(pairs, idx):
 
 
 def trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s) -> dict[str, torch.Tensor]:
-    """method → N×K×H×W maps for the K classes per photo (top-1, low-ranked)."""
+    """method → N×K×H×W maps for the K classes per photo (top-1, the second class: `[findings] class_check`)."""
     out = {}
     for name, meth in methods.items():
         keys = [key("findings-maps", model=model, code=class_check.maps_task, method=name, params=meth.params,
