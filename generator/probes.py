@@ -71,7 +71,7 @@ def _sample_photos(ctx, folder: str, n: int) -> list:
 
 def probe_set(ctx, s: dict) -> tuple[list, str]:
     """(photos, where from): half Imagenette val (balanced), half the 1,000-class sample;
-    the curated photos (with the page saying so) when ``../shared`` is absent."""
+    the curated photos (with the page saying so) when the data sets are absent."""
     n = scaled(s, "images")
     if s["image_ids"]:
         return select_items(ctx, s)[:n], "curated"
