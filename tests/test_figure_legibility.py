@@ -10,7 +10,7 @@ import torch
 
 from generator.render import _nice_ticks, histogram_svg, neuron_figure
 from generator.site import make_env
-from generator.stages.dgn_am import UNREACHED, unit_note, units_claim
+from generator.deepsim import UNREACHED, unit_note, units_claim
 
 
 def test_histogram_has_labelled_axes_and_is_deterministic():

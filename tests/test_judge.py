@@ -237,7 +237,7 @@ def test_prior_vs_pixel_contrast_is_per_class_with_an_interval_and_decides_only_
 
 
 def test_judge_diversity_averages_the_ppgn_rows_and_is_none_without_them():
-    from generator.stages.dgn_am import judge_diversity
+    from generator.deepsim.judge import judge_diversity
     assert judge_diversity(None) is None and judge_diversity({"pairs": [{"rows": {"dgn_am": {}}}]}) is None
     t = {"pairs": [{"rows": {"ppgn": {"diversity_judge_logits": 0.2}}}, {"rows": {"ppgn": {"diversity_judge_logits": 0.4}}},
                    {"rows": {"photo": {}}}]}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from generator import plan
 from generator.config import Config
 from generator.models import REGISTRY, Layer, ModelSpec
 from generator.stages import STAGES
+from test_findings import _photo
 
 LAYERS = (Layer("stem", "bn1"), Layer("blocks", "blocks"), Layer("head", "bn2"), Layer("logits", "classifier", "fc"))
 # two tiny timm networks at different input sizes (the counts are keyed by input size, as in count_passes)
@@ -24,15 +23,6 @@ TINY_B = ModelSpec(name="plan_tiny_b", title="Plan tiny B", family="timm", arch=
 ENCODER = "efficientnet_lite0"  # the DGN-AM generator's encoder (PPGN's prior, the reconstructions): 224 px
 SMALL = {"smoothgrad": {"samples": 2}, "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
          "integrated_gradients": {"steps": 3}, "occlusion": {"window": 32, "stride": 32}}
-
-
-def _photo(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    im = Image.fromarray((rng.random((80, 96, 3)) * 80 + 60).astype(np.uint8))
-    d = ImageDraw.Draw(im)
-    x, y = rng.integers(10, 50, 2)
-    d.ellipse([int(x), int(y), int(x) + 30, int(y) + 25], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return im
 
 
 def _folders(root):

@@ -178,3 +178,36 @@ def read_measurement(path: str | Path, gen_id: str, command: str) -> tuple[dict 
     if not isinstance(table, dict) or table.get("generator_sha256") != gen_id:
         return None, f"{path.name} was measured with another generator file; rerun `{command}`"
     return table, None
+
+
+# --------------------------------------------------------------- what the evaluation's numbers say
+
+
+def units_claim(units: dict | None) -> dict | None:
+    """The hidden-unit row of the method page, computed from the evaluation's numbers: how many of
+    the *evaluated* units (``units``: labels "<layer>:<channel>", ``dgn_am_activation``, ``val_p99``)
+    beat their own 99th percentile, which layers they come from, and the ones that did not."""
+    if not units or not units.get("units"):
+        return None
+    labels = list(units["units"])
+    acts = [float(a) for a in units.get("dgn_am_activation", [])]
+    p99 = [float(p) for p in units.get("val_p99", [])]
+    if len(acts) != len(labels) or len(p99) != len(labels):
+        return None
+    beat = [a > p for a, p in zip(acts, p99)]
+    layers = list(dict.fromkeys(lab.split(":")[0] for lab in labels))
+    return {"n": len(labels), "n_beat": sum(beat), "layers": layers, "n_val_images": units.get("n_val_images"),
+            "missed": [{"unit": lab, "act": a, "p99": p} for lab, a, p, b in zip(labels, acts, p99, beat) if not b]}
+
+
+UNREACHED = ("not raised: this layer's output passes a rectifier (ReLU/ReLU6) and the unit's input at the "
+             "centre is below zero, where the rectifier passes no gradient, so the ascent could not move it")
+NEGATIVE = "below zero: the ascent did not make this unit fire"
+
+
+def unit_note(act: float) -> str | None:
+    """Why a hidden unit's DGN-AM activation is shown as it is (None when there is nothing to say):
+    exactly 0 is a rectified unit the ascent got no gradient from; below 0, one it did not raise."""
+    if act == 0:
+        return UNREACHED
+    return NEGATIVE if act < 0 else None

@@ -295,3 +295,11 @@ ROWS = (("photo", "real photos of the classes (ceiling)"),
 
 #: what remeasures a judge table (named when the table belongs to another generator file)
 COMMAND = "python -m generator.deepsim.judge_eval"
+
+
+def judge_diversity(table: dict | None) -> float | None:
+    """Mean within-chain diversity of the PPGN samples in a judge table (mean pairwise cosine
+    distance of the judge's logits between a chain's samples, averaged over the pairs); None if absent."""
+    vals = [p["rows"]["ppgn"]["diversity_judge_logits"] for p in (table or {}).get("pairs", [])
+            if isinstance(p.get("rows", {}).get("ppgn", {}).get("diversity_judge_logits"), (int, float))]
+    return sum(vals) / len(vals) if vals else None

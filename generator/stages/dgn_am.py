@@ -36,10 +36,10 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
-from ..deepsim import load_any_generator, read_measurement
+from ..deepsim import load_any_generator, read_measurement, unit_note, units_claim
 from ..deepsim.dgn_am import DGNAMSettings, channels_last, class_probabilities, dgn_am
 from ..deepsim import judge as judge_lib
-from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_verdicts, load_photo_dict, pair_lines, pair_top5, pick_judge,
+from ..deepsim.judge import (ROWS as JUDGE_ROWS, judge_diversity, judge_verdicts, load_photo_dict, pair_lines, pair_top5, pick_judge,
                              read_photo_index)
 from ..deepsim.nets import Encoder
 from ..deepsim.ppgn import PPGNSettings, ppgn_sample, prior_encoder
@@ -369,41 +369,3 @@ def run(ctx) -> None:
     profile = ctx.config.profile_line("dgn_am", s)
     if profile:
         ctx.section(PAGE, "", profile + "\n", order=-5)
-
-
-def units_claim(units: dict | None) -> dict | None:
-    """The hidden-unit row of the method page, computed from the evaluation's numbers: how many of
-    the *evaluated* units (``units``: labels "<layer>:<channel>", ``dgn_am_activation``, ``val_p99``)
-    beat their own 99th percentile, which layers they come from, and the ones that did not."""
-    if not units or not units.get("units"):
-        return None
-    labels = list(units["units"])
-    acts = [float(a) for a in units.get("dgn_am_activation", [])]
-    p99 = [float(p) for p in units.get("val_p99", [])]
-    if len(acts) != len(labels) or len(p99) != len(labels):
-        return None
-    beat = [a > p for a, p in zip(acts, p99)]
-    layers = list(dict.fromkeys(lab.split(":")[0] for lab in labels))
-    return {"n": len(labels), "n_beat": sum(beat), "layers": layers, "n_val_images": units.get("n_val_images"),
-            "missed": [{"unit": lab, "act": a, "p99": p} for lab, a, p, b in zip(labels, acts, p99, beat) if not b]}
-
-
-UNREACHED = ("not raised: this layer's output passes a rectifier (ReLU/ReLU6) and the unit's input at the "
-             "centre is below zero, where the rectifier passes no gradient, so the ascent could not move it")
-NEGATIVE = "below zero: the ascent did not make this unit fire"
-
-
-def unit_note(act: float) -> str | None:
-    """Why a hidden unit's DGN-AM activation is shown as it is (None when there is nothing to say):
-    exactly 0 is a rectified unit the ascent got no gradient from; below 0, one it did not raise."""
-    if act == 0:
-        return UNREACHED
-    return NEGATIVE if act < 0 else None
-
-
-def judge_diversity(table: dict | None) -> float | None:
-    """Mean within-chain diversity of the PPGN samples in a judge table (mean pairwise cosine
-    distance of the judge's logits between a chain's samples, averaged over the pairs); None if absent."""
-    vals = [p["rows"]["ppgn"]["diversity_judge_logits"] for p in (table or {}).get("pairs", [])
-            if isinstance(p.get("rows", {}).get("ppgn", {}).get("diversity_judge_logits"), (int, float))]
-    return sum(vals) / len(vals) if vals else None
