@@ -29,7 +29,7 @@ from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
 from .site import OutputFolder, SiteWriter
-from .executor import EXECUTORS, LocalExecutor, compute, make_executor
+from .executor import EXECUTORS, LocalExecutor, compute, make_executor, network, network_seconds
 from .progress import line as progress_line
 from .util import StageTimer
 
@@ -37,6 +37,7 @@ log = logging.getLogger("generator")
 # the plan (cache-neutral) is loaded by name: this module's imports make the code fingerprint of the
 # logits (logits_chunk), which must not take in every stage and check that the plan counts
 plan_mod = importlib.import_module(f"{__package__}.plan")
+figure_files = importlib.import_module(f"{__package__}.figure_files")  # the same: drawing is not logits' code
 
 REHEARSAL_BANNER = ("!!! danger \"Rehearsal: random weights\"\n"
                     "    This page comes from a rehearsal build. Models whose real weights were missing ran with "
@@ -90,6 +91,7 @@ class BuildContext:
     executor: Any = field(default_factory=LocalExecutor)  # generator.executor: where chunks of model work run
     artifacts: dict[str, Any] = field(default_factory=dict)
     plan: Any = None  # generator.plan.Plan, made before the first stage runs
+    render_pool: Any = None  # generator.figure_files.RenderPool: where this build's figures are drawn
     _inputs: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _channels: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
@@ -252,9 +254,11 @@ def make_plan(ctx: BuildContext, fetches: list, say=print):
     try:
         speeds = {}
         for m in ctx.models:
-            sp = speeds[m.name] = plan_mod.calibrate(m, ctx.device)
+            with network():
+                sp = speeds[m.name] = plan_mod.calibrate(m, ctx.device, store=plan_mod.calibration_store(ctx))
             say(f"calibration: {m.name} forward {1e3 * sp.forward:.1f} ms/image, with gradient "
-                f"{1e3 * sp.gradient:.1f} ms/image")
+                f"{1e3 * sp.gradient:.1f} ms/image" + (f" (measured {sp.measured} by an earlier build on this machine)"
+                                                       if sp.reused else ""))
         plan = plan_mod.estimate(ctx, ctx.models, speeds)
     except Exception as e:  # a plan never stops a build
         say(f"plan: not made ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the build goes on "
@@ -282,7 +286,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
     """Run the configured stages and write the pages. ``rehearsal=True`` (see
     :mod:`generator.rehearse`) gives missing models random weights and puts a banner on
     every page; it never writes to the real output folder or cache."""
-    timer = StageTimer()
+    timer = StageTimer(network=network_seconds)
     b = config.build
     # everything that can be wrong with the configuration and the inputs is found before
     # any model work: stage order, every table, model and layer names, device, photos,
@@ -327,19 +331,25 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
         with timer.stage("plan"):
             ctx.plan = make_plan(ctx, fetches, say)
         names = list(b["stages"])
-        for i, (name, mod) in enumerate(zip(names, stages), 1):
-            progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build"
-                          f"{planned(ctx.plan, timer, names, i - 1)})")
-            with timer.stage(name):
-                mod.run(ctx)
-            est = f" (plan {plan_mod.duration(ctx.plan.seconds(name))})" if ctx.plan is not None else ""
-            progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s{est}")
-            missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
-            if missing_artifacts:
-                raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
+        pool = ctx.render_pool = figure_files.RenderPool(figure_files.workers_for(b["render_workers"], device.type))
+        if pool.parallel:
+            say(f"figures: drawn and written by {pool.workers} worker process(es) beside the model work")
+        with figure_files.using(pool):
+            for i, (name, mod) in enumerate(zip(names, stages), 1):
+                progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build"
+                              f"{planned(ctx.plan, timer, names, i - 1)})")
+                with timer.stage(name):
+                    mod.run(ctx)
+                    pool.wait()  # its figures are on disk before the next stage (which may read them) starts
+                est = f" (plan {plan_mod.duration(ctx.plan.seconds(name))})" if ctx.plan is not None else ""
+                progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s{est}")
+                missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
+                if missing_artifacts:
+                    raise RuntimeError(f"stage {name!r} did not provide {', '.join(missing_artifacts)}")
         with timer.stage("write pages"):
             if ctx.plan is not None:
-                plan_mod.write_page(ctx, ctx.plan, {n: timer.times.get(n, 0.0) for n in names})
+                plan_mod.write_page(ctx, ctx.plan, {n: timer.times.get(n, 0.0) for n in names},
+                                    {n: timer.network.get(n, 0.0) for n in names}, pool.workers)
             ctx.site.finish()
             output.commit()
     except BaseException:
@@ -350,6 +360,11 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             ctx.executor.close()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses, {ctx.cache.stored} stored")
     say("time per stage:\n" + timer.summary())
+    spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
+    net = sum(min(timer.network.get(n, 0.0), timer.times.get(n, 0.0)) for n in b["stages"])
+    if spent > 0:
+        say(f"stages: network work {net:.0f} s, the rest {spent - net:.0f} s ({100 * (spent - net) / spent:.0f} % of "
+            f"{spent:.0f} s: cache reads and writes, decoding, statistics, drawing and writing figures and pages)")
     if ctx.plan is not None:
         spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
         say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache), took {plan_mod.duration(spent)}")

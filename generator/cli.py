@@ -43,6 +43,10 @@ def _int_at_least(lo: int):
     return parse
 
 
+def _render_workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _int_at_least(0)(text)
+
+
 def _add_build_options(p) -> None:
     p.add_argument("--config", help="TOML config file (default: data/config.toml)")
     p.add_argument("--models", help="comma-separated model names, overriding the config "
@@ -63,6 +67,9 @@ def _add_build_options(p) -> None:
                    "the default) or as Ray tasks of (model, chunk of photos)")
     p.add_argument("--ray-address", help="with --executor ray: address of an existing Ray cluster "
                                          "(default: start a local one)")
+    p.add_argument("--render-workers", type=_render_workers, help="processes that draw, encode and write the "
+                   "figures beside the model work: auto (default: the cores the network leaves) or a number "
+                   "(0: in the build's own process)")
 
 
 def _build_parser(sub) -> None:
@@ -103,7 +110,8 @@ def _config_from_args(args):
                  stages=split(args.stages), image_limit=args.image_limit, weights_dir=args.weights_dir,
                  offline=args.offline, strict=getattr(args, "strict", None),
                  no_cache=True if args.no_cache else None, executor=args.executor,
-                 ray_address=args.ray_address, profile=args.profile)
+                 ray_address=args.ray_address, profile=args.profile,
+                 render_workers=args.render_workers)
     return cfg
 
 

@@ -38,7 +38,10 @@ BUILD_DEFAULTS: dict[str, Any] = {
     "profile": "auto",      # auto | preview | full: how much work (generator/profiles.py); auto = full on a GPU
     "executor": "local",    # or "ray": the heavy stages' model work as Ray tasks (generator/executor.py)
     "ray_address": "",      # an existing Ray cluster ("" = start a local one)
+    "render_workers": "auto",  # processes that draw and encode figures; 0 = in the build's own (generator/figure_files.py)
 }
+
+_BUILD_TYPES = {"weights_dir": (str, type(None)), "render_workers": (int, str)}
 
 
 def read_toml(path: Path, what: str) -> dict:
@@ -124,6 +127,10 @@ def check_build(table: dict[str, Any]) -> dict[str, Any]:
     for key in ("images", "out", "cache"):
         if not table[key].strip():
             raise ConfigError(f"[build] {key} = {table[key]!r}: must be a folder path")
+    rw = table["render_workers"]
+    if rw != "auto" and (not isinstance(rw, int) or isinstance(rw, bool) or rw < 0):
+        raise ConfigError(f"[build] render_workers = {rw!r}: must be \"auto\" or a number of processes (0: none, "
+                          f"draw in the build's own process)")
     if table["profile"] not in profiles.PROFILES:
         raise ConfigError(f"[build] profile = {table['profile']!r}: must be one of {', '.join(profiles.PROFILES)}")
     return table
@@ -134,7 +141,7 @@ class Config:
         self.data = data
         self.path = path
         self.data["build"] = check_build(read_table(data.get("build", {}), "build", BUILD_DEFAULTS,
-                                                    types={"weights_dir": (str, type(None))}))
+                                                    types=_BUILD_TYPES))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
@@ -181,7 +188,7 @@ class Config:
         """Apply CLI overrides (None means 'not given'), checked like the file's values."""
         given = {k: v for k, v in kw.items() if v is not None}
         self.data["build"] = check_build(read_table({**self.build, **given}, "build", BUILD_DEFAULTS,
-                                                    types={"weights_dir": (str, type(None))}))
+                                                    types=_BUILD_TYPES))
         return self
 
     def resolve_path(self, value: str | Path) -> Path:

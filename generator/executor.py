@@ -17,11 +17,20 @@ build write the same pages and figures, and an interrupted one resumes chunk by 
   chunk whose worker died is run again (up to ``RETRIES`` times), with one line saying so.
 
 Ray is imported only when a :class:`RayExecutor` is made.
+
+:func:`network` times model work: the build's clock of network seconds (:func:`network_seconds`)
+runs while ``fn`` computes misses (or while the driver waits for Ray's chunks) and while the plan
+calibrates; :func:`not_network` takes out what such a function knows is not network work (the
+atlas stream's photo decoding). Everything else a stage spends — cache reads and writes,
+bootstrap intervals, drawing, encoding and writing figures, pages — is the rest (the end-of-build
+breakdown and the page "About this build").
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -172,6 +181,35 @@ def distributed(ctx) -> bool:
     return bool(getattr(getattr(ctx, "executor", None), "distributed", False))
 
 
+# ------------------------------------------------------------------------------ the network clock
+
+_CLOCK = {"seconds": 0.0, "depth": 0}
+
+
+@contextlib.contextmanager
+def network():
+    """Count the block's wall time as network work (nested blocks count once)."""
+    _CLOCK["depth"] += 1
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        _CLOCK["depth"] -= 1
+        if _CLOCK["depth"] == 0:
+            _CLOCK["seconds"] += time.perf_counter() - t0
+
+
+def not_network(seconds: float) -> None:
+    """Take ``seconds`` spent inside a :func:`network` block on other work (decoding photos) out of it."""
+    if _CLOCK["depth"] > 0:
+        _CLOCK["seconds"] -= float(seconds)
+
+
+def network_seconds() -> float:
+    """Network seconds counted in this process so far (finished blocks)."""
+    return _CLOCK["seconds"]
+
+
 # ------------------------------------------------------------------------------ the one call
 
 _BAR: contextvars.ContextVar = contextvars.ContextVar("generator_executor_bar", default=None)
@@ -228,7 +266,9 @@ def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callab
 
         cpu = lambda a: a.cpu() if isinstance(a, torch.Tensor) else a  # noqa: E731
         size = chunk_size(executor, len(keys), ctx.batch_size if unit is None else unit)
-        return executor.cached(cache, keys, size, lambda idx: tuple(cpu(a) for a in args_of(idx)), fn, what=what)
+        with network():  # the driver waits for the workers' model work (and reads the hits)
+            return executor.cached(cache, keys, size, lambda idx: tuple(cpu(a) for a in args_of(idx)), fn,
+                                   what=what)
     out: list[Any] = [cache.get(k) for k in keys]
     misses = [i for i, o in enumerate(out) if o is None]
     if not misses:
@@ -247,7 +287,8 @@ def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callab
                 todo = [i for i in part if got[i] is None]  # what another build stored meanwhile is read
                 if todo:
                     ticked = getattr(bar, "n", 0)
-                    res = _backoff(fn, args_of, todo)
+                    with network():
+                        res = _backoff(fn, args_of, todo)
                     if getattr(bar, "n", 0) == ticked:  # fn does not tick: count its keys
                         bar.update(len(todo))
                     if len(res) != len(todo):

@@ -50,6 +50,7 @@ import contextlib
 import datetime
 import functools
 import inspect
+import json
 import math
 import os
 import platform
@@ -63,14 +64,14 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import torch
 
-from . import models, util
+from . import executor, models, util
 from .cache import LOCK_CHUNK
 from .config import ROOT
 from .executor import chunk_size, split
 from .methods import attribution as attribution_methods
 from .methods import base, patch_forward
 from .metrics import sanity
-from .util import md_escape
+from .util import atomic_write_text, md_escape
 
 CACHE_NEUTRAL = True  # plans and counts; never part of a result
 
@@ -124,6 +125,8 @@ class Speed:
     batch: int = 0
     device: str = ""
     threads: int = 0
+    measured: str = ""  # when (UTC): this build, or an earlier one on the same machine (see calibrate)
+    reused: bool = False  # measured by an earlier build (see calibrate)
 
 
 def method_work(name: str, params: Mapping[str, Any], images: int, input_size: int, *, local: bool = False,
@@ -262,16 +265,62 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def calibrate(model, device: str | torch.device | None = None, batch: int = 8, reps: int = 3) -> Speed:
+#: a speed measured by an earlier build on the same machine (device, processor, torch threads and
+#: version) is used again for this long: a rebuild whose work the cache answers spends no seconds on it
+CALIBRATION_MAX_AGE = 6 * 3600.0
+
+
+def _stored_speed(store: Path | None, k: str) -> Speed | None:
+    if store is None:
+        return None
+    try:
+        row = json.loads(store.read_text()).get(k)
+        if row and 0 <= time.time() - float(row["at"]) <= CALIBRATION_MAX_AGE:
+            return Speed(float(row["forward"]), float(row["gradient"]), int(row["batch"]), str(row["device"]),
+                         int(row["threads"]), str(row.get("measured", "")), reused=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # none stored, or unreadable: measure
+    return None
+
+
+def _store_speed(store: Path | None, k: str, sp: Speed) -> None:
+    if store is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        try:
+            rows = json.loads(store.read_text())
+        except (OSError, ValueError):
+            rows = {}
+        rows[k] = {"forward": sp.forward, "gradient": sp.gradient, "batch": sp.batch, "device": sp.device,
+                   "threads": sp.threads, "measured": sp.measured, "at": time.time()}
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(store, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+
+
+def calibration_store(ctx) -> Path | None:
+    """The file where a build keeps the speeds it measured (in its results cache; None without one)."""
+    return ctx.cache.root / "calibration.json" if ctx.cache.enabled else None
+
+
+def calibrate(model, device: str | torch.device | None = None, batch: int = 8, reps: int = 3,
+              store: Path | None = None) -> Speed:
     """Seconds per image of ``model``'s network on ``device`` (default: where the model is), on random
     photos at its input size: forward under ``inference_mode``, and forward + gradient of a logit to
     the input; on the batch-norm-folded copy the methods run (:func:`generator.methods.base.prepared`).
     One warm-up round, then the median of ``reps`` rounds of one batch. Cached per (model, device, torch
-    threads, batch) in this process. Draws no number from the global random stream."""
+    threads, batch) in this process, and in the JSON file ``store`` (the build's: ``calibration.json``
+    in its results cache) for :data:`CALIBRATION_MAX_AGE` on the same processor and torch version.
+    Draws no number from the global random stream."""
     device = torch.device(device) if device is not None else model.device
     k = (model.cache_id, str(device), torch.get_num_threads(), int(batch))
     if k in _SPEEDS:
         return _SPEEDS[k]
+    m = machine(device)
+    sk = "|".join(map(str, (*k, m["cpu"], m["gpu"], m["torch"])))
+    stored = _stored_speed(store, sk)
+    if stored is not None:
+        _SPEEDS[k] = stored
+        return stored
     s = model.spec.input_size
     x = torch.rand(batch, 3, s, s, generator=torch.Generator().manual_seed(0)).to(device)
     net = base.prepared(model.net, x[:1]).net
@@ -290,14 +339,17 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
             torch.autograd.grad(net(xi)[:, 0].sum(), xi)
         _sync(device)
         grad.append((time.perf_counter() - t0) / batch)
-    speed = Speed(statistics.median(fwd[1:]), statistics.median(grad[1:]), batch, str(device), torch.get_num_threads())
+    speed = Speed(statistics.median(fwd[1:]), statistics.median(grad[1:]), batch, str(device), torch.get_num_threads(),
+                  datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     _SPEEDS[k] = speed
+    _store_speed(store, sk, speed)
     return speed
 
 
-def calibrate_generator(path: str | Path, device: str | torch.device, rows: int = 4, reps: int = 2) -> float:
+def calibrate_generator(path: str | Path, device: str | torch.device, rows: int = 4, reps: int = 2,
+                        store: Path | None = None) -> float:
     """Seconds per code row of the DeePSim generator at ``path`` (forward + gradient to the code), as
-    DGN-AM and PPGN run it each step."""
+    DGN-AM and PPGN run it each step; kept in ``store`` as :func:`calibrate` does."""
     from .deepsim import load_any_generator
 
     path = Path(path)
@@ -305,6 +357,12 @@ def calibrate_generator(path: str | Path, device: str | torch.device, rows: int 
     k = (str(path), path.stat().st_mtime_ns, str(device), torch.get_num_threads(), rows)
     if k in _GENERATOR_SPEEDS:
         return _GENERATOR_SPEEDS[k]
+    m = machine(device)
+    sk = "|".join(map(str, ("generator", util.sha256_file(path), *k[2:], m["cpu"], m["gpu"], m["torch"])))
+    stored = _stored_speed(store, sk)
+    if stored is not None:
+        _GENERATOR_SPEEDS[k] = stored.forward
+        return stored.forward
     G, meta = load_any_generator(path, device=str(device))
     G = G.to(device).eval()
     for p in G.parameters():
@@ -321,6 +379,8 @@ def calibrate_generator(path: str | Path, device: str | torch.device, rows: int 
         _sync(device)
         times.append((time.perf_counter() - t0) / rows)
     _GENERATOR_SPEEDS[k] = statistics.median(times[1:])
+    _store_speed(store, sk, Speed(_GENERATOR_SPEEDS[k], _GENERATOR_SPEEDS[k], rows, str(device),
+                                  torch.get_num_threads()))
     return _GENERATOR_SPEEDS[k]
 
 
@@ -510,18 +570,36 @@ class Plan:
                        f"{w.partial:,} | {w.generator:,} | {via} | {duration(r.seconds)} |\n")
         return head + body + passes
 
-    def compare(self, times: Mapping[str, float]) -> str:
-        """Markdown: estimated beside measured seconds per stage (``times``: stage → seconds)."""
-        out = "| Stage | estimated | measured | measured / estimated |\n|---|---:|---:|---:|\n"
-        est_all = meas_all = 0.0
+    def compare(self, times: Mapping[str, float], network: Mapping[str, float] | None = None) -> str:
+        """Markdown: estimated beside measured seconds per stage (``times``: stage → seconds); with
+        ``network`` (stage → seconds of model work, :func:`generator.executor.network`), the measured time
+        split into network work and the rest."""
+        split = network is not None
+        out = ("| Stage | estimated | measured | measured / estimated |"
+               + (" network work | the rest | rest share |" if split else "") + "\n|---|---:|---:|---:|"
+               + ("---:|---:|---:|" if split else "") + "\n")
+        est_all = meas_all = net_all = 0.0
+
+        def parts(meas: float | None, net: float) -> str:
+            if not split:
+                return ""
+            if meas is None:
+                return " – | – | – |"
+            net = min(net, meas)
+            share = f"{100 * (meas - net) / meas:.0f} %" if meas >= 0.5 else "–"
+            return f" {duration(net)} | {duration(meas - net)} | {share} |"
+
         for s in self.stages:
             est, meas = self.seconds(s), times.get(s)
+            net = (network or {}).get(s, 0.0)
             est_all += est
             meas_all += meas or 0.0
+            net_all += min(net, meas or 0.0)
             ratio = f"{meas / est:.2f}" if meas is not None and est >= 0.5 else "–"
-            out += f"| {md_escape(s)} | {duration(est)} | {duration(meas)} | {ratio} |\n"
+            out += f"| {md_escape(s)} | {duration(est)} | {duration(meas)} | {ratio} |{parts(meas, net)}\n"
         ratio = f"{meas_all / est_all:.2f}" if est_all >= 0.5 else "–"
-        out += f"| **all stages** | **{duration(est_all)}** | **{duration(meas_all)}** | **{ratio}** |\n"
+        out += (f"| **all stages** | **{duration(est_all)}** | **{duration(meas_all)}** | **{ratio}** |"
+                f"{parts(meas_all, net_all)}\n")
         return out
 
 
@@ -543,9 +621,11 @@ def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | 
     that reads them, unless a stage before it records them in the cache (activity)."""
     loaded = list(ctx.models if loaded is None else loaded)
     speeds = dict(speeds or {})
+    store = calibration_store(ctx)
     for m in loaded:
         if m.name not in speeds:
-            speeds[m.name] = calibrate(m, ctx.device)
+            with executor.network():
+                speeds[m.name] = calibrate(m, ctx.device, store=store)
     names = list(ctx.config["stages"])
     rows: list[Row] = []
     notes: list[str] = []
@@ -564,7 +644,8 @@ def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | 
         gpath = _generator_path(ctx)
         if gpath is not None:
             try:
-                generator_speed = calibrate_generator(gpath, ctx.device)
+                with executor.network():
+                    generator_speed = calibrate_generator(gpath, ctx.device, store=store)
             except Exception as e:  # an unreadable generator: the stage says so itself
                 notes.append(f"the image generator could not be timed ({type(e).__name__}): its passes are not priced")
     for r in rows:
@@ -609,7 +690,8 @@ def machine(device: torch.device | str) -> dict[str, Any]:
 
 
 def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | None = None,
-                  executor: str = "local") -> str:
+                  executor: str = "local", network: Mapping[str, float] | None = None,
+                  render_workers: int | None = None) -> str:
     """The page "About this build": machine, profile, date, the plan and, after the build, the measured
     time of every stage beside its estimate."""
     m = plan.machine
@@ -618,13 +700,23 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
     text = [f"Built on {date} with the **{md_escape(plan.profile or '?')}** profile "
             f"(`generator/profiles.py`), device {md_escape(dev)}, executor {md_escape(executor)}, on "
             f"{md_escape(m.get('cpu', '?'))} with {m.get('cores', '?')} cores and {m.get('threads', '?')} torch "
-            f"thread(s); PyTorch {md_escape(m.get('torch', '?'))}, Python {md_escape(m.get('python', '?'))}.\n"]
+            f"thread(s); PyTorch {md_escape(m.get('torch', '?'))}, Python {md_escape(m.get('python', '?'))}"
+            + ("" if render_workers is None else
+               f"; figures drawn {'in the build process' if render_workers == 0 else f'by {render_workers} worker process(es)'}")
+            + ".\n"]
     text.append("## Estimated and measured\n")
     if times is not None:
         text.append("Each stage's estimate (made before the first model ran, below) beside the time it took. "
                     "A ratio far below 1 is usually the cache: the estimate is for a cold cache, and a stage "
                     "whose results were stored by an earlier build only reads them.\n")
-        text.append(plan.compare(times))
+        text.append(plan.compare(times, network))
+        if network is not None:
+            text.append("\n*Network work*: the time the build spent inside the functions that run the networks on "
+                        "photos the cache did not hold (forward and backward passes, with the arithmetic that runs "
+                        "between them, such as a check's similarity measures) and in the calibration above, less "
+                        "the unit atlas' photo decoding. *The rest*: cache reads and writes, decoding and resizing "
+                        "photos, statistics (bootstrap intervals, verdicts), drawing, encoding and writing figures, "
+                        "writing pages.\n")
     else:
         text.append("Not measured: the build did not finish.\n")
     text.append("\n## The plan\n")
@@ -661,10 +753,12 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
     return "\n".join(text)
 
 
-def write_page(ctx, plan: Plan, times: Mapping[str, float] | None) -> None:
+def write_page(ctx, plan: Plan, times: Mapping[str, float] | None, network: Mapping[str, float] | None = None,
+               render_workers: int | None = None) -> None:
     """Add the page "About this build" (:data:`PAGE`, in the Models section of the navigation)."""
     executor = "ray" if getattr(getattr(ctx, "executor", None), "distributed", False) else "local"
-    ctx.page(PAGE, "About this build", page_markdown(plan, times, executor=executor), nav="models", order=95)
+    ctx.page(PAGE, "About this build", page_markdown(plan, times, executor=executor, network=network,
+                                                     render_workers=render_workers), nav="models", order=95)
 
 
 # ------------------------------------------------------------------------------------- counting

@@ -1,10 +1,8 @@
 """Rendering: tensors → pictures. No model code here, no page code here.
 
 Conventions
-- Pictures are saved as WebP (quality 85) or PNG through :func:`save_image`, atomically,
-  and only when the bytes change (stable mtimes for ``mkdocs serve``); a WebP figure that a page
-  shows with a download line gets a PNG twin for that link (which ones and how:
-  :func:`~generator.util.download_png`, :func:`~generator.util.download_png_bytes`).
+- Functions here return pictures; :mod:`generator.figure_files` saves them (``save_image``, or
+  ``draw`` to run the drawing in the build's render pool too).
 - One display rule, :func:`normalise_maps`: each map is divided by the 99th percentile of
   its absolute value and clipped to [0, 1] (signed maps: to [-1, 1]). Heatmaps are then
   coloured (:func:`heatmap_image`); signed pixel-space attributions are shown as images
@@ -23,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .receptive_field import crop_patch
-from .util import atomic_write_bytes, download_png, download_png_bytes, write_bytes_if_changed
+from .util import atomic_write_bytes
 
 CMAP = "inferno"
 PERCENTILE = 99.0
@@ -49,28 +47,6 @@ def to_pil(img: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
 def to_uint8(x01: torch.Tensor) -> torch.Tensor:
     """Values in [0, 1] → uint8 (rounded)."""
     return (x01 * 255).round().to(torch.uint8)
-
-
-def save_image(img, path: str | Path, quality: int = 85) -> Path:
-    """Save atomically, and only when the bytes differ from the file there (stable mtimes for
-    ``mkdocs serve``); format from the suffix (.webp, .png, .jpg)."""
-    path = Path(path)
-    pil = to_pil(img)
-    buf = io.BytesIO()
-    suffix = path.suffix.lower()
-    if suffix == ".webp":
-        pil.save(buf, "WEBP", quality=quality, method=4)
-    elif suffix == ".png":
-        pil.save(buf, "PNG", optimize=True)
-    elif suffix in (".jpg", ".jpeg"):
-        pil.save(buf, "JPEG", quality=quality, optimize=True)
-    else:
-        raise ValueError(f"unsupported figure format {suffix!r}")
-    write_bytes_if_changed(path, buf.getvalue())
-    png = download_png(path)
-    if png is not None:  # the full-size PNG behind the figure's download link
-        write_bytes_if_changed(png, download_png_bytes(pil))
-    return path
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -144,6 +120,20 @@ def overlay(image: torch.Tensor, m, alpha: float = 0.55, cmap: str = CMAP) -> Im
     return Image.blend(grey, heat, alpha)
 
 
+def overlay_row(image: torch.Tensor, maps: torch.Tensor, labels: Sequence[str], tile: int = 160) -> Image.Image:
+    """Each of ``maps`` (N×h×w) upsampled to the photo ``image`` (3×H×W) and laid over it, in one labelled row."""
+    H = image.shape[-1]
+    up = F.interpolate(maps.float()[:, None], size=(H, H), mode="bilinear", align_corners=False)[:, 0]
+    return grid([overlay(image, m) for m in up], len(up), tile, labels=labels)
+
+
+def overlay_thumb(image: torch.Tensor, m: torch.Tensor, size: int = 112) -> Image.Image:
+    """Map ``m`` (h×w) upsampled to the photo and laid over it, as a size×size thumbnail."""
+    H = image.shape[-1]
+    up = F.interpolate(m.float()[None, None], size=(H, H), mode="bilinear", align_corners=False)[0, 0]
+    return overlay(image, up).resize((size, size))
+
+
 def _font(size: int = 12):
     try:
         return ImageFont.load_default(size=size)
@@ -174,8 +164,9 @@ def grid(tiles: Sequence[Image.Image], ncols: int, tile: int, pad: int = 2, labe
 
 def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[str], row_labels: Sequence[str],
                   tile: int, pad: int = 3, label_w: int = 110, head_h: int = 30) -> Image.Image:
-    """A table of pictures: ``rows[r][c]`` resized to ``tile``, column labels on top (wrapped to two
-    lines), row labels on the left (wrapped to fit the tile's height)."""
+    """A table of pictures: ``rows[r][c]`` (a picture, or a 2-D map drawn by :func:`heatmap_image`) resized
+    to ``tile``, column labels on top (wrapped to two lines), row labels on the left (wrapped to fit the
+    tile's height)."""
     ncols = max((len(r) for r in rows), default=0)
     W = label_w + ncols * (tile + pad) + pad
     H = head_h + len(rows) * (tile + pad) + pad
@@ -207,6 +198,7 @@ def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[st
         for k, line in enumerate(wrap(row_labels[r] if r < len(row_labels) else "", label_w - 6, max(1, tile // 13))):
             draw.text((2, y + 2 + 13 * k), line, fill=(0, 0, 0), font=font)
         for c, t in enumerate(row):
+            t = heatmap_image(t) if isinstance(t, torch.Tensor) else t
             canvas.paste(t.convert("RGB").resize((tile, tile), Image.BILINEAR), (label_w + pad + c * (tile + pad), y))
     return canvas
 

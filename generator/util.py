@@ -13,7 +13,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -110,19 +110,25 @@ def progress(iterable: Iterable | None = None, **kw):
 
 
 class StageTimer:
-    """Records wall time per named stage for the end-of-run summary."""
+    """Records wall time per named stage for the end-of-run summary, and with ``network`` (a clock of
+    network seconds, :func:`generator.executor.network_seconds`) how much of it was model work."""
 
-    def __init__(self) -> None:
+    def __init__(self, network: Callable[[], float] | None = None) -> None:
         self.times: dict[str, float] = {}
+        self.network: dict[str, float] = {}
+        self._clock = network
         self.t0 = time.perf_counter()
 
     @contextlib.contextmanager
     def stage(self, name: str):
         t0 = time.perf_counter()
+        n0 = self._clock() if self._clock is not None else 0.0
         try:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+            if self._clock is not None:
+                self.network[name] = self.network.get(name, 0.0) + self._clock() - n0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -131,7 +137,13 @@ class StageTimer:
         if not self.times:
             return ""
         width = max(len(k) for k in self.times)
-        lines = [f"  {k:<{width}}  {v:8.1f} s" for k, v in self.times.items()]
+        lines = []
+        for k, v in self.times.items():
+            line = f"  {k:<{width}}  {v:8.1f} s"
+            if k in self.network:
+                net = min(self.network[k], v)
+                line += f"   network {net:8.1f} s, rest {v - net:7.1f} s"
+            lines.append(line)
         # stages may time their own sub-steps too, so the total is wall time, not a sum
         lines.append(f"  {'total (wall)':<{width}}  {time.perf_counter() - self.t0:8.1f} s")
         return "\n".join(lines)

@@ -66,7 +66,8 @@ def test_figures_with_a_download_line_get_a_png_for_it(tmp_path):
     import numpy as np
 
     from generator.figures import caption_html, figures_in
-    from generator.render import download_png, save_image
+    from generator.figure_files import save_image
+    from generator.util import download_png
 
     figs = tmp_path / "figures"
     rng = np.random.default_rng(0)
@@ -127,7 +128,7 @@ def test_hook_makes_the_png_of_a_figure_shown_with_a_download_line_that_has_none
 
     import numpy as np
 
-    from generator.render import save_image
+    from generator.figure_files import save_image
 
     spec = importlib.util.spec_from_file_location("figures_hook", Path(__file__).resolve().parents[1] / "site_src/hooks/figures.py")
     hook = importlib.util.module_from_spec(spec)

@@ -3,6 +3,7 @@ real build sends through each classifier, counted as bench/count_passes.py count
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 
 import pytest
@@ -132,6 +133,49 @@ def test_eta_scales_the_rest_by_measured_over_estimated():
     # and a slow machine scales it by at most ETA_RATIO's top
     q2 = plan.Plan(["a", "b"], ["m"], [plan.Row("m", "a", w, 10.0), plan.Row("m", "b", w, 100.0)], {"m": plan.Speed(1, 1)})
     assert q2.eta({"a": 1000.0}, ["b"]) == pytest.approx(100.0 * plan.ETA_RATIO[1])
+
+    # network work and the rest: the measured time split per stage, and the rest's share
+    split = p.compare({"a": 5.0, "b": 20.0, "c": 30.0}, {"a": 4.0, "b": 20.0, "c": 0.0})
+    assert "| a | 10 s | 5 s | 0.50 | 4 s | 1 s | 20 % |" in split
+    assert "| c | 30 s | 30 s | 1.00 | <1 s | 30 s | 100 % |" in split
+    assert "| **all stages** | **60 s** | **55 s** | **0.92** | 24 s | 31 s | 56 % |" in split
+
+
+def test_the_stage_timer_splits_each_stage_into_network_work_and_the_rest():
+    from generator import executor
+    from generator.util import StageTimer
+
+    timer = StageTimer(network=executor.network_seconds)
+    with timer.stage("s"):
+        with executor.network():
+            with executor.network():  # nested: counted once
+                time.sleep(0.05)
+            executor.not_network(0.02)  # e.g. photo decoding inside the model work
+        time.sleep(0.05)
+    assert 0.025 <= timer.network["s"] < timer.times["s"] - 0.045
+    assert "network" in timer.summary() and "rest" in timer.summary()
+
+
+def test_a_calibration_is_used_again_by_the_next_build_on_the_same_machine_for_a_while(tmp_path, monkeypatch,
+                                                                                         tiny_registry):
+    from generator.models import load_model
+
+    m = load_model(TINY_A, allow_random=True, seed=0)
+    store = tmp_path / "calibration.json"
+    plan._SPEEDS.clear()
+    first = plan.calibrate(m, "cpu", batch=2, reps=1, store=store)
+    assert not first.reused and first.measured and store.is_file()
+    plan._SPEEDS.clear()  # a new build (process)
+    again = plan.calibrate(m, "cpu", batch=2, reps=1, store=store)
+    assert again.reused and (again.forward, again.gradient, again.measured) == (first.forward, first.gradient,
+                                                                                first.measured)
+    plan._SPEEDS.clear()
+    monkeypatch.setattr(plan, "CALIBRATION_MAX_AGE", 0.0)  # too old: measured again
+    assert not plan.calibrate(m, "cpu", batch=2, reps=1, store=store).reused
+    plan._SPEEDS.clear()
+    store.write_text("not json")  # unreadable: measured again, and stored
+    assert not plan.calibrate(m, "cpu", batch=2, reps=1, store=store).reused
+    plan._SPEEDS.clear()
 
 
 # ------------------------------------------------------------------------------ against a real build

@@ -29,7 +29,8 @@ import torch
 from ..methods.objectives import Target, UnitObjective, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model
-from ..render import grid, save_image, to_pil
+from ..figure_files import save_image
+from ..render import grid, to_pil
 from ..util import atomic_write_text, sha256_file
 from . import load_generator
 from .dgn_am import DGNAMSettings, dgn_am, fit_to_model

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import image_folder
-from ..executor import tick
+from ..executor import not_network, tick
 from ..methods.base import capture_outputs, output_shapes, prepared
 from ..methods.neuron_deconv import project_activations
 from ..receptive_field import crop_patch, receptive_field
@@ -406,7 +406,7 @@ def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: d
             pending.append({"i": i, "model": model, "state": state, "partial": partial, "since": 0, "net": net,
                             "mods": mods, "fast": copy.enabled, "seconds": 0.0})
         todo = [p for p in pending if p["state"].done < len(part)]
-        decode = 0.0
+        decode = resize = 0.0
         if todo:
             start = min(p["state"].done for p in todo)
             pos = start
@@ -423,6 +423,7 @@ def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: d
                     t1 = time.perf_counter()
                     sl = slice(max(0, off), n)
                     x = image_folder.to_inputs(pils[sl], p["model"].spec.preprocess)
+                    resize += time.perf_counter() - t1
                     stream_topk(p["net"], p["mods"], [(x, idx[sl], ok[sl])], st, channels_last=p["fast"])
                     p["since"] += len(x)
                     if p["partial"] is not None and p["since"] >= cfg["checkpoint_every"] and st.done < len(part):
@@ -432,6 +433,7 @@ def stream_parts(items: list[tuple], listing: image_folder.FolderListing, cfg: d
                 pos += n
                 tick(n * len(todo))
                 t0 = time.perf_counter()
+        not_network(decode + resize)  # photo decoding and resizing: not network work (generator.executor)
         for p in pending:
             out[p["i"]] = {"state": p["state"].to_dict(), "seconds": p["seconds"], "decode": decode}
             if p["partial"] is not None:

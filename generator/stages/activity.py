@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.activity import Activity, summarise
-from ..render import grid, maps_grid, overlay, save_image
+from ..figure_files import draw
+from ..render import maps_grid, overlay_row, overlay_thumb
 from ..cache import key
 from ..executor import compute, tick
 
@@ -59,7 +60,6 @@ def _activity_chunk(model, layers: list[str], settings: dict, batch_size: int, x
 def _figures(ctx, model, it, res, layers) -> None:
     """Grid of top channels, chosen-neuron overlays and mean-map thumbnail per layer (skipped if present)."""
     x = ctx.batch(model, [it])[0].cpu()
-    H = x.shape[-1]
     for n in layers:
         s = res["layers"][n]
         paths = [ctx.figure_path(f"activity/{model.name}/{it.id}/{n}{suffix}.webp", model=model.name, photo=it.id,
@@ -68,13 +68,11 @@ def _figures(ctx, model, it, res, layers) -> None:
                                       ("-mean", "mean activation on the photo"))]
         if all(p.exists() for p in paths):
             continue
-        save_image(maps_grid(s["maps"], [f"ch {int(c)}" for c in s["channels"]],
-                             caption=f"{n}: activation, shared scale"), paths[0])
-        up = lambda m: F.interpolate(m.float()[None], size=(H, H), mode="bilinear", align_corners=False)[0]
-        tiles = [overlay(x, m) for m in up(s["neuron_maps"])]
+        draw(paths[0], maps_grid, s["maps"], [f"ch {int(c)}" for c in s["channels"]],
+             caption=f"{n}: activation, shared scale")
         labels = [f"ch {int(c)}  max {float(v):.3g}" for c, v in zip(s["neurons"], s["neuron_peak"])]
-        save_image(grid(tiles, len(tiles), 160, labels=labels), paths[1])
-        save_image(overlay(x, up(s["mean_map"][None])[0]).resize((112, 112)), paths[2])
+        draw(paths[1], overlay_row, x, s["neuron_maps"], labels, 160)
+        draw(paths[2], overlay_thumb, x, s["mean_map"], 112)
 
 
 def run(ctx) -> None:

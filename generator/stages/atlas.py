@@ -59,7 +59,8 @@ from ..cache import key
 from ..executor import LocalExecutor, chunk_size, compute, split
 from ..metrics import unit_stats
 from ..receptive_field import ReceptiveField, receptive_field, remember
-from ..render import histogram_svg, save_image, thumbnail, tile_grid, unit_tiles
+from ..figure_files import draw
+from ..render import histogram_svg, thumbnail, tile_grid, unit_tiles
 from ..util import md_escape, stable_hash
 
 ORDER = 60
@@ -295,19 +296,21 @@ def run(ctx) -> None:
             for c, e in zip(channels, ex):
                 up = unit_page(model.name, layer, c)
                 link = lambda t, up=up: ctx.link(up, t)
-                save_image(tile_grid(e["patches"]), ctx.figure_path(
-                    _figure_rel(model.name, layer, c, "top"), model=model.name, layer=layer,
-                    caption=f"Units · unit {c}: the image patches that excite it most"), quality=FIGURE_QUALITY)
-                thumb = thumbnail(e["patches"][0], cfg["thumb"]) if len(e["patches"]) else tile_grid(e["patches"])
-                save_image(thumb, ctx.figure_path(_figure_rel(model.name, layer, c, "thumb"), model=model.name,
-                                                  layer=layer, caption=f"Units · unit {c}: its top patch"),
-                           quality=FIGURE_QUALITY)
+                draw(ctx.figure_path(_figure_rel(model.name, layer, c, "top"), model=model.name, layer=layer,
+                                     caption=f"Units · unit {c}: the image patches that excite it most"),
+                     tile_grid, e["patches"], quality=FIGURE_QUALITY)
+                thumb = ctx.figure_path(_figure_rel(model.name, layer, c, "thumb"), model=model.name, layer=layer,
+                                        caption=f"Units · unit {c}: its top patch")
+                if len(e["patches"]):
+                    draw(thumb, thumbnail, e["patches"][0], cfg["thumb"], quality=FIGURE_QUALITY)
+                else:
+                    draw(thumb, tile_grid, e["patches"], quality=FIGURE_QUALITY)
                 deconv_rel = None
                 if e.get("deconv") is not None:
                     deconv_rel = _figure_rel(model.name, layer, c, "deconv")
-                    save_image(tile_grid(e["deconv"]), ctx.figure_path(
-                        deconv_rel, model=model.name, layer=layer, method="deconvnet",
-                        caption=f"Units · unit {c}: deconvnet projections of its top patches"), quality=FIGURE_QUALITY)
+                    draw(ctx.figure_path(deconv_rel, model=model.name, layer=layer, method="deconvnet",
+                                         caption=f"Units · unit {c}: deconvnet projections of its top patches"),
+                         tile_grid, e["deconv"], quality=FIGURE_QUALITY)
                 dgn_rel = unit_images.get((model.name, layer, c))
                 examples = []
                 for r in range(tk.k):

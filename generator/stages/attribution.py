@@ -47,7 +47,8 @@ from ..executor import compute, tick
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
-from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, save_image, signed_to_rgb, to_pil, to_uint8
+from ..figure_files import draw, save_image
+from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, signed_to_rgb, to_pil, to_uint8
 from ..util import progress
 
 ORDER = 30
@@ -266,9 +267,9 @@ def run(ctx) -> None:
                 caption="Attribution · the model's input (its crop of the photo)"))
         for n in methods:
             for it, r in zip(ctx.images, results[n]):
-                save_image(heatmap_image(_shown(r["heatmap"])), ctx.figure_path(
+                draw(ctx.figure_path(
                     f"attribution/{model.name}/{n}/{it.id}.webp", model=model.name, photo=it.id, method=n,
-                    caption=f"Attribution · {ATTRIBUTION_METHODS[n].title}"))
+                    caption=f"Attribution · {ATTRIBUTION_METHODS[n].title}"), heatmap_image, _shown(r["heatmap"]))
                 if "rgb" in r:
                     save_image(to_pil(r["rgb"]), ctx.figure_path(
                         f"attribution/{model.name}/{n}/{it.id}-rgb.webp", model=model.name, photo=it.id, method=n,

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics.across_models import common_view, model_view, pair_similarity, to_common_view
-from ..render import heatmap_image, labelled_grid, save_image, to_pil
+from ..figure_files import draw
+from ..render import labelled_grid, to_pil
 from ..site import Headline
 
 ORDER = 35  # image-page section after the attribution galleries
@@ -65,10 +66,9 @@ def run(ctx) -> None:
     shown = items[: s["images"]]
     for m in methods:
         rel = f"compare/{m}.webp"
-        rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for d in models]
-                for i in range(len(shown))]
-        save_image(labelled_grid(rows, ["photo", *titles], [it.title for it in shown], tile), ctx.figure_path(
-            rel, method=m, caption=f"Across models · {data['titles'][m]} maps of {', '.join(titles)}"))
+        rows = [[photo_tiles[i]] + [aligned[m][d["model"].name][i] for d in models] for i in range(len(shown))]
+        draw(ctx.figure_path(rel, method=m, caption=f"Across models · {data['titles'][m]} maps of {', '.join(titles)}"),
+             labelled_grid, rows, ["photo", *titles], [it.title for it in shown], tile)
         pairs = []
         for (a, b), rho in pair_similarity(aligned[m]).items():
             r = rho.numpy()
@@ -92,11 +92,9 @@ def run(ctx) -> None:
 
     for i, it in enumerate(items):
         rel = f"compare/images/{it.id}.webp"
-        rows = [[photo_tiles[i]] + [heatmap_image(aligned[m][d["model"].name][i]) for m in methods]
-                for d in models]
-        save_image(labelled_grid(rows, ["photo", *[data["short"][m] for m in methods]], titles, tile),
-                   ctx.figure_path(rel, photo=it.id, caption=f"Across models · every method's map on "
-                                                             f"{', '.join(titles)}"))
+        rows = [[photo_tiles[i]] + [aligned[m][d["model"].name][i] for m in methods] for d in models]
+        draw(ctx.figure_path(rel, photo=it.id, caption=f"Across models · every method's map on {', '.join(titles)}"),
+             labelled_grid, rows, ["photo", *[data["short"][m] for m in methods]], titles, tile)
         page = f"images/{it.id}"
         ctx.section(page, "Across models", ctx.render(
             "compare/image.md.j2", it=it, fig=ctx.link(page, f"figures/{rel}"), models=[d["model"] for d in models],

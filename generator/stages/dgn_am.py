@@ -47,7 +47,8 @@ from ..methods.base import prepared
 from ..methods.objectives import Target, pick_units, spread_classes
 from ..methods.pixel_am import PixelAMSettings, pixel_am
 from ..models import load_model, title_of
-from ..render import grid, image_tile, save_image
+from ..figure_files import save_image
+from ..render import grid, image_tile
 from .. import datasets
 from ..cache import key
 from ..executor import compute

@@ -7,7 +7,8 @@ Whatever was not built is left out. The Methods index lists every method page th
 """
 from __future__ import annotations
 
-from ..render import heatmap_image, labelled_grid, save_image, to_pil
+from ..figure_files import save_image
+from ..render import heatmap_image, labelled_grid, to_pil
 from ..util import md_escape
 
 ORDER = -1  # above the home page's status (overview)

@@ -10,7 +10,7 @@ from ..executor import compute
 from ..figures import write_manifest
 from ..methods.base import output_shapes
 from ..models import build_architecture, get_spec
-from ..render import save_image
+from ..figure_files import save_image
 
 ORDER = 10
 
