@@ -360,11 +360,11 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
             ctx.executor.close()
     say(f"cache: {ctx.cache.hits} hits, {ctx.cache.misses} misses, {ctx.cache.stored} stored")
     say("time per stage:\n" + timer.summary())
-    spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
-    net = sum(min(timer.network.get(n, 0.0), timer.times.get(n, 0.0)) for n in b["stages"])
-    if spent > 0:
-        say(f"stages: network work {net:.0f} s, the rest {spent - net:.0f} s ({100 * (spent - net) / spent:.0f} % of "
-            f"{spent:.0f} s: cache reads and writes, decoding, statistics, drawing and writing figures and pages)")
+    spent, net = timer.elapsed(), min(network_seconds(), timer.elapsed())
+    if spent > 0:  # the whole run: set-up (photos, models, plan), stages, pages
+        say(f"generator: network work {net:.0f} s, the rest {spent - net:.0f} s ({100 * (spent - net) / spent:.0f} % of "
+            f"its {spent:.0f} s: loading, cache reads and writes, decoding, statistics, drawing and writing figures "
+            f"and pages)")
     if ctx.plan is not None:
         spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
         say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache), took {plan_mod.duration(spent)}")

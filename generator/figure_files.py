@@ -2,6 +2,7 @@
 
 :func:`save_image` saves a picture (PIL image, tensor or array) and :func:`draw` draws one with a
 function of :mod:`generator.render` and saves it; both hand the work to the build's render pool.
+:func:`save_plot` saves a matplotlib figure (and an SVG's PDF twin) in the build's own process.
 Pictures are saved as WebP (quality 85), PNG or JPEG by suffix, atomically, and only when the
 bytes change (stable mtimes for ``mkdocs serve``); a WebP figure that a page shows with a
 download line gets a PNG twin for that link (which ones and how:
@@ -37,7 +38,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from .render import to_pil
-from .util import download_png, download_png_bytes, write_bytes_if_changed
+from .util import download_pdf, download_png, download_png_bytes, matplotlib_bytes, write_bytes_if_changed
 
 CACHE_NEUTRAL = True  # files only: nothing here changes a cached value (see generator.cache.key)
 
@@ -248,3 +249,21 @@ def write_image(pil: Image.Image, path: Path, quality: int = 85) -> None:
     png = download_png(path)
     if png is not None:  # the full-size PNG behind the figure's download link
         write_bytes_if_changed(png, download_png_bytes(pil))
+
+
+def save_plot(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as ``path`` (SVG or PNG by suffix; an SVG under a figures folder gets its PDF
+    twin for the download link, :func:`~generator.util.download_pdf`) and close it; the same bytes for the
+    same figure (fixed SVG element ids, no date or software stamp). Here, in the build's process."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        write_bytes_if_changed(path, matplotlib_bytes(fig, fmt, {"svg.hashsalt": "cnnvis"}))
+        pdf = download_pdf(path)
+        if pdf is not None:
+            write_bytes_if_changed(pdf, matplotlib_bytes(fig, "pdf"))
+    finally:
+        plt.close(fig)
+    return path

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .util import atomic_write_bytes, atomic_write_text, download_png
+from .util import atomic_write_bytes, atomic_write_text, download_pdf, download_png
 
 MANIFEST = "credits.json"
 RECORDS = "figures.json"  # {figure path under figures/: {"model", "photo", "layer", "method", "caption"}}
@@ -183,7 +183,7 @@ def select(figures_dir: Path, model: str = "", photo: str = "", method: str = ""
 
 
 def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
-    """Each figure as PNG (plots stay SVG) under ``dest`` with the same relative path, and
+    """Each figure as PNG (plots stay SVG, with their PDF) under ``dest`` with the same relative path, and
     ``CAPTIONS.md`` listing every file with its caption and the photo's credit. A WebP figure's PNG
     is the one its download link gives where the build wrote one, else its pixels as the page
     shows them, losslessly."""
@@ -196,6 +196,10 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
         if src.suffix.lower() == ".svg":
             out = dest / f.rel
             atomic_write_bytes(out, src.read_bytes())
+            pdf = download_pdf(src)
+            if pdf is not None and pdf.is_file():  # its PDF twin too (LaTeX)
+                atomic_write_bytes(out.with_suffix(".pdf"), pdf.read_bytes())
+                written.append(out.with_suffix(".pdf"))
         elif twin is not None and twin.is_file():
             out = (dest / f.rel).with_suffix(".png")  # the PNG behind the figure's download link
             atomic_write_bytes(out, twin.read_bytes())
@@ -215,13 +219,18 @@ def export(figures_dir: Path, dest: Path, figures: list[Figure]) -> list[Path]:
 DOWNLOAD_KINDS = {"png": "PNG", "svg": "SVG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WebP"}
 
 
-def caption_html(f: Figure, href: str, png: bool = False) -> str:
+def caption_html(f: Figure, href: str, png: bool = False, pdf: bool = False) -> str:
     """The line under a figure on the site: download link, caption, credit. The link goes to the
-    figure's PNG when ``png`` (the one beside the WebP, see :func:`generator.util.download_png`),
-    else to the file itself, named by its format (plots: SVG)."""
+    figure's PNG when ``png`` (the one beside the WebP, see :func:`generator.util.download_png`), to a
+    plot's PDF when ``pdf`` (beside the SVG, :func:`generator.util.download_pdf`; the SVG gets a second
+    link), else to the file itself, named by its format."""
+    stem = href.rsplit(".", 1)[0]
     if png:
-        href = href.rsplit(".", 1)[0] + ".png"
-    kind = DOWNLOAD_KINDS.get(href.rsplit(".", 1)[-1].lower(), "full size")
+        href = stem + ".png"
+    links = [(stem + ".pdf", "PDF")] if pdf else []
+    links.append((href, DOWNLOAD_KINDS.get(href.rsplit(".", 1)[-1].lower(), "full size")))
+    first = f'<a href="{html.escape(links[0][0])}" download>Download ({links[0][1]})</a>'
+    more = "".join(f' · <a href="{html.escape(h)}" download>{k}</a>' for h, k in links[1:])
     credit = f" {html.escape(f.credit())}." if f.credit() else ""
-    return (f'<span class="figure-dl" data-search-exclude><a href="{html.escape(href)}" download>Download ({kind})</a> '
+    return (f'<span class="figure-dl" data-search-exclude>{first}{more} '
             f'{html.escape(f.caption())}.{credit}</span>')

@@ -27,7 +27,7 @@ from .metrics.transfer import judge_evidence
 from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines
 from .models import get_spec
 from .site import Headline
-from .util import atomic_write_bytes, download_png, stable_hash, write_bytes_if_changed
+from .util import atomic_write_bytes, download_pdf, download_png, stable_hash, write_bytes_if_changed
 
 PAGE = "findings/index"
 ORDER = 70  # method-page sections after the galleries
@@ -42,16 +42,17 @@ def _figure(ctx, rel: str, data, draw, **meta) -> str:
     export. Returns the path relative to the generated folder.
     """
     path = ctx.figure_path(rel, **meta)
-    twin = download_png(path)  # a raster figure's lossless PNG for its download link
+    # the files behind its download link: a raster figure's PNG, a vector plot's PDF
+    twins = {k: t for k, t in (("png", download_png(path)), ("pdf", download_pdf(path))) if t is not None}
     k = key("findings-figure", model=None, code=plots, rel=rel, data=stable_hash(_plain(data)))
     blob = ctx.cache.get(k)
-    if blob is None or (twin is not None and "png" not in blob):
+    if blob is None or any(t not in blob for t in twins):
         draw(path)
-        blob = ctx.cache.put(k, {"bytes": path.read_bytes(), **({"png": twin.read_bytes()} if twin else {})})
+        blob = ctx.cache.put(k, {"bytes": path.read_bytes(), **{t: p.read_bytes() for t, p in twins.items()}})
     if not path.is_file() or path.read_bytes() != blob["bytes"]:
         atomic_write_bytes(path, blob["bytes"])
-    if twin is not None:
-        write_bytes_if_changed(twin, blob["png"])
+    for t, p in twins.items():
+        write_bytes_if_changed(p, blob[t])
     return f"figures/{rel}"
 
 

@@ -575,9 +575,8 @@ class Plan:
         ``network`` (stage → seconds of model work, :func:`generator.executor.network`), the measured time
         split into network work and the rest."""
         split = network is not None
-        out = ("| Stage | estimated | measured | measured / estimated |"
-               + (" network work | the rest | rest share |" if split else "") + "\n|---|---:|---:|---:|"
-               + ("---:|---:|---:|" if split else "") + "\n")
+        out = ("| Stage | estimated | measured | ratio | network | rest | rest % |\n|---|---:|---:|---:|---:|---:|---:|\n"
+               if split else "| Stage | estimated | measured | measured / estimated |\n|---|---:|---:|---:|\n")
         est_all = meas_all = net_all = 0.0
 
         def parts(meas: float | None, net: float) -> str:
@@ -711,12 +710,12 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
                     "whose results were stored by an earlier build only reads them.\n")
         text.append(plan.compare(times, network))
         if network is not None:
-            text.append("\n*Network work*: the time the build spent inside the functions that run the networks on "
-                        "photos the cache did not hold (forward and backward passes, with the arithmetic that runs "
+            text.append("\n*ratio*: measured / estimated. *Network*: network work, the time the build spent inside "
+                        "the functions that run the networks on photos the cache did not hold (forward and backward passes, with the arithmetic that runs "
                         "between them, such as a check's similarity measures) and in the calibration above, less "
-                        "the unit atlas' photo decoding. *The rest*: cache reads and writes, decoding and resizing "
+                        "the unit atlas' photo decoding. *Rest*: cache reads and writes, decoding and resizing "
                         "photos, statistics (bootstrap intervals, verdicts), drawing, encoding and writing figures, "
-                        "writing pages.\n")
+                        "writing pages. *rest %*: the rest's share of the stage's time.\n")
     else:
         text.append("Not measured: the build did not finish.\n")
     text.append("\n## The plan\n")

@@ -10,7 +10,6 @@ Conventions
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .receptive_field import crop_patch
-from .util import atomic_write_bytes
 
 CMAP = "inferno"
 PERCENTILE = 99.0
@@ -47,23 +45,6 @@ def to_pil(img: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
 def to_uint8(x01: torch.Tensor) -> torch.Tensor:
     """Values in [0, 1] → uint8 (rounded)."""
     return (x01 * 255).round().to(torch.uint8)
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically (SVG or PNG by suffix) and close it.
-
-    Byte-deterministic: fixed SVG element ids (``svg.hashsalt``) and no date or software
-    stamp, so an identical rebuild writes identical files."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    meta = {"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else {}
-    buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "cnnvis"}):
-        fig.savefig(buf, format=fmt, bbox_inches="tight", dpi=110, metadata=meta)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _quantile_per_map(a: torch.Tensor, q: float) -> torch.Tensor:
@@ -203,8 +184,9 @@ def labelled_grid(rows: Sequence[Sequence[Image.Image]], col_labels: Sequence[st
     return canvas
 
 
-def colour_bar(path: str | Path, label: str, cmap: str = CMAP, signed: bool = False, ticks=None) -> Path:
-    """A small horizontal colour bar with a label (SVG or PNG by suffix)."""
+def colour_bar(label: str, cmap: str = CMAP, signed: bool = False, ticks=None):
+    """A small horizontal colour bar with a label: a matplotlib figure (save it with
+    :func:`generator.figure_files.save_plot`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,7 +200,7 @@ def colour_bar(path: str | Path, label: str, cmap: str = CMAP, signed: bool = Fa
     if ticks is not None:
         cb.set_ticks(ticks)
     cb.ax.tick_params(labelsize=7)
-    return save_figure(fig, path)
+    return fig
 
 
 def maps_grid(maps: torch.Tensor, labels: Sequence[str], tile: int = 72, ncols: int = 8, cmap: str = CMAP,

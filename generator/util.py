@@ -187,6 +187,28 @@ def download_png(path: str | Path) -> Path | None:
     return path.with_suffix(".png")
 
 
+def download_pdf(path: str | Path) -> Path | None:
+    """The PDF written beside an SVG plot under a ``figures`` folder, for its "Download (PDF)" link
+    (LaTeX's ``\\includegraphics`` takes PDF, not SVG; slide software takes either); None otherwise."""
+    path = Path(path)
+    if path.suffix.lower() != ".svg" or "figures" not in path.parent.parts:
+        return None
+    return path.with_suffix(".pdf")
+
+
+def matplotlib_bytes(fig, fmt: str, rc: dict | None = None, dpi: int = 110) -> bytes:
+    """A matplotlib figure's file (``fmt``: svg, pdf, png) as bytes, the same bytes for the same figure:
+    no date or software stamp; ``rc``: settings at save time only (e.g. ``svg.hashsalt``)."""
+    import matplotlib
+
+    meta = {"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else \
+        {"CreationDate": None, "Producer": None} if fmt == "pdf" else {}
+    buf = io.BytesIO()
+    with matplotlib.rc_context(rc or {}):
+        fig.savefig(buf, format=fmt, bbox_inches="tight", dpi=dpi, metadata=meta)
+    return buf.getvalue()
+
+
 def table_only_figure(rel: str) -> bool:
     """Whether the figure at ``rel`` (its path under ``figures/``) is one that the pages show only
     as a small picture in a table cell (generator/templates): the unit atlas' patch grids, the

@@ -169,3 +169,44 @@ def test_saving_a_findings_plot_leaves_matplotlib_settings_alone(tmp_path):
     plots.save(fig, tmp_path / "p.svg")
     assert "a title" in (tmp_path / "p.svg").read_text()  # text stays text in the findings' SVG
     assert {k: matplotlib.rcParams[k] for k in plots.SVG_RC} == before
+
+
+def test_a_plot_under_figures_downloads_as_pdf_with_the_same_bytes_every_time(tmp_path):
+    """LaTeX takes PDF, not SVG: every SVG plot under a figures folder gets a PDF twin (findings plots and the
+    colour bar alike), byte-identical when drawn again; the line under it links the PDF first, then the SVG;
+    the export takes both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from generator.figure_files import save_plot
+    from generator.figures import caption_html, describe
+    from generator.metrics import plots
+    from generator.render import colour_bar
+    from generator.util import download_pdf
+
+    figs = tmp_path / "figures"
+
+    def plot(path):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1, 2], [1, 0, 2])
+        ax.set_title("deletion")
+        plots.save(fig, path)
+
+    plot(figs / "findings/m/cascade.svg")
+    pdf = figs / "findings/m/cascade.pdf"
+    first = pdf.read_bytes()
+    assert first.startswith(b"%PDF") and b"CreationDate" not in first
+    plot(tmp_path / "again/figures/findings/m/cascade.svg")
+    assert (tmp_path / "again/figures/findings/m/cascade.pdf").read_bytes() == first
+    save_plot(colour_bar("scale"), figs / "attribution/colorbar.svg")
+    assert (figs / "attribution/colorbar.pdf").read_bytes().startswith(b"%PDF")
+    plot(tmp_path / "elsewhere/p.svg")  # outside a figures folder: no twin
+    assert download_pdf(tmp_path / "elsewhere/p.svg") is None and not (tmp_path / "elsewhere/p.pdf").exists()
+    assert download_pdf(figs / "findings/m/cascade.webp") is None
+    line = caption_html(describe("findings/m/cascade.svg", MANIFEST), "../f/cascade.svg", pdf=True)
+    assert line.index('href="../f/cascade.pdf" download>Download (PDF)') < line.index('href="../f/cascade.svg"')
+    out = tmp_path / "pack"
+    assert main(["export", "--figures", str(figs), "--out", str(out), "--method", "findings"]) == 0
+    assert (out / "findings/m/cascade.pdf").read_bytes() == first

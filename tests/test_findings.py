@@ -428,8 +428,11 @@ def test_stage_is_reproducible_without_the_cache(tmp_path, tiny):
         pages.append("\n".join(l for l in text.splitlines() if " s, " not in l and "(total" not in l))
         figs.append({p.relative_to(ctx.out): p.read_bytes() for p in (ctx.out / "figures").rglob("*") if p.is_file()})
     assert pages[0] == pages[1]
-    # + invariance, fragility, selectivity; + the PNG twin of sanity-maps.webp; + figures.json (what each figure shows)
-    assert figs[0] == figs[1] and len(figs[0]) == 6 + 4 + 1 + 1 + 1
+    # + invariance, fragility, selectivity; + the PNG twin of sanity-maps.webp; + figures.json (what each figure shows);
+    # + each SVG plot's PDF twin (its download for LaTeX)
+    svg = [p for p in figs[0] if p.suffix == ".svg"]
+    assert figs[0] == figs[1] and len(figs[0]) == 6 + 4 + 1 + 1 + 1 + len(svg)
+    assert len(svg) == 10 and all(p.with_suffix(".pdf") in figs[0] for p in svg)
 
 
 def test_transfer_section_reads_the_judge_table_of_the_configured_generator(tmp_path):

@@ -171,9 +171,15 @@ def test_accuracy_counts_open_photos_through_load_rgb(tmp_path):
         return out
     counts = model_table.accuracy_counts(net, spec, files, [0, 217])
     assert (counts["n"], counts["top1"], counts["restricted"]) == (1, 1, 1)
+    for k in range(5):  # decoding threads (as on a GPU) count the same photos, in the same order
+        Image.new("RGB", (40, 30), (40 * k, 20, 20)).save(root / TENCH / f"p{k}.png")
+    files = imagenet.imagefolder(root)
+    assert model_table.accuracy_counts(net, spec, files, [0, 217], batch_size=2) == \
+        model_table.accuracy_counts(net, spec, files, [0, 217], batch_size=2, decode_workers=3)
     (root / TENCH / "fake.jpg").write_text("not a photo")
-    with pytest.raises(ImageRejected, match=r"fake\.jpg: not an image PIL can read"):
-        model_table.accuracy_counts(net, spec, imagenet.imagefolder(root), [0, 217])
+    for workers in (0, 2):
+        with pytest.raises(ImageRejected, match=r"fake\.jpg: not an image PIL can read"):
+            model_table.accuracy_counts(net, spec, imagenet.imagefolder(root), [0, 217], decode_workers=workers)
 
 
 def test_deepsim_training_crops_open_photos_through_load_rgb(tmp_path):

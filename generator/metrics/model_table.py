@@ -77,6 +77,7 @@ def accuracy_counts(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress=None,
+    decode_workers: int = 0,
 ) -> dict:
     """Hit counts of ``net`` on labelled photo ``files``: ``n``, ``top1``, ``top5``, ``restricted``
     (top-1 among ``classes``, the classes of the whole set) and per class ``[hits, photos]``
@@ -87,19 +88,18 @@ def accuracy_counts(
     :func:`generator.images.load_rgb` (its checks and conversions: EXIF orientation, alpha on white,
     16-bit, CMYK; without its 32-px floor, so every photo of the folder counts, as before); one it
     rejects (unreadable, truncated, a decompression bomb) stops the count with an
-    :class:`~generator.images.ImageRejected` naming the file.
+    :class:`~generator.images.ImageRejected` naming the file. ``decode_workers`` > 0: photos are decoded
+    by that many threads, the next batch while the network runs on this one (for a GPU).
     """
+    from ..executor import not_network
+
     cls_t = torch.tensor(sorted(classes))
     out = {"n": 0, "top1": 0, "top5": 0, "restricted": 0, "per_class": {}}
-    for i in range(0, len(files), batch_size):
-        chunk = files[i : i + batch_size]
-        pils = []
-        for p, _c in chunk:
-            try:
-                pils.append(load_rgb(Path(p), min_side=1)[0])
-            except ImageRejected as e:
-                raise ImageRejected(f"{p}: {e}") from None
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    for chunk, pils, seconds in _decoded(chunks, decode_workers):
+        t0 = time.perf_counter()
         x = spec.preprocess(pils).to(device)
+        not_network(seconds + time.perf_counter() - t0)  # decoding and resizing: not network work
         logits = net(x).float().cpu()
         labels = torch.tensor([c for _p, c in chunk])
         h = topk_hits(logits, labels)
@@ -115,6 +115,34 @@ def accuracy_counts(
         if progress is not None:
             progress.update(len(chunk))
     return out
+
+
+def _decode(p: Path):
+    try:
+        return load_rgb(Path(p), min_side=1)[0]
+    except ImageRejected as e:
+        raise ImageRejected(f"{p}: {e}") from None
+
+
+def _decoded(chunks: list[list[tuple[Path, int]]], workers: int):
+    """(chunk, its decoded photos, seconds the caller waited for them) per chunk, in order; with
+    ``workers`` threads the next chunk is decoded while the caller works on this one."""
+    if workers <= 0:
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            yield chunk, [_decode(p) for p, _c in chunk], time.perf_counter() - t0
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as ex:
+        ahead = [ex.submit(_decode, p) for p, _c in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
+            now = ahead
+            if k + 1 < len(chunks):
+                ahead = [ex.submit(_decode, p) for p, _c in chunks[k + 1]]
+            t0 = time.perf_counter()
+            pils = [f.result() for f in now]
+            yield chunk, pils, time.perf_counter() - t0
 
 
 def accuracy_from_counts(counts: Sequence[dict], classes: Sequence[int]) -> dict:
@@ -150,6 +178,14 @@ class AccuracyCounts:
     seconds: float = 0.0
 
 
+def decode_workers(device) -> int:
+    """Threads that decode photos ahead of the network: on a GPU (which waits for them otherwise) up to 4
+    of the cores; on a CPU none (the network's threads use every core)."""
+    import os
+
+    return max(0, min(4, (os.cpu_count() or 1) - 1)) if torch.device(device).type == "cuda" else 0
+
+
 def accuracy_blocks(model, blocks: list[list[tuple[str, int]]], classes: Sequence[int],
                     batch_size: int) -> list[AccuracyCounts]:
     """Hit counts of a registry ``model`` on blocks of labelled photo files (a tick per block)."""
@@ -158,7 +194,8 @@ def accuracy_blocks(model, blocks: list[list[tuple[str, int]]], classes: Sequenc
     out = []
     for files in blocks:
         t0 = time.perf_counter()
-        r = accuracy_counts(model.net, model.spec, [(Path(p), c) for p, c in files], classes, batch_size, model.device)
+        r = accuracy_counts(model.net, model.spec, [(Path(p), c) for p, c in files], classes, batch_size, model.device,
+                            decode_workers=decode_workers(model.device))
         out.append(AccuracyCounts(**r, seconds=time.perf_counter() - t0))
         tick(1)
     return out

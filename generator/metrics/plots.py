@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..util import atomic_write_bytes, download_png, write_bytes_if_changed
+from ..util import atomic_write_bytes, download_pdf, download_png, matplotlib_bytes, write_bytes_if_changed
 
 METRIC_LABELS = {"spearman": "Spearman rank corr. of |map|", "ssim": "SSIM", "hog": "HOG similarity"}
 RANDOM_NOTE = "random weights: sanity check only"
@@ -34,17 +34,20 @@ SVG_RC = {"svg.hashsalt": "cnnvis-findings", "svg.fonttype": "none"}
 
 
 def save(fig, path: str | Path) -> Path:
-    """Save atomically (SVG, PNG or WebP by suffix), without a timestamp; skip identical bytes."""
+    """Save atomically (SVG, PNG or WebP by suffix), without a timestamp; skip identical bytes. An SVG
+    under a figures folder gets its PDF twin (the download for LaTeX), a WebP with a download line
+    its PNG twin."""
     plt = _plt()
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     raster = "png" if fmt == "webp" else fmt
-    meta = {"Date": None} if raster == "svg" else {"Software": None} if raster == "png" else {}
-    buf = io.BytesIO()
-    with plt.rc_context(SVG_RC):
-        fig.savefig(buf, format=raster, bbox_inches="tight", dpi=110, metadata=meta)
-    plt.close(fig)
-    data = buf.getvalue()
+    try:
+        data = matplotlib_bytes(fig, raster, SVG_RC)
+        pdf = download_pdf(path)
+        if pdf is not None:
+            write_bytes_if_changed(pdf, matplotlib_bytes(fig, "pdf"))
+    finally:
+        plt.close(fig)
     if fmt == "webp":  # photos-like grids: much smaller than PNG
         from PIL import Image
 

@@ -47,7 +47,7 @@ from ..executor import compute, tick
 from ..methods.attribution import ATTRIBUTION_METHODS, AttributionMethod, make
 from ..methods.neuron_deconv import project_top_neurons
 from ..receptive_field import receptive_field_boxes
-from ..figure_files import draw, save_image
+from ..figure_files import draw, save_image, save_plot
 from ..render import colour_bar, field_tile, heatmap_image, neuron_figure, signed_to_rgb, to_pil, to_uint8
 from ..util import progress
 
@@ -248,7 +248,7 @@ def run(ctx) -> None:
     bar_path = ctx.figure_path("attribution/colorbar.svg",
                                caption="Attribution colour scale: each map from 0 to its 99th percentile (and above)")
     if not bar_path.exists():
-        colour_bar(bar_path, "each map: 0 → its 99th percentile (and above)")
+        save_plot(colour_bar("each map: 0 → its 99th percentile (and above)"), bar_path)
 
     per_model: dict[str, dict] = {}
     for model in ctx.models:

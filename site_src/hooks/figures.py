@@ -1,6 +1,6 @@
 """MkDocs hook: under every generated figure, a line with its caption (what, model, photo, layer),
 the photo's credit and licence, and a download link to the full-size figure as PNG (plots: their
-SVG). The generator writes that PNG beside the WebP for the figures the pages show this way
+PDF, and their SVG). The generator writes that PNG beside the WebP for the figures the pages show this way
 (``generator.util.download_png``); a WebP figure shown with a download line that has none gets its
 PNG here, made from the WebP into the built site (nothing is written into ``docs_dir``). Pictures in
 table cells and thumbnails get no line: they link to their own page or open in the lightbox.
@@ -42,7 +42,7 @@ def on_page_content(html, page, config, files, **kw):
         html = TABLE.sub("<table data-search-exclude", html)
     try:
         from generator.figures import caption_html, describe, read_manifest
-        from generator.util import download_png
+        from generator.util import download_pdf, download_png
     except ImportError:  # the package is not importable here: the figures stay as they are
         return html
     figures = Path(config["docs_dir"]) / "generated" / "figures"
@@ -59,7 +59,9 @@ def on_page_content(html, page, config, files, **kw):
         rel = m.group("rel")
         png = download_png(figures / rel)
         has_png = (png is not None and png.is_file()) or _png_in_site(figures / rel, config, rel)
-        out.append(caption_html(describe(rel, manifest), m.group("src"), png=has_png))
+        pdf = download_pdf(figures / rel)
+        out.append(caption_html(describe(rel, manifest), m.group("src"), png=has_png,
+                                pdf=pdf is not None and pdf.is_file()))
         pos = end
     out.append(html[pos:])
     return "".join(out)
