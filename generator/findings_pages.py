@@ -24,7 +24,7 @@ import torch
 from .cache import key
 from .metrics import bootstrap, faithfulness, plots, sanity, similarity
 from .metrics.transfer import judge_evidence
-from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines
+from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines, summarise_units
 from .models import get_spec
 from .site import Headline
 from .util import atomic_write_bytes, download_pdf, download_png, stable_hash, write_bytes_if_changed
@@ -230,12 +230,16 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
                   agreement=ctx.artifact("model_agreement"), ci=bootstrap.fmt, decided=bootstrap.decided,
                   source=source, n_of=n_of or {}, expensive=list(expensive),
                   n_sanity_of=n_sanity, n_max=max((n_of or {"": 0}).values(), default=0),
-                  transfer=transfer_evidence(ctx))
+                  transfer=transfer_evidence(ctx),
+                  # the selectivity page's sentences, from each model's units (the preview profile's note: fewer units)
+                  units_said=lambda sm: summarise_units(sm["units"], s, ctx.config.profile, int(
+                      profiles.settings("full", "findings").get("ablation_units_per_layer", 0))))
     ctx.provide("findings_summaries", summaries)
     first = answer_headline(summaries, PAGE)
     pages = {c: PAGE_OF[c] for c in ("sanity", "class", "faithfulness")}
     ctx.provide("findings_headlines", [Headline(*h) for h in ([first] if first else []) + headlines(summaries, pages)])
-    used = {k: (s[k] if k == "accuracy_max_images" else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
+    unscaled = ("accuracy_max_images", "ablation_units_per_layer")  # not photo counts of n_scale
+    used = {k: (s[k] if k in unscaled else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
     profile = ctx.config.profile_line("findings", used)
     on_index = {**common, **links(PAGE)}
     for title, template, order in INDEX_SECTIONS:

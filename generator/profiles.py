@@ -30,7 +30,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "findings": {
             "images": 100, "faithfulness_images": 100, "invariance_images": 100, "fragility_images": 100,
             "sanity_images": 100, "expensive_images": 30, "sanity_expensive_images": 30,
-            "selectivity_images": 100, "accuracy_max_images": 0,
+            "selectivity_images": 100, "accuracy_max_images": 0, "ablation_units_per_layer": 32,
         },
         "dgn_am": {"steps": 100, "ppgn_steps": 600},
         "atlas": {"max_images": 0},
@@ -39,7 +39,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "findings": {
             "images": 30, "faithfulness_images": 30, "invariance_images": 30, "fragility_images": 30,
             "sanity_images": 10, "expensive_images": 6, "sanity_expensive_images": 2,
-            "selectivity_images": 50, "accuracy_max_images": 250,
+            "selectivity_images": 50, "accuracy_max_images": 250, "ablation_units_per_layer": 4,
         },
         "dgn_am": {"steps": 60, "ppgn_steps": 200},
         "atlas": {"max_images": 1000},
@@ -54,6 +54,7 @@ MEANING = {
     "expensive_images": "photos per check, expensive methods",
     "sanity_expensive_images": "photos in the randomisation cascade, expensive methods",
     "selectivity_images": "photos for unit selectivity", "accuracy_max_images": "photos for measured accuracy (0 = all)",
+    "ablation_units_per_layer": "units ablated per layer (drawn at random)",
     "steps": "DGN-AM steps", "ppgn_steps": "PPGN chain steps", "max_images": "photos streamed (0 = all)",
 }
 

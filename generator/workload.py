@@ -256,15 +256,13 @@ def findings(ctx, model) -> dict:
                             "build makes them only for the photos the attack changed (98-100 % of them, measured)")
     photos = _labelled(ctx, str(s["probe_folder"]), scaled(s, "selectivity_images"))
     if len({c for _p, c in photos}) >= 2:
-        cap = int((ctx.settings.get("atlas") or {}).get("max_channels_per_layer", 16) or 0)
-        per = int(s["ablation_units_per_layer"])
+        per = int(s["ablation_units_per_layer"])  # drawn at random from every channel (0 = all)
         P = len(photos)
         per_pass = max(1, (4 * ctx.batch_size) // max(1, min(P, ctx.batch_size)))
         channels = ctx.channels(model)
         forward += P  # responses and logits, one pass shared by the layers
         for layer in [l for l in ctx.layers(model) if model.spec.layer(l).kind == "conv"]:
-            units = channels[layer] if cap <= 0 else min(channels[layer], cap)
-            units = min(units, per) if per > 0 else units
+            units = min(channels[layer], per) if per > 0 else channels[layer]
             forward += -(-units // per_pass) * P
         out["notes"].append("units: a layer the ablation cannot cut (inside a skip connection) costs one pass, "
                             "not its count")

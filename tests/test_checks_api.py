@@ -182,18 +182,21 @@ def test_units_check_per_layer_and_what_the_atlas_gets(tiny):
     x = _x(6)
     labels = torch.tensor([7, 300, 7, 300, 7, 300])
     layers = ["stem", "blocks", "head"]
-    res = selectivity.units_check(tiny, layers, layers, cap=4, per=2, batch_size=4, x=x, labels=labels)
+    res = selectivity.units_check(tiny, layers, layers, per=2, seed=5, batch_size=4, x=x, labels=labels)
     assert [type(r) for r in res] == [selectivity.LayerUnits] * 3
     ok = [r for r in res if not r.error]
-    assert ok and all(r.channels == [0, 1] for r in ok)
+    channels = {l: selectivity.unit_responses(tiny.net, {l: tiny.module(l)}, x[:1])[l].shape[1] for l in layers}
+    assert ok and all(r.channels == selectivity.choose_units(channels[l], 2, 5, l) for l, r in zip(layers, res) if not r.error)
     for r in ok:
         assert ((0 <= r.selectivity) & (r.selectivity <= 1)).all() and 0 <= r.base_acc <= 1
         assert set(r.preferred.tolist()) <= {7, 300}
+        assert r.class_acc_drop.shape == (2, 2) and r.classes.tolist() == [7, 300]  # per unit and class (Zhou et al.)
     u = selectivity.layer_summary(ok[0], seed=0)
     assert isinstance(u.rho, Interval) and u.rho.n == 2 and np.isnan(u.rho.lo)  # 2 units: no interval
     units = selectivity.Units(6, 2, {"stem": u})
     imp = selectivity.importance(units, "tiny_test", tiny.labels)
-    assert set(imp) == {("tiny_test", "stem", 0), ("tiny_test", "stem", 1)}
+    assert set(imp) == {("tiny_test", "stem", c) for c in ok[0].channels}  # the units drawn, not channels 0..k-1
+    assert all(-1 <= v["class_drop"] <= 1 and v["worst_class"] in tiny.labels for v in imp.values())
     assert sorted(v["rank"] for v in imp.values()) in ([1, 2], [1, 1])
 
 
@@ -221,6 +224,8 @@ def test_typed_results_round_trip_through_the_cache(tmp_path):
         fragility.Attacked(torch.rand(3, 4, 4), True, 0.8, 0.79, 2.0),
         fragility.Overlap(0.5, 0.75, 0.1),
         selectivity.LayerUnits(0.3, "", [0, 1], t[:2], torch.tensor([7, 300]), t[:2], t[2:4], 0.5),
+        selectivity.LayerUnits(0.3, "", [0, 1], t[:2], torch.tensor([7, 300]), t[:2], t[2:4], 0.5, t[:4].view(2, 2),
+                               torch.tensor([7, 300])),
         selectivity.LayerUnits(0.1, error="ValueError: skip connection"),
         model_table.AccuracyCounts(4, 2, 3, 3, {7: [1, 2], 300: [2, 2]}, 0.2),
     ]

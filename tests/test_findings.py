@@ -374,7 +374,7 @@ def test_selectivity_sentences_and_heading_follow_the_numbers():
             title = "Net"
 
     sm = {"model": M, "units": units, "figures": {"units": "figures/findings/net/selectivity.svg"}}
-    text = _render(s, ["a"], TITLES, sm, template="units")
+    text = _render(s, ["a"], TITLES, sm, template="units", units_said=lambda one: verdicts.summarise_units(one["units"], s))
     said = {l.split("**")[1]: l + next(iter(text.split(l)[1:]), "").split("\n")[1] for l in text.splitlines()
             if l.startswith("- **")}
     assert "the more class-selective units cost more when ablated" in said["high"]
@@ -385,6 +385,105 @@ def test_selectivity_sentences_and_heading_follow_the_numbers():
     title = next(cp.title for cp in findings_pages.CHECK_PAGES if cp.key == "selectivity")
     assert title == "Selectivity and importance"
     assert not re.search(r"\b(not|no|is)\b", title + " ".join(l for l in text.splitlines() if l.startswith("#")))
+
+
+def _units_layer(sel, prob_drop, acc_drop, class_acc_drop=None, classes=None, seed=0):
+    """A measured layer (selectivity and costs given per unit) as the page gets it."""
+    m = len(sel)
+    t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64))  # noqa: E731
+    return selectivity.layer_summary(selectivity.LayerUnits(
+        0.0, "", list(range(m)), t(sel), torch.zeros(m, dtype=torch.long), t(acc_drop), t(prob_drop), 0.8,
+        None if class_acc_drop is None else t(class_acc_drop), None if classes is None else torch.as_tensor(classes)),
+        seed=seed)
+
+
+def test_selectivity_sentences_flip_on_each_side_of_the_threshold():
+    """Each correlation's sentence comes from its interval against ±selectivity_min_rho: a relation when the
+    interval lies beyond it, none when it reaches into the band; nothing below min_n units or photos; a
+    correlation that clears the threshold but not the Holm correction is undecided."""
+    rng = np.random.default_rng(0)
+    m = 32
+    sel = np.linspace(0.05, 0.95, m)
+    prob = 0.5 * sel + rng.normal(0, 0.05, m)  # rho about 0.95: interval well above 0.5, under 0.99
+    layer = _units_layer(sel, prob, rng.permutation(np.linspace(0, 0.05, m)))
+    lo, hi = layer.rho.lo, layer.rho.hi
+    assert 0.5 < lo < hi < 0.99
+    units = selectivity.Units(n=40, n_classes=4, layers={"l": layer}, per=m, seed=0)
+
+    def said(**rules):
+        s = findings.settings(Config({"findings": rules}))
+        return verdicts.summarise_units(units, s).layers["l"]
+
+    below_t, above_t = said(selectivity_min_rho=round(lo - 0.05, 2)), said(selectivity_min_rho=round(hi + 0.005, 3))
+    assert below_t.tests["prob"].verdict == "above" and "the more class-selective units cost more when ablated" in below_t.cost
+    assert above_t.tests["prob"].verdict == "none"
+    assert "no relation between selectivity and ablation cost is shown" in above_t.cost and "cost more" not in above_t.cost
+    # the mirror image: the same correlation negative
+    neg = selectivity.Units(n=40, n_classes=4, layers={"l": _units_layer(sel, -prob, np.zeros(m))})
+    s = findings.settings(Config({"findings": {"selectivity_min_rho": 0.2}}))
+    out = verdicts.summarise_units(neg, s).layers["l"]
+    assert out.tests["prob"].verdict == "below" and "cost *less* when ablated (the interval lies below −0.2)" in out.cost
+    assert out.tests["acc"].verdict == "flat"  # no unit changed the accuracy: no correlation, no relation claimed
+    assert "every measured unit's is the same" in verdicts.unit_clause(out.tests["acc"], 0.2, 20)
+    # min_n: from 19 units or 19 photos no statement, whatever the interval
+    few = selectivity.Units(n=40, n_classes=4, layers={"l": _units_layer(sel[:19], prob[:19], prob[:19])})
+    out = verdicts.summarise_units(few, s).layers["l"]
+    assert out.tests["prob"].verdict == "few_units" and "too few units for a statement" in out.cost
+    assert "cost more" not in out.cost
+    out = verdicts.summarise_units(selectivity.Units(n=19, n_classes=4, layers={"l": layer}), s).layers["l"]
+    assert out.tests["prob"].verdict == "few_photos" and "too few photos" in out.cost
+    # Holm: an interval clear of the threshold at an alpha no resampled p-value reaches is "undecided"
+    held = said(selectivity_min_rho=0.0, alpha=1e-6)
+    assert held.tests["prob"].raw == "above" and held.tests["prob"].verdict == "held"
+    assert "but not after the Holm correction" in held.cost and "cost more" not in held.cost
+
+
+def test_per_class_sentence_compares_overall_and_largest_per_class_drop():
+    """Zhou et al.: when selectivity goes with the largest per-class drop but not with the overall drop, the
+    sentence says so from the two intervals, with both means; a threshold beyond both intervals says neither."""
+    rng = np.random.default_rng(1)
+    m, K = 32, 4
+    sel = np.linspace(0.05, 0.95, m)
+    per_class = rng.uniform(-0.02, 0.02, (m, K))
+    per_class[np.arange(m), rng.integers(0, K, m)] = 0.5 * sel + rng.normal(0, 0.02, m)  # the most-affected class: follows selectivity
+    overall = rng.permutation(np.linspace(0.0, 0.03, m))  # the overall drop: unrelated
+    layer = _units_layer(sel, overall, overall, per_class, [7, 30, 300, 900])
+    assert np.allclose(layer.class_drop, per_class.max(1))
+    assert list(layer.worst_class) == [[7, 30, 300, 900][k] for k in per_class.argmax(1)]
+    assert layer.rho_class.lo > 0.5 and layer.rho_acc.lo < 0 < layer.rho_acc.hi
+    units = selectivity.Units(n=40, n_classes=K, layers={"l": layer}, per=m, seed=0)
+    s = findings.settings(Config({}))
+    out = verdicts.summarise_units(units, s).layers["l"]
+    assert out.tests["class"].verdict == "above" and out.tests["acc"].verdict == "none"
+    assert "the more class-selective units cost more to their most-affected class" in out.per_class
+    assert "no relation between selectivity and the overall accuracy drop is shown" in out.per_class
+    assert verdicts.bootstrap.fmt(layer.class_mean, 3) in out.per_class and f"n = {m} units" in out.per_class
+    s = findings.settings(Config({"findings": {"selectivity_min_rho": round(layer.rho_class.hi + 0.01, 2)}}))
+    out = verdicts.summarise_units(units, s).layers["l"]
+    assert "no relation between selectivity and either accuracy drop is shown" in out.per_class
+    assert "cost more" not in out.per_class
+
+
+def test_selectivity_page_says_how_many_units_and_that_preview_used_fewer():
+    sel = np.linspace(0.05, 0.95, 8)
+    units = selectivity.Units(n=50, n_classes=10, layers={"l": _units_layer(sel, sel, sel)}, per=8, seed=3)
+    s = findings.settings(Config({}))
+    prev = verdicts.summarise_units(units, s, profile="preview", full_per=32)
+    assert "8 units per layer, drawn at random with seed 3" in prev.count
+    assert "The **preview** profile ablates 8 units per layer, fewer than the 32 of the full build" in prev.fewer
+    assert "no layer gets a statement here" in prev.fewer
+    assert verdicts.summarise_units(units, s, profile="full", full_per=32).fewer == ""
+
+    class M:
+        name = "net"
+
+        class spec:
+            title = "Net"
+
+    sm = {"model": M, "units": units, "figures": {"units": "figures/findings/net/selectivity.svg"}}
+    text = _render(s, ["a"], TITLES, sm, template="units",
+                   units_said=lambda one: verdicts.summarise_units(one["units"], s, "preview", 32))
+    assert "8 units per layer, drawn at random with seed 3" in text and "fewer than the 32 of the full build" in text
 
 
 def test_cross_model_agreement():

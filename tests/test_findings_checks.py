@@ -140,6 +140,68 @@ def test_ablating_a_unit_that_carries_a_class_costs_that_class():
     assert list(selectivity.preferred_class(resp, labels.tolist())[:2]) == [0, 1]
 
 
+def test_ablated_units_are_drawn_at_random_seeded_and_reproducible():
+    """The units ablated per layer: the configured count, drawn with the seed (the same draw every time and for
+    every photo), not the first k channels; another seed or layer gives another draw; 0 or k ≥ C: every channel."""
+    a = selectivity.choose_units(96, 32, seed=0, layer="stage3")
+    assert a == selectivity.choose_units(96, 32, seed=0, layer="stage3")  # reproducible
+    assert len(a) == 32 == len(set(a)) and a == sorted(a) and all(0 <= c < 96 for c in a)
+    assert a != list(range(32))
+    assert selectivity.choose_units(96, 32, seed=1, layer="stage3") != a
+    assert selectivity.choose_units(96, 32, seed=0, layer="stage4") != a
+    assert selectivity.choose_units(16, 32, seed=0) == list(range(16)) == selectivity.choose_units(16, 0, seed=0)
+
+
+def _one_unit_per_class(K=8, extra=1, per_class=10, seed=0):
+    """K classes, each told apart by its own unit (channel k bright on class k's photos), plus ``extra`` units the
+    classifier ignores; the head reads unit k into class k's logit only."""
+    C = K + extra
+    conv = nn.Conv2d(C, C, 1, bias=False)
+    head = nn.Linear(C, K, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(C).view(C, C, 1, 1))
+        head.weight.copy_(torch.eye(K, C))
+    net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(K * per_class) % K
+    x = torch.rand(len(labels), C, 6, 6, generator=g) * 0.1
+    x[torch.arange(len(labels)), labels] += 0.5
+    return net, x, labels
+
+
+def test_per_class_ablation_a_unit_that_feeds_one_class():
+    """Zhou et al. 2018: a unit that carries one class of K costs that class all its photos (a per-class drop of
+    1) and the whole set only 1/K; a unit the classifier ignores costs nothing; one batched call for every unit."""
+    K = 8
+    net, x, labels = _one_unit_per_class(K)
+    res = selectivity.ablation_costs(net, net[1], list(range(K + 1)), x, labels, batch_size=16)
+    assert res["base_correct"].all()
+    drop, classes = selectivity.class_accuracy_drop(res["correct"], res["base_correct"], labels.tolist())
+    assert drop.shape == (K + 1, K) and classes.tolist() == list(range(K))
+    for k in range(K):  # unit k: all of class k's photos lost, no other class's
+        assert drop[k, k] == 1.0 and np.allclose(np.delete(drop[k], k), 0.0)
+    assert np.allclose(drop[K], 0.0)  # the ignored unit
+    overall = res["base_correct"].float().mean().item() - res["correct"].float().mean(1).numpy()
+    assert np.allclose(overall[:K], 1.0 / K) and overall[K] == 0.0  # small overall, large per class
+    # what the page gets: the largest per-class drop and its class beside the overall drop
+    resp = selectivity.unit_responses(net, {"relu": net[1]}, x)["relu"]
+    r = selectivity.LayerUnits(0.0, "", list(range(K + 1)), torch.from_numpy(selectivity.selectivity_index(resp, labels.tolist())),
+                               torch.from_numpy(selectivity.preferred_class(resp, labels.tolist())), torch.from_numpy(overall),
+                               torch.zeros(K + 1, dtype=torch.float64), 1.0, torch.from_numpy(drop), torch.from_numpy(classes))
+    u = selectivity.layer_summary(r, seed=0)
+    assert u.class_drop.tolist() == [1.0] * K + [0.0] and u.worst_class[:K].tolist() == list(range(K))
+    assert np.allclose(u.acc_drop[:K], 1.0 / K)
+    assert u.class_mean.mean > u.acc_mean.mean * (K - 1)  # the per-class mean drop: ~K times the overall one
+
+
+def test_class_accuracy_drop_by_hand():
+    correct = np.array([[1, 0, 1, 1], [1, 1, 0, 0]], bool)  # 2 units, 4 photos
+    base = np.array([1, 1, 1, 0], bool)
+    drop, classes = selectivity.class_accuracy_drop(correct, base, [5, 5, 9, 9])
+    assert classes.tolist() == [5, 9]
+    assert np.allclose(drop, [[0.5, -0.5], [0.0, 0.5]])  # a drop may be negative: the ablation fixed a photo
+
+
 def test_fragility_attack_keeps_the_probability_within_the_stated_change():
     """"Leaves the class and its probability almost unchanged": with ``max_prob_change`` every
     returned photo's class probability stays within it — a bound the unconstrained attack breaks."""

@@ -68,6 +68,40 @@ def test_the_findings_answer_is_the_sentence_above_the_headlines(tmp_path):
     assert page == home.ANSWER_PAGE
 
 
+def test_compare_headline_names_a_method_only_where_a_paired_interval_separates_it(tmp_path):
+    """The comparison's headline is verdicts.consistency's: the most consistent method, the tied ones, or
+    no ranking below [findings] min_n — computed from per-photo numbers, never from the means alone."""
+    import numpy as np
+
+    from generator.stages import compare
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 30)
+    titles = {"gc": "Grad-CAM", "sg": "SmoothGrad <2>"}
+    cases = {"separated": {"gc": base + 0.05 + rng.normal(0, 0.01, 30), "sg": base + rng.normal(0, 0.01, 30)},
+             "tied": {"gc": base + 0.002 + rng.normal(0, 0.1, 30), "sg": base + rng.normal(0, 0.1, 30)}}
+    cases["few"] = {k: v[:8] for k, v in cases["separated"].items()}
+    shown, means = {}, {}
+    for kind, values in cases.items():
+        ag, said = compare.summarise(values, titles, {"min_n": 20})
+        assert said.kind == kind
+        means[kind] = ag.rows[0]["mean"]
+        ctx = _ctx(tmp_path / kind)
+        ctx.provide("compare_headlines", [Headline(said.value, said.label, compare.PAGE)])
+        home.run(ctx)
+        shown[kind] = _home(ctx)
+    assert (f"- [**{means['separated']:.2f}** rank correlation between models&#x27; Grad-CAM maps, the most "
+            f"consistent method (separated by paired intervals, n = 30)](generated/methods/compare.md)"
+            ) in shown["separated"]
+    assert "- [**tied** most consistent method across models:" in shown["tied"]
+    assert "SmoothGrad &lt;2&gt;" in shown["tied"]
+    assert "are not told apart by a paired interval (n = 30)" in shown["tied"]
+    assert "the most consistent method" not in shown["tied"]
+    assert ("- [**not ranked** which method&#x27;s maps agree most across models: 8 photos are too few for a ranking "
+            "(it needs 20)](generated/methods/compare.md)") in shown["few"]
+    assert "Grad-CAM" not in shown["few"]
+
+
 def test_headline_text_is_escaped(tmp_path):
     ctx = _ctx(tmp_path)
     ctx.provide("findings_headlines", [Headline("<b>1</b>", "on <script>x</script>", "findings/index")])

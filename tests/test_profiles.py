@@ -25,6 +25,9 @@ def test_the_profile_sizes_the_stages_and_explicit_settings_win():
     assert full["expensive_images"] >= 30 and full["sanity_images"] >= 100 and full["sanity_expensive_images"] >= 30
     assert prev["images"] >= 30  # the cheap methods' checks keep at least 30 photos in preview
     assert findings.settings(_cfg("full", images=12))["images"] == 12  # the config file wins
+    # units ablated per layer (selectivity vs importance): at least 32 in full, fewer in preview, the config file wins
+    assert full["ablation_units_per_layer"] >= 32 > prev["ablation_units_per_layer"] > 0
+    assert findings.settings(_cfg("full", ablation_units_per_layer=5))["ablation_units_per_layer"] == 5
     assert dgn_am.settings(_cfg("preview"))["ppgn_steps"] < dgn_am.settings(_cfg("full"))["ppgn_steps"] == 600
     assert atlas.settings(_cfg("full"))["max_images"] == 0 and atlas.settings(_cfg("preview"))["max_images"] > 0
     # the command line's --profile (Config.override) switches the sizes
@@ -46,5 +49,6 @@ def test_the_line_on_the_pages_names_the_profile_its_n_and_the_full_build():
     line = c.profile_line("findings", findings.settings(c))
     assert "**preview** profile" in line and "cheap methods 40 (set in the config)" in line
     assert "PROFILE=full" in line
+    assert "units ablated per layer (drawn at random) 4" in line
     assert "**full** profile" in _cfg("full").profile_line("findings", findings.settings(_cfg("full")))
     assert c.profile_line("activity", {"top_channels": 16}) == ""  # nothing profile-sized there

@@ -8,7 +8,11 @@ share (the smallest such fraction, centred) and resampled to one size: that is w
 :func:`to_common_view` does — no model's size is assumed.
 
 :func:`pair_similarity` then gives, per pair of models, the Spearman rank correlation of
-their aligned maps, one value per photo.
+their aligned maps, one value per photo; :func:`per_photo_agreement` the mean over the pairs per
+photo, and :func:`agreement` per method its mean over photos with a 95 % bootstrap interval and n,
+and the most / least consistent method only where a *paired* interval (per-photo difference, same
+photos) separates it from every other, at n ≥ ``[findings] min_n`` (the wording:
+:func:`.verdicts.consistency`).
 """
 from __future__ import annotations
 
@@ -16,10 +20,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import bootstrap
 from .similarity import spearman
+from .verdicts import Extreme, extreme
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,50 @@ def pair_similarity(aligned: Mapping[str, torch.Tensor]) -> dict[tuple[str, str]
 
     ``aligned``: model → ``N×S×S`` maps already in one common view (same photos, same order)."""
     return {(a, b): spearman(aligned[a], aligned[b]) for a, b in combinations(aligned, 2)}
+
+
+def per_photo_agreement(pairs: Mapping[tuple[str, str], object]) -> np.ndarray:
+    """Per photo, the mean over the model pairs of their Spearman (:func:`pair_similarity`): one method's
+    agreement between models on that photo. NaN where a pair's correlation is undefined (a flat map)."""
+    if not pairs:
+        return np.zeros(0)
+    return np.stack([np.asarray(r, dtype=np.float64).ravel() for r in pairs.values()]).mean(0)
+
+
+@dataclass
+class Agreement:
+    """How much the models agree, per method, and which method (if any) agrees most and least.
+
+    ``rows``: per method ``name``, ``title``, ``mean`` and ``interval`` (the mean over photos of
+    :func:`per_photo_agreement`, 95 % BCa interval and n; :func:`.bootstrap.mean_ci`); ``n``: photos;
+    ``min_n``: the fewest photos a ranking is given on (``[findings] min_n``). ``best`` / ``worst``
+    (:class:`.verdicts.Extreme`): the top / bottom method by mean with the paired interval of its
+    per-photo difference to every other method (same photos) — None below ``min_n`` photos or with
+    fewer than two methods (``worst``: three), so that no "most consistent" can be read off the means."""
+
+    n: int
+    min_n: int
+    rows: list[dict]
+    best: Extreme | None = None
+    worst: Extreme | None = None
+
+    @property
+    def ranked(self) -> bool:
+        return self.best is not None
+
+
+def agreement(per_photo: Mapping[str, object], titles: Mapping[str, str], min_n: int = bootstrap.MIN_N,
+              seed: int = 0) -> Agreement:
+    """:class:`Agreement` from each method's per-photo agreement (same photos, same order, for every
+    method; NaNs are dropped from intervals, and from paired differences photo by photo)."""
+    values = {m: np.asarray(v, dtype=np.float64).ravel() for m, v in per_photo.items()}
+    rows = []
+    for m, v in values.items():
+        iv = bootstrap.mean_ci(v, seed=seed)
+        rows.append({"name": m, "title": titles.get(m, m), "mean": iv.mean, "interval": iv})
+    n = max((v.size for v in values.values()), default=0)
+    measured = [r for r in rows if r["interval"].n]
+    ranked = n >= min_n and len(measured) >= 2
+    best = extreme("best", measured, values, seed, min_n, key="mean") if ranked else None
+    worst = extreme("worst", measured, values, seed, min_n, key="mean") if ranked and len(measured) >= 3 else None
+    return Agreement(n, int(min_n), rows, best, worst)

@@ -6,8 +6,9 @@ build time (:mod:`generator.probes`), the stage measures: the model-randomisatio
 deletion/insertion faithfulness against a random-order and a centre-prior baseline (Petsiuk et al.
 2018, :mod:`..metrics.faithfulness`); input invariance (Kindermans et al. 2017,
 :mod:`..metrics.invariance`); fragility (Ghorbani et al. 2019, :mod:`..metrics.fragility`);
-selectivity vs importance of the catalogued units (Morcos et al. 2018, :mod:`..metrics.selectivity`,
-handed to the atlas as ``unit_importance``); and the model table (:mod:`..metrics.model_table`).
+selectivity vs importance, overall and per class, of units drawn at random (Morcos et al. 2018, Zhou
+et al. 2018, :mod:`..metrics.selectivity`, handed to the atlas as ``unit_importance``); and the model
+table (:mod:`..metrics.model_table`).
 
 Glue only: it picks the photos, calls each check (a function of an explainer callable or of the
 model, and of the photos) through :func:`generator.executor.compute` with keys from
@@ -42,7 +43,8 @@ from ..util import atomic_write_bytes, stable_hash
 
 #: "findings_summaries": the per-model summaries (verdicts.ModelSummary)
 #: "findings_headlines": [site.Headline] for the home page (verdicts.headlines)
-#: "unit_importance": {(model, layer, channel): {"selectivity", "acc_drop", "prob_drop", "n", "preferred"}}
+#: "unit_importance": {(model, layer, channel): {"selectivity", "acc_drop", "prob_drop", "n", "preferred",
+#:                     "class_drop", "worst_class"}} (the measured units: a random draw per layer)
 #: "findings_summary": JSON-able headline numbers per model and method (also findings/summary.json)
 PROVIDES: tuple[str, ...] = ("findings_summaries", "findings_headlines", "unit_importance", "findings_summary")
 NEEDS: tuple[str, ...] = ()
@@ -69,7 +71,10 @@ DEFAULTS: dict = {
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
     "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are undone
     "selectivity_images": 100,      # labelled Imagenette photos for selectivity and ablation
-    "ablation_units_per_layer": 4,  # catalogued units per layer ablated (0 = all the atlas catalogues)
+    # units per layer ablated, drawn at random with the seed (0 = every channel); from the profile
+    # (generator/profiles.py: full 32, preview fewer); not multiplied by n_scale
+    "ablation_units_per_layer": 32,
+    "selectivity_min_rho": 0.0,     # a relation: the rank correlation's interval beyond ±this (and Holm over the layers)
     "image_ids": [],
     "cascade_steps": 4,
     "seed": 0,
@@ -255,23 +260,23 @@ def fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of
 
 
 def unit_results(ctx, model, s: dict, timing: Timing) -> selectivity.Units | None:
-    """Selectivity and single-unit ablation cost of the catalogued units, a result per layer."""
+    """Selectivity, single-unit and per-class ablation cost of ``ablation_units_per_layer`` units per layer,
+    drawn with the ``seed`` (:func:`~generator.metrics.selectivity.choose_units`), a result per layer."""
     photos = _folder_photos(ctx, str(s["probe_folder"]), scaled(s, "selectivity_images"))
     if len({p.imagenet_index for p in photos}) < 2:
         return None
-    cap = int((ctx.settings.get("atlas") or {}).get("max_channels_per_layer", 16) or 0)
-    per = int(s["ablation_units_per_layer"])
+    per, seed = int(s["ablation_units_per_layer"]), int(s["seed"])
     layers = [l for l in ctx.layers(model) if model.spec.layer(l).kind == "conv"]
     labels = torch.tensor([p.imagenet_index for p in photos])
     listing = stable_hash([[p.sha256, p.imagenet_index] for p in photos])
-    keys = [key("findings-units", model=model, code=selectivity.units_task, layer=layer, photos=listing, cap=cap,
-                per=per) for layer in layers]
+    keys = [key("findings-units", model=model, code=selectivity.units_task, layer=layer, photos=listing, per=per,
+                seed=seed) for layer in layers]
     x = []  # the photos' batch, made once and only when a layer is computed
 
     def args_of(idx):
         if not x:
             x.append(ctx.batch(model, photos))
-        return (model, layers, [layers[i] for i in idx], cap, per, ctx.batch_size, x[0], labels)
+        return (model, layers, [layers[i] for i in idx], per, seed, ctx.batch_size, x[0], labels)
 
     res = compute(ctx, keys, selectivity.units_task, args_of, what=f"findings units {model.name}", unit=1,
                   bar_unit="layer")
@@ -280,7 +285,8 @@ def unit_results(ctx, model, s: dict, timing: Timing) -> selectivity.Units | Non
         if r.error:
             _say(f"findings {model.name}: units of {layer} not ablated ({r.error})")
     return selectivity.Units(len(photos), int(len(set(labels.tolist()))),
-                             {l: selectivity.layer_summary(r, int(s["seed"])) for l, r in zip(layers, res) if not r.error})
+                             {l: selectivity.layer_summary(r, seed) for l, r in zip(layers, res) if not r.error},
+                             per=per, seed=seed)
 
 
 def accuracy_results(ctx, model, s: dict, timing: Timing) -> dict | None:
