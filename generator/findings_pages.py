@@ -79,7 +79,8 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
     sanity_t = float(s["sanity_threshold"])
     figs = {}
     labels_ = cascade.labels
-    curves = {n: {m: getattr(cascade.methods[n], m) for m in similarity.METRICS} for n in names}
+    curves = {n: {m: getattr(cascade.methods[n], m) for m in similarity.METRICS
+                  + (sanity.SIGNED_METRICS if cascade.methods[n].signed else ())} for n in names}
     figs["sanity"] = _figure(ctx, f"{base}/sanity.{ext}", [labels_, curves, titles, title, sanity_t],
                              lambda p: plots.cascade_curves(p, labels_, curves, titles, title, sanity_t),
                              model=model.name, caption="Findings · model-randomisation check, every method")

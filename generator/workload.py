@@ -192,10 +192,13 @@ def findings(ctx, model) -> dict:
 
     * logits: N forward passes;
     * maps: per method one explain call on its n photos × 2 classes (top-1 and the second class, per cache step);
-    * randomisation cascade (cheap methods, then expensive ones): per measured step, per method, one
-      explain call on the group's photos, on that step's randomised copy;
+    * randomisation cascade (cheap methods, then expensive ones): per cache step, per pixel-space method, one
+      attribution on the trained model (its signed maps, :func:`~generator.metrics.sanity.signed_candidates`);
+      per measured step, per method, one explain call on the group's photos, on that step's randomised copy;
     * deletion/insertion: ``2·(steps − 1)`` forward passes per (photo, order) + 3 per photo and cache step
-      (:func:`~generator.metrics.faithfulness.n_forward`; the orders: the methods and 2 baselines);
+      (:func:`~generator.metrics.faithfulness.n_forward`; the orders: the methods and 2 baselines); then the
+      step check on the first ``faithfulness_check_images`` photos: ``2·steps`` per (photo, order), the new
+      points of the curves at twice the steps (:func:`~generator.metrics.faithfulness.n_forward_finer`);
     * invariance: per method one explain call on its photos, on the shift-absorbing copy;
     * fragility (models with a Grad-CAM layer): per photo ``fragility_steps`` gradient passes and one
       forward pass (the attack, shared), then per method an explain call on attacked + noisy copies —
@@ -233,6 +236,8 @@ def findings(ctx, model) -> dict:
         pairs = [(n, i) for i in range(n_sanity[group[0]]) for n in group]
         for c, step in enumerate(ctx.work_steps(len(pairs))):
             photos = sorted({pairs[j][1] for j in step})
+            for name in sanity.signed_candidates(sorted({pairs[j][0] for j in step})):  # trained signed maps
+                call(name, len(photos), ("cascade", tuple(photos)))
             for k in steps:
                 for name in sorted({pairs[j][0] for j in step}):
                     call(name, len(photos), ("cascade", tuple(photos)), ("random", g, c, k))
@@ -242,6 +247,10 @@ def findings(ctx, model) -> dict:
     pairs = [(n, i) for i in range(k_fai) for n in [*names, *_findings.BASELINES] if i < orders[n]]
     for step in ctx.work_steps(len(pairs)):
         forward += faithfulness.n_forward(len(step), int(s["faithfulness_steps"]), len({pairs[j][1] for j in step}))
+    k_chk = min(k_fai, scaled(s, "faithfulness_check_images")) if int(s["faithfulness_check_images"]) > 0 else 0
+    fine = [p for p in pairs if p[1] < k_chk]  # the step check: the first photos again at 2 × steps, new points only
+    for step in ctx.work_steps(len(fine)):
+        forward += faithfulness.n_forward_finer(len(step), int(s["faithfulness_steps"]))
     for name in names:
         for step in ctx.work_steps(min(n_of[name], scaled(s, "invariance_images"))):
             call(name, len(step), ("invariance", tuple(step)), ("shifted",))

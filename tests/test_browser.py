@@ -112,17 +112,19 @@ def test_no_broken_link_or_anchor_and_no_nav_files(site):
 def test_search_index_leaves_out_figure_lines_and_generated_tables(site):
     """Every page loads the search index (offline search): the repeated figure captions and the
     tables of numbers stay out of it, page titles and prose stay in; every picture's download
-    link is a PNG (or the SVG of a plot)."""
+    link is a PNG, every plot's a PDF (LaTeX) followed by its SVG."""
     import json
 
     docs = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))["docs"]
     text = " ".join(d["text"] for d in docs)
     assert "Download (" not in text
     assert any("attribution" in d["location"] for d in docs) and "Saliency" in " ".join(d["title"] for d in docs)
-    downloads = [h for p in pages_of(site) for h in re.findall(r'class="figure-dl"[^>]*><a href="([^"]+)"',
-                                                                 (site / p).read_text(encoding="utf-8"))]
-    assert downloads and all(h.endswith((".png", ".svg")) for h in downloads), downloads[:5]
-    assert any(h.endswith(".png") for h in downloads)
+    html = "".join((site / p).read_text(encoding="utf-8") for p in pages_of(site))
+    downloads = re.findall(r'class="figure-dl"[^>]*><a href="([^"]+)"', html)
+    assert downloads and all(h.endswith((".png", ".pdf")) for h in downloads), downloads[:5]
+    assert any(h.endswith(".png") for h in downloads) and any(h.endswith(".pdf") for h in downloads)
+    for h in (h for h in downloads if h.endswith(".pdf")):
+        assert re.search(re.escape(h) + r'" download(="")?>Download \(PDF\)</a> · <a href="' + re.escape(h[:-4]) + r'\.svg"', html), h
 
 
 def test_pngs_for_download_are_the_linked_ones(site):

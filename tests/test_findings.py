@@ -122,6 +122,12 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     assert heads[1].label.endswith("(10 not decided at this n)") and heads[3].value == "tied"
     assert ctx.artifacts["findings_summaries"][0]["fails"] == ctx.artifacts["findings_summaries"][0].fails
     assert all("nan" not in p.lower().replace("nanmean", "") for p in every)
+    # deletion/insertion: the step count measured again at twice the steps (here on the one photo: no interval, no
+    # claim), the literature's criticism and occlusion's circularity stated
+    fai = check["faithfulness"]
+    assert "**Step count.** Doubling the steps from 4 to 8 moves the deletion and insertion areas by " in fai
+    assert "one photo gives no interval, so it is not shown to stay below it" in fai and "n = 1 photo)" in fai
+    assert "ROAR" in fai and "ROAD" in fai and "Gomez et al. (2022" in fai and "Occlusion](" in fai
     # every cell of the glance table links to its check's page, at the model's part; every check page has that anchor
     names = list(ATTRIBUTION_METHODS)
     glance = [l for l in lead.splitlines() if l.startswith("| [")]
@@ -177,8 +183,12 @@ def test_stage_writes_tables_figures_and_reuses_the_cache(tmp_path, tiny, monkey
     assert "Spearman: logits only" in sanity and "Spearman: all layers" in sanity
     # the verdict column agrees with the sentences above the table
     part = sanity.split("## Tiny test net")[1]
-    table = [l for l in part.split("\n## ")[0].splitlines() if l.startswith("| [")]
+    table = [l for l in part.split("\n## ")[0].split("Signed maps (")[0].splitlines() if l.startswith("| [")]
     assert len(table) == len(names)
+    # the signed maps' table: the pixel-space methods whose attributions take both signs, not the ReLU'd / squared ones
+    signed = [l.split("]")[0][3:] for l in part.split("Signed maps (")[1].split("\n## ")[0].splitlines()
+              if l.startswith("| [")]
+    assert "Saliency (gradient)" in signed and "Grad-CAM" not in signed and len(signed) < len(names)
     failing = [l.split("]")[0][3:] for l in table if "**fails**" in l]
     said = part.split("| Method |")[0]
     for t in failing:

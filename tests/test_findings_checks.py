@@ -226,3 +226,166 @@ def test_fragility_attack_holds_a_tight_probability_bound_and_still_perturbs():
     delta = res["x"] - x
     assert (delta.flatten(1).abs().amax(1) > 0).all()
     assert ((res["p1"] - res["p0"]).abs() <= tol + 1e-6).all() and res["kept"].all()
+
+
+# ------------------------------------------------------------------ randomisation cascade: signed maps
+
+
+def _signed_maps(b=3, h=32, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, w, generator=g)
+
+
+def test_cascade_signed_spearman_sees_a_sign_flip_that_abs_hides():
+    from generator.metrics import sanity
+    from generator.metrics import similarity as si
+
+    a = _signed_maps()
+    ones = torch.ones(3, dtype=torch.float64)
+    # the negated map: |map| identical, signed ranking reversed
+    assert torch.allclose(si.compare(a.abs(), (-a).abs())["spearman"], ones)
+    neg = sanity.compare_signed(a, -a)
+    assert set(neg) == set(sanity.SIGNED_METRICS)
+    assert torch.allclose(neg["spearman_signed"], -ones)
+    assert (neg["ssim_signed"] < 0.5).all()  # the signed structure is inverted around the middle grey
+    same = sanity.compare_signed(a, a.clone())
+    for m, v in same.items():
+        assert torch.allclose(v, ones, atol=1e-9), m
+    # by hand against scipy: no absolute value
+    from scipy.stats import spearmanr
+
+    b = _signed_maps(seed=1)
+    got = sanity.compare_signed(a, b)["spearman_signed"]
+    want = [spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic for i in range(3)]
+    assert np.allclose(got.numpy(), want)
+    # the SSIM scaling keeps 0 at the middle and ±max|value| at the ends; an all-zero map is all middle
+    sc = sanity.signed_scale(torch.tensor([[[-2.0, 0.0], [1.0, 2.0]]]))
+    assert torch.allclose(sc, torch.tensor([[[0.0, 0.5], [0.75, 1.0]]], dtype=torch.float64))
+    assert torch.equal(sanity.signed_scale(torch.zeros(1, 2, 2)), torch.full((1, 2, 2), 0.5, dtype=torch.float64))
+    # the signed map of pixel-space attributions is the channel sum
+    att = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(sanity.signed_map(att), att.sum(1))
+
+
+def _tiny():
+    from generator.models import load_model
+    from test_findings import TINY
+
+    return TINY, load_model(TINY, allow_random=True, seed=0)
+
+
+def test_cascade_carries_signed_numbers_only_for_signed_methods(monkeypatch):
+    from generator.metrics import sanity
+    from generator.models import REGISTRY
+
+    spec, tiny = _tiny()
+    monkeypatch.setitem(REGISTRY, "tiny_test", spec)
+    g = torch.Generator().manual_seed(0)
+    x, top1 = torch.rand(3, 3, 32, 32, generator=g), torch.tensor([0, 1, 2])
+    centred = x.sum(1) - x.sum(1).mean((1, 2), keepdim=True)  # takes both signs
+    centred[2] = centred[2].abs()  # photo 2: no negative value in its trained signed map
+
+    def explain_of(view, name):
+        flip = -1.0 if "sanity-random" in view.weights_id else 1.0  # randomised copies: the sign flips
+        if name == "signed":
+            return lambda xx, t: (centred.abs(), centred * flip)
+        return lambda xx, t: centred.abs()
+
+    groups = sanity.model_groups(tiny, x[:1])
+    steps = sanity.choose_steps(len(groups), 2)
+    ref = {"signed": centred.abs(), "plain": centred.abs()}
+    pairs = [(n, i) for i in range(3) for n in ("signed", "plain")]
+    res = dict(zip(pairs, sanity.cascade_check(tiny, explain_of, ["signed", "plain"], x, top1, ref, pairs, seed=1,
+                                               steps=steps, thumb=0, signed=["signed"])))
+    ones = torch.ones(len(steps), dtype=torch.float64)
+    for i in (0, 1):
+        r = res[("signed", i)]
+        assert r.signed and torch.allclose(r.spearman, ones)  # |map| cannot see the flip …
+        assert torch.allclose(r.spearman_signed, -ones)  # … the signed rank correlation can
+        assert r.ssim_signed.shape == r.hog_signed.shape == (len(steps),)
+    assert not res[("signed", 2)].signed  # nonnegative on this photo: |map| only
+    assert not any(res[("plain", i)].signed for i in range(3))
+    assert all(res[("plain", i)].spearman_signed is None for i in range(3))
+    # the model's cascade: signed curves only where every photo of the method has them
+    cas = sanity.cascade_of(groups, steps, {"signed": [res[("signed", i)] for i in (0, 1)],
+                                            "plain": [res[("plain", i)] for i in (0, 1)]})
+    assert cas.methods["signed"].signed and cas.methods["signed"].spearman_signed.shape == (len(steps), 2)
+    assert not cas.methods["plain"].signed and cas.methods["plain"].hog_signed is None
+    mixed = sanity.cascade_of(groups, steps, {"signed": [res[("signed", i)] for i in range(3)]})
+    assert not mixed.methods["signed"].signed
+
+
+def test_cascade_task_signed_for_gradient_not_for_gradcam(monkeypatch, tmp_path):
+    from generator.cache import Cache, key
+    from generator.metrics import sanity
+    from generator.metrics.checks import explainer
+    from generator.models import REGISTRY
+
+    spec, tiny = _tiny()
+    monkeypatch.setitem(REGISTRY, "tiny_test", spec)
+    g = torch.Generator().manual_seed(0)
+    x, top1 = torch.rand(2, 3, 32, 32, generator=g), torch.tensor([1, 2])
+    names = ["saliency", "gradcam", "smoothgrad_sq"]
+    assert sanity.signed_candidates(names) == ["saliency", "smoothgrad_sq"]
+    params = {"saliency": {}, "gradcam": {}, "smoothgrad_sq": {"samples": 2}}
+    ref = {n: explainer(tiny, n, params[n], 8)(x, top1).float() for n in names}
+    groups = sanity.model_groups(tiny, x[:1])
+    steps = sanity.choose_steps(len(groups), 2)
+    pairs = [(n, i) for i in range(2) for n in names]
+    res = dict(zip(pairs, sanity.cascade_task(tiny, names, params, 8, 1, steps, 0, x, top1, ref, pairs)))
+    assert all(res[("saliency", i)].signed for i in range(2))  # the gradient takes both signs
+    assert not any(res[(n, i)].signed for n in ("gradcam", "smoothgrad_sq") for i in range(2))  # ReLU'd / squared
+    # the signed Spearman is the rank correlation of the channel sums, without the absolute value
+    assert all(((r.spearman_signed >= -1) & (r.spearman_signed <= 1)).all() for r in
+               (res[("saliency", i)] for i in range(2)))
+    # the result, signed fields included, goes through the cache
+    cache = Cache(tmp_path)
+    k = key("test-cascade", model=None, code=sanity.CascadeMaps)
+    cache.put(k, res[("saliency", 0)])
+    back = cache.get(k)
+    assert isinstance(back, sanity.CascadeMaps) and torch.equal(back.spearman_signed, res[("saliency", 0)].spearman_signed)
+    cache.put(k2 := key("test-cascade-2", model=None, code=sanity.CascadeMaps), res[("gradcam", 0)])
+    assert cache.get(k2).spearman_signed is None
+
+
+def test_cascade_page_shows_the_signed_numbers():
+    from generator.metrics import bootstrap, verdicts
+    from generator.metrics.sanity import CascadeCurves
+    from generator.stages import findings
+    from generator.config import Config
+    from test_findings import TITLES, _fake, _render, _summary
+
+    s = findings.settings(Config({}))
+    fake = _fake("Net", {"a": [0.95, 0.8, 0.6], "b": [0.2, 0.1, 0.0], "c": [0.5, 0.5, 0.5]},
+                 {"a": 0.97, "b": 0.1, "c": 0.8}, {"a": 0.25, "b": 0.05, "c": 0.35}, {"a": 0.35, "b": 0.7, "c": 0.5})
+    cas = fake[1]
+    n = cas.methods["a"].spearman.shape[1]
+    jit = np.linspace(-0.01, 0.01, n)
+    c = cas.methods["a"]  # method A is signed: its signed maps decorrelate, its |map| does not
+    cas.methods["a"] = CascadeCurves(c.spearman, c.ssim, c.hog, c.thumbs,
+                                     spearman_signed=np.array([v + jit for v in (0.4, 0.1, -0.05)]),
+                                     ssim_signed=np.full((3, n), 0.3), hog_signed=np.full((3, n), 0.2))
+    sm = _summary(fake, s)
+    sm.figures, sm.photos = {"sanity": "sanity.svg", "sanity_maps": "sanity-maps.webp"}, [{"title": "Photo"}]
+    ra, rb = (next(r for r in sm.rows if r["name"] == k) for k in ("a", "b"))
+    assert "cascade_signed" not in rb  # unsigned: |map| only
+    assert ra["signed_reads"] == "passes" and ra["abs_reads"] == "fails"  # by the rule, before Holm
+    assert ra["sanity_verdict"] == "fails"  # the verdict still uses |map|
+    assert ra["signed_minus_abs"].hi < 0
+    assert "Method A" in sm.signed_said and "lower than the |map| one for Method A" in sm.signed_said
+    assert "read differently for Method A" in sm.signed_said
+    page = _render(s, ["a", "b", "c"], TITLES, sm, template="sanity", n_sanity_of={"a": n, "b": n, "c": n},
+                   command="cmd")
+    mean = bootstrap.fmt(ra["cascade_signed_mean"])
+    assert mean.startswith("0.15") and mean in page  # the signed cascade mean, with its interval
+    for iv in ra["cascade_signed"]:
+        assert bootstrap.fmt(iv) in page
+    assert bootstrap.fmt(ra["last_signed"]["ssim"]) in page and bootstrap.fmt(ra["signed_minus_abs"]) in page
+    assert sm.signed_said in page
+    assert "The verdict uses the |map| rank correlation for every" in page
+    signed_table = [l for l in page.splitlines() if l.startswith("| [") and "passes / fails" in l]
+    assert len(signed_table) == 1 and signed_table[0].startswith("| [Method A]")
+    # no signed method: the sentence says so
+    plain = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.1}, {"a": 0.1}, {"a": 0.5}), s)
+    assert plain.signed_said.startswith("No method measured here has attributions that take both signs")
+    assert verdicts.signed_cascade(fake[1].methods["b"], 0.5) == {}

@@ -17,6 +17,13 @@ image centre first), the null hypothesis of "the object is in the middle".
 
 Every perturbed copy (all orders × both curves × all inner fractions × all images) goes
 through the model in batches of ``batch_size``; the curves' ends are shared by all orders.
+
+**Is the step count enough?** The AUC is a trapezoid over ``steps`` intervals (RISE uses 224; the
+build fewer), so it moves with the step count wherever a curve bends between two points. On a few
+photos the check is measured again at twice the steps (:func:`finer_check`: only the new, odd points
+are evaluated, the others are the coarse curve's) and :func:`step_check` gives, per photo, the mean
+absolute change of the deletion and of the insertion AUC over every order;
+:func:`..verdicts.step_verdict` says whether that change stays below ``faithfulness_step_tolerance``.
 """
 from __future__ import annotations
 
@@ -104,6 +111,8 @@ def deletion_insertion(
     batch_size: int = 32,
     only: set[tuple[str, int]] | None = None,
     progress=None,
+    points: Sequence[int] | None = None,
+    ends: bool = True,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Curves for each order: ``{name: {"deletion": B×(steps+1), "insertion": B×(steps+1)}}``.
 
@@ -117,6 +126,9 @@ def deletion_insertion(
     copy; 100 %: the baseline, or the photo), so they are evaluated once per image and
     shared by all orders: ``3 + 2 × (steps − 1) × orders`` model evaluations per image
     instead of ``2 × (steps + 1) × orders``.
+
+    ``points``: evaluate only these inner points (indices 1 … steps − 1; default all of them);
+    ``ends=False``: not the ends either. What is not evaluated stays 0 (:func:`finer_check` fills it).
     """
     b, c, h, w = x.shape
     n = h * w
@@ -131,7 +143,8 @@ def deletion_insertion(
     blurred = blur(x, blur_sigma)
     target = torch.as_tensor(target, device=x.device).long()
     out = {name: {k: torch.zeros(b, steps + 1, dtype=torch.float64) for k in CURVES} for name in orders}
-    inner = counts[1:-1]  # the fractions strictly between 0 and 1
+    at = list(range(1, steps)) if points is None else sorted({int(p) for p in points if 0 < int(p) < steps})
+    inner = counts[at]  # the fractions strictly between 0 and 1 that are evaluated
     ni = len(inner)
 
     def probs_of(imgs: torch.Tensor, tg: torch.Tensor) -> torch.Tensor:
@@ -144,13 +157,13 @@ def deletion_insertion(
         return torch.cat(ps).double().cpu() if ps else torch.zeros(0, dtype=torch.float64)
 
     # the ends, once per image: p(photo), p(baseline), p(blurred)
-    used = sorted({bi for (_n, bi) in only} if only is not None else range(b))
+    used = sorted({bi for (_n, bi) in only} if only is not None else range(b)) if ends else []
     if used:
         idx = torch.tensor(used, device=x.device)
-        ends = probs_of(torch.cat([x[idx], baseline[idx], blurred[idx]]), target[idx].repeat(3)).view(3, len(used))
-        end_of = {bi: ends[:, j] for j, bi in enumerate(used)}  # (photo, baseline, blurred)
+        end_p = probs_of(torch.cat([x[idx], baseline[idx], blurred[idx]]), target[idx].repeat(3)).view(3, len(used))
+        end_of = {bi: end_p[:, j] for j, bi in enumerate(used)}  # (photo, baseline, blurred)
     for name, ords in orders.items():
-        for bi in range(b):
+        for bi in used:
             if only is None or (name, bi) in only:
                 e = end_of[bi]
                 out[name]["deletion"][bi, 0], out[name]["deletion"][bi, -1] = e[0], e[1]
@@ -165,7 +178,7 @@ def deletion_insertion(
         tg = torch.cat([target[bi].expand(ni) for _n, _k, bi in pending])
         rows = probs_of(torch.cat(buf), tg).view(len(pending), ni)
         for (name, kind, bi), row in zip(pending, rows):
-            out[name][kind][bi, 1:-1] = row
+            out[name][kind][bi, at] = row
         pending.clear()
         buf.clear()
 
@@ -216,13 +229,34 @@ class OrderCurves:
 
 
 @dataclass
+class StepCheck:
+    """The AUCs at ``steps`` and at ``fine_steps`` (= 2 × steps) on the first photos: per photo (its
+    index in ``photos``) the mean over the ``orders`` of |AUC(fine) − AUC(coarse)|, for deletion and
+    insertion."""
+
+    steps: int
+    fine_steps: int
+    orders: list[str]
+    photos: list[int]
+    deletion: np.ndarray
+    insertion: np.ndarray
+
+    @property
+    def change(self) -> np.ndarray:
+        """Per photo: the mean absolute change of the deletion and the insertion AUC."""
+        return (self.deletion + self.insertion) / 2.0
+
+
+@dataclass
 class Faithfulness:
-    """The deletion/insertion check of a model: the fractions of the curves and every order's curves."""
+    """The deletion/insertion check of a model: the fractions of the curves and every order's curves
+    (and, where measured, how much the AUCs move when the steps are doubled: ``step_check``)."""
 
     steps: int
     fractions: np.ndarray
     curves: dict[str, OrderCurves]
     baseline_colour: list[float]
+    step_check: StepCheck | None = None
 
 
 def orders_of(maps: Mapping[str, torch.Tensor], batch: int, h: int, w: int, seed: int) -> dict[str, torch.Tensor]:
@@ -266,3 +300,68 @@ def faithfulness_of(steps: int, baseline: list[float], results: Mapping[str, Seq
         c = {k: torch.stack([getattr(v, k) for v in vals]) for k in CURVES}
         out[name] = OrderCurves(**{k: c[k].numpy() for k in CURVES}, **{f"{k}_auc": auc(c[k]).numpy() for k in CURVES})
     return Faithfulness(steps, fractions(steps).numpy(), out, baseline)
+
+
+# ------------------------------------------------------------------------ is the step count enough?
+
+
+def finer_points(steps: int) -> list[int]:
+    """The points of a curve at ``2 × steps`` that a curve at ``steps`` lacks (the odd ones)."""
+    return list(range(1, 2 * steps, 2))
+
+
+def n_forward_finer(pairs: int, steps: int) -> int:
+    """Model evaluations :func:`finer_check` makes for ``pairs`` (image, order) pairs: the ``steps`` new
+    points of each of the two curves (the ends and the even points are the coarse curve's)."""
+    return pairs * len(CURVES) * len(finer_points(steps))
+
+
+def finer_check(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, top1: torch.Tensor,
+                orders: Mapping[str, torch.Tensor], pairs: Sequence[tuple[str, int]], coarse: Sequence[Curves], *,
+                steps: int, baseline: Sequence[float], blur_sigma: float, batch_size: int,
+                progress=None) -> list[Curves]:
+    """The curves of ``pairs`` at ``2 × steps``: the odd points evaluated (:func:`deletion_insertion`
+    with ``points``), the even ones — the ends included — taken from ``coarse`` (the pairs' curves at
+    ``steps``, as :func:`curves_check` made them: the fractions coincide, ``k / steps = 2k / 2·steps``)."""
+    t0 = time.perf_counter()
+    fine = 2 * steps
+    odd = finer_points(steps)
+    curves = deletion_insertion(net, x, top1.to(x.device), orders, steps=fine, baseline=torch.tensor(baseline),
+                                blur_sigma=blur_sigma, batch_size=batch_size, only=set(pairs), progress=progress,
+                                points=odd, ends=False)
+    dt = (time.perf_counter() - t0) / max(1, len(pairs))
+    out = []
+    for (n, i), c in zip(pairs, coarse):
+        got = {}
+        for k in CURVES:
+            v = curves[n][k][i].clone()
+            v[0::2] = getattr(c, k).double()
+            got[k] = v
+        out.append(Curves(got["deletion"], got["insertion"], dt))
+    return out
+
+
+def finer_task(model, steps: int, baseline: list[float], blur_sigma: float, batch_size: int, x: torch.Tensor,
+               top1: torch.Tensor, orders: dict, pairs: list[tuple[str, int]], coarse: list[Curves]) -> list[Curves]:
+    """:func:`finer_check` on the registry ``model`` (forward passes only: batch norm folded, same logits)."""
+    x = x.to(model.device)
+    net = base.prepared(model.net, x[:1]).net
+    work = n_forward_finer(len(pairs), steps)
+    return finer_check(net, x, top1, orders, pairs, coarse, steps=steps, baseline=baseline, blur_sigma=blur_sigma,
+                       batch_size=batch_size, progress=Ticks(work, len(pairs)))
+
+
+def step_check(steps: int, coarse: Mapping[tuple[str, int], Curves],
+               fine: Mapping[tuple[str, int], Curves]) -> StepCheck:
+    """Per photo, the mean over its orders of |AUC at 2·steps − AUC at steps|, deletion and insertion
+    (the (order, photo) pairs of ``fine``; ``coarse`` holds at least those)."""
+    photos = sorted({i for _n, i in fine})
+    orders = list(dict.fromkeys(n for n, _i in fine))
+    d = {k: np.zeros(len(photos)) for k in CURVES}
+    for j, i in enumerate(photos):
+        ps = [(n, i) for n in orders if (n, i) in fine]
+        for k in CURVES:
+            a = auc(torch.stack([getattr(fine[p], k) for p in ps]))
+            b = auc(torch.stack([getattr(coarse[p], k) for p in ps]))
+            d[k][j] = float((a - b).abs().mean())
+    return StepCheck(steps, 2 * steps, orders, photos, d["deletion"], d["insertion"])

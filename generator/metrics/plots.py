@@ -15,6 +15,8 @@ import numpy as np
 from ..util import atomic_write_bytes, download_pdf, download_png, matplotlib_bytes, write_bytes_if_changed
 
 METRIC_LABELS = {"spearman": "Spearman rank corr. of |map|", "ssim": "SSIM", "hog": "HOG similarity"}
+#: the randomisation check's similarities of the signed maps (Adebayo et al.: rank correlation without ABS)
+SIGNED_LABELS = {"spearman": "Spearman, signed maps", "ssim": "SSIM, signed maps", "hog": "HOG, signed maps"}
 RANDOM_NOTE = "random weights: sanity check only"
 
 
@@ -83,18 +85,27 @@ def cascade_curves(path, step_labels: Sequence[str], curves: dict[str, dict[str,
     """One panel per metric; one line per method: mean over images ± standard error.
 
     ``curves[method][metric]``: S×B similarities for the cascade steps (the trained
-    model itself, similarity 1, is drawn as the first point).
+    model itself, similarity 1, is drawn as the first point). A method with
+    ``curves[method][metric + "_signed"]`` (the signed maps) gets a dashed line of the same
+    colour in that panel too.
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), sharey=True, squeeze=False)
     x = np.arange(len(step_labels) + 1)
     labels = ["trained", *step_labels]
+    signed = False
     for ax, metric in zip(axes[0], metrics):
         for (name, c), col in zip(curves.items(), _colours(len(curves))):
             m, s = _mean_sem(c[metric])
             m, s = np.concatenate([[1.0], m]), np.concatenate([[0.0], s])
             ax.plot(x, m, marker="o", ms=3, color=col, label=titles.get(name, name))
             ax.fill_between(x, m - s, m + s, color=col, alpha=0.15, lw=0)
+            if c.get(f"{metric}_signed") is not None:
+                m, s = _mean_sem(c[f"{metric}_signed"])
+                m, s = np.concatenate([[1.0], m]), np.concatenate([[0.0], s])
+                ax.plot(x, m, marker="^", ms=3, color=col, ls="--", lw=1)
+                ax.fill_between(x, m - s, m + s, color=col, alpha=0.08, lw=0)
+                signed = True
         if threshold is not None and metric == "spearman":
             ax.axhline(threshold, color="k", ls=":", lw=1)
             ax.text(x[-1], threshold, f" flag ≥ {threshold:g}", va="bottom", ha="right", fontsize=7)
@@ -105,6 +116,8 @@ def cascade_curves(path, step_labels: Sequence[str], curves: dict[str, dict[str,
         ax.set_ylim(-0.3, 1.05)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("similarity to the trained model's map (unitless)")
+    if signed:
+        axes[0][-1].plot([], [], color="0.3", ls="--", marker="^", ms=3, lw=1, label="dashed: signed maps")
     axes[0][-1].legend(fontsize=7, loc="lower left", framealpha=0.8)
     fig.suptitle(f"{model_title}: cascading randomisation ({RANDOM_NOTE})", fontsize=11)
     fig.tight_layout()
@@ -143,7 +156,8 @@ def cascade_maps(path, step_labels: Sequence[str], rows: dict[str, np.ndarray], 
 def method_cascade(path, step_labels: Sequence[str], curves: dict[str, np.ndarray], method_title: str,
                    model_title: str, threshold: float | None = None,
                    metrics: Sequence[str] = ("spearman", "ssim", "hog")) -> Path:
-    """One method on one model: a line per similarity metric (mean ± standard error over photos)."""
+    """One method on one model: a line per similarity metric (mean ± standard error over photos); for the
+    signed maps (``curves[metric + "_signed"]``, where present) a thinner dotted line of the same colour."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     x = np.arange(len(step_labels) + 1)
@@ -152,6 +166,10 @@ def method_cascade(path, step_labels: Sequence[str], curves: dict[str, np.ndarra
         m, s = np.concatenate([[1.0], m]), np.concatenate([[0.0], s])
         ax.plot(x, m, marker="o", ms=3, color=col, ls=ls, label=METRIC_LABELS.get(metric, metric))
         ax.fill_between(x, m - s, m + s, color=col, alpha=0.15, lw=0)
+        if curves.get(f"{metric}_signed") is not None:
+            m, s = _mean_sem(curves[f"{metric}_signed"])
+            m, s = np.concatenate([[1.0], m]), np.concatenate([[0.0], s])
+            ax.plot(x, m, marker="^", ms=3, color=col, ls=":", lw=1, label=SIGNED_LABELS.get(metric, metric))
     if threshold is not None:
         ax.axhline(threshold, color="k", ls=":", lw=1)
     ax.axhline(0, color="0.6", lw=0.6)

@@ -22,6 +22,16 @@ pass records the order in which modules finish; every parameter-owning module is
 assigned to the first catalogued layer that finishes at or after it. So for
 EfficientNet-Lite0 the groups, top-down, are ``logits``, ``head``, ``stage6`` …
 ``stage0``, ``stem``.
+
+Maps compared: every method's nonnegative heatmap (``explain``, the map the site shows) — Spearman of
+|map|, SSIM and HOG (:func:`.similarity.compare`). For a method whose attributions are pixel-space
+(``output == "pixels"``) and take both signs on a photo, the **signed** map is compared too (Adebayo
+et al. report the rank correlation with and without the absolute value): the channel sum of the raw
+attribution (the 2-D "diverging" map of their code), compared by :func:`compare_signed` — Spearman
+without the absolute value, SSIM of the maps scaled by their largest |value| with 0 kept at the middle
+(:func:`signed_scale`), HOG of the signed maps. These are stored as ``spearman_signed``, ``ssim_signed``,
+``hog_signed`` beside the |map| metrics; unsigned methods (and photos whose trained attribution has no
+negative value) carry ``None`` there.
 """
 from __future__ import annotations
 
@@ -35,8 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import Ticks, explainer
-from .similarity import METRICS
+from .checks import Ticks
+from .similarity import METRICS, hog_similarity, spearman, ssim
+
+#: the similarities of the signed maps (methods with signed attributions only): |map| metric → its signed twin
+SIGNED = {m: f"{m}_signed" for m in METRICS}
+SIGNED_METRICS = tuple(SIGNED.values())
 
 
 @dataclass(frozen=True)
@@ -190,38 +204,76 @@ def randomised_model(loaded, net: nn.Module, label: str):
     return dataclasses.replace(loaded, net=net, weights_id=f"{loaded.weights_id}+sanity-random[{label}]", pretrained=False)
 
 
+def signed_map(attribution: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W signed attributions → B×H×W signed maps: the sum over the channels (the per-pixel signed
+    contribution; the 2-D "diverging" map of Adebayo et al.'s code). A B×H×W input is returned as is."""
+    a = attribution.detach().float()
+    return a.sum(1) if a.ndim == 4 else a
+
+
+def signed_scale(a) -> torch.Tensor:
+    """Signed maps → [0, 1] keeping 0 at 0.5: each map divided by its largest |value|, then (m + 1) / 2
+    (an all-zero map is 0.5 everywhere). The scaling of the signed maps for SSIM."""
+    t = torch.as_tensor(a).detach().to("cpu", torch.float64)
+    t = t[None] if t.ndim == 2 else t
+    mag = t.flatten(1).abs().amax(1).view(-1, 1, 1)
+    return 0.5 + 0.5 * t / torch.where(mag > 0, mag, torch.ones_like(mag))
+
+
+def compare_signed(a, b) -> dict[str, torch.Tensor]:
+    """The similarities of signed map pairs (B×H×W each): ``spearman_signed`` — rank correlation of the
+    signed values (no absolute value); ``ssim_signed`` — SSIM of the maps scaled by :func:`signed_scale`;
+    ``hog_signed`` — Pearson correlation of the HOG descriptors of the signed maps (the min–max scaling
+    inside HOG is affine, so the map keeps its sign structure; HOG bins unsigned orientations)."""
+    return {SIGNED["spearman"]: spearman(a, b, absolute=False),
+            SIGNED["ssim"]: ssim(signed_scale(a), signed_scale(b), normalise=False),
+            SIGNED["hog"]: hog_similarity(a, b)}
+
+
 def randomisation_curves(
     net: nn.Module,
     groups: Sequence[Group],
     donor: nn.Module,
     steps: Sequence[int],
     reference: dict[str, torch.Tensor],
-    explain: Callable[[nn.Module, int], dict[str, torch.Tensor]],
+    explain: Callable[[nn.Module, int], dict],
     thumb: int = 0,
+    signed_reference: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict]:
     """Run the cascade and compare each method's maps with its trained-model maps.
 
-    ``reference``: method → B×H×W maps of the trained model. ``explain(copy, k)``
-    returns method → B×H×W maps of the randomised copy (same images, same classes).
-    Returns method → ``{"steps": [k…], "spearman"|"ssim"|"hog": float64 S×B,
-    "thumbs": S×B×t×t float16}`` (thumbnails only when ``thumb`` > 0).
+    ``reference``: method → B×H×W maps of the trained model. ``explain(copy, k)`` returns method →
+    B×H×W maps of the randomised copy (same images, same classes), or for the methods of
+    ``signed_reference`` (method → B×H×W *signed* maps of the trained model) a pair (maps, signed maps).
+    Returns method → ``{"steps": [k…], "spearman"|"ssim"|"hog": float64 S×B, "thumbs": S×B×t×t
+    float16}`` (thumbnails only when ``thumb`` > 0), plus ``"spearman_signed"|"ssim_signed"|
+    "hog_signed"`` (S×B) for the methods of ``signed_reference``.
     """
-    from .similarity import METRICS, compare
+    from .similarity import compare
 
-    out = {m: {"steps": [], **{k: [] for k in METRICS}, "thumbs": []} for m in reference}
+    signed_reference = signed_reference or {}
+    out = {m: {"steps": [], **{k: [] for k in METRICS}, "thumbs": [],
+               **({k: [] for k in SIGNED_METRICS} if m in signed_reference else {})} for m in reference}
     for k, work in cascade(net, groups, donor, steps):
         maps = explain(work, k)
         for m, ref in reference.items():
-            got = maps[m].detach().float().cpu()
+            got, sgot = maps[m] if isinstance(maps[m], tuple) else (maps[m], None)
+            got = got.detach().float().cpu()
             sims = compare(ref, got)
+            if m in signed_reference:
+                if sgot is None:
+                    raise ValueError(f"{m}: explain gave no signed maps, but a signed reference was given")
+                sims.update(compare_signed(signed_reference[m], sgot.detach().float().cpu()))
             out[m]["steps"].append(k)
-            for metric in METRICS:
-                out[m][metric].append(sims[metric])
+            for metric in METRICS + SIGNED_METRICS:
+                if metric in out[m]:
+                    out[m][metric].append(sims[metric])
             if thumb:
                 out[m]["thumbs"].append(thumbnails(got, thumb))
     for m in out:
-        for metric in METRICS:
-            out[m][metric] = torch.stack(out[m][metric]) if out[m][metric] else torch.empty(0)
+        for metric in METRICS + SIGNED_METRICS:
+            if metric in out[m]:
+                out[m][metric] = torch.stack(out[m][metric]) if out[m][metric] else torch.empty(0)
         out[m]["thumbs"] = torch.stack(out[m]["thumbs"]) if out[m]["thumbs"] else torch.empty(0)
     return out
 
@@ -240,7 +292,8 @@ def thumbnails(maps: torch.Tensor, size: int) -> torch.Tensor:
 class CascadeMaps:
     """One (method, photo) of the cascade: per measured step (``steps``) the similarity of the map of
     the randomised copy to the trained map (float64, one value per step and metric) and the map's
-    thumbnail (S×t×t float16)."""
+    thumbnail (S×t×t float16). ``*_signed``: the same for the signed maps (:func:`compare_signed`),
+    only for a method with signed attributions on this photo (else None)."""
 
     steps: list[int]
     spearman: torch.Tensor
@@ -248,16 +301,32 @@ class CascadeMaps:
     hog: torch.Tensor
     thumbs: torch.Tensor
     seconds: float
+    spearman_signed: torch.Tensor | None = None
+    ssim_signed: torch.Tensor | None = None
+    hog_signed: torch.Tensor | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.spearman_signed is not None
 
 
 @dataclass
 class CascadeCurves:
-    """One method over the photos: S×B similarities per metric and S×B×t×t thumbnails (NumPy)."""
+    """One method over the photos: S×B similarities per metric and S×B×t×t thumbnails (NumPy); the
+    signed maps' S×B similarities (``*_signed``) where the method's attributions are signed on every
+    photo, else None."""
 
     spearman: np.ndarray
     ssim: np.ndarray
     hog: np.ndarray
     thumbs: np.ndarray
+    spearman_signed: np.ndarray | None = None
+    ssim_signed: np.ndarray | None = None
+    hog_signed: np.ndarray | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.spearman_signed is not None
 
 
 @dataclass
@@ -275,46 +344,99 @@ class Cascade:
 
 def cascade_check(model, explain_of: Callable[[object, str], Callable], names: Sequence[str], x: torch.Tensor,
                   top1: torch.Tensor, reference: dict[str, torch.Tensor], pairs: Sequence[tuple[str, int]], *,
-                  seed: int, steps: Sequence[int], thumb: int, progress=None) -> list[CascadeMaps]:
+                  seed: int, steps: Sequence[int], thumb: int, progress=None,
+                  signed: Sequence[str] = ()) -> list[CascadeMaps]:
     """The randomisation cascade (seeded donor ``seed``, measured ``steps``) of the registry ``model``
     for methods ``names`` on photos ``x`` explaining classes ``top1``: ``explain_of(view, name)`` is
-    method ``name`` on ``view`` (a randomised copy of the model) as ``explain(x, targets) -> maps``;
-    ``reference``: name → the trained model's B×H×W maps. One result per (method, photo index) of
-    ``pairs``; ``progress.update(1)`` per method and step."""
+    method ``name`` on ``view`` (a randomised copy of the model, or the model itself) as
+    ``explain(x, targets) -> maps``; ``reference``: name → the trained model's B×H×W maps. For the
+    methods in ``signed`` the explainer returns a pair (maps, signed B×H×W maps): their trained signed
+    maps are computed here, and the photos whose trained signed map takes a negative value get the
+    signed similarities too. One result per (method, photo index) of ``pairs``; ``progress.update(1)``
+    per method and step."""
     t0 = time.perf_counter()
     groups = model_groups(model, x[:1])
     donor = fresh_donor(model, seed)
+    signed = [n for n in names if n in set(signed)]
+    sref = {}
+    for n in signed:
+        got = explain_of(model, n)(x, top1)
+        if not isinstance(got, tuple):
+            raise ValueError(f"{n}: listed as signed, but its explainer returns no signed maps")
+        sref[n] = got[1].detach().float().cpu()
+    both = lambda n: n in sref  # noqa: E731
 
     def explain(work, k):
         view = randomised_model(model, work, f"top{k}:seed={seed}")
         maps = {}
         for n in names:
-            maps[n] = explain_of(view, n)(x, top1).float().cpu()
+            got = explain_of(view, n)(x, top1)
+            maps[n] = (got[0].float().cpu(), got[1].float().cpu()) if both(n) else \
+                (got[0] if isinstance(got, tuple) else got).float().cpu()
             if progress is not None:
                 progress.update(1)
         return maps
 
-    curves = randomisation_curves(model.net, groups, donor, steps, reference, explain, thumb=thumb)
+    curves = randomisation_curves(model.net, groups, donor, steps, reference, explain, thumb=thumb,
+                                  signed_reference=sref)
     dt = (time.perf_counter() - t0) / max(1, len(x) * len(names))
-    return [CascadeMaps(steps, **{m: curves[n][m][:, j].clone() for m in METRICS},
-                        thumbs=curves[n]["thumbs"][:, j].clone() if thumb else torch.empty(0), seconds=dt) for n, j in pairs]
+
+    def one(n, j):
+        c = curves[n]
+        has_sign = both(n) and bool((sref[n][j] < 0).any())
+        return CascadeMaps(steps, **{m: c[m][:, j].clone() for m in METRICS},
+                           thumbs=c["thumbs"][:, j].clone() if thumb else torch.empty(0), seconds=dt,
+                           **({m: c[m][:, j].clone() for m in SIGNED_METRICS} if has_sign else {}))
+
+    return [one(n, j) for n, j in pairs]
+
+
+def attribution_explainer(model, name: str, params: dict, batch_size: int) -> Callable:
+    """Method ``name`` on ``model`` as ``explain(x, targets)``: its heatmaps, or for a pixel-space method
+    (``output == "pixels"``) the pair (heatmaps, :func:`signed_map` of the same attributions) — one
+    attribution per photo gives both."""
+    from ..methods.attribution import make
+
+    method = make(name, model, batch_size=batch_size, **params)
+    if method.output != "pixels":
+        return method.explain
+
+    def both(x, targets):
+        a = method.attribute(x, targets)
+        return method.heatmap(a), signed_map(a)
+
+    return both
+
+
+def signed_candidates(names: Sequence[str]) -> list[str]:
+    """The methods whose raw attributions may take both signs: the pixel-space ones (``output ==
+    "pixels"``). Whether they do is measured per photo (:func:`cascade_check`)."""
+    from ..methods.attribution import ATTRIBUTION_METHODS
+
+    return [n for n in names if ATTRIBUTION_METHODS[n].output == "pixels"]
 
 
 def cascade_task(model, names: list[str], params: dict, batch_size: int, seed: int, steps: list[int], thumb: int,
                  x: torch.Tensor, top1: torch.Tensor, reference: dict, pairs: list[tuple[str, int]]) -> list[CascadeMaps]:
-    """:func:`cascade_check` of attribution methods ``names`` (``params``: name → settings)."""
-    return cascade_check(model, lambda view, n: explainer(view, n, params[n], batch_size), names, x.to(model.device),
-                         top1.to(model.device), reference, pairs, seed=seed, steps=steps, thumb=thumb,
-                         progress=Ticks(len(steps) * len(names), len(pairs)))
+    """:func:`cascade_check` of attribution methods ``names`` (``params``: name → settings), with the
+    signed maps of the pixel-space methods (:func:`signed_candidates`)."""
+    return cascade_check(model, lambda view, n: attribution_explainer(view, n, params[n], batch_size), names,
+                         x.to(model.device), top1.to(model.device), reference, pairs, seed=seed, steps=steps,
+                         thumb=thumb, progress=Ticks(len(steps) * len(names), len(pairs)),
+                         signed=signed_candidates(names))
 
 
 def cascade_of(groups: Sequence[Group], steps: Sequence[int], results: dict[str, list[CascadeMaps]]) -> Cascade:
-    """The cascade of a model from its groups, measured steps and each method's per-photo results."""
+    """The cascade of a model from its groups, measured steps and each method's per-photo results. A
+    method's signed curves are kept where every one of its photos has them."""
     total = sum(g.numel for g in groups)
     labels = ["all layers" if k == len(groups) else f"{groups[0].name} only" if k == 1 else f"down to {groups[k - 1].name}"
               for k in steps]
     frac = [sum(g.numel for g in groups[:k]) / total for k in steps]
-    methods = {name: CascadeCurves(**{m: torch.stack([getattr(v, m) for v in vals], 1).numpy() for m in METRICS},
-                                   thumbs=torch.stack([v.thumbs for v in vals], 1).float().numpy())
+    stack = lambda vals, m: torch.stack([getattr(v, m) for v in vals], 1).numpy()  # noqa: E731
+    methods = {name: CascadeCurves(**{m: stack(vals, m) for m in METRICS},
+                                   thumbs=torch.stack([v.thumbs for v in vals], 1).float().numpy(),
+                                   **({m: stack(vals, m) for m in SIGNED_METRICS}
+                                      if vals and all(v.signed for v in vals) else {}))
                for name, vals in results.items()}
     return Cascade(list(steps), labels, [g.name for g in groups], frac, len(groups), methods)

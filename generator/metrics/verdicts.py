@@ -29,13 +29,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..methods.attribution import ATTRIBUTION_METHODS
+from ..util import md_escape
 from . import bootstrap
 from .bootstrap import Interval
 from .class_check import NO_MAP_EPSILON, ClassSensitivity
 from .faithfulness import Faithfulness
 from .fragility import Fragility
 from .invariance import Invariance
-from .sanity import Cascade
+from .sanity import SIGNED, Cascade, CascadeCurves
 from .selectivity import Units
 from .similarity import METRICS
 
@@ -254,6 +255,7 @@ class ModelSummary(_Fields):
     best: Extreme | None = None
     worst: Extreme | None = None
     best_combined: dict | None = None  # the best row, only when a paired interval separates it
+    faith_steps: StepVerdict | None = None  # deletion/insertion: do the areas move when the steps are doubled?
     fails: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)
     sanity_undecided: list[str] = field(default_factory=list)
@@ -279,6 +281,7 @@ class ModelSummary(_Fields):
     units: Units | None = None
     photos: list[dict] = field(default_factory=list)  # per photo: id, title, top1 and second class names
     figures: dict[str, str] = field(default_factory=dict)  # figure name → path under the generated folder
+    signed_said: str = ""  # the randomisation check: signed maps against |map| over the methods (:func:`signed_overview`)
 
 
 # ------------------------------------------------------------------ selectivity and importance of units
@@ -523,9 +526,84 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
         tests["class"].raw = tests["class"].verdict = NO_MAP
     below = [lab for lab, iv in zip(cascade.labels, r["cascade"]) if np.isfinite(iv.hi) and iv.hi < ru["sanity_threshold"]]
     r["first_below"] = below[0] if below else None
+    r.update(signed_cascade(c, ru["sanity_threshold"], seed, min_n))
     r["combined"] = r["insertion"].mean - r["deletion"].mean
     _apply(r)
     return r
+
+
+def _side(iv: Interval, T: float) -> str:
+    """Where an interval lies against a threshold: "above" (entirely at or above), "below" (entirely
+    below), "across" (it contains it) or "none" (no finite interval)."""
+    if not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        return "none"
+    return "above" if iv.lo >= T else "below" if iv.hi < T else "across"
+
+
+#: what an interval's side of the randomisation threshold reads as under the verdict's rule
+_SIDE_READS = {"above": "fails", "below": "passes", "across": "undecided", "none": "no interval"}
+
+
+def signed_cascade(c: CascadeCurves, T: float, seed: int = 0, min_n: int = 1) -> dict:
+    """The signed maps' numbers of one method's cascade (Adebayo et al.'s rank correlation without the
+    absolute value, SSIM and HOG of the signed maps) for the row, and the sentence that compares them
+    with the |map| numbers the verdict uses; ``{}`` for a method without signed maps.
+
+    ``cascade_signed``: per step, the interval of the signed Spearman; ``cascade_signed_mean``: of its
+    mean over the steps (the verdict's statistic, for the signed maps); ``last_signed``: metric → the
+    interval after randomising every layer; ``signed_minus_abs``: the paired interval (per photo) of
+    signed − |map| cascade mean; ``signed_side`` / ``abs_side``: where each cascade-mean interval lies
+    against the threshold ``T`` (:func:`_side`), ``signed_reads`` / ``abs_reads`` what the verdict's rule reads
+    there before the Holm correction; ``signed_said``: the sentence."""
+    if not c.signed:
+        return {}
+    sp, ab = np.asarray(c.spearman_signed, dtype=np.float64), np.asarray(c.spearman, dtype=np.float64)
+    mean_s, mean_a = _ci(sp.mean(0), seed), _ci(ab.mean(0), seed)
+    diff = _ci(sp.mean(0) - ab.mean(0), seed)
+    side_s, side_a = _side(mean_s, T), _side(mean_a, T)
+    said = (f"Signed maps: rank correlation without the absolute value, averaged over the cascade, "
+            f"{bootstrap.fmt(mean_s)} against {bootstrap.fmt(mean_a)} for |map| (paired difference signed − |map| "
+            f"{bootstrap.fmt(diff)}, n = {mean_s.n}); by the verdict's rule at {T:g}, before the Holm correction, "
+            f"the signed interval reads \"{_SIDE_READS[side_s]}\", the |map| interval \"{_SIDE_READS[side_a]}\"")
+    if mean_s.n < min_n:
+        said += f" (fewer than {min_n} photos: neither is a finding)."
+    else:
+        said += " — the same." if side_s == side_a else " — they differ."
+    return {"cascade_signed": [_ci(v, seed) for v in sp], "cascade_signed_mean": mean_s,
+            "last_signed": {m: _ci(np.asarray(getattr(c, SIGNED[m]))[-1], seed) for m in METRICS},
+            "signed_minus_abs": diff, "signed_side": side_s, "abs_side": side_a,
+            "signed_reads": _SIDE_READS[side_s], "abs_reads": _SIDE_READS[side_a], "signed_said": said}
+
+
+def signed_overview(rows: Sequence[Mapping], min_n: int = 1) -> str:
+    """One model's sentence on the signed maps of the randomisation check, from the rows of
+    :func:`signed_cascade`: which methods have them, where the paired interval of signed − |map| lies,
+    and for how many the two variants read differently under the verdict's rule (Markdown, titles escaped)."""
+    signed = [r for r in rows if r.get("cascade_signed_mean") is not None]
+    if not signed:
+        return "No method measured here has attributions that take both signs, so only |map| is compared."
+    titles = lambda rs: and_list([md_escape(r["title"]) for r in rs])  # noqa: E731
+    lower = [r for r in signed if _side(r["signed_minus_abs"], 0.0) == "below"]
+    higher = [r for r in signed if r["signed_minus_abs"].lo > 0]
+    tied = [r for r in signed if r not in lower and r not in higher]
+    one = len(signed) == 1
+    parts = [f"{len(signed)} of {len(rows)} methods {'has' if one else 'have'} signed maps here ({titles(signed)})"]
+    said = []
+    if lower:
+        said.append(f"lower than the |map| one for {titles(lower)}")
+    if higher:
+        said.append(f"higher for {titles(higher)}")
+    if tied:
+        said.append(f"not separated from it (the paired interval does not exclude 0) for {titles(tied)}")
+    text = parts[0] + f"; {'its' if one else 'their'} signed rank correlation, averaged over the cascade, is " \
+        + "; ".join(said) + "."
+    apart = [r for r in signed if r["signed_side"] != r["abs_side"]]
+    text += (f" By the verdict's rule (before the Holm correction) the two variants read differently for {titles(apart)}."
+             if apart else " By the verdict's rule (before the Holm correction) the two variants read the same for every one of them.")
+    few = [r for r in signed if r["cascade_signed_mean"].n < min_n]
+    if few:
+        text += f" Fewer than {min_n} photos (`min_n`) for {titles(few)}: numbers, not findings."
+    return text
 
 
 def _apply(r: dict) -> None:
@@ -597,6 +675,56 @@ def correct(summaries: Sequence, alpha: float | None = None) -> dict:
     return info
 
 
+# ------------------------------------------------------------------ deletion/insertion: is the step count enough?
+
+#: ``faithfulness_step_tolerance`` where the settings lack it: the mean absolute AUC change (doubled steps) allowed
+STEP_TOLERANCE = 0.02
+
+
+@dataclass
+class StepVerdict(_Fields):
+    """How much the deletion/insertion AUCs move when the steps are doubled (:class:`.faithfulness.StepCheck`):
+    the per-photo mean absolute change (deletion and insertion averaged; each also alone) with its interval
+    and n, and the sentence that says what it means against ``tolerance``. ``enough``: True when the
+    interval lies below the tolerance, False when at or above it, None when it cannot tell."""
+
+    steps: int
+    fine_steps: int
+    tolerance: float
+    orders: int
+    change: Interval
+    deletion: Interval
+    insertion: Interval
+    enough: bool | None
+    text: str
+
+
+def step_verdict(check, tolerance: float = STEP_TOLERANCE, seed: int = 0) -> StepVerdict | None:
+    """The sentence on the step count of the deletion/insertion check: "enough" only when the whole 95 %
+    interval of the mean absolute AUC change lies below ``tolerance``; "depend on the step count" when it
+    lies at or above it; otherwise (or without an interval: one photo) not shown either way, and the AUCs
+    are to be compared only within this site. ``None`` when not measured."""
+    if check is None or not len(check.photos):
+        return None
+    tol = float(tolerance)
+    iv = _ci(check.change, seed)
+    said = (f"doubling the steps from {check.steps} to {check.fine_steps} moves the deletion and insertion areas by "
+            f"{bootstrap.fmt(iv, 3)} on average (mean absolute change per photo over {len(check.orders)} pixel orders, "
+            f"n = {iv.n} photo{'s' if iv.n != 1 else ''})")
+    limit = f"{fixed(tol, 3)} (`faithfulness_step_tolerance`)"
+    if iv.n >= 2 and np.isfinite(iv.hi) and iv.hi < tol:
+        enough, text = True, f"{said}: below {limit}, so the step count is enough"
+    elif iv.n >= 2 and np.isfinite(iv.lo) and iv.lo >= tol:
+        enough, text = False, (f"{said}: at least {limit}, so the areas depend on the step count; compare them only "
+                               "within this site, not with published ones")
+    else:
+        why = "one photo gives no interval" if iv.n < 2 else f"the interval includes {limit}"
+        enough, text = None, (f"{said}: {why}, so it is not shown to stay below it; treat the areas as depending on "
+                              "the step count and compare them only within this site")
+    return StepVerdict(check.steps, check.fine_steps, tol, len(check.orders), iv, _ci(check.deletion, seed),
+                       _ci(check.insertion, seed), enough, text)
+
+
 def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, classes: Mapping[str, ClassSensitivity],
                     faithfulness: Faithfulness, invariance: Mapping[str, Invariance], fragility: Fragility,
                     settings: Mapping, expensive: Sequence[str] = ()) -> ModelSummary:
@@ -626,8 +754,11 @@ def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, class
         n_sanity=max((int(cascade.methods[m].spearman.shape[1]) for m in methods), default=0), rules=ru,
         top_group=cascade.labels[0] if cascade.steps and cascade.steps[0] == 1 else None,
         best=extreme("best", rows, combined, seed, ru["min_n"]) if len(rows) else None,
-        worst=extreme("worst", rows, combined, seed, ru["min_n"]) if len(rows) > 1 else None)
+        worst=extreme("worst", rows, combined, seed, ru["min_n"]) if len(rows) > 1 else None,
+        faith_steps=step_verdict(faithfulness.step_check, float(settings.get("faithfulness_step_tolerance",
+                                                                            STEP_TOLERANCE)), seed))
     correct([sm])
+    sm.signed_said = signed_overview(rows, ru["min_n"])
     return sm
 
 

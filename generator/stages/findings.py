@@ -4,7 +4,7 @@ For every model with real weights and every attribution method, on labelled prob
 build time (:mod:`generator.probes`), the stage measures: the model-randomisation sanity check
 (Adebayo et al. 2018, :mod:`..metrics.sanity`); class sensitivity (:mod:`..metrics.class_check`);
 deletion/insertion faithfulness against a random-order and a centre-prior baseline (Petsiuk et al.
-2018, :mod:`..metrics.faithfulness`); input invariance (Kindermans et al. 2017,
+2018, :mod:`..metrics.faithfulness`; on the first photos again at twice the steps: is the step count enough?); input invariance (Kindermans et al. 2017,
 :mod:`..metrics.invariance`); fragility (Ghorbani et al. 2019, :mod:`..metrics.fragility`);
 selectivity vs importance, overall and per class, of units drawn at random (Morcos et al. 2018, Zhou
 et al. 2018, :mod:`..metrics.selectivity`, handed to the atlas as ``unit_importance``); and the model
@@ -82,6 +82,8 @@ DEFAULTS: dict = {
     "low_rank": 500,
     "no_map_epsilon": 1e-3,         # "no map for that class": spread of |map| below this × the pair's largest |value|
     "faithfulness_steps": 8,
+    "faithfulness_check_images": 10,  # photos on which the AUCs are measured again at 2 × faithfulness_steps (0 = none)
+    "faithfulness_step_tolerance": 0.02,  # "the step count is enough": mean |AUC change| interval below this
     "blur_sigma": 5.0,
     "sanity_threshold": 0.5,
     "class_threshold": 0.8,
@@ -208,7 +210,23 @@ def faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing, n
     got = dict(zip(pairs, compute(ctx, keys, faithfulness.curves_task, args_of,
                                   what=f"findings deletion/insertion {model.name}")))
     timing.add("faithfulness", list(got.values()), "per order")
-    return faithfulness.faithfulness_of(steps, colour, {n: [got[(n, i)] for i in range(n_of[n])] for n in names})
+    fai = faithfulness.faithfulness_of(steps, colour, {n: [got[(n, i)] for i in range(n_of[n])] for n in names})
+    # is the step count enough? the first photos' curves again at twice the steps (only the new points)
+    k = min(len(items), scaled(s, "faithfulness_check_images")) if int(s["faithfulness_check_images"]) > 0 else 0
+    fine = [p for p in pairs if p[1] < k]  # pairs are photo by photo: the first k photos' pairs
+    fkeys = [key("findings-faith-steps", model=model, code=faithfulness.finer_task, order=n,
+                 params=methods[n].params if n in methods else None, image=items[i].sha256, target=int(top1[i]),
+                 steps=2 * steps, blur=blur, baseline=colour, seed=seed) for n, i in fine]
+
+    def fine_args(idx):
+        *head, at = args_of(idx)
+        return (*head, at, [got[fine[j]] for j in idx])
+
+    refined = compute(ctx, fkeys, faithfulness.finer_task, fine_args,
+                      what=f"findings deletion/insertion steps {model.name}") if fine else []
+    timing.add("faithfulness", refined, "steps × 2")
+    fai.step_check = faithfulness.step_check(steps, got, dict(zip(fine, refined))) if fine else None
+    return fai
 
 
 def invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) -> dict[str, invariance.Invariance]:
