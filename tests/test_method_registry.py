@@ -86,6 +86,7 @@ def test_a_registered_method_appears_everywhere(tmp_path, monkeypatch):
     assert "[Toy gradient](../methods/toy_grad.md)" in index
     assert "Toy gradient: `scale = 3.0`" in index
     section = (out / "findings" / "randomisation.md").read_text().split("\n## How these numbers")[0]
-    sanity = [line for line in section.splitlines() if line.startswith("| [")]
-    assert [line.split("]")[0][3:] for line in sanity] == ["Saliency (gradient)", "Toy gradient"]
+    tables = [t for t in section.split("\n\n") if t.lstrip().startswith("|")]
+    first = [line for line in tables[0].splitlines() if line.startswith("| [")]  # the |map| table
+    assert [line.split("]")[0][3:] for line in first] == ["Saliency (gradient)", "Toy gradient"]
     assert (out / "figures" / "findings" / "tiny_test" / "sanity-toy_grad.svg").is_file()
