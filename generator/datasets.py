@@ -182,6 +182,34 @@ REGISTRY: dict[str, DataSet] = {
 }
 
 
+#: folder names of training data that are not data sets of the registry: what they are
+_OTHER_FOLDERS = {"images": "the site's curated photos (data/images)"}
+_SPLITS = {"train": "training photos", "val": "validation photos"}
+
+
+def describe_folders(text: str) -> str:
+    """A description of training data that names folders of the machine that made it (as a generator's
+    checkpoint records them: "../shared/imagenette/train + ../shared/images") with each folder named by
+    the data set it is and where that comes from: "Imagenette (fast.ai), training photos + the site's
+    curated photos (data/images)". Paths of unknown folders keep only their last two parts."""
+    import re
+
+    def name(m: re.Match) -> str:
+        parts = [p for p in m.group(0).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        for i, part in enumerate(parts):
+            if part in REGISTRY:
+                rest = parts[i + 1 :]
+                split = _SPLITS.get(rest[0], "/".join(rest)) if rest else ""
+                what = {"imagenette": "Imagenette (fast.ai)", "imagenet-1k-sample": "the 1,000-class ImageNet sample "
+                        f"(github.com/{SAMPLE_REPO})"}.get(part, REGISTRY[part].title)
+                return f"{what}, {split}" if split else what
+            if part in _OTHER_FOLDERS and i == len(parts) - 1:
+                return _OTHER_FOLDERS[part]
+        return "/".join(parts[-2:])
+
+    return re.sub(r"(?:[A-Za-z]:)?[\\/.\w-]*[\\/][\w./\\-]*\w", name, str(text))
+
+
 def get(name: str | DataSet) -> DataSet:
     if isinstance(name, DataSet):
         return name

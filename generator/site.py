@@ -26,6 +26,7 @@ from pathlib import Path
 import jinja2
 
 from .config import ConfigError
+from .datasets import describe_folders
 from .figures import write_figure_records
 from .util import atomic_write_text, md_code, md_escape, write_if_changed
 
@@ -55,6 +56,7 @@ def make_env() -> jinja2.Environment:
     env.filters["pct"] = lambda x, nd=1: f"{100 * float(x):.{nd}f} %"
     env.filters["num"] = lambda x, nd=3: f"{float(x):.{nd}f}"
     env.filters["thousands"] = lambda x: f"{int(x):,}"
+    env.filters["data_sets"] = describe_folders  # folders of the machine that made a file → data sets, sources
     return env
 
 

@@ -564,3 +564,18 @@ def test_a_second_fetch_of_the_same_data_set_waits_for_none(tmp_path, serve):
         assert "another process is fetching" in _one_line_error(exc) and srv.log == []
     finally:
         os.close(fd)
+
+
+def test_pages_name_a_data_set_and_its_source_not_a_folder_of_the_machine():
+    """A generator checkpoint records its trainer's folders (e.g. a local mirror beside the checkout); the
+    DGN-AM page shows them through the `data_sets` filter: each folder named by the data set it is."""
+    from generator.datasets import describe_folders
+    from generator.site import make_env
+
+    text = "../shared/imagenette/train + /home/u/.cache/cnnvis/data/imagenet-1k-sample (minus 50) + ../shared/images"
+    said = describe_folders(text)
+    assert said == ("Imagenette (fast.ai), training photos + the 1,000-class ImageNet sample "
+                    "(github.com/EliSchwartz/imagenet-sample-images) (minus 50) + the site's curated photos (data/images)")
+    assert "/" not in said.replace("github.com/EliSchwartz/imagenet-sample-images", "").replace("data/images", "")
+    assert describe_folders("/tmp/x/my-photos") == "x/my-photos" and describe_folders("no path here") == "no path here"
+    assert make_env().from_string("{{ d | data_sets }}").render(d=text) == said
