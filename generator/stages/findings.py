@@ -214,6 +214,7 @@ def faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing, n
     # is the step count enough? the first photos' curves again at twice the steps (only the new points)
     k = min(len(items), scaled(s, "faithfulness_check_images")) if int(s["faithfulness_check_images"]) > 0 else 0
     fine = [p for p in pairs if p[1] < k]  # pairs are photo by photo: the first k photos' pairs
+    assert fine == pairs[: len(fine)]  # so an index into fine is one into pairs (args_of below)
     fkeys = [key("findings-faith-steps", model=model, code=faithfulness.finer_task, order=n,
                  params=methods[n].params if n in methods else None, image=items[i].sha256, target=int(top1[i]),
                  steps=2 * steps, blur=blur, baseline=colour, seed=seed) for n, i in fine]
