@@ -19,7 +19,7 @@ ifneq ($(wildcard ../shared/imagenette),)
 export CNNVIS_DATA ?= $(abspath ../shared)
 endif
 
-.PHONY: site build serve test test-fast bench clean setup rehearse chromium data data-if-online
+.PHONY: site build plan serve test test-fast bench clean setup rehearse chromium data data-if-online
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ build: $(STAMP) data-if-online
 	@rm -f .build-rc; rc=0; $(BIN)/python -m generator build $(if $(IMAGES),--images $(IMAGES)) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS) || rc=$$?; \
 	  case $$rc in 0|1) echo $$rc > .build-rc ;; \
 	  *) echo "generator failed (exit $$rc): the site was not built" >&2; exit $$rc ;; esac
+
+# The plan only: calibrate, print estimated seconds per model and stage and the downloads, compute nothing
+plan: $(STAMP)
+	$(BIN)/python -m generator build --plan-only $(if $(IMAGES),--images $(IMAGES)) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 # `make data` downloads what is missing (about 450 MB: checksums or file checks, resumes after a cut, nothing
 # half-extracted), exit 2 offline. `build` (so `site`, `serve`) first runs `data --if-missing`: quiet when the

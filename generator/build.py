@@ -282,10 +282,12 @@ def planned(plan, timer: StageTimer, names: list[str], done: int) -> str:
     return f"; plan {plan_mod.duration(plan.seconds(names[done]))}, about {plan_mod.duration(left)} left"
 
 
-def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult:
+def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: bool = False) -> BuildResult:
     """Run the configured stages and write the pages. ``rehearsal=True`` (see
     :mod:`generator.rehearse`) gives missing models random weights and puts a banner on
-    every page; it never writes to the real output folder or cache."""
+    every page; it never writes to the real output folder or cache. ``plan_only=True`` loads the
+    models, calibrates them and prints the plan, then stops: no stage runs, the output folder
+    stays as it was (``ctx.plan`` holds the plan; None when it could not be made)."""
     timer = StageTimer(network=network_seconds)
     b = config.build
     # everything that can be wrong with the configuration and the inputs is found before
@@ -330,6 +332,10 @@ def run_build(config: Config, say=print, rehearsal: bool = False) -> BuildResult
         ctx.executor = make_executor(b["executor"], b["ray_address"], say)
         with timer.stage("plan"):
             ctx.plan = make_plan(ctx, fetches, say)
+        if plan_only:
+            output.abort()
+            say("plan only: no stage ran; the output folder is as it was")
+            return BuildResult(ctx, 3 if ctx.plan is None else 1 if missing else 0)
         names = list(b["stages"])
         pool = ctx.render_pool = figure_files.RenderPool(figure_files.workers_for(b["render_workers"], device.type))
         if pool.parallel:

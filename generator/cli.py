@@ -70,6 +70,8 @@ def _add_build_options(p) -> None:
     p.add_argument("--render-workers", type=_render_workers, help="processes that draw, encode and write the "
                    "figures beside the model work: auto (default: the cores the network leaves) or a number "
                    "(0: in the build's own process)")
+    p.add_argument("--plan-only", action="store_true", help="load and calibrate the models, print the plan "
+                   "(estimated seconds per model and stage, downloads) and stop; nothing is computed or written")
 
 
 def _build_parser(sub) -> None:
@@ -121,7 +123,7 @@ def cmd_build(args) -> int:
 
     cfg = _config_from_args(args)
     try:
-        result = run_build(cfg, say=_say)
+        result = run_build(cfg, say=_say, plan_only=args.plan_only)
     except WeightsError as e:  # --strict and a model without weights
         _say(f"error: {e}")
         return 2
@@ -133,7 +135,8 @@ def cmd_rehearse(args) -> int:
 
     cfg = _config_from_args(args)
     folder = Path(args.dir) if args.dir else cfg.resolve_path(DEFAULT_DIR)
-    result = rehearse(cfg, folder, small=args.small, timing=args.timing, site=not args.no_site, say=_say)
+    result = rehearse(cfg, folder, small=args.small, timing=args.timing, site=not args.no_site, say=_say,
+                      plan_only=args.plan_only)
     return result.exit_code
 
 

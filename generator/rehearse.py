@@ -111,33 +111,53 @@ def mkdocs_build(cfg: Path) -> None:
         raise RuntimeError(f"mkdocs build of the rehearsal failed:\n{r.stdout}{r.stderr}")
 
 
-def timing_table(times: dict[str, dict[str, float]], stages: list[str]) -> str:
+def timing_table(times: dict[str, dict[str, float]], stages: list[str],
+                 estimates: dict[str, dict[str, float]] | None = None) -> str:
     """model → stage → seconds, as a Markdown table: a column per stage, and the model's
-    total over the stages (loading the model and writing pages are not counted)."""
-    rows = ["| Model | " + " | ".join(stages) + " | total |", "|---|" + "---|" * (len(stages) + 1)]
+    total over the stages (loading the model and writing pages are not counted). With
+    ``estimates`` (model → stage → the plan's seconds) each cell reads "measured (estimated)" and a
+    last column gives the ratio measured / estimated of the model's total."""
+    est = estimates or {}
+    head = "| Model | " + " | ".join(stages) + " | total |" + (" ratio |" if est else "")
+    rows = [head, "|---|" + "---:|" * (len(stages) + 1 + (1 if est else 0))]
+
+    def cell(model: str, meas: float, e: float | None) -> str:
+        return f"{meas:.0f} s" + (f" ({e:.0f} s)" if e is not None else "")
+
     for model, t in times.items():
-        rows.append(f"| {model} | " + " | ".join(f"{t.get(s, 0.0):.0f} s" for s in stages)
-                    + f" | {sum(t.get(s, 0.0) for s in stages):.0f} s |")
+        e = est.get(model)
+        total = sum(t.get(s, 0.0) for s in stages)
+        e_total = sum(e.get(s, 0.0) for s in stages) if e is not None else None
+        ratio = (f" {total / e_total:.2f} |" if e_total else " – |") if est else ""
+        rows.append(f"| {model} | " + " | ".join(cell(model, t.get(s, 0.0), None if e is None else e.get(s))
+                                                 for s in stages)
+                    + f" | {cell(model, total, e_total)} |" + ratio)
     return "\n".join(rows)
 
 
 def rehearse(config: Config, folder: Path, small: bool = False, timing: bool = False, site: bool = True,
-             say=print) -> BuildResult:
+             say=print, plan_only: bool = False) -> BuildResult:
     if small:
         apply_small(config)
     prepare(config, folder)
+    if plan_only:
+        return run_build(config, say=say, rehearsal=True, plan_only=True)
     if timing:
         per_model: dict[str, dict[str, float]] = {}
+        estimates: dict[str, dict[str, float]] = {}
         for name in list(config["models"]):
             one = Config(copy.deepcopy(config.data), config.path)
             one.override(models=[name], out=str(folder / "per-model" / "generated"))
             t0 = time.perf_counter()
             res = run_build(one, say=lambda m: None, rehearsal=True)
             per_model[name] = dict(res.ctx.timer.times)
+            if res.ctx.plan is not None:
+                estimates[name] = {s: res.ctx.plan.seconds(s) for s in config["stages"]}
             say(f"rehearsal: {name} alone took {time.perf_counter() - t0:.0f} s")
         shutil.rmtree(folder / "per-model", ignore_errors=True)
-        say("seconds per model and stage (each model built alone; a warm rehearsal cache makes these 0):\n"
-            + timing_table(per_model, list(config["stages"])))
+        say("seconds per model and stage, measured (estimated by the build's plan), each model built alone on a "
+            "cold rehearsal cache; a warm one makes the measured times about 0:\n"
+            + timing_table(per_model, list(config["stages"]), estimates))
     result = run_build(config, say=say, rehearsal=True)
     if site:
         cfg = write_mkdocs_project(folder)

@@ -317,3 +317,21 @@ def test_downloads_lists_missing_weights_with_torchvisions_sizes_and_missing_dat
     text = "\n".join(p.lines())
     assert "the weights of alexnet are missing (alexnet-owt-7be5be79.pth, 244 MB)" in text
     assert "python -m generator data" in text
+
+
+def test_plan_only_prints_the_plan_and_computes_nothing(tmp_path, tiny_registry, one_thread):
+    """``--plan-only``: the models are loaded and calibrated and the plan printed; no stage runs, so no
+    output folder appears and the results cache holds nothing but the calibration."""
+    from generator.build import run_build
+
+    cfg = small_config(tmp_path)
+    said: list[str] = []
+    res = run_build(cfg, say=said.append, plan_only=True, rehearsal=True)
+    assert res.exit_code == 0 and res.ctx.plan is not None, said
+    assert res.ctx.plan.seconds("findings") > 0 and res.ctx.plan.total > 0
+    text = "\n".join(said)
+    assert "plan (cold cache" in text and "total" in text and "plan only: no stage ran" in text
+    assert not (tmp_path / "out").exists()
+    stored = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] if (tmp_path / "cache").exists() else []
+    assert set(stored) <= {"calibration.json"}, stored
+    assert not any(t in res.ctx.timer.times for t in STAGES)

@@ -55,3 +55,12 @@ def test_timing_table_counts_stages_only():
                      ["attribution", "atlas"])
     assert t.splitlines()[0] == "| Model | attribution | atlas | total |"
     assert t.splitlines()[2] == "| vgg16 | 30 s | 12 s | 42 s |"
+
+
+def test_timing_table_puts_the_plan_beside_the_measured_time():
+    t = timing_table({"vgg16": {"attribution": 30.0, "atlas": 12.4}, "alexnet": {"attribution": 5.0, "atlas": 1.0}},
+                     ["attribution", "atlas"], {"vgg16": {"attribution": 20.0, "atlas": 10.0}})
+    lines = t.splitlines()
+    assert lines[0] == "| Model | attribution | atlas | total | ratio |"
+    assert lines[2] == "| vgg16 | 30 s (20 s) | 12 s (10 s) | 42 s (30 s) | 1.41 |"
+    assert lines[3] == "| alexnet | 5 s | 1 s | 6 s | – |"  # no plan for that model: no estimate, no ratio
