@@ -29,7 +29,8 @@ from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
 from .site import OutputFolder, SiteWriter
-from .executor import EXECUTORS, LocalExecutor, compute, make_executor, network, network_seconds
+from .executor import (EXECUTORS, LocalExecutor, compute, make_executor, model_tag, network, network_by_model,
+                       network_seconds)
 from .progress import line as progress_line
 from .util import StageTimer
 
@@ -282,13 +283,20 @@ def planned(plan, timer: StageTimer, names: list[str], done: int) -> str:
     return f"; plan {plan_mod.duration(plan.seconds(names[done]))}, about {plan_mod.duration(left)} left"
 
 
+def network_per_model(ctx: BuildContext, timer: StageTimer) -> dict[str, dict[str, float]]:
+    """stage → model name → the network seconds of that model's compute calls (their keys name it)."""
+    names = {model_tag(m.cache_id): m.name for m in ctx.models}
+    return {stage: {names[t]: sec for t, sec in per.items() if t in names}
+            for stage, per in timer.network_by_model.items()}
+
+
 def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: bool = False) -> BuildResult:
     """Run the configured stages and write the pages. ``rehearsal=True`` (see
     :mod:`generator.rehearse`) gives missing models random weights and puts a banner on
     every page; it never writes to the real output folder or cache. ``plan_only=True`` loads the
     models, calibrates them and prints the plan, then stops: no stage runs, the output folder
     stays as it was (``ctx.plan`` holds the plan; None when it could not be made)."""
-    timer = StageTimer(network=network_seconds)
+    timer = StageTimer(network=network_seconds, by_model=network_by_model)
     b = config.build
     # everything that can be wrong with the configuration and the inputs is found before
     # any model work: stage order, every table, model and layer names, device, photos,
@@ -355,7 +363,8 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
         with timer.stage("write pages"):
             if ctx.plan is not None:
                 plan_mod.write_page(ctx, ctx.plan, {n: timer.times.get(n, 0.0) for n in names},
-                                    {n: timer.network.get(n, 0.0) for n in names}, pool.workers)
+                                    {n: timer.network.get(n, 0.0) for n in names}, pool.workers,
+                                    network_per_model(ctx, timer))
             ctx.site.finish()
             output.commit()
     except BaseException:
@@ -374,6 +383,8 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
     if ctx.plan is not None:
         spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
         say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache), took {plan_mod.duration(spent)}")
+        say("plan per model: estimated / measured network work (ratio)\n"
+            + "\n".join(ctx.plan.model_lines(network_per_model(ctx, timer))))
     if skipped or missing:
         say(f"{len(skipped)} image(s) skipped, {len(missing)} model(s) without weights (see above): exit code 1")
     return BuildResult(ctx, 1 if skipped or missing else 0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import os
 import time
 from pathlib import Path
@@ -184,19 +185,29 @@ def distributed(ctx) -> bool:
 # ------------------------------------------------------------------------------ the network clock
 
 _CLOCK = {"seconds": 0.0, "depth": 0}
+_BY_MODEL: dict[str, float] = {}  # model tag → network seconds of the compute calls whose keys name that model
+_TAGGED = {"open": False}
 
 
 @contextlib.contextmanager
-def network():
-    """Count the block's wall time as network work (nested blocks count once)."""
+def network(model: str | None = None):
+    """Count the block's wall time as network work (nested blocks count once). ``model`` (a tag,
+    :func:`model_tag`) also counts it for that model, unless an outer block already does."""
     _CLOCK["depth"] += 1
+    tag = model is not None and not _TAGGED["open"]
+    if tag:
+        _TAGGED["open"] = True
     t0 = time.perf_counter()
     try:
         yield
     finally:
+        dt = time.perf_counter() - t0
         _CLOCK["depth"] -= 1
         if _CLOCK["depth"] == 0:
-            _CLOCK["seconds"] += time.perf_counter() - t0
+            _CLOCK["seconds"] += dt
+        if tag:
+            _TAGGED["open"] = False
+            _BY_MODEL[model] = _BY_MODEL.get(model, 0.0) + dt
 
 
 def not_network(seconds: float) -> None:
@@ -208,6 +219,21 @@ def not_network(seconds: float) -> None:
 def network_seconds() -> float:
     """Network seconds counted in this process so far (finished blocks)."""
     return _CLOCK["seconds"]
+
+
+def network_by_model() -> dict[str, float]:
+    """Network seconds per model tag counted so far (the compute calls whose keys name a model)."""
+    return dict(_BY_MODEL)
+
+
+def model_tag(key_model) -> str:
+    """The tag of a cache key's ``model`` part (a loaded model's ``cache_id``, or a spec's description)."""
+    return json.dumps(key_model, sort_keys=True, default=str)
+
+
+def _tag_of(keys: list[dict], idx: list[int]) -> str | None:
+    k = keys[idx[0]] if idx else None
+    return model_tag(k["model"]) if isinstance(k, dict) and "model" in k else None
 
 
 # ------------------------------------------------------------------------------ the one call
@@ -266,7 +292,7 @@ def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callab
 
         cpu = lambda a: a.cpu() if isinstance(a, torch.Tensor) else a  # noqa: E731
         size = chunk_size(executor, len(keys), ctx.batch_size if unit is None else unit)
-        with network():  # the driver waits for the workers' model work (and reads the hits)
+        with network(_tag_of(keys, list(range(len(keys))))):  # the driver waits for the workers' model work
             return executor.cached(cache, keys, size, lambda idx: tuple(cpu(a) for a in args_of(idx)), fn,
                                    what=what)
     out: list[Any] = [cache.get(k) for k in keys]
@@ -287,7 +313,7 @@ def compute(ctx, keys: list[dict], fn: Callable[..., list[Any]], args_of: Callab
                 todo = [i for i in part if got[i] is None]  # what another build stored meanwhile is read
                 if todo:
                     ticked = getattr(bar, "n", 0)
-                    with network():
+                    with network(_tag_of(keys, todo)):
                         res = _backoff(fn, args_of, todo)
                     if getattr(bar, "n", 0) == ticked:  # fn does not tick: count its keys
                         bar.update(len(todo))

@@ -601,6 +601,37 @@ class Plan:
                 f"{parts(meas_all, net_all)}\n")
         return out
 
+    def compare_models(self, by_model: Mapping[str, Mapping[str, float]]) -> str:
+        """Markdown: per stage and model, the estimate beside the measured network work of that model
+        (``by_model``: stage → model name → seconds inside the compute calls whose results name the
+        model), with their ratio; a stage whose estimate and measure are both under a second is left out."""
+        head = "| Stage | " + " | ".join(md_escape(models.title_of(m)) for m in self.models) + " |\n"
+        head += "|---|" + "---:|" * len(self.models) + "\n"
+        body = ""
+        for s in self.stages:
+            cells, shown = [], False
+            for m in self.models:
+                est, meas = self.seconds(s, m), (by_model.get(s) or {}).get(m, 0.0)
+                shown = shown or est >= 1 or meas >= 1
+                ratio = f" ({meas / est:.2f})" if est >= 1 and meas >= 0.5 else ""
+                cells.append(f"{duration(est)} / {duration(meas)}{ratio}")
+            if shown:
+                body += f"| {md_escape(s)} | " + " | ".join(cells) + " |\n"
+        return head + body if body else ""
+
+    def model_lines(self, by_model: Mapping[str, Mapping[str, float]]) -> list[str]:
+        """The same for the console: per stage, per model "estimated / measured network work"."""
+        width = max([len(s) for s in self.stages] + [5])
+        out = [f"  {'stage':<{width}}  " + "  ".join(f"{m[:24]:>24}" for m in self.models)]
+        for s in self.stages:
+            vals = [(self.seconds(s, m), (by_model.get(s) or {}).get(m, 0.0)) for m in self.models]
+            if all(e < 1 and v < 1 for e, v in vals):
+                continue
+            out.append(f"  {s:<{width}}  " + "  ".join(
+                f"{duration(e) + ' / ' + duration(v) + (f' ({v / e:.2f})' if e >= 1 and v >= 0.5 else ''):>24}"
+                for e, v in vals))
+        return out
+
 
 def _price(w: Work, own: Speed, speeds: Mapping[str, Speed], generator: float | None) -> float:
     sec = w.forward * own.forward + w.gradient * own.gradient + w.partial * own.forward * PATCH_SHARE + w.other
@@ -690,7 +721,8 @@ def machine(device: torch.device | str) -> dict[str, Any]:
 
 def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | None = None,
                   executor: str = "local", network: Mapping[str, float] | None = None,
-                  render_workers: int | None = None) -> str:
+                  render_workers: int | None = None,
+                  network_by_model: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """The page "About this build": machine, profile, date, the plan and, after the build, the measured
     time of every stage beside its estimate."""
     m = plan.machine
@@ -716,6 +748,13 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
                         "the unit atlas' photo decoding. *Rest*: cache reads and writes, decoding and resizing "
                         "photos, statistics (bootstrap intervals, verdicts), drawing, encoding and writing figures, "
                         "writing pages. *rest %*: the rest's share of the stage's time.\n")
+        per_model = plan.compare_models(network_by_model) if network_by_model else ""
+        if per_model:
+            text.append("\nPer model: each stage's estimate / the network work measured for that model (the "
+                        "compute calls whose results belong to it), and their ratio. The estimate counts network "
+                        "passes only, so it is compared with the network work; the rest of a stage is in the "
+                        "table above.\n")
+            text.append(per_model)
     else:
         text.append("Not measured: the build did not finish.\n")
     text.append("\n## The plan\n")
@@ -753,11 +792,13 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
 
 
 def write_page(ctx, plan: Plan, times: Mapping[str, float] | None, network: Mapping[str, float] | None = None,
-               render_workers: int | None = None) -> None:
+               render_workers: int | None = None,
+               network_by_model: Mapping[str, Mapping[str, float]] | None = None) -> None:
     """Add the page "About this build" (:data:`PAGE`, in the Models section of the navigation)."""
     executor = "ray" if getattr(getattr(ctx, "executor", None), "distributed", False) else "local"
     ctx.page(PAGE, "About this build", page_markdown(plan, times, executor=executor, network=network,
-                                                     render_workers=render_workers), nav="models", order=95)
+                                                     render_workers=render_workers,
+                                                     network_by_model=network_by_model), nav="models", order=95)
 
 
 # ------------------------------------------------------------------------------------- counting

@@ -113,22 +113,31 @@ class StageTimer:
     """Records wall time per named stage for the end-of-run summary, and with ``network`` (a clock of
     network seconds, :func:`generator.executor.network_seconds`) how much of it was model work."""
 
-    def __init__(self, network: Callable[[], float] | None = None) -> None:
+    def __init__(self, network: Callable[[], float] | None = None,
+                 by_model: Callable[[], dict[str, float]] | None = None) -> None:
         self.times: dict[str, float] = {}
         self.network: dict[str, float] = {}
+        self.network_by_model: dict[str, dict[str, float]] = {}  # stage → model tag → network seconds
         self._clock = network
+        self._by_model = by_model
         self.t0 = time.perf_counter()
 
     @contextlib.contextmanager
     def stage(self, name: str):
         t0 = time.perf_counter()
         n0 = self._clock() if self._clock is not None else 0.0
+        m0 = self._by_model() if self._by_model is not None else {}
         try:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
             if self._clock is not None:
                 self.network[name] = self.network.get(name, 0.0) + self._clock() - n0
+            if self._by_model is not None:
+                per = self.network_by_model.setdefault(name, {})
+                for tag, sec in self._by_model().items():
+                    if sec - m0.get(tag, 0.0) > 0:
+                        per[tag] = per.get(tag, 0.0) + sec - m0.get(tag, 0.0)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0

@@ -230,3 +230,52 @@ def test_a_killed_worker_loses_only_its_chunk(tmp_path, photos, local_build, clu
     assert len(retried) == 1, msgs
     assert sorted(got) == sorted(local_build)
     assert [name for name in got if got[name] != local_build[name]] == []
+
+
+def test_network_work_is_counted_per_model_once_and_per_stage(tmp_path):
+    """compute() counts its model work for the model its keys name; a block inside another model's
+    block is counted once (for the outer one); the stage timer splits it per stage."""
+    from types import SimpleNamespace
+
+    from generator import executor
+    from generator.cache import Cache
+    from generator.util import StageTimer
+
+    timer = StageTimer(network=executor.network_seconds, by_model=executor.network_by_model)
+    ctx = SimpleNamespace(cache=Cache(tmp_path), executor=executor.LocalExecutor(), batch_size=2)
+    a, b = executor.model_tag(["net-a", 1]), executor.model_tag(["net-b", 2])
+
+    def slow(sec):
+        def fn(idx):
+            time.sleep(sec)
+            return [torch.tensor(i) for i in idx]
+        return fn
+
+    with timer.stage("one"):
+        executor.compute(ctx, [{"what": "x", "model": ["net-a", 1], "i": i} for i in range(2)], slow(0.05),
+                         lambda idx: (idx,), what="a")
+    with timer.stage("two"):
+        executor.compute(ctx, [{"what": "y", "model": ["net-b", 2], "i": i} for i in range(2)], slow(0.12),
+                         lambda idx: (idx,), what="b")
+        with executor.network(a):  # an outer block of model a holds a compute call of model b: counted for a
+            executor.compute(ctx, [{"what": "z", "model": ["net-b", 2], "i": i} for i in range(2)], slow(0.05),
+                             lambda idx: (idx,), what="c")
+        executor.compute(ctx, [{"what": "y", "model": ["net-b", 2], "i": i} for i in range(2)], slow(1.0),
+                         lambda idx: (idx,), what="hits")  # all hits: no network work
+    one, two = timer.network_by_model["one"], timer.network_by_model["two"]
+    assert set(one) == {a} and 0.05 <= one[a] < 0.5
+    assert 0.12 <= two[b] < 0.6 and 0.05 <= two[a] < 0.5
+    assert timer.network["two"] == pytest.approx(two[a] + two[b], abs=0.02)
+
+
+def test_the_plan_compares_each_model_and_stage_with_its_measured_network_work():
+    from generator import plan
+
+    p = plan.Plan(["attribution", "atlas"], ["m1", "m2"],
+                  [plan.Row("m1", "attribution", plan.Work(), 100.0), plan.Row("m2", "attribution", plan.Work(), 40.0),
+                   plan.Row("m1", "atlas", plan.Work(), 0.2), plan.Row("m2", "atlas", plan.Work(), 0.1)], {}, None)
+    table = p.compare_models({"attribution": {"m1": 120.0, "m2": 30.0}, "atlas": {"m1": 0.3}})
+    rows = table.splitlines()
+    assert rows[2] == "| attribution | 1.7 min / 2.0 min (1.20) | 40 s / 30 s (0.75) |"
+    assert len(rows) == 3  # the atlas: under a second either way, left out
+    assert any("(1.20)" in line for line in p.model_lines({"attribution": {"m1": 120.0}}))

@@ -259,6 +259,14 @@ def test_the_plan_counts_the_images_the_build_sends_through_each_classifier(tmp_
     page = (ctx.out / plan.PAGE).read_text()
     assert "About this build" in page and "**preview** profile" in page and "| attribution |" in page
     assert "measured / estimated" in page and "cold cache" in page
+    # per model and stage: the estimate beside that model's measured network work
+    from generator.build import network_per_model
+
+    per = network_per_model(ctx, ctx.timer)
+    assert per["findings"][TINY_A.name] > 0 and per["findings"][TINY_B.name] > 0
+    assert sum(per["findings"].values()) <= ctx.timer.network["findings"] + 1e-6
+    assert "Per model: each stage's estimate / the network work measured" in page
+    assert any(line.startswith("plan per model: estimated / measured network work") for line in lines), lines
     assert "About this build](about-build.md)" in (ctx.out / "models" / "SUMMARY.md").read_text()
     for bad in ("/tmp/", "/home/", "/root/", str(tmp_path)):
         assert bad not in page
