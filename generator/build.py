@@ -252,6 +252,9 @@ def check_config(config: Config) -> dict[str, dict]:
 def make_plan(ctx: BuildContext, fetches: list, say=print):
     """Calibrate every loaded model (a line each), estimate every stage (:func:`generator.plan.estimate`)
     and print the plan; None (and one line) when it cannot be made — the build goes on without it."""
+    busy = plan_mod.busy_note(ctx.device)
+    if busy:
+        say(f"note: {busy}")
     try:
         speeds = {}
         for m in ctx.models:
@@ -267,6 +270,8 @@ def make_plan(ctx: BuildContext, fetches: list, say=print):
         log.debug("plan failed", exc_info=True)
         return None
     plan.downloads = list(fetches)
+    if busy:
+        plan.notes.insert(0, busy)
     if plan.generator_speed is not None:
         say(f"calibration: DGN-AM image generator {1e3 * plan.generator_speed:.1f} ms per code row")
     for line in plan.lines():

@@ -297,6 +297,24 @@ def _store_speed(store: Path | None, k: str, sp: Speed) -> None:
         atomic_write_text(store, json.dumps(rows, indent=1, sort_keys=True) + "\n")
 
 
+def busy_note(device: torch.device | str, load: float | None = None, cores: int | None = None) -> str:
+    """A sentence when a CPU calibration runs on a busy machine (the 1-minute load average above the
+    cores the build's torch threads leave free): its speeds, so the estimates, are then too slow by
+    about the share of the cores other work takes; "" otherwise (and on a GPU)."""
+    if torch.device(device).type != "cpu":
+        return ""
+    try:
+        load = os.getloadavg()[0] if load is None else float(load)
+    except (AttributeError, OSError):
+        return ""
+    cores = cores or os.cpu_count() or 1
+    if load <= max(1.0, cores - torch.get_num_threads() + 0.5) + 0.5:
+        return ""
+    return (f"the machine was busy when the speeds were measured (load average {load:.1f} on {cores} cores): "
+            f"other work shares the processor, so these estimates are too long if it stops, and the measured "
+            f"times too long while it runs")
+
+
 def calibration_store(ctx) -> Path | None:
     """The file where a build keeps the speeds it measured (in its results cache; None without one)."""
     return ctx.cache.root / "calibration.json" if ctx.cache.enabled else None

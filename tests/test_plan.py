@@ -343,3 +343,15 @@ def test_plan_only_prints_the_plan_and_computes_nothing(tmp_path, tiny_registry,
     stored = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] if (tmp_path / "cache").exists() else []
     assert set(stored) <= {"calibration.json"}, stored
     assert not any(t in res.ctx.timer.times for t in STAGES)
+    assert set(stored) <= {"calibration.json"}, stored
+    assert not any(t in res.ctx.timer.times for t in STAGES)
+
+
+def test_a_calibration_on_a_busy_cpu_is_said(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    busy = plan.busy_note("cpu", load=4.6, cores=2)
+    assert "busy" in busy and "4.6 on 2 cores" in busy
+    assert plan.busy_note("cpu", load=1.2, cores=2) == ""  # the build's own threads and a little more
+    assert plan.busy_note("cpu", load=1.6, cores=2) != ""
+    assert plan.busy_note("cpu", load=6.0, cores=16) == ""  # cores to spare
+    assert plan.busy_note("cuda", load=40.0, cores=2) == ""  # a GPU's speed does not share the processor
