@@ -66,7 +66,10 @@ from generator.models import WeightsError, load_model  # noqa: E402
 def method_params(name: str, full: bool) -> dict:
     """The method's gallery settings with ``full``, else its (lighter) findings settings."""
     cls = ATTRIBUTION_METHODS[name]
-    return dict(cls.gallery_params if full else cls.findings_params)
+    p = dict(cls.gallery_params if full else cls.findings_params)
+    if "max_steps" in p:  # Integrated Gradients at its starting steps: Captum has no per-photo refinement
+        p["max_steps"] = 0
+    return p
 
 
 def sync(device: torch.device) -> None:
@@ -250,8 +253,11 @@ def captum_runner(name: str, net: torch.nn.Module, layer: torch.nn.Module, param
     if name == "integrated_gradients":
         m = ca.IntegratedGradients(net)
         base = {"black": 0.0, "grey": 0.5, "gray": 0.5, "white": 1.0}.get(params["baseline"], params["baseline"])
-        return lambda x, t: m.attribute(x, baselines=float(base), target=t, n_steps=int(params["steps"]),
-                                        method="riemann_middle", internal_batch_size=batch)
+        n = int(params["steps"])
+        # ours: the trapezoid rule on n points, both ends included (Captum's riemann_trapezoid points), whose
+        # weights Captum scales to sum to (n − 1)/n instead of 1 (its step sizes 1/n, halved at the ends)
+        return lambda x, t: m.attribute(x, baselines=float(base), target=t, n_steps=n, method="riemann_trapezoid",
+                                        internal_batch_size=batch) * (n / (n - 1))
     if name == "occlusion":
         m = ca.Occlusion(lambda z: net(z).softmax(1))
         w, s = int(params["window"]), int(params["stride"])

@@ -113,12 +113,16 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
                                  model=model.name, caption="Findings · input invariance")
     fr_names = [n for n in names if "fragility_attack" in rows[n]]
     if fr_names:
-        fr_labels = [titles[n] for n in fr_names]
-        fr = {"after attack": [tri(rows[n]["fragility_attack"]) for n in fr_names],
-              "after random noise, same size": [tri(rows[n]["fragility_noise"]) for n in fr_names]}
+        fr_labels = [f"{titles[n]} ({'own map' if rows[n].get('fragility_own') else 'proxy'})" for n in fr_names]
+        fr = {"top-k overlap after attack": [tri(rows[n]["fragility_attack"]) for n in fr_names],
+              "top-k overlap after random noise, same size": [tri(rows[n]["fragility_noise"]) for n in fr_names]}
+        if all("fragility_rho_attack" in rows[n] for n in fr_names):  # Ghorbani et al.'s rank correlation beside it
+            fr["Spearman after attack"] = [tri(rows[n]["fragility_rho_attack"]) for n in fr_names]
+            fr["Spearman after random noise"] = [tri(rows[n]["fragility_rho_noise"]) for n in fr_names]
         figs["fragility"] = _figure(ctx, f"{base}/fragility.{ext}", [fr_labels, fr, s["fragility_eps"]],
-                                    lambda p: plots.interval_bars(p, fr_labels, fr, f"{title}: top-k overlap with the original map",
-                                                                  "top-k pixel overlap (1 = unchanged)", None, (0, 1.05)),
+                                    lambda p: plots.interval_bars(
+                                        p, fr_labels, fr, f"{title}: the map after attack and noise vs the original",
+                                        "top-k overlap / Spearman (1 = unchanged)", None, (-0.2, 1.05)),
                                     model=model.name, caption="Findings · fragility")
     fcurves = {n: {k: getattr(c, k) for k in faithfulness.CURVES} for n, c in fai.curves.items()}
     figs["faithfulness"] = _figure(ctx, f"{base}/faithfulness.{ext}", [fai.fractions, fcurves, titles, title],
@@ -126,7 +130,9 @@ def figures(ctx, model, names, titles, cascade: sanity.Cascade, fai: faithfulnes
                                    model=model.name, caption="Findings · deletion and insertion")
     u = sm.units
     if u and u.layers:
-        pts = {l: (np.asarray(d.selectivity), np.asarray(d.prob_drop)) for l, d in u.layers.items()}
+        pts = {l: (np.asarray(d.selectivity), np.asarray(d.prob_drop),
+                   None if getattr(d, "class_drop", None) is None else np.asarray(d.class_drop))
+               for l, d in u.layers.items()}
         figs["units"] = _figure(ctx, f"{base}/selectivity.{ext}", [pts, title],
                                 lambda p: plots.selectivity_scatter(p, pts, f"{title}: selectivity vs ablation cost"),
                                 model=model.name, caption="Findings · selectivity vs ablation cost of units")
@@ -239,8 +245,9 @@ def write_pages(ctx, s, names, titles, summaries, rows, settings_used, items, n_
     first = answer_headline(summaries, PAGE)
     pages = {c: PAGE_OF[c] for c in ("sanity", "class", "faithfulness")}
     ctx.provide("findings_headlines", [Headline(*h) for h in ([first] if first else []) + headlines(summaries, pages)])
-    unscaled = ("accuracy_max_images", "ablation_units_per_layer")  # not photo counts of n_scale
-    used = {k: (s[k] if k in unscaled else scaled(s, k)) for k in profiles.settings(ctx.config.profile, "findings")}
+    unscaled = ("accuracy_max_images", "ablation_units_per_layer", "cascade_seeds")  # not photo counts of n_scale
+    used = {k: (s[k] if k in unscaled or not int(s[k]) else scaled(s, k))  # 0 = none: not scaled up to 1
+            for k in profiles.settings(ctx.config.profile, "findings")}
     profile = ctx.config.profile_line("findings", used)
     on_index = {**common, **links(PAGE)}
     for title, template, order in INDEX_SECTIONS:

@@ -23,6 +23,9 @@ with these keys, all optional:
 
 ``forward`` / ``gradient``
     images through ``model``'s classifier without / with gradient recording;
+``double``
+    of the ``gradient`` images, those that go through a double backward (the fragility attack's own-map
+    objective), priced at :data:`DOUBLE_BACKWARD` gradient passes each;
 ``calls``
     attribution-method calls, in the order the stage makes them: ``{"method", "params", "images",
     "photos", "net", "check"}`` — priced here by :func:`method_work` from the method's class and
@@ -79,6 +82,12 @@ CACHE_NEUTRAL = True  # plans and counts; never part of a result
 #: reaches: about half of a forward pass on AlexNet, a fifth on VGG16 (the larger share is assumed)
 PATCH_SHARE = 0.5
 
+#: an image through the fragility attack's own-map objective on the softplus copy (a forward pass, a backward pass
+#: that records its graph, and the backward of both: a double backward) is priced as this many gradient passes:
+#: measured on CPU for EfficientNet-Lite0 at 8-12 (saliency: the second derivative through the whole network) and
+#: 4-6 (Grad-CAM: only the layers after its layer); ``Work.double`` counts them (they are also in ``gradient``)
+DOUBLE_BACKWARD = 10.0
+
 #: one-image passes that inspect a network rather than compute a result; counted apart ("setup")
 SETUP = (base.prepared, base.conv_bn_pairs, base.output_shapes, patch_forward.patch_forward, sanity.execution_order)
 
@@ -101,6 +110,7 @@ class Work:
     generator: int = 0   # code rows through the DeePSim generator (forward + backward)
     via: dict[str, tuple[int, int]] = field(default_factory=dict)  # other classifiers: name → (forward, gradient)
     notes: list[str] = field(default_factory=list)
+    double: int = 0      # of the gradient passes, double backward ones (priced at DOUBLE_BACKWARD gradient passes)
 
     def __add__(self, o: "Work") -> "Work":
         via = dict(self.via)
@@ -109,7 +119,7 @@ class Work:
             via[k] = (f0 + f, g0 + g)
         return Work(self.forward + o.forward, self.gradient + o.gradient, self.other + o.other,
                     self.partial + o.partial, self.generator + o.generator, via,
-                    list(dict.fromkeys(self.notes + o.notes)))
+                    list(dict.fromkeys(self.notes + o.notes)), self.double + o.double)
 
     @property
     def images(self) -> int:
@@ -136,9 +146,10 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
 
     saliency, deconvnet, guided backprop: one gradient pass per photo; Grad-CAM: one (its forward
     records gradients, from the layer on); guided Grad-CAM: two (Grad-CAM + guided backprop);
-    SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo, and
-    with its self-check (``check``, the attribution stage) two forward passes per photo (F(x) and
-    F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
+    SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo (with
+    ``max_steps`` above ``steps``, its adaptive refinement: the most points a photo may end with, an upper
+    bound, said in the notes), and with its self-check (``check``, the attribution stage) two forward
+    passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
     (``local``: the copies through patch_forward instead, :data:`PATCH_SHARE` of a pass each)."""
     cls = attribution_methods.ATTRIBUTION_METHODS[name]
     p = {**cls.defaults, **dict(params)}
@@ -146,7 +157,13 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     if issubclass(cls, attribution_methods.SmoothGrad):
         return Work(gradient=n * int(p["samples"]))
     if issubclass(cls, attribution_methods.IntegratedGradients):
-        return Work(gradient=n * int(p["steps"]), forward=2 * n if check else 0)
+        levels = cls.levels(p)  # adaptive: priced at the most points a photo may end with (an upper bound)
+        w = Work(gradient=n * levels[-1], forward=2 * n if check else 0)
+        if len(levels) > 1:
+            w.notes.append(f"{name}: priced at {levels[-1]} points per photo, the most `max_steps = {p['max_steps']}` "
+                           f"allows (an upper bound: a photo stops at {', '.join(map(str, levels[:-1]))} or "
+                           f"{levels[-1]} points, once its completeness error is below `max_delta = {p['max_delta']}`)")
+        return w
     if issubclass(cls, attribution_methods.Occlusion):
         win, stride = int(p["window"]), int(p["stride"])
         positions = len(cls.positions(input_size, win, stride)) ** 2
@@ -210,7 +227,8 @@ def as_work(d: Mapping[str, Any], model) -> Work:
     network" that is ``model`` itself added to its own (the logits flags are :func:`estimate`'s)."""
     w = Work(int(d.get("forward", 0)), int(d.get("gradient", 0)), float(d.get("other", 0.0)),
              int(d.get("partial", 0)), int(d.get("generator", 0)),
-             {k: (int(f), int(g)) for k, (f, g) in (d.get("via") or {}).items()}, list(d.get("notes") or []))
+             {k: (int(f), int(g)) for k, (f, g) in (d.get("via") or {}).items()}, list(d.get("notes") or []),
+             int(d.get("double", 0)))
     if d.get("calls"):
         w = w + price_calls(d["calls"], model)
     own = w.via.pop(model.name, None)
@@ -653,6 +671,7 @@ class Plan:
 
 def _price(w: Work, own: Speed, speeds: Mapping[str, Speed], generator: float | None) -> float:
     sec = w.forward * own.forward + w.gradient * own.gradient + w.partial * own.forward * PATCH_SHARE + w.other
+    sec += w.double * (DOUBLE_BACKWARD - 1.0) * own.gradient  # counted once in ``gradient`` already
     for name, (f, g) in w.via.items():
         sp = speeds.get(name, own)
         sec += f * sp.forward + g * sp.gradient

@@ -31,6 +31,9 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "images": 100, "faithfulness_images": 100, "invariance_images": 100, "fragility_images": 100,
             "sanity_images": 100, "expensive_images": 30, "sanity_expensive_images": 30,
             "selectivity_images": 100, "accuracy_max_images": 0, "ablation_units_per_layer": 32,
+            "faithfulness_check_images": 30,
+            "cascade_seeds": 2, "independent_images": 100, "independent_expensive_images": 30,
+            "fragility_own_images": 100, "fragility_own_expensive_images": 30,
         },
         "dgn_am": {"steps": 100, "ppgn_steps": 600},
         "atlas": {"max_images": 0},
@@ -38,11 +41,26 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "preview": {
         "findings": {
             "images": 30, "faithfulness_images": 30, "invariance_images": 30, "fragility_images": 30,
-            "sanity_images": 10, "expensive_images": 6, "sanity_expensive_images": 2,
+            "sanity_images": 10, "expensive_images": 3, "sanity_expensive_images": 1,
             "selectivity_images": 50, "accuracy_max_images": 250, "ablation_units_per_layer": 4,
+            "faithfulness_check_images": 5,
+            "cascade_seeds": 1, "independent_images": 4, "independent_expensive_images": 0,
+            "fragility_own_images": 6, "fragility_own_expensive_images": 0,
         },
-        "dgn_am": {"steps": 60, "ppgn_steps": 200},
-        "atlas": {"max_images": 1000},
+        "dgn_am": {"steps": 40, "ppgn_steps": 120},
+        "atlas": {"max_images": 500},
+    },
+}
+
+#: stage table → method → settings, per profile: over the method class's own settings for that stage
+#: (``gallery_params`` / ``findings_params``), under the config's ``[<table>.method_params]``. The preview
+#: profile does not refine Integrated Gradients' steps (``max_steps = 0``: every photo at its starting
+#: ``steps``; the pages say how many photos stay at or above ``max_delta``); the full build refines them.
+METHOD_PARAMS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "full": {},
+    "preview": {
+        "attribution": {"integrated_gradients": {"max_steps": 0}},
+        "findings": {"integrated_gradients": {"max_steps": 0}},
     },
 }
 
@@ -55,6 +73,13 @@ MEANING = {
     "sanity_expensive_images": "photos in the randomisation cascade, expensive methods",
     "selectivity_images": "photos for unit selectivity", "accuracy_max_images": "photos for measured accuracy (0 = all)",
     "ablation_units_per_layer": "units ablated per layer (drawn at random)",
+    "faithfulness_check_images": "photos in the deletion/insertion step check",
+    "cascade_seeds": "seeds of the random weights in the randomisation cascade",
+    "independent_images": "photos in the independent-layer randomisation, cheap methods",
+    "independent_expensive_images": "photos in the independent-layer randomisation, expensive methods (0 = none)",
+    "fragility_own_images": "photos per method in the fragility attack on each method's own map, cheap methods",
+    "fragility_own_expensive_images": "photos per method in the fragility attack on each method's own map, expensive "
+                                      "methods (0 = the shared proxy attack instead)",
     "steps": "DGN-AM steps", "ppgn_steps": "PPGN chain steps", "max_images": "photos streamed (0 = all)",
 }
 
@@ -78,13 +103,21 @@ def settings(profile: str, table: str) -> dict[str, Any]:
     return dict(SETTINGS.get(profile, {}).get(table, {}))
 
 
+def method_params(profile: str, table: str) -> dict[str, dict[str, Any]]:
+    """The method settings ``profile`` gives stage table ``table``: method → settings (:data:`METHOD_PARAMS`)."""
+    return {m: dict(p) for m, p in METHOD_PARAMS.get(profile, {}).get(table, {}).items()}
+
+
 def describe(profile: str, table: str, used: Mapping[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> str:
     """One Markdown line: which profile built these numbers and the sizes it set (keys set explicitly
-    in the config are named as such)."""
+    in the config are named as such), and the method settings it sets (:data:`METHOD_PARAMS`)."""
     keys = [k for k in SETTINGS.get(profile, {}).get(table, {}) if k in used]
     if not keys:
         return ""
     parts = [f"{MEANING.get(k, k)} {used[k]}" + (" (set in the config)" if k in explicit else "") for k in keys]
+    parts += [f"`[{table}.method_params.{m}] {k} = {v}`" + (" (unless the config sets it)" if "method_params" in explicit
+                                                             else "")
+              for m, p in method_params(profile, table).items() for k, v in p.items()]
     other = "full" if profile == "preview" else "preview"
     how = ("`make site PROFILE=full` (or `--profile full`) builds the full one, meant for a GPU"
            if profile == "preview" else f"`--profile {other}` builds a quick one")

@@ -17,7 +17,8 @@ from .deepsim import load_any_generator
 from .deepsim.judge import pick_judge
 from .models import get_spec, resolve_weights
 from .methods.attribution import ATTRIBUTION_METHODS
-from .metrics import faithfulness, sanity
+from .metrics import faithfulness, fragility, invariance, sanity
+from .plan import DOUBLE_BACKWARD
 from .probes import scaled, select_items
 from .stages import atlas as _atlas
 from .stages import attribution as _attribution
@@ -192,17 +193,25 @@ def findings(ctx, model) -> dict:
 
     * logits: N forward passes;
     * maps: per method one explain call on its n photos × 2 classes (top-1 and the second class, per cache step);
-    * randomisation cascade (cheap methods, then expensive ones): per cache step, per pixel-space method, one
-      attribution on the trained model (its signed maps, :func:`~generator.metrics.sanity.signed_candidates`);
-      per measured step, per method, one explain call on the group's photos, on that step's randomised copy;
+      the pixel-space methods' signed maps come from the same attributions (the randomisation check's trained
+      signed maps: no pass of their own);
+    * randomisation (cheap methods, then expensive ones), per donor seed (``cascade_seeds``) the cascade and,
+      on the first ``independent_images`` (``independent_expensive_images``) of its photos, the independent
+      randomisation: per cache step, per measured step, per method, one explain call on the step's photos, on
+      that step's randomised copy; the edge-detector reference needs no network;
     * deletion/insertion: ``2·(steps − 1)`` forward passes per (photo, order) + 3 per photo and cache step
       (:func:`~generator.metrics.faithfulness.n_forward`; the orders: the methods and 2 baselines); then the
       step check on the first ``faithfulness_check_images`` photos: ``2·steps`` per (photo, order), the new
       points of the curves at twice the steps (:func:`~generator.metrics.faithfulness.n_forward_finer`);
-    * invariance: per method one explain call on its photos, on the shift-absorbing copy;
-    * fragility (models with a Grad-CAM layer): per photo ``fragility_steps`` gradient passes and one
-      forward pass (the attack, shared), then per method an explain call on attacked + noisy copies —
-      of the photos the attack perturbed, counted here as all of them;
+    * invariance: per method one explain call on its photos, on the shift-absorbing copy, and for a method
+      with a remedy (Integrated Gradients' baseline moved along with the input,
+      :func:`~generator.metrics.invariance.remedy_params`) one more with it;
+    * fragility (models with a Grad-CAM layer, :func:`~generator.stages.findings.fragility_plan`): the proxy
+      attack (shared by the methods it serves) per photo ``fragility_steps`` gradient passes and one forward
+      pass; each own-map attack (a differentiable method) per photo and step one gradient pass through the
+      network and :func:`~generator.metrics.fragility.own_map_passes` through the softplus copy (double
+      backward: ``double``), then one forward pass through each; then per method an explain call on
+      attacked + noisy copies — of the photos its attack perturbed, counted here as all of them;
     * units: one forward pass over the selectivity photos, then per conv layer one per photo and group
       of ablated units (``4·batch_size // photos per batch`` units per pass);
     * accuracy: one forward pass per photo of the accuracy folder;
@@ -230,17 +239,20 @@ def findings(ctx, model) -> dict:
             call(name, 2 * len(step), ("maps", tuple(step)))
     groups = sanity.model_groups(model)
     steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
+    seeds = sanity.donor_seeds(int(s["seed"]), int(s["cascade_seeds"]))
     for g, group in enumerate(([n for n in names if n not in expensive], expensive)):
         if not group:
             continue
-        pairs = [(n, i) for i in range(n_sanity[group[0]]) for n in group]
-        for c, step in enumerate(ctx.work_steps(len(pairs))):
-            photos = sorted({pairs[j][1] for j in step})
-            for name in sanity.signed_candidates(sorted({pairs[j][0] for j in step})):  # trained signed maps
-                call(name, len(photos), ("cascade", tuple(photos)))
-            for k in steps:
-                for name in sorted({pairs[j][0] for j in step}):
-                    call(name, len(photos), ("cascade", tuple(photos)), ("random", g, c, k))
+        k_all = n_sanity[group[0]]  # each run's own randomised copy: ("random", seed index) or ("independent",)
+        runs = [(("random", j), k_all) for j in range(len(seeds))]
+        runs.append((("independent",), _findings.independent_n(s, k_all, group[0] in expensive)))
+        for run, n in runs:
+            pairs = [(name, i) for i in range(n) for name in group]
+            for c, step in enumerate(ctx.work_steps(len(pairs))):
+                photos = sorted({pairs[j][1] for j in step})
+                for k in steps:
+                    for name in sorted({pairs[j][0] for j in step}):
+                        call(name, len(photos), ("cascade", tuple(photos)), (*run, g, c, k))
     n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
     k_fai = max(n_fai.values())
     orders = {**n_fai, **{b: k_fai for b in _findings.BASELINES}}
@@ -252,17 +264,34 @@ def findings(ctx, model) -> dict:
     for step in ctx.work_steps(len(fine)):
         forward += faithfulness.n_forward_finer(len(step), int(s["faithfulness_steps"]))
     for name in names:
-        for step in ctx.work_steps(min(n_of[name], scaled(s, "invariance_images"))):
-            call(name, len(step), ("invariance", tuple(step)), ("shifted",))
+        remedy = invariance.remedy_params(name, params.get(name, {}), s["invariance_shift"])
+        for given in (params.get(name, {}), *([remedy] if remedy is not None else [])):
+            for step in ctx.work_steps(min(n_of[name], scaled(s, "invariance_images"))):
+                calls.append({"method": name, "params": given, "images": len(step), "photos": ("invariance", tuple(step)),
+                              "net": ("shifted",)})
+    double = 0
     if model.spec.gradcam_layer:
-        n = min(N, scaled(s, "fragility_images"))
-        gradient += max(0, int(s["fragility_steps"])) * n
+        steps = max(0, int(s["fragility_steps"]))
+        attacks = _findings.fragility_plan(s, n_of, N)
+        n = max((k for own, k in attacks.values() if not own), default=0)  # the proxy attack's photos
+        gradient += steps * n
         forward += n
         for name in names:
-            for step in ctx.work_steps(min(n, n_of[name])):
-                call(name, 2 * len(step), ("fragility", tuple(step)))
+            own, k = attacks[name]
+            if own:
+                c = fragility.own_map_passes(name, params.get(name, {}))
+                gradient += steps * k * (1 + c)
+                double += steps * k * c
+                forward += 2 * k
+            for step in ctx.work_steps(k):  # an own attack's photos are that method's alone (no shared gradients)
+                call(name, 2 * len(step), ("fragility", name, tuple(step)) if own else ("fragility", tuple(step)))
         out["notes"].append("fragility: the maps of attacked and noisy photos are counted for every photo; the "
                             "build makes them only for the photos the attack changed (98-100 % of them, measured)")
+        if double:
+            out["notes"].append(f"fragility: {double:,} of the gradient passes are the own-map attacks' double "
+                                f"backward passes through the softplus copy, each priced as {DOUBLE_BACKWARD:g} "
+                                "gradient passes (measured on CPU, EfficientNet-Lite0: 8-12 for saliency, 4-6 "
+                                "for Grad-CAM)")
     photos = _labelled(ctx, str(s["probe_folder"]), scaled(s, "selectivity_images"))
     if len({c for _p, c in photos}) >= 2:
         per = int(s["ablation_units_per_layer"])  # drawn at random from every channel (0 = all)
@@ -280,7 +309,7 @@ def findings(ctx, model) -> dict:
         path = ctx.config.resolve_path(folder)
         if path.is_dir():
             forward += len(imagenet.imagefolder(path, int(s["accuracy_max_images"]) or None))
-    return {**out, "forward": forward, "gradient": gradient, "calls": calls}
+    return {**out, "forward": forward, "gradient": gradient, "double": double, "calls": calls}
 
 
 #: stage name → its work function

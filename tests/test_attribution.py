@@ -355,8 +355,8 @@ def test_integrated_gradients_completeness_at_200_steps():
     chk = ig.completeness(x, None, a)
     assert (chk["delta"].abs() > 0.05).all()  # a non-trivial difference to explain
     assert (chk["rel_error"] < 0.01).all(), chk
-    # with very few steps the check is informative (it does fail)
-    ig2 = make("integrated_gradients", net, steps=1)
+    # with very few steps (2: the trapezoid's two ends) and no refinement the check is informative (it does fail)
+    ig2 = make("integrated_gradients", net, steps=2)
     chk2 = ig2.completeness(x, None, ig2.attribute(x))
     assert (chk2["rel_error"] > 0.01).any()
 
@@ -429,11 +429,12 @@ def test_classes_declare_what_the_pipeline_shows():
     assert {n: c.page_sections for n, c in ATTRIBUTION_METHODS.items() if c.page_sections} == {
         "deconvnet": ("image_swap", "single_neurons"), "guided_backprop": ("image_swap",)}
     assert {n: c.gallery_params for n, c in ATTRIBUTION_METHODS.items() if c.gallery_params} == {
-        "smoothgrad": {"samples": 25, "sigma": 0.15}, "integrated_gradients": {"steps": 64, "baseline": "black"},
+        "smoothgrad": {"samples": 25, "sigma": 0.15}, "integrated_gradients": {"steps": 64, "baseline": "black", "max_steps": 505},
         "occlusion": {"window": 32, "stride": 16, "fill": 0.5},
         "smoothgrad_sq": {"samples": 25, "sigma": 0.15}, "vargrad": {"samples": 25, "sigma": 0.15}}
     ig = ATTRIBUTION_METHODS["integrated_gradients"].self_check
     assert ig.setting in ATTRIBUTION_METHODS["integrated_gradients"].defaults and ig.measure == "rel_error"
+    assert {ig.cap, ig.tolerance} <= set(ATTRIBUTION_METHODS["integrated_gradients"].defaults) and ig.used == "steps"
     for cls in ATTRIBUTION_METHODS.values():
         assert set(cls.gallery_params) <= set(cls.defaults) and set(cls.findings_params) <= set(cls.defaults)
     with pytest.raises(ValueError, match="taken"):
@@ -592,7 +593,8 @@ def test_make_api_and_display_helpers():
     lm = load_model("alexnet", allow_random=True)
     m = make("guided_gradcam", lm)
     assert m.params["layer"] == "conv5" and m.layer_module is lm.module("conv5")
-    assert make("integrated_gradients", lm, steps=7).params == {"steps": 7, "baseline": "black"}
+    assert make("integrated_gradients", lm, steps=7).params == {"steps": 7, "baseline": "black", "max_steps": 0,
+                                                                "max_delta": 0.05}
     h = torch.arange(200.0).view(2, 10, 10)
     d = normalise_maps(h)
     assert d.shape == h.shape and d.min() == 0 and d.max() == 1

@@ -174,7 +174,7 @@ def test_a_method_fix_recomputes_the_gallery_and_the_findings_maps_alike(tmp_pat
         calls.clear()
         g = gallery._maps(ctx, model, "saliency", make("saliency", model, batch_size=8), targets)
         f = findings.trained_maps(ctx, model, {"saliency": make("saliency", model)}, items, x, two,
-                                  findings.Timing(), {"saliency": len(items)}, s)["saliency"]
+                                  findings.Timing(), {"saliency": len(items)}, s)[0]["saliency"]  # (maps, signed)
         return torch.stack([r["heatmap"] for r in g]), f, sum(calls)
 
     g1, f1, n1 = both()

@@ -514,7 +514,7 @@ def test_cross_model_agreement():
 
 def test_settings_merge_and_helpers():
     s = findings.settings(Config({"findings": {"images": 2, "method_params": {"smoothgrad": {"sigma": 0.2}}}}))
-    assert probes.scaled(s, "images") == 2 and probes.scaled({**s, "n_scale": 10.0}, "expensive_images") == 10 * findings.DEFAULTS["expensive_images"]
+    assert probes.scaled(s, "images") == 2 and probes.scaled({**s, "n_scale": 10.0}, "expensive_images") == 10 * s["expensive_images"]
     assert s["images"] == 2 and s["cascade_steps"] == findings.DEFAULTS["cascade_steps"]
     assert s["method_params"]["smoothgrad"] == {"samples": 12, "sigma": 0.2}
     assert A.SmoothGrad.findings_params == {"samples": 12}  # the class's settings are not mutated

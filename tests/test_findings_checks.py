@@ -296,7 +296,7 @@ def test_cascade_carries_signed_numbers_only_for_signed_methods(monkeypatch):
     ref = {"signed": centred.abs(), "plain": centred.abs()}
     pairs = [(n, i) for i in range(3) for n in ("signed", "plain")]
     res = dict(zip(pairs, sanity.cascade_check(tiny, explain_of, ["signed", "plain"], x, top1, ref, pairs, seed=1,
-                                               steps=steps, thumb=0, signed=["signed"])))
+                                               steps=steps, thumb=0, signed={"signed": centred})))
     ones = torch.ones(len(steps), dtype=torch.float64)
     for i in (0, 1):
         r = res[("signed", i)]
@@ -318,7 +318,7 @@ def test_cascade_carries_signed_numbers_only_for_signed_methods(monkeypatch):
 def test_cascade_task_signed_for_gradient_not_for_gradcam(monkeypatch, tmp_path):
     from generator.cache import Cache, key
     from generator.metrics import sanity
-    from generator.metrics.checks import explainer
+    from generator.metrics.checks import explainer, explainer_with_signed
     from generator.models import REGISTRY
 
     spec, tiny = _tiny()
@@ -326,13 +326,17 @@ def test_cascade_task_signed_for_gradient_not_for_gradcam(monkeypatch, tmp_path)
     g = torch.Generator().manual_seed(0)
     x, top1 = torch.rand(2, 3, 32, 32, generator=g), torch.tensor([1, 2])
     names = ["saliency", "gradcam", "smoothgrad_sq"]
-    assert sanity.signed_candidates(names) == ["saliency", "smoothgrad_sq"]
     params = {"saliency": {}, "gradcam": {}, "smoothgrad_sq": {"samples": 2}}
     ref = {n: explainer(tiny, n, params[n], 8)(x, top1).float() for n in names}
+    # the trained signed maps: the maps step's (one attribution gives heatmap and signed map), pixel-space methods only
+    got = {n: explainer_with_signed(tiny, n, params[n], 8)(x, top1) for n in names}
+    signed = {n: g[1] for n, g in got.items() if isinstance(g, tuple)}
+    assert sorted(signed) == ["saliency", "smoothgrad_sq"]
+    assert all(torch.equal(got[n][0], ref[n]) for n in signed)
     groups = sanity.model_groups(tiny, x[:1])
     steps = sanity.choose_steps(len(groups), 2)
     pairs = [(n, i) for i in range(2) for n in names]
-    res = dict(zip(pairs, sanity.cascade_task(tiny, names, params, 8, 1, steps, 0, x, top1, ref, pairs)))
+    res = dict(zip(pairs, sanity.cascade_task(tiny, names, params, 8, 1, steps, 0, x, top1, ref, pairs, signed)))
     assert all(res[("saliency", i)].signed for i in range(2))  # the gradient takes both signs
     assert not any(res[(n, i)].signed for n in ("gradcam", "smoothgrad_sq") for i in range(2))  # ReLU'd / squared
     # the signed Spearman is the rank correlation of the channel sums, without the absolute value

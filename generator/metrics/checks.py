@@ -26,6 +26,29 @@ def explainer(model, name: str, params: dict, batch_size: int) -> Explain:
     return make(name, model, batch_size=batch_size, **params).explain
 
 
+def signed_map(attribution: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W signed attributions → B×H×W signed maps: the sum over the channels (the per-pixel signed
+    contribution; the 2-D "diverging" map of Adebayo et al.'s code). A B×H×W input is returned as is."""
+    a = attribution.detach().float()
+    return a.sum(1) if a.ndim == 4 else a
+
+
+def explainer_with_signed(model, name: str, params: dict, batch_size: int) -> Callable:
+    """Method ``name`` on ``model`` as ``explain(x, targets)``: its heatmaps, or for a pixel-space method
+    (``output == "pixels"``) the pair (heatmaps, :func:`signed_map` of the same attributions) — one
+    attribution per photo gives both (the findings' maps step keeps both; the randomisation check
+    compares both)."""
+    method = make(name, model, batch_size=batch_size, **params)
+    if method.output != "pixels":
+        return method.explain
+
+    def both(x, targets):
+        a = method.attribute(x, targets)
+        return method.heatmap(a), signed_map(a)
+
+    return both
+
+
 class Ticks:
     """A progress object (``update(n)``) for a check that counts ``work`` units (maps, forward
     passes) while its task computes ``keys`` results: ticks the bar of

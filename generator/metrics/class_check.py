@@ -23,16 +23,19 @@ import numpy as np
 import torch
 
 from ..executor import tick
-from .checks import Explain, explainer
+from .checks import Explain, explainer_with_signed
 from .similarity import compare
 
 
 @dataclass
 class ClassMaps:
-    """The maps of one photo for its K classes (K×H×W: top-1, then the second class)."""
+    """The maps of one photo for its K classes (K×H×W: top-1, then the second class); for a pixel-space
+    method also the **signed** maps of the same attributions (``signed``, K×H×W, :func:`.checks.signed_map`;
+    the randomisation check's trained signed maps), else None."""
 
     maps: torch.Tensor
     seconds: float
+    signed: torch.Tensor | None = None
 
 
 #: the second class per photo: "random" (Sixt et al. 2020) or "low_rank" (the class ranked ``low_rank``)
@@ -109,20 +112,26 @@ def spreads(maps: torch.Tensor) -> np.ndarray:
 
 
 def class_maps(explain: Explain, x: torch.Tensor, targets: torch.Tensor) -> list[ClassMaps]:
-    """The maps of photos ``x`` for their N×K ``targets``: one call of ``explain`` on all of them."""
+    """The maps of photos ``x`` for their N×K ``targets``: one call of ``explain`` on all of them. An
+    ``explain`` that returns a pair (maps, signed maps; :func:`.checks.explainer_with_signed`) gives
+    the signed maps too."""
     t0 = time.perf_counter()
     n, k = len(x), targets.shape[1]
     tt = targets.T.reshape(-1).to(x.device)  # all top-1, then all second classes
-    maps = explain(x.repeat(k, 1, 1, 1), tt)
-    maps = maps.float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)
+    got = explain(x.repeat(k, 1, 1, 1), tt)
+    maps, signed = got if isinstance(got, tuple) else (got, None)
+    per_photo = lambda m: m.float().cpu().view(k, n, *x.shape[-2:]).transpose(0, 1)  # noqa: E731
+    maps = per_photo(maps)
+    signed = per_photo(signed) if signed is not None else None
     dt = (time.perf_counter() - t0) / n
-    return [ClassMaps(maps[j].clone(), dt) for j in range(n)]
+    return [ClassMaps(maps[j].clone(), dt, signed[j].clone() if signed is not None else None) for j in range(n)]
 
 
 def maps_task(model, name: str, params: dict, batch_size: int, x: torch.Tensor, targets: torch.Tensor) -> list[ClassMaps]:
-    """:func:`class_maps` of attribution method ``name`` (settings ``params``) on ``model``."""
+    """:func:`class_maps` of attribution method ``name`` (settings ``params``) on ``model``, with the signed
+    maps of a pixel-space method (:func:`.checks.explainer_with_signed`: the same attributions)."""
     x = x.to(model.device)
-    out = class_maps(explainer(model, name, params, batch_size), x, targets)
+    out = class_maps(explainer_with_signed(model, name, params, batch_size), x, targets)
     tick(len(x))
     return out
 

@@ -7,7 +7,12 @@ registry's classifiers: its normalisation, whose mean grows by ``s``) — comput
 are the same function of the content. A method that explains the function should
 give the same map for ``(f, x)`` and ``(f_s, x + s)``. The gradient does (its value
 is identical); gradient × input does not (the input changed), nor does Integrated
-Gradients with a fixed black baseline.
+Gradients with a fixed black baseline. Moving the baseline along with the input
+(baseline ``b + s`` on ``(f_s, x + s)``: the same path through the same function) is
+Kindermans et al.'s remedy: a method class that offers it (``moved_with_input``) gets it
+measured on the same photos as a second row (:func:`remedy_params`, ``Invariance.remedy``).
+Integrated Gradients' own numbers on the copy — the points each photo used and its final
+completeness error — are kept per photo (``InvarianceMap.steps`` / ``.error``).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import torch
 from torch import nn
 
 from ..executor import tick
-from .checks import Explain, explainer
+from ..methods.attribution import ATTRIBUTION_METHODS, make
+from .checks import Explain
 
 
 class ShiftAbsorbed(nn.Module):
@@ -63,23 +69,41 @@ def map_change(ref: torch.Tensor, shifted: torch.Tensor) -> dict[str, torch.Tens
 @dataclasses.dataclass
 class InvarianceMap:
     """One photo: Spearman rank correlation and relative change between the trained map and the
-    shift-absorbing copy's map of the shifted photo."""
+    shift-absorbing copy's map of the shifted photo; for a method with an adaptive step count
+    (Integrated Gradients: ``last_completeness``) the points it used there and its final relative
+    completeness error (else NaN)."""
 
     spearman: float
     relative_change: float
     seconds: float
+    steps: float = float("nan")
+    error: float = float("nan")
 
 
 @dataclasses.dataclass
 class Invariance:
-    """One method over its photos (float64 arrays)."""
+    """One method over its photos (float64 arrays; ``steps`` / ``error`` all NaN for a method without an
+    adaptive step count). ``remedy``: the same check of the method with its reference point moved along
+    with the input (settings ``remedy_params``), where the method offers one; else None."""
 
     spearman: np.ndarray
     relative_change: np.ndarray
+    steps: np.ndarray | None = None
+    error: np.ndarray | None = None
+    remedy: "Invariance | None" = None
+    remedy_params: dict | None = None
 
     @classmethod
     def of(cls, maps: Sequence[InvarianceMap]) -> "Invariance":
-        return cls(np.array([r.spearman for r in maps]), np.array([r.relative_change for r in maps]))
+        return cls(np.array([r.spearman for r in maps]), np.array([r.relative_change for r in maps]),
+                   np.array([r.steps for r in maps], dtype=np.float64), np.array([r.error for r in maps], dtype=np.float64))
+
+
+def remedy_params(name: str, params: dict, shift: Sequence[float]) -> dict | None:
+    """The settings of method ``name`` with its reference point moved by ``shift`` along with the input
+    (the class's ``moved_with_input``: Integrated Gradients' baseline), or None for a method without one."""
+    move = getattr(ATTRIBUTION_METHODS[name], "moved_with_input", None)
+    return None if move is None else move(params, [float(v) for v in shift])
 
 
 def invariance_check(explain: Explain, x: torch.Tensor, top1: torch.Tensor, reference: torch.Tensor,
@@ -96,8 +120,14 @@ def invariance_check(explain: Explain, x: torch.Tensor, top1: torch.Tensor, refe
 
 def invariance_task(view, name: str, params: dict, batch_size: int, shift: list[float], x: torch.Tensor,
                     top1: torch.Tensor, reference: torch.Tensor) -> list[InvarianceMap]:
-    """:func:`invariance_check` of attribution method ``name`` on ``view`` (the shift-absorbing copy)."""
+    """:func:`invariance_check` of attribution method ``name`` on ``view`` (the shift-absorbing copy), with the
+    points and final completeness error of each photo where the method adapts its steps."""
     x = x.to(view.device)
-    out = invariance_check(explainer(view, name, params, batch_size), x, top1, reference, shift)
+    method = make(name, view, batch_size=batch_size, **params)
+    out = invariance_check(method.explain, x, top1, reference, shift)
+    done = getattr(method, "last_completeness", None)
+    if done is not None:
+        for j, r in enumerate(out):
+            r.steps, r.error = float(done["steps"][j]), float(done["rel_error"][j])
     tick(len(x))
     return out

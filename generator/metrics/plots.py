@@ -265,18 +265,26 @@ def interval_bars(path, labels: Sequence[str], series: dict[str, Sequence[tuple[
     return save(fig, path)
 
 
-def selectivity_scatter(path, layers: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Path:
-    """Per catalogued layer: class selectivity (x) against the drop in the true class's
-    probability when the unit alone is ablated (y), one point per unit."""
+def selectivity_scatter(path, layers: dict[str, tuple], title: str) -> Path:
+    """Per catalogued layer, one point per unit: class selectivity (x) against the cost of ablating the
+    unit alone (y) — left, the drop in the true class's probability over all photos (Morcos et al.);
+    right, when the layer has it, the largest drop in one class's accuracy (Zhou et al.'s per-class
+    ablation). ``layers``: layer → (selectivity, probability drop[, largest per-class accuracy drop])."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    for (layer, (sel, cost)), col in zip(layers.items(), _colours(len(layers))):
-        ax.scatter(np.asarray(sel), np.asarray(cost), s=14, color=col, label=layer, alpha=0.8)
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.set_xlabel("class selectivity index (0 = responds to every class alike, 1 = to one)", fontsize=8)
-    ax.set_ylabel("ablation cost: drop of true-class probability", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="layer", title_fontsize=7)
-    ax.set_title(title, fontsize=10)
+    per_class = any(len(v) > 2 and v[2] is not None and np.asarray(v[2]).size for v in layers.values())
+    fig, axes = plt.subplots(1, 2 if per_class else 1, figsize=(9.6 if per_class else 6.0, 3.8), squeeze=False)
+    panels = [(1, "drop of true-class probability (all photos)")]
+    if per_class:
+        panels.append((2, "largest drop of one class's accuracy"))
+    for ax, (k, ylabel) in zip(axes[0], panels):
+        for (layer, vals), col in zip(layers.items(), _colours(len(layers))):
+            if len(vals) > k and vals[k] is not None and np.asarray(vals[k]).size:
+                ax.scatter(np.asarray(vals[0]), np.asarray(vals[k]), s=14, color=col, label=layer, alpha=0.8)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.set_xlabel("class selectivity index (0 = responds to every class alike, 1 = to one)", fontsize=8)
+        ax.set_ylabel(f"ablation cost: {ylabel}", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="layer", title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path)

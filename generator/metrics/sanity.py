@@ -31,22 +31,34 @@ attribution (the 2-D "diverging" map of their code), compared by :func:`compare_
 without the absolute value, SSIM of the maps scaled by their largest |value| with 0 kept at the middle
 (:func:`signed_scale`), HOG of the signed maps. These are stored as ``spearman_signed``, ``ssim_signed``,
 ``hog_signed`` beside the |map| metrics; unsigned methods (and photos whose trained attribution has no
-negative value) carry ``None`` there.
+negative value) carry ``None`` there. The trained model's signed maps come from the findings' maps step
+(:func:`.class_check.maps_task` keeps them beside the heatmaps: one attribution gives both), so the check
+adds no pass on the trained model.
+
+Beside the cascade, on the same measured steps and with the same similarities:
+
+* **independent** randomisation (:func:`independent`, Adebayo et al.'s Fig. 5): step k re-initialises
+  group k *alone*, every other group trained, and restores it afterwards;
+* more **seeds** of the random weights (:func:`donor_seeds`): the cascade again with another donor, to
+  see whether the numbers depend on the draw;
+* the **edge-detector reference** (:func:`sobel_edges`, :func:`edge_similarity`): the similarity of each
+  trained map to the Sobel gradient magnitude of its grayscale photo — what "looks like the image" means
+  (Adebayo et al.'s Fig. 1) — computed without any network.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .checks import Ticks
-from .similarity import METRICS, hog_similarity, spearman, ssim
+from .checks import Ticks, explainer_with_signed, signed_map  # noqa: F401 (signed_map: defined in .checks)
+from .similarity import METRICS, compare, hog_similarity, spearman, ssim
 
 #: the similarities of the signed maps (methods with signed attributions only): |map| metric → its signed twin
 SIGNED = {m: f"{m}_signed" for m in METRICS}
@@ -186,6 +198,42 @@ def cascade(net: nn.Module, groups: Sequence[Group], donor: nn.Module, steps: Se
         yield k, work
 
 
+def independent(net: nn.Module, groups: Sequence[Group], donor: nn.Module,
+                steps: Sequence[int]) -> Iterator[tuple[int, nn.Module]]:
+    """Yield ``(k, randomised_copy)`` for each k in ``steps`` (ascending): a deep copy of ``net`` whose
+    group k (1 = the top one) alone carries the donor's (random) tensors, every other group trained.
+
+    One copy serves every step: group k's own tensors are put back (``finally``: also when the caller
+    stops early) before the next step, so each step differs from ``net`` in one group only. ``net``
+    itself is never modified."""
+    work = copy.deepcopy(net)
+    work.eval()
+    for k in sorted(steps):
+        if not 1 <= k <= len(groups):
+            raise ValueError(f"step {k} outside 1..{len(groups)}")
+        mods = [work.get_submodule(p) for p in groups[k - 1].modules]
+        own = lambda m: [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]  # noqa: E731
+        saved = [{n: t.detach().clone() for n, t in own(m)} for m in mods]
+        try:
+            randomise_(work, groups[k - 1].modules, donor)
+            yield k, work
+        finally:
+            with torch.no_grad():
+                for m, keep in zip(mods, saved):
+                    for n, t in own(m):
+                        t.copy_(keep[n])
+
+
+#: how the layers are randomised: "cascade" (top k groups, cumulative) or "independent" (group k alone)
+MODES = {"cascade": cascade, "independent": independent}
+
+
+def donor_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of the random weights for ``n`` draws (``[findings] cascade_seeds``): ``seed``,
+    ``seed + 1``, … — the first is the one every verdict uses."""
+    return [int(seed) + j for j in range(max(1, int(n)))]
+
+
 def fresh_donor(loaded, seed: int) -> nn.Module:
     """An untrained network of the same architecture (library initialiser, seeded).
 
@@ -202,13 +250,6 @@ def fresh_donor(loaded, seed: int) -> nn.Module:
 def randomised_model(loaded, net: nn.Module, label: str):
     """A ``LoadedModel`` view of a randomised copy (for method factories), labelled as random."""
     return dataclasses.replace(loaded, net=net, weights_id=f"{loaded.weights_id}+sanity-random[{label}]", pretrained=False)
-
-
-def signed_map(attribution: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W signed attributions → B×H×W signed maps: the sum over the channels (the per-pixel signed
-    contribution; the 2-D "diverging" map of Adebayo et al.'s code). A B×H×W input is returned as is."""
-    a = attribution.detach().float()
-    return a.sum(1) if a.ndim == 4 else a
 
 
 def signed_scale(a) -> torch.Tensor:
@@ -239,8 +280,10 @@ def randomisation_curves(
     explain: Callable[[nn.Module, int], dict],
     thumb: int = 0,
     signed_reference: dict[str, torch.Tensor] | None = None,
+    mode: str = "cascade",
 ) -> dict[str, dict]:
-    """Run the cascade and compare each method's maps with its trained-model maps.
+    """Run the cascade (``mode`` "cascade"; "independent": :func:`independent`, one group at a time) and
+    compare each method's maps with its trained-model maps.
 
     ``reference``: method → B×H×W maps of the trained model. ``explain(copy, k)`` returns method →
     B×H×W maps of the randomised copy (same images, same classes), or for the methods of
@@ -249,12 +292,10 @@ def randomisation_curves(
     float16}`` (thumbnails only when ``thumb`` > 0), plus ``"spearman_signed"|"ssim_signed"|
     "hog_signed"`` (S×B) for the methods of ``signed_reference``.
     """
-    from .similarity import compare
-
     signed_reference = signed_reference or {}
     out = {m: {"steps": [], **{k: [] for k in METRICS}, "thumbs": [],
                **({k: [] for k in SIGNED_METRICS} if m in signed_reference else {})} for m in reference}
-    for k, work in cascade(net, groups, donor, steps):
+    for k, work in MODES[mode](net, groups, donor, steps):
         maps = explain(work, k)
         for m, ref in reference.items():
             got, sgot = maps[m] if isinstance(maps[m], tuple) else (maps[m], None)
@@ -332,7 +373,12 @@ class CascadeCurves:
 @dataclass
 class Cascade:
     """The randomisation check of a model: the measured steps (top groups randomised), their labels,
-    the fraction of the parameters randomised at each, and every method's curves."""
+    the fraction of the parameters randomised at each, and every method's curves (``methods``: the
+    cascade with the first of ``seeds``, the one the verdicts use). Beside it: ``other_seeds`` (method →
+    the cascade's curves with each further seed, the same photos), ``independent`` (method → the curves of
+    :func:`independent` on its first photos; ``independent_labels``/``independent_fraction``: the group
+    randomised at each step and its share of the parameters), ``edges`` (method → metric → per photo:
+    similarity of the trained map to the Sobel edge map of the photo, :func:`edge_similarity`)."""
 
     steps: list[int]
     labels: list[str]
@@ -340,37 +386,41 @@ class Cascade:
     fraction: list[float]
     n_groups: int
     methods: dict[str, CascadeCurves]
+    seeds: list[int] = field(default_factory=list)
+    other_seeds: dict[str, list[CascadeCurves]] = field(default_factory=dict)
+    independent: dict[str, CascadeCurves] = field(default_factory=dict)
+    independent_labels: list[str] = field(default_factory=list)
+    independent_fraction: list[float] = field(default_factory=list)
+    edges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def cascade_check(model, explain_of: Callable[[object, str], Callable], names: Sequence[str], x: torch.Tensor,
                   top1: torch.Tensor, reference: dict[str, torch.Tensor], pairs: Sequence[tuple[str, int]], *,
                   seed: int, steps: Sequence[int], thumb: int, progress=None,
-                  signed: Sequence[str] = ()) -> list[CascadeMaps]:
-    """The randomisation cascade (seeded donor ``seed``, measured ``steps``) of the registry ``model``
-    for methods ``names`` on photos ``x`` explaining classes ``top1``: ``explain_of(view, name)`` is
-    method ``name`` on ``view`` (a randomised copy of the model, or the model itself) as
-    ``explain(x, targets) -> maps``; ``reference``: name → the trained model's B×H×W maps. For the
-    methods in ``signed`` the explainer returns a pair (maps, signed B×H×W maps): their trained signed
-    maps are computed here, and the photos whose trained signed map takes a negative value get the
-    signed similarities too. One result per (method, photo index) of ``pairs``; ``progress.update(1)``
-    per method and step."""
+                  signed: Mapping[str, torch.Tensor] | None = None, mode: str = "cascade") -> list[CascadeMaps]:
+    """The randomisation check (``mode``: "cascade", or "independent" — one group at a time; seeded donor
+    ``seed``, measured ``steps``) of the registry ``model`` for methods ``names`` on photos ``x``
+    explaining classes ``top1``: ``explain_of(view, name)`` is method ``name`` on ``view`` (a randomised
+    copy of the model) as ``explain(x, targets) -> maps``; ``reference``: name → the trained model's
+    B×H×W maps. ``signed``: name → the trained model's B×H×W *signed* maps (from the maps step, which
+    computes them with the heatmaps); for those methods the explainer returns a pair (maps, signed maps),
+    and the photos whose trained signed map takes a negative value get the signed similarities too. No
+    pass on the trained model here. One result per (method, photo index) of ``pairs``;
+    ``progress.update(1)`` per method and step."""
     t0 = time.perf_counter()
     groups = model_groups(model, x[:1])
     donor = fresh_donor(model, seed)
-    signed = [n for n in names if n in set(signed)]
-    sref = {}
-    for n in signed:
-        got = explain_of(model, n)(x, top1)
-        if not isinstance(got, tuple):
-            raise ValueError(f"{n}: listed as signed, but its explainer returns no signed maps")
-        sref[n] = got[1].detach().float().cpu()
+    sref = {n: v.detach().float().cpu() for n, v in (signed or {}).items() if n in set(names)}
     both = lambda n: n in sref  # noqa: E731
+    tag = "top" if mode == "cascade" else "only"
 
     def explain(work, k):
-        view = randomised_model(model, work, f"top{k}:seed={seed}")
+        view = randomised_model(model, work, f"{tag}{k}:seed={seed}")
         maps = {}
         for n in names:
             got = explain_of(view, n)(x, top1)
+            if both(n) and not isinstance(got, tuple):
+                raise ValueError(f"{n}: a signed reference was given, but its explainer returns no signed maps")
             maps[n] = (got[0].float().cpu(), got[1].float().cpu()) if both(n) else \
                 (got[0] if isinstance(got, tuple) else got).float().cpu()
             if progress is not None:
@@ -378,7 +428,7 @@ def cascade_check(model, explain_of: Callable[[object, str], Callable], names: S
         return maps
 
     curves = randomisation_curves(model.net, groups, donor, steps, reference, explain, thumb=thumb,
-                                  signed_reference=sref)
+                                  signed_reference=sref, mode=mode)
     dt = (time.perf_counter() - t0) / max(1, len(x) * len(names))
 
     def one(n, j):
@@ -391,52 +441,91 @@ def cascade_check(model, explain_of: Callable[[object, str], Callable], names: S
     return [one(n, j) for n, j in pairs]
 
 
-def attribution_explainer(model, name: str, params: dict, batch_size: int) -> Callable:
-    """Method ``name`` on ``model`` as ``explain(x, targets)``: its heatmaps, or for a pixel-space method
-    (``output == "pixels"``) the pair (heatmaps, :func:`signed_map` of the same attributions) — one
-    attribution per photo gives both."""
-    from ..methods.attribution import make
-
-    method = make(name, model, batch_size=batch_size, **params)
-    if method.output != "pixels":
-        return method.explain
-
-    def both(x, targets):
-        a = method.attribute(x, targets)
-        return method.heatmap(a), signed_map(a)
-
-    return both
-
-
-def signed_candidates(names: Sequence[str]) -> list[str]:
-    """The methods whose raw attributions may take both signs: the pixel-space ones (``output ==
-    "pixels"``). Whether they do is measured per photo (:func:`cascade_check`)."""
-    from ..methods.attribution import ATTRIBUTION_METHODS
-
-    return [n for n in names if ATTRIBUTION_METHODS[n].output == "pixels"]
-
-
 def cascade_task(model, names: list[str], params: dict, batch_size: int, seed: int, steps: list[int], thumb: int,
-                 x: torch.Tensor, top1: torch.Tensor, reference: dict, pairs: list[tuple[str, int]]) -> list[CascadeMaps]:
-    """:func:`cascade_check` of attribution methods ``names`` (``params``: name → settings), with the
-    signed maps of the pixel-space methods (:func:`signed_candidates`)."""
-    return cascade_check(model, lambda view, n: attribution_explainer(view, n, params[n], batch_size), names,
+                 x: torch.Tensor, top1: torch.Tensor, reference: dict, pairs: list[tuple[str, int]],
+                 signed: dict | None = None, mode: str = "cascade") -> list[CascadeMaps]:
+    """:func:`cascade_check` (``mode`` "cascade" or "independent") of attribution methods ``names``
+    (``params``: name → settings); ``signed``: name → the trained signed maps of the methods that have them
+    (the maps step's, :class:`.class_check.ClassMaps`), compared with the randomised copies' signed maps
+    (:func:`.checks.explainer_with_signed`)."""
+    return cascade_check(model, lambda view, n: explainer_with_signed(view, n, params[n], batch_size), names,
                          x.to(model.device), top1.to(model.device), reference, pairs, seed=seed, steps=steps,
-                         thumb=thumb, progress=Ticks(len(steps) * len(names), len(pairs)),
-                         signed=signed_candidates(names))
+                         thumb=thumb, progress=Ticks(len(steps) * len(names), len(pairs)), signed=signed, mode=mode)
 
 
-def cascade_of(groups: Sequence[Group], steps: Sequence[int], results: dict[str, list[CascadeMaps]]) -> Cascade:
-    """The cascade of a model from its groups, measured steps and each method's per-photo results. A
-    method's signed curves are kept where every one of its photos has them."""
+# ------------------------------------------------------------------------ the edge-detector reference
+
+
+#: grayscale weights of the photo for the edge map (ITU-R BT.601 luma)
+LUMA = (0.299, 0.587, 0.114)
+
+
+def sobel_edges(x: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W photos (pixel space, 0–1) → B×H×W edge maps: the gradient magnitude of the grayscale photo
+    (:data:`LUMA`) under the 3×3 Sobel filters, borders replicated. No network: what a map that "looks like
+    the image" looks like (Adebayo et al.'s Fig. 1 compares the maps with such an edge detector)."""
+    import torch.nn.functional as F
+
+    x = x.detach().to("cpu", torch.float64)
+    gray = (x * torch.tensor(LUMA, dtype=torch.float64).view(1, 3, 1, 1)).sum(1, keepdim=True) if x.shape[1] == 3 \
+        else x.mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
+    d = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), torch.stack([kx, kx.T])[:, None])
+    return d.pow(2).sum(1).sqrt()
+
+
+def edge_similarity(maps: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The similarities the cascade reports (:func:`.similarity.compare`: Spearman of |map|, SSIM, HOG),
+    float64 per photo, between B×H×W maps and the :func:`sobel_edges` of their B photos ``x``. A constant
+    map has rank correlation 0 (no ordering), as everywhere."""
+    return compare(maps.detach().float().cpu(), sobel_edges(x))
+
+
+def edge_task(maps: list[torch.Tensor], x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """:func:`edge_similarity` of each method's B×H×W trained ``maps`` (a list, one per method) with the
+    photos ``x``, in order (a cached value per method; no network pass)."""
+    edges = sobel_edges(x)
+    return [compare(m.detach().float().cpu(), edges) for m in maps]
+
+
+# ------------------------------------------------------------------------ a model's results
+
+
+def curves_of(results: Mapping[str, Sequence[CascadeMaps]]) -> dict[str, CascadeCurves]:
+    """Each method's per-photo results → its :class:`CascadeCurves` (S×B). A method's signed curves are
+    kept where every one of its photos has them."""
+    stack = lambda vals, m: torch.stack([getattr(v, m) for v in vals], 1).numpy()  # noqa: E731
+    return {name: CascadeCurves(**{m: stack(vals, m) for m in METRICS},
+                                thumbs=torch.stack([v.thumbs for v in vals], 1).float().numpy(),
+                                **({m: stack(vals, m) for m in SIGNED_METRICS}
+                                   if vals and all(v.signed for v in vals) else {}))
+            for name, vals in results.items()}
+
+
+def cascade_of(groups: Sequence[Group], steps: Sequence[int], results: dict[str, list[CascadeMaps]], *,
+               seeds: Sequence[int] = (), other_seeds: Mapping[str, Sequence[Sequence[CascadeMaps]]] | None = None,
+               independent: Mapping[str, Sequence[CascadeMaps]] | None = None,
+               edges: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> Cascade:
+    """The randomisation check of a model from its groups, measured steps and each method's per-photo
+    cascade results (the first seed's); ``other_seeds``: method → per further seed its per-photo results
+    (the same photos); ``independent``: method → its per-photo results of :func:`independent` (its first
+    photos); ``edges``: method → metric → per-photo similarity of the trained map to the edge map."""
     total = sum(g.numel for g in groups)
     labels = ["all layers" if k == len(groups) else f"{groups[0].name} only" if k == 1 else f"down to {groups[k - 1].name}"
               for k in steps]
     frac = [sum(g.numel for g in groups[:k]) / total for k in steps]
-    stack = lambda vals, m: torch.stack([getattr(v, m) for v in vals], 1).numpy()  # noqa: E731
-    methods = {name: CascadeCurves(**{m: stack(vals, m) for m in METRICS},
-                                   thumbs=torch.stack([v.thumbs for v in vals], 1).float().numpy(),
-                                   **({m: stack(vals, m) for m in SIGNED_METRICS}
-                                      if vals and all(v.signed for v in vals) else {}))
-               for name, vals in results.items()}
-    return Cascade(list(steps), labels, [g.name for g in groups], frac, len(groups), methods)
+    others = {n: [curves_of({n: v})[n] for v in per] for n, per in (other_seeds or {}).items()}
+    return Cascade(list(steps), labels, [g.name for g in groups], frac, len(groups), curves_of(results),
+                   seeds=list(seeds), other_seeds=others,
+                   independent=curves_of({n: v for n, v in (independent or {}).items() if len(v)}),
+                   independent_labels=[f"{groups[k - 1].name} only" for k in steps],
+                   independent_fraction=[groups[k - 1].numel / total for k in steps],
+                   edges={n: {m: np.asarray(v, dtype=np.float64) for m, v in e.items()}
+                          for n, e in (edges or {}).items()})
+
+
+def merge(a: Cascade, b: Cascade) -> Cascade:
+    """Two parts of one model's check (the cheap and the expensive methods: the same groups and steps,
+    other photos) as one."""
+    return dataclasses.replace(a, methods={**a.methods, **b.methods}, other_seeds={**a.other_seeds, **b.other_seeds},
+                               independent={**a.independent, **b.independent}, edges={**a.edges, **b.edges})

@@ -34,7 +34,7 @@ from . import bootstrap
 from .bootstrap import Interval
 from .class_check import NO_MAP_EPSILON, ClassSensitivity
 from .faithfulness import Faithfulness
-from .fragility import Fragility
+from .fragility import Fragility, differentiable
 from .invariance import Invariance
 from .sanity import SIGNED, Cascade, CascadeCurves
 from .selectivity import Units
@@ -224,8 +224,11 @@ def extreme(kind: str, rows: list[dict], values: Mapping[str, np.ndarray], seed:
 
 @dataclass
 class AttackSummary(_Fields):
-    """The fragility attack over a model's photos: share with the class kept, share perturbed,
-    |p′ − p| with its interval, the attack's size (0–255) and top-k fraction."""
+    """A fragility attack over its photos (the shared proxy attack: ``sm.fragility``; a method's own-map
+    attack: its row's ``fragility_own_attack``): share with the class kept, share perturbed, |p′ − p| with
+    its interval, the attack's size (0–255) and top-k fraction; for the own-map attack (``own``) the share
+    of photos on which the softplus copy (β ``beta``) gives the network's class (``agree``) and the
+    interval of |p_copy − p| there (``p_copy``)."""
 
     kept: float
     n: int
@@ -233,6 +236,23 @@ class AttackSummary(_Fields):
     dp: Interval
     eps255: float
     frac: float
+    own: bool = False
+    agree: float = float("nan")
+    p_copy: Interval | None = None
+    beta: float = float("nan")
+
+
+def attack_summary(st, eps255: float, frac: float, seed: int = 0, beta: float = float("nan"),
+                   own: bool = False) -> AttackSummary:
+    """The :class:`AttackSummary` of an attack's per-photo arrays ``st`` (``kept``, ``attacked``, ``p0``,
+    ``p1``; with ``own`` also ``agree``, ``p_copy``: :class:`.fragility.AttackStats`)."""
+    mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+    agree = np.asarray(getattr(st, "agree", []))
+    p_copy = np.asarray(getattr(st, "p_copy", []), dtype=np.float64)
+    return AttackSummary(mean(st.kept), int(len(st.kept)), mean(st.attacked),
+                         _ci(np.abs(np.asarray(st.p1) - np.asarray(st.p0)), seed), eps255, frac, own,
+                         mean(agree) if own else float("nan"),
+                         _ci(np.abs(p_copy - np.asarray(st.p0)[: len(p_copy)]), seed) if own else None, float(beta))
 
 
 @dataclass
@@ -282,6 +302,13 @@ class ModelSummary(_Fields):
     photos: list[dict] = field(default_factory=list)  # per photo: id, title, top1 and second class names
     figures: dict[str, str] = field(default_factory=dict)  # figure name → path under the generated folder
     signed_said: str = ""  # the randomisation check: signed maps against |map| over the methods (:func:`signed_overview`)
+    fragility_said: str = ""  # the fragility check: each method's attack, its other measures (:func:`fragility_overview`)
+    edge_said: str = ""  # the randomisation check: the trained maps against an edge detector (:func:`edge_overview`)
+    independent_said: str = ""  # ... one layer group at a time (:func:`independent_overview`)
+    seeds_said: str = ""  # ... the seeds of the random weights (:func:`seeds_overview`)
+    seeds: list[int] = field(default_factory=list)  # the donor seeds of the cascade (the verdicts: the first)
+    independent_labels: list[str] = field(default_factory=list)  # the group randomised alone at each measured step
+    independent_fraction: list[float] = field(default_factory=list)  # ... and its share of the parameters
 
 
 # ------------------------------------------------------------------ selectivity and importance of units
@@ -468,11 +495,63 @@ def by_construction(name: str, s: Mapping) -> str:
     (Kindermans et al. 2017: a reference point that does not move with the input), or "": such a result is
     shown as true by construction and is not counted as evidence (nor tested, nor in the Holm family)."""
     params = {**_method_defaults(name), **dict((s.get("method_params") or {}).get(name, {}))}
-    if name == "integrated_gradients" and str(params.get("baseline", "black")) in ("black", "zeros", "zero"):
-        return "its black baseline stays where it is when the input shifts; a baseline shifted with the input is the remedy"
+    b = params.get("baseline", "black")
+    if name == "integrated_gradients" and (isinstance(b, (int, float, list, tuple)) or str(b) in FIXED_BASELINES):
+        which = FIXED_BASELINES.get(str(b)) or f"constant ({', '.join(map(str, b)) if isinstance(b, (list, tuple)) else b})"
+        return (f"its {which} baseline stays where it is when the input shifts; a baseline shifted along with the input "
+                "is the remedy (measured beside it)")
     if name == "occlusion":
         return f"its fixed grey fill ({params.get('fill', 0.5)}) stays where it is when the input shifts"
     return ""
+
+
+#: Integrated Gradients' baselines by name that do not move with the input → how the reason names them
+FIXED_BASELINES = {"black": "black", "zeros": "black", "zero": "black", "grey": "grey", "gray": "grey", "white": "white"}
+
+
+def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start: int | None = None) -> str:
+    """The sentence on a method's adaptive step count in the invariance check (Integrated Gradients on the
+    shift-absorbing copy: ``inv.steps`` / ``inv.error`` per photo), or "" for a method without one: the points
+    used and how many photos reached a completeness error below ``tolerance`` (``max_delta``); a photo that did
+    not was stopped by the cap (``max_steps``: the refinement runs until the error is below it or the cap)."""
+    steps = np.asarray(inv.steps if inv.steps is not None else [], dtype=np.float64)
+    err = np.asarray(inv.error if inv.error is not None else [], dtype=np.float64)
+    if not steps.size or not np.isfinite(steps).all():
+        return ""
+    n, below = int(steps.size), int((err < tolerance).sum())
+    lo, hi = int(steps.min()), int(steps.max())
+    used = f"{lo} points" if lo == hi else f"{lo}–{hi} points (median {float(np.median(steps)):g})"
+    title = md_escape(title)
+    limit = f"{100 * tolerance:g} % (`max_delta`)"
+    if below == n:
+        return f"{title} used {used}; its completeness error is below {limit} on all {n} photos."
+    stop = (f"not refined: one doubling of its intervals needs {2 * start - 1} points, `max_steps = {cap}`"
+            if start is not None and int(cap or 0) < 2 * start - 1 else f"stopped by `max_steps = {cap}`")
+    return (f"{title} used {used}; its completeness error is below {limit} on {below} of {n} photos — **{n - below} "
+            f"stayed at or above it**, {stop} (worst {100 * float(err.max()):.1f} %).")
+
+
+def remedy_said(inv: Invariance, title: str, T: float, seed: int = 0) -> dict | None:
+    """The remedy's row (Kindermans et al. 2017), or None where the method has none: ``invariance`` and
+    ``change`` (intervals of the Spearman correlation and relative change of the maps of the shift-absorbing
+    copy with the reference point moved along, vs the trained maps), ``baseline`` (the moved baseline),
+    ``side`` (:func:`_side` against the invariance threshold ``T``) and ``said``: whether the maps match,
+    from the interval. Like the black-baseline row it is true by construction (the same path through the
+    same function), so it is shown, never counted as evidence."""
+    rem = inv.remedy
+    if rem is None:
+        return None
+    iv, ch = _ci(rem.spearman, seed), _ci(rem.relative_change, seed)
+    b = (inv.remedy_params or {}).get("baseline")
+    base = ", ".join(f"{float(v):g}" for v in b) if isinstance(b, (list, tuple)) else str(b)
+    side = _side(iv, T)
+    head = f"With the baseline shifted along with the input ({base} per colour channel), the maps of {md_escape(title)}"
+    nums = f"Spearman {bootstrap.fmt(iv)}, relative change {bootstrap.fmt(ch)} (n = {iv.n})"
+    said = {"above": f"{head} match: {nums}, the whole interval ≥ {T} — Kindermans et al.'s remedy works here.",
+            "below": f"{head} do **not** match: {nums}, the whole interval below {T}.",
+            "across": f"{head} are not shown to match: {nums}, the interval includes {T}.",
+            "none": f"{head}: {nums}; too few photos for an interval."}[side]
+    return {"invariance": iv, "change": ch, "baseline": base, "side": side, "said": said}
 
 
 def _method_defaults(name: str) -> dict:
@@ -520,13 +599,24 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
         r["fragility_attack"] = _ci(fr.attack, seed)
         r["fragility_noise"] = _ci(fr.noise, seed)
         r["fragility_drop"] = tests["fragility"].interval
+        r.update(fragility_moves(fr, seed))
+        r["fragility_own"] = bool(fr.own)
+        r["fragility_own_attack"] = (attack_summary(fr.stats, frag.eps255, frag.frac, seed, frag.beta, own=True)
+                                     if fr.own and fr.stats is not None else None)
     r["by_construction"] = why
+    mp = {**_method_defaults(name), **dict((s.get("method_params") or {}).get(name, {}))}
+    r["invariance_remedy"] = remedy_said(inv, title, ru["invariance_threshold"], seed)
+    tol, cap, start = float(mp.get("max_delta", 0.05)), mp.get("max_steps"), int(mp.get("steps", 0)) or None
+    r["invariance_steps"] = completeness_said(inv, title, tol, cap, start)
+    r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, cap, start)
+                         if inv.remedy is not None else "")
     r["fragility_verdict"] = "not measured"
     if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
         tests["class"].raw = tests["class"].verdict = NO_MAP
     below = [lab for lab, iv in zip(cascade.labels, r["cascade"]) if np.isfinite(iv.hi) and iv.hi < ru["sanity_threshold"]]
     r["first_below"] = below[0] if below else None
     r.update(signed_cascade(c, ru["sanity_threshold"], seed, min_n))
+    r.update(randomisation_extras(cascade, name, ru["sanity_threshold"], seed))
     r["combined"] = r["insertion"].mean - r["deletion"].mean
     _apply(r)
     return r
@@ -575,6 +665,124 @@ def signed_cascade(c: CascadeCurves, T: float, seed: int = 0, min_n: int = 1) ->
             "signed_reads": _SIDE_READS[side_s], "abs_reads": _SIDE_READS[side_a], "signed_said": said}
 
 
+def randomisation_extras(cascade: Cascade, name: str, T: float, seed: int = 0) -> dict:
+    """The numbers beside one method's cascade for its row: ``edge`` (metric → interval over photos of the
+    trained map's similarity to the photo's Sobel edge map) and ``edge_side`` (its Spearman interval against
+    ``T``, :func:`_side`); ``independent`` (per step of the independent randomisation, metric → interval),
+    ``independent_n`` (photos; 0 = not measured), ``independent_below`` (the groups whose Spearman interval
+    lies entirely below ``T``); ``seed_means`` (per donor seed, the interval of the cascade-mean Spearman;
+    the first is the verdict's), ``seed_diffs`` (per further seed, the paired interval of its cascade mean −
+    the first seed's), ``seed_sides`` (each seed's cascade-mean interval against ``T``) and ``seed_reads``
+    (what the verdict's rule reads there, before the Holm correction)."""
+    c = cascade.methods[name]
+    r: dict = {"edge": None, "edge_side": "none"}
+    e = cascade.edges.get(name)
+    if e is not None:
+        r["edge"] = {m: _ci(e[m], seed) for m in METRICS}
+        r["edge_side"] = _side(r["edge"]["spearman"], T)
+    ind = cascade.independent.get(name)
+    r["independent_n"] = int(np.asarray(ind.spearman).shape[1]) if ind is not None else 0
+    if ind is not None:
+        r["independent"] = [{m: _ci(np.asarray(getattr(ind, m))[i], seed) for m in METRICS}
+                            for i in range(len(cascade.independent_labels))]
+        r["independent_below"] = [lab for lab, d in zip(cascade.independent_labels, r["independent"])
+                                  if np.isfinite(d["spearman"].hi) and d["spearman"].hi < T]
+    first = np.asarray(c.spearman, dtype=np.float64).mean(0)
+    others = [np.asarray(o.spearman, dtype=np.float64).mean(0) for o in cascade.other_seeds.get(name, [])]
+    r["seed_means"] = [_ci(v, seed) for v in (first, *others)]
+    r["seed_diffs"] = [_ci(v - first, seed) for v in others]
+    r["seed_sides"] = [_side(iv, T) for iv in r["seed_means"]]
+    r["seed_reads"] = [_SIDE_READS[x] for x in r["seed_sides"]]
+    return r
+
+
+def edge_overview(rows: Sequence[Mapping], T: float, min_n: int = 1) -> str:
+    """One model's sentence on the edge-detector reference (rows of :func:`randomisation_extras`): for which
+    methods the trained map's rank correlation with the photo's Sobel edge map lies entirely at or above
+    ``T`` (as close to a pure edge detector as the randomisation rule's "unchanged"), entirely below, or
+    across it (Markdown, titles escaped)."""
+    rs = [r for r in rows if r.get("edge") is not None]
+    if not rs:
+        return ""
+    titles = lambda xs: and_list([md_escape(r["title"]) for r in xs])  # noqa: E731
+    by = {side: [r for r in rs if r["edge_side"] == side] for side in ("above", "below", "across", "none")}
+    text = ("**Edge-detector reference.** The rank correlation of each trained map (|map|) with the Sobel edge map "
+            "of its photo (the gradient magnitude of the grayscale photo: no network, no learning), on the "
+            "randomisation check's photos: ")
+    parts = []
+    if by["above"]:
+        parts.append(f"its interval lies entirely at or above {T:g} (`sanity_threshold`: as similar to a pure edge "
+                     f"detector as a map the randomisation rule calls unchanged is to its trained map) for "
+                     f"{titles(by['above'])}")
+    if by["below"]:
+        parts.append(f"entirely below {T:g} for {titles(by['below'])}")
+    if by["across"]:
+        parts.append(f"across {T:g} (undecided) for {titles(by['across'])}")
+    if by["none"]:
+        parts.append(f"no interval (one photo) for {titles(by['none'])}")
+    text += "; ".join(parts) + "."
+    few = [r for r in rs if r["edge"]["spearman"].n < min_n]
+    if few:
+        text += f" Fewer than {min_n} photos (`min_n`) for {titles(few)}: numbers, not findings."
+    return text
+
+
+def independent_overview(rows: Sequence[Mapping], T: float, min_n: int = 1) -> str:
+    """One model's sentence on the independent-layer randomisation (rows of :func:`randomisation_extras`):
+    for which methods randomising some single layer group (the others trained) brings the rank correlation's
+    interval entirely below ``T``, and at which groups; for which no single group does; which were not
+    measured (Markdown, titles escaped)."""
+    measured = [r for r in rows if r.get("independent_n")]
+    skipped = [r for r in rows if not r.get("independent_n")]
+    titles = lambda xs: and_list([md_escape(r["title"]) for r in xs])  # noqa: E731
+    key = lambda r: "independent_expensive_images" if r.get("expensive") else "independent_images"  # noqa: E731
+    why = lambda xs: and_list(sorted({f"`{key(r)}`" for r in xs}))  # noqa: E731
+    if not measured:
+        return f"**Independent randomisation.** Not measured in this build ({why(skipped)} = 0)."
+    ns = sorted({r["independent_n"] for r in measured})
+    text = (f"**Independent randomisation** (one layer group at a time, every other group trained; "
+            f"{and_list(ns)} photo{'s' if ns != [1] else ''} per method): ")
+    below = [r for r in measured if r["independent_below"]]
+    never = [r for r in measured if not r["independent_below"]]
+    parts = []
+    if below:
+        parts.append("the rank correlation's interval falls entirely below "
+                     f"{T:g} when only one group is random for "
+                     + and_list([f"{md_escape(r['title'])} ({and_list(r['independent_below'])})" for r in below]))
+    if never:
+        parts.append(f"at no single group for {titles(never)} — the map is not shown to depend on any one group alone")
+    text += "; ".join(parts) + "."
+    if skipped:
+        text += f" Not measured for {titles(skipped)} ({why(skipped)} = 0 in this build)."
+    few = [r for r in measured if r["independent_n"] < min_n]
+    if few:
+        text += f" Fewer than {min_n} photos (`min_n`) for {titles(few)}: numbers, not findings."
+    return text
+
+
+def seeds_overview(rows: Sequence[Mapping], seeds: Sequence[int], T: float, min_n: int = 1) -> str:
+    """One model's sentence on the seeds of the random weights (rows of :func:`randomisation_extras`): with one
+    seed, that the dependence on the draw is not measured; with more, whether the verdict's rule at ``T`` reads
+    the same on every seed, per method, and which seed the verdict uses (Markdown, titles escaped)."""
+    titles = lambda xs: and_list([md_escape(r["title"]) for r in xs])  # noqa: E731
+    if len(seeds) < 2:
+        s0 = seeds[0] if seeds else 0
+        return (f"**Seeds.** One draw of the random weights (seed {s0}; `cascade_seeds` = 1): whether the numbers "
+                f"depend on the draw is not measured in this build.")
+    text = (f"**Seeds.** {len(seeds)} draws of the random weights (seeds {and_list(seeds)}), the same photos; "
+            f"the verdict uses the first (seed {seeds[0]}), the others are shown beside it. ")
+    apart = [r for r in rows if len(set(r["seed_sides"])) > 1]
+    shifted = [r for r in rows if any(d.lo > 0 or d.hi < 0 for d in r["seed_diffs"] if np.isfinite(d.lo))]
+    text += f"By the verdict's rule at {T:g} (before the Holm correction) "
+    text += f"the seeds read differently for {titles(apart)}" if apart else "every seed reads the same for every method"
+    text += (f"; the paired difference of the cascade means excludes 0 for {titles(shifted)}." if shifted else
+             "; no paired difference of the cascade means excludes 0.")
+    few = [r for r in rows if r["seed_means"][0].n < min_n]
+    if few:
+        text += f" Fewer than {min_n} photos (`min_n`) for {titles(few)}: numbers, not findings."
+    return text
+
+
 def signed_overview(rows: Sequence[Mapping], min_n: int = 1) -> str:
     """One model's sentence on the signed maps of the randomisation check, from the rows of
     :func:`signed_cascade`: which methods have them, where the paired interval of signed − |map| lies,
@@ -604,6 +812,59 @@ def signed_overview(rows: Sequence[Mapping], min_n: int = 1) -> str:
     if few:
         text += f" Fewer than {min_n} photos (`min_n`) for {titles(few)}: numbers, not findings."
     return text
+
+
+def fragility_moves(fr, seed: int = 0) -> dict:
+    """Ghorbani et al.'s other two measures for one method's :class:`.fragility.Overlaps` (numbers, no
+    verdict): the Spearman rank correlation of the map after the attack and after the noise with the map of
+    the photo, and the paired loss to the attack beyond noise (noise − attack, per photo); the
+    centre-of-mass shift (pixels) after each, and the paired extra shift (attack − noise); ``{}`` when not
+    measured."""
+    if not len(fr.rho_attack):
+        return {}
+    return {"fragility_rho_attack": _ci(fr.rho_attack, seed), "fragility_rho_noise": _ci(fr.rho_noise, seed),
+            "fragility_rho_drop": _ci(fr.rho_noise - fr.rho_attack, seed),
+            "fragility_com_attack": _ci(fr.com_attack, seed), "fragility_com_noise": _ci(fr.com_noise, seed),
+            "fragility_com_gain": _ci(fr.com_attack - fr.com_noise, seed)}
+
+
+def fragility_overview(rows: Sequence[Mapping], min_n: int = 1, beta: float = float("nan")) -> str:
+    """One model's sentences on the fragility check, from the rows (Markdown, titles escaped): which methods
+    were attacked through their own map on the softplus copy (β ``beta``), which by the shared proxy and why
+    (a rule that is not the network's derivative; or an own-map attack this build left out); and for which
+    the attack also lowered the rank correlation with the original map, or moved its centre of mass, beyond
+    the random control (the paired 95 % interval above 0, from at least ``min_n`` photos; no verdict)."""
+    measured = [r for r in rows if r.get("fragility_attack") is not None]
+    if not measured:
+        return ""
+    titles = lambda rs: and_list([md_escape(r["title"]) for r in rs])  # noqa: E731
+    own = [r for r in measured if r.get("fragility_own")]
+    rule = [r for r in measured if not r.get("fragility_own") and not differentiable(r["name"])]
+    left = [r for r in measured if not r.get("fragility_own") and differentiable(r["name"])]
+    out = []
+    if own:
+        out.append(f"Attacked through {'its' if len(own) == 1 else 'their'} own map on the softplus copy of the "
+                   f"network (β = {beta:g}), as Ghorbani et al. attack it: {titles(own)}.")
+    if rule:
+        out.append(f"Attacked by the shared proxy (a deviation from Ghorbani et al.): the map of {titles(rule)} is not "
+                   f"the network's derivative, so it cannot be attacked through itself.")
+    if left:
+        out.append(f"Attacked by the shared proxy in this build although the map is differentiable: {titles(left)} "
+                   f"(the own-map attack is left out here by `fragility_own_images` / "
+                   f"`fragility_own_expensive_images`; the full profile runs it).")
+    iv = lambda r, k: r.get(k)  # noqa: E731
+    enough = [r for r in measured if iv(r, "fragility_rho_drop") is not None and iv(r, "fragility_rho_drop").n >= min_n]
+    if enough:
+        rho = [r for r in enough if r["fragility_rho_drop"].lo > 0]
+        com = [r for r in enough if r["fragility_com_gain"].n >= min_n and r["fragility_com_gain"].lo > 0]
+        out.append(f"Beyond the random control (paired 95 % interval above 0; no verdict, not Holm-corrected), the "
+                   f"attack also lowered the map's rank correlation with the map of the photo for: {titles(rho)}; and "
+                   f"moved its centre of mass farther for: {titles(com)}.")
+    few = [r for r in measured if r not in enough and iv(r, "fragility_rho_drop") is not None]
+    if few:
+        out.append(f"Fewer than {min_n} photos (`min_n`) for {titles(few)}: their rank correlation and centre-of-mass "
+                   f"numbers are not findings.")
+    return " ".join(out)
 
 
 def _apply(r: dict) -> None:
@@ -746,9 +1007,7 @@ def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, class
     frag = fragility
     sm = ModelSummary(
         model=model, rows=rows, baselines=base,
-        fragility=AttackSummary(float(np.mean(frag.kept)) if len(frag.kept) else float("nan"), int(len(frag.kept)),
-                                float(np.mean(frag.attacked)) if len(frag.attacked) else float("nan"),
-                                _ci(np.abs(frag.p1 - frag.p0), seed), frag.eps255, frag.frac),
+        fragility=attack_summary(frag, frag.eps255, frag.frac, seed, getattr(frag, "beta", float("nan"))),
         labels=cascade.labels, fraction=cascade.fraction, n_groups=cascade.n_groups,
         n_images=max((len(faithfulness.curves[m].deletion_auc) for m in methods), default=0),
         n_sanity=max((int(cascade.methods[m].spearman.shape[1]) for m in methods), default=0), rules=ru,
@@ -759,6 +1018,12 @@ def summarise_model(model, titles: Mapping[str, str], *, cascade: Cascade, class
                                                                             STEP_TOLERANCE)), seed))
     correct([sm])
     sm.signed_said = signed_overview(rows, ru["min_n"])
+    sm.fragility_said = fragility_overview(rows, ru["min_n"], getattr(frag, "beta", float("nan")))
+    T = ru["sanity_threshold"]
+    sm.edge_said, sm.seeds = edge_overview(rows, T, ru["min_n"]), list(cascade.seeds) or [seed]
+    sm.independent_said = independent_overview(rows, T, ru["min_n"])
+    sm.seeds_said = seeds_overview(rows, sm.seeds, T, ru["min_n"])
+    sm.independent_labels, sm.independent_fraction = list(cascade.independent_labels), list(cascade.independent_fraction)
     return sm
 
 

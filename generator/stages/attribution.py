@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import profiles
 from ..cache import key
 from ..config import ConfigError
 from ..executor import compute, tick
@@ -87,7 +88,8 @@ def settings(config) -> dict:
     if unknown:
         raise ConfigError(f"[attribution.method_params]: unknown method {sorted(unknown)[0]!r}; "
                           f"known: {', '.join(ATTRIBUTION_METHODS)}")
-    s["params"] = {m: {**ATTRIBUTION_METHODS[m].gallery_params, **dict(s["method_params"].get(m, {}))}
+    sized = profiles.method_params(config.profile, "attribution")  # the profile's, under the config's own
+    s["params"] = {m: {**ATTRIBUTION_METHODS[m].gallery_params, **sized.get(m, {}), **dict(s["method_params"].get(m, {}))}
                    for m in s["methods"]}
     return s
 
@@ -201,10 +203,9 @@ def _neurons_chunk(model, layer: str, k: int, rules: list[str], batch_size: int,
 
 
 def _self_check_summary(method: AttributionMethod, results: list[dict]) -> dict:
-    """Mean, median and max over the images of the method's self-check measure."""
-    values = torch.tensor([r[method.self_check.measure] for r in results])
-    return {"mean": float(values.mean()), "median": float(values.median()), "max": float(values.max()),
-            "n": len(values), "setting": method.params[method.self_check.setting]}
+    """Mean, median and max over the images of the method's self-check measure; for an adaptive setting the
+    range used, the images under the tolerance and the sentence (:meth:`~..methods.attribution.SelfCheck.summarise`)."""
+    return method.self_check.summarise(results, method.params)
 
 
 def _swap_test(ctx, model, made: dict, targets: torch.Tensor) -> dict[str, float]:

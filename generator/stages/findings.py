@@ -21,7 +21,6 @@ Config: ``[findings]`` in data/config.toml, keys and defaults in :data:`DEFAULTS
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -30,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from .. import findings_pages
+from .. import findings_pages, profiles
 from ..cache import key
 from ..config import ConfigError
 from ..executor import compute
@@ -70,6 +69,12 @@ DEFAULTS: dict = {
     "fragility_steps": 5,
     "fragility_topk": 0.05,         # top-k = this fraction of the pixels
     "fragility_max_prob_change": 0.1,  # attack steps that move the class's probability more (absolute) are undone
+    # the attack of Ghorbani et al.: each differentiable method's own map attacked through the softplus copy
+    # (a double backward per image and step); the photos per method (from the profile: preview few, full all;
+    # 0 = the proxy attack instead), cheap and expensive methods; the copy's softplus β
+    "fragility_own_images": 100,
+    "fragility_own_expensive_images": 30,
+    "fragility_softplus_beta": 20.0,
     "selectivity_images": 100,      # labelled Imagenette photos for selectivity and ablation
     # units per layer ablated, drawn at random with the seed (0 = every channel); from the profile
     # (generator/profiles.py: full 32, preview fewer); not multiplied by n_scale
@@ -77,6 +82,9 @@ DEFAULTS: dict = {
     "selectivity_min_rho": 0.0,     # a relation: the rank correlation's interval beyond ±this (and Holm over the layers)
     "image_ids": [],
     "cascade_steps": 4,
+    "cascade_seeds": 1,             # seeds of the cascade's random weights (the verdict: the first); from the profile
+    "independent_images": 4,        # photos in the independent-layer randomisation (one group at a time), cheap
+    "independent_expensive_images": 0,  # ... expensive methods (0 = not measured); both from the profile
     "seed": 0,
     "class_check": "random",        # second class per photo: "random" (Sixt et al. 2020) | "low_rank" (the class ranked low_rank)
     "low_rank": 500,
@@ -133,7 +141,8 @@ def settings(config) -> dict:
     for k in s["method_params"]:
         if k not in ATTRIBUTION_METHODS:
             raise ConfigError(f"[findings.method_params]: unknown method {k!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
-    s["method_params"] = {n: {**cls.findings_params, **dict(s["method_params"].get(n, {}))}
+    sized = profiles.method_params(config.profile, "findings")  # the profile's, under the config's own
+    s["method_params"] = {n: {**cls.findings_params, **sized.get(n, {}), **dict(s["method_params"].get(n, {}))}
                           for n, cls in ATTRIBUTION_METHODS.items()}
     for k in s["expensive_methods"]:
         if k not in ATTRIBUTION_METHODS:
@@ -142,7 +151,19 @@ def settings(config) -> dict:
         raise ConfigError(f"[findings] n_scale = {s['n_scale']}: must be > 0")
     if not 2 < s["low_rank"] <= 1000:
         raise ConfigError(f"[findings] low_rank = {s['low_rank']}: must be in 3..1000")
+    if int(s["cascade_seeds"]) < 1:
+        raise ConfigError(f"[findings] cascade_seeds = {s['cascade_seeds']}: must be ≥ 1")
+    for k in ("independent_images", "independent_expensive_images"):
+        if int(s[k]) < 0:
+            raise ConfigError(f"[findings] {k} = {s[k]}: must be ≥ 0 (0 = not measured)")
     return s
+
+
+def independent_n(s: dict, n_sanity: int, expensive: bool) -> int:
+    """Photos in the independent-layer randomisation of a group of methods (the first of its ``n_sanity``
+    cascade photos): ``independent_images``, or ``independent_expensive_images`` for the expensive ones; 0 = none."""
+    k = "independent_expensive_images" if expensive else "independent_images"
+    return min(n_sanity, scaled(s, k)) if int(s[k]) > 0 else 0
 
 
 def _pairs_args(pairs, idx):
@@ -153,9 +174,11 @@ def _pairs_args(pairs, idx):
     return ps, photos, [(n, pos[i]) for n, i in ps]
 
 
-def trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s) -> dict[str, torch.Tensor]:
-    """method → N×K×H×W maps for the K classes per photo (top-1, the second class: `[findings] class_check`)."""
-    out = {}
+def trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s) -> tuple[dict, dict]:
+    """(method → N×K×H×W maps for the K classes per photo (top-1, the second class: `[findings] class_check`),
+    method → N×K×H×W signed maps of the same attributions, for the pixel-space methods: the randomisation
+    check's trained signed maps)."""
+    out, signed = {}, {}
     for name, meth in methods.items():
         keys = [key("findings-maps", model=model, code=class_check.maps_task, method=name, params=meth.params,
                     image=it.sha256, targets=targets[i].tolist()) for i, it in enumerate(items[: n_of[name]])]
@@ -164,29 +187,55 @@ def trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s) -> dic
             what=f"findings maps {name} {model.name}")
         timing.add("maps", res, name)
         out[name] = torch.stack([r.maps for r in res])
-    return out
+        if res and all(r.signed is not None for r in res):
+            signed[name] = torch.stack([r.signed for r in res])
+    return out, signed
 
 
-def cascade_results(ctx, model, methods, items, x, top1, ref, s, timing) -> sanity.Cascade:
-    groups = sanity.model_groups(model, x[:1])
-    steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
+def _randomised(ctx, model, methods, items, x, top1, ref, sref, s, *, groups, steps, seed, thumb, mode):
+    """(method, photo) → :class:`~..metrics.sanity.CascadeMaps` of one randomisation run (``mode``, donor ``seed``)."""
     pairs = [(n, i) for i in range(len(items)) for n in methods]  # photo by photo, as they are batched
-    keys = [key("findings-cascade", model=model, code=sanity.cascade_task, method=n, params=methods[n].params,
-                image=items[i].sha256, target=int(top1[i]), seed=int(s["seed"]), groups=[g.name for g in groups],
-                steps=steps, thumb=int(s["thumb"])) for n, i in pairs]
+    keys = [key(f"findings-{mode}", model=model, code=(sanity.cascade_task, class_check.maps_task), method=n,
+                params=methods[n].params, image=items[i].sha256, target=int(top1[i]), seed=seed,
+                groups=[g.name for g in groups], steps=steps, thumb=thumb, signed=n in sref) for n, i in pairs]
     params = {n: s["method_params"].get(n, {}) for n in methods}
 
     def args_of(idx):
         ps, photos, at = _pairs_args(pairs, idx)
         names = sorted({n for n, _i in ps})
-        return (model, names, params, ctx.batch_size, int(s["seed"]), steps, int(s["thumb"]), x[photos].cpu(),
-                top1[photos].cpu(), {n: ref[n][photos, 0].cpu() for n in names}, at)
+        return (model, names, params, ctx.batch_size, seed, steps, thumb, x[photos].cpu(), top1[photos].cpu(),
+                {n: ref[n][photos, 0].cpu() for n in names}, at,
+                {n: sref[n][photos, 0].cpu() for n in names if n in sref}, mode)
 
-    got = dict(zip(pairs, compute(ctx, keys, sanity.cascade_task, args_of, what=f"findings randomisation {model.name}",
-                                  bar_unit="map")))
+    return dict(zip(pairs, compute(ctx, keys, sanity.cascade_task, args_of, bar_unit="map",
+                                   what=f"findings randomisation ({mode}, seed {seed}) {model.name}")))
+
+
+def cascade_results(ctx, model, methods, items, x, top1, ref, sref, s, timing, n_independent) -> sanity.Cascade:
+    """The randomisation check of ``methods`` on ``items``: the cascade with each of ``cascade_seeds`` donor
+    seeds (thumbnails for the first), the independent randomisation on the first ``n_independent`` photos
+    (first seed), and the trained maps' similarity to the photos' edge maps (no network). ``ref``/``sref``:
+    the maps step's maps and signed maps."""
+    groups = sanity.model_groups(model, x[:1])
+    steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
+    seeds = sanity.donor_seeds(int(s["seed"]), int(s["cascade_seeds"]))
+    run = lambda k, **kw: _randomised(ctx, model, methods, items[:k], x[:k], top1[:k], ref, sref, s,  # noqa: E731
+                                      groups=groups, steps=steps, **kw)
+    per_seed = [run(len(items), seed=seed, thumb=int(s["thumb"]) if j == 0 else 0, mode="cascade")
+                for j, seed in enumerate(seeds)]
+    indep = run(n_independent, seed=seeds[0], thumb=0, mode="independent") if n_independent else {}
     for name in methods:
-        timing.add("cascade", [v for (n, _i), v in got.items() if n == name], name)
-    return sanity.cascade_of(groups, steps, {n: [got[(n, i)] for i in range(len(items))] for n in methods})
+        timing.add("cascade", [v for got in (*per_seed, indep) for (n, _i), v in got.items() if n == name], name)
+    names = list(methods)
+    ekeys = [key("findings-edges", model=model, code=(sanity.edge_task, class_check.maps_task), method=n,
+                 params=methods[n].params, images=[it.sha256 for it in items], targets=top1.tolist()) for n in names]
+    edges = compute(ctx, ekeys, sanity.edge_task, lambda idx: ([ref[names[i]][:, 0].cpu() for i in idx], x.cpu()),
+                    what=f"findings edge reference {model.name}", unit=1, bar_unit="method")
+    of = lambda got, n, k: [got[(n, i)] for i in range(k)]  # noqa: E731
+    return sanity.cascade_of(groups, steps, {n: of(per_seed[0], n, len(items)) for n in names}, seeds=seeds,
+                             other_seeds={n: [of(got, n, len(items)) for got in per_seed[1:]] for n in names},
+                             independent={n: of(indep, n, n_independent) for n in names},
+                             edges=dict(zip(names, edges)))
 
 
 def faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) -> faithfulness.Faithfulness:
@@ -231,50 +280,91 @@ def faithfulness_results(ctx, model, methods, items, x, top1, maps, s, timing, n
 
 
 def invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) -> dict[str, invariance.Invariance]:
+    """Per method: its maps on the shift-absorbing copy vs the trained maps; for a method with a remedy
+    (:func:`~..metrics.invariance.remedy_params`: IG's baseline moved along with the input) the same photos
+    again with it (``Invariance.remedy``)."""
     shift = [float(v) for v in s["invariance_shift"]]
     view = invariance.shifted_model(model, shift)  # one view for every method: its folded copy is made once
     out = {}
     for name, meth in methods.items():
         n = min(n_of[name], scaled(s, "invariance_images"))
-        keys = [key("findings-invariance", model=model, code=invariance.invariance_task, method=name,
-                    params=meth.params, image=it.sha256, target=int(top1[i]), shift=shift) for i, it in enumerate(items[:n])]
-        res = compute(ctx, keys, invariance.invariance_task, lambda idx, name=name: (
-            view, name, s["method_params"].get(name, {}), ctx.batch_size, shift, x[idx], top1[idx], maps[name][idx, 0]),
-            what=f"findings invariance {name} {model.name}")
-        timing.add("invariance", res, name)
-        out[name] = invariance.Invariance.of(res)
+        remedy = invariance.remedy_params(name, meth.params, shift)
+        runs = [("findings-invariance", meth.params, s["method_params"].get(name, {}), "")]
+        runs += [("findings-invariance-remedy", remedy, remedy, " (remedy)")] if remedy is not None else []
+        got = []
+        for what, params, given, label in runs:
+            keys = [key(what, model=model, code=invariance.invariance_task, method=name, params=params,
+                        image=it.sha256, target=int(top1[i]), shift=shift) for i, it in enumerate(items[:n])]
+            got.append(compute(ctx, keys, invariance.invariance_task, lambda idx, name=name, given=given: (
+                view, name, given, ctx.batch_size, shift, x[idx], top1[idx], maps[name][idx, 0]),
+                what=f"findings invariance {name}{label} {model.name}"))
+            timing.add("invariance", got[-1], name + label)
+        out[name] = invariance.Invariance.of(got[0])
+        if remedy is not None:
+            out[name].remedy, out[name].remedy_params = invariance.Invariance.of(got[1]), remedy
     return out
 
 
+def fragility_plan(s: dict, n_of: dict, n_items: int) -> dict[str, tuple[bool, int]]:
+    """Per method: (attacked through its own map, photos), from the settings
+    (:func:`~generator.metrics.fragility.attack_plan`)."""
+    cap = lambda k: scaled(s, k) if int(s[k]) > 0 else 0  # noqa: E731 - 0: no own-map attack
+    return fragility.attack_plan(n_of, s["expensive_methods"], min(n_items, scaled(s, "fragility_images")),
+                                 cap("fragility_own_images"), cap("fragility_own_expensive_images"))
+
+
 def fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) -> fragility.Fragility:
-    """One attack per photo (shared by all methods) and its random control; per method the overlaps."""
-    n = min(len(items), scaled(s, "fragility_images"))
+    """Per differentiable method an attack on its own map (Ghorbani et al., on the softplus copy), for the
+    others one proxy attack per photo (shared); each with its random control; per method its map's moves."""
     eps, frac, steps = float(s["fragility_eps"]) / 255.0, float(s["fragility_topk"]), int(s["fragility_steps"])
-    tol, seed = float(s["fragility_max_prob_change"]), int(s["seed"])
-    items, x, top1 = items[:n], x[:n], top1[:n]
-    ref = next(iter(methods))  # the attack empties the top-k region of the first listed method's map
-    region = fragility.topk_mask(maps[ref][:n, 0], frac)
-    akeys = [key("findings-attack", model=model, code=fragility.attack_task, image=it.sha256, target=int(top1[i]),
-                 eps=eps, steps=steps, ref=ref, ref_params=methods[ref].params, frac=frac, max_prob_change=tol)
-             for i, it in enumerate(items)]
-    att = compute(ctx, akeys, fragility.attack_task, lambda idx: (model, eps, steps, tol, ctx.batch_size, x[idx],
-                                                                  top1[idx], region[idx]),
-                  what=f"findings fragility attack {model.name}")
-    timing.add("fragility", att, "attack (shared)")
-    out = fragility.Fragility.of(att, float(s["fragility_eps"]), frac)
-    delta = torch.stack([r.delta for r in att]).to(x.device)
-    xa, xn = x + delta, fragility.matched_noise(x, delta, seed=seed)  # the control: each attack's size, random signs
-    for name, meth in methods.items():  # on the photos the attack perturbed (elsewhere both are the photo)
-        photos = [i for i in np.flatnonzero(out.attacked).tolist() if i < min(n, n_of[name])]
+    tol, seed, beta = float(s["fragility_max_prob_change"]), int(s["seed"]), float(s["fragility_softplus_beta"])
+    plan = fragility_plan(s, {n: n_of[n] for n in methods}, len(items))
+    out = fragility.Fragility.empty(float(s["fragility_eps"]), frac, beta)
+    proxy = [n for n, (own, _k) in plan.items() if not own]
+    n = max((plan[m][1] for m in proxy), default=0)
+    if n:
+        ref = next(iter(methods))  # the attack empties the top-k region of the first listed method's map
+        region = fragility.topk_mask(maps[ref][:n, 0], frac)
+        akeys = [key("findings-attack", model=model, code=fragility.attack_task, image=it.sha256, target=int(top1[i]),
+                     eps=eps, steps=steps, ref=ref, ref_params=methods[ref].params, frac=frac, max_prob_change=tol)
+                 for i, it in enumerate(items[:n])]
+        att = compute(ctx, akeys, fragility.attack_task, lambda idx: (model, eps, steps, tol, ctx.batch_size, x[idx],
+                                                                      top1[idx], region[idx]),
+                      what=f"findings fragility attack {model.name}")
+        timing.add("fragility", att, "attack (shared)")
+        out = fragility.Fragility.of(att, float(s["fragility_eps"]), frac, beta)
+        delta = torch.stack([r.delta for r in att]).to(x.device)
+        shared = (x[:n] + delta, fragility.matched_noise(x[:n], delta, seed=seed), out.attacked, akeys)
+    for name, meth in methods.items():
+        own, k = plan[name]
+        params = s["method_params"].get(name, {})
+        if not k:
+            continue
+        if own:  # its own attack on its first k photos, and its control
+            region = fragility.topk_mask(maps[name][:k, 0], frac)
+            okeys = [key("findings-own-attack", model=model, code=fragility.own_attack_task, method=name,
+                         params=meth.params, image=it.sha256, target=int(top1[i]), eps=eps, steps=steps, frac=frac,
+                         max_prob_change=tol, beta=beta) for i, it in enumerate(items[:k])]
+            att = compute(ctx, okeys, fragility.own_attack_task, lambda idx, name=name, params=params, region=region: (
+                model, name, params, eps, steps, tol, beta, ctx.batch_size, x[idx], top1[idx], region[idx]),
+                what=f"findings fragility attack {name} {model.name}")
+            timing.add("fragility", att, f"attack {name}")
+            stats = fragility.AttackStats.of(att)
+            delta = torch.stack([r.delta for r in att]).to(x.device)
+            xa, xn = x[:k] + delta, fragility.matched_noise(x[:k], delta, seed=seed)
+            attacked, keys_of = stats.attacked, okeys
+        else:
+            (xa, xn, attacked, keys_of), stats = shared, None
+        photos = [i for i in np.flatnonzero(attacked).tolist() if i < k]  # elsewhere both are the photo
         keys = [key("findings-fragility", model=model, code=fragility.overlap_task, method=name, params=meth.params,
-                    image=items[i].sha256, target=int(top1[i]), attack=stable_hash(akeys[i]), control="matched",
+                    image=items[i].sha256, target=int(top1[i]), attack=stable_hash(keys_of[i]), control="matched",
                     seed=seed) for i in photos]
-        res = compute(ctx, keys, fragility.overlap_task, lambda idx, name=name, photos=photos: (
-            model, name, s["method_params"].get(name, {}), ctx.batch_size, frac,
-            *(a[[photos[j] for j in idx]] for a in (xa, xn, top1, maps[name][:, 0]))),
-            what=f"findings fragility {name} {model.name}")
+        res = compute(ctx, keys, fragility.overlap_task, lambda idx, name=name, params=params, photos=photos, xa=xa,
+                      xn=xn: (model, name, params, ctx.batch_size, frac,
+                              *(a[[photos[j] for j in idx]] for a in (xa, xn, top1, maps[name][:, 0]))),
+                      what=f"findings fragility {name} {model.name}")
         timing.add("fragility", res, name)
-        out.methods[name] = fragility.Overlaps.of(res)
+        out.methods[name] = fragility.Overlaps.of(res, own, stats)
     return out
 
 
@@ -355,7 +445,7 @@ def _measure(ctx, model, s, names, titles, items, expensive, n_of, n_sanity) -> 
                                        [it.sha256 for it in items])  # N×2: top-1, second class
     top1 = targets[:, 0]
     methods = {n: make(n, model, batch_size=ctx.batch_size, **s["method_params"].get(n, {})) for n in names}
-    maps = trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s)
+    maps, signed = trained_maps(ctx, model, methods, items, x, targets, timing, n_of, s)
     digest = {n: hashlib.sha256(maps[n].contiguous().numpy().tobytes()).hexdigest() for n in names}
     cls = dict(zip(names, map(class_check.sensitivity_of, compute(
         ctx, [key("findings-class", model=model, code=class_check.sensitivity_task, method=n, maps=digest[n])
@@ -366,15 +456,17 @@ def _measure(ctx, model, s, names, titles, items, expensive, n_of, n_sanity) -> 
         if group:
             k = n_sanity[group[0]]
             part = cascade_results(ctx, model, {n: methods[n] for n in group}, items[:k], x[:k], top1[:k],
-                                   {n: maps[n][:k] for n in group}, s, timing)
-            cascade = part if cascade is None else dataclasses.replace(part, methods={**cascade.methods, **part.methods})
+                                   {n: maps[n][:k] for n in group}, {n: signed[n][:k] for n in group if n in signed},
+                                   s, timing, independent_n(s, k, group[0] in expensive))
+            cascade = part if cascade is None else sanity.merge(cascade, part)
     cascade.methods = {n: cascade.methods[n] for n in names}
     n_fai = {n: min(k, scaled(s, "faithfulness_images")) for n, k in n_of.items()}
     k_fai = max(n_fai.values())
     fai = faithfulness_results(ctx, model, methods, items[:k_fai], x[:k_fai], top1[:k_fai], maps, s, timing, n_fai)
     inv = invariance_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of)
     frag = fragility_results(ctx, model, methods, items, x, top1, maps, s, timing, n_of) if model.spec.gradcam_layer \
-        else fragility.Fragility.empty(float(s["fragility_eps"]), float(s["fragility_topk"]))
+        else fragility.Fragility.empty(float(s["fragility_eps"]), float(s["fragility_topk"]),
+                                       float(s["fragility_softplus_beta"]))
     units = unit_results(ctx, model, s, timing)
     accuracy = accuracy_results(ctx, model, s, timing)
     sm = verdicts.summarise_model(model, titles, cascade=cascade, classes=cls, faithfulness=fai, invariance=inv,
