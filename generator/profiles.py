@@ -36,7 +36,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "fragility_own_images": 100, "fragility_own_expensive_images": 30,
         },
         "dgn_am": {"steps": 100, "ppgn_steps": 600},
-        "atlas": {"max_images": 0},
+        "atlas": {"max_images": 0, "max_channels_per_layer": 16},
     },
     "preview": {
         "findings": {
@@ -45,10 +45,10 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "selectivity_images": 50, "accuracy_max_images": 250, "ablation_units_per_layer": 4,
             "faithfulness_check_images": 5,
             "cascade_seeds": 1, "independent_images": 4, "independent_expensive_images": 0,
-            "fragility_own_images": 6, "fragility_own_expensive_images": 0,
+            "fragility_own_images": 4, "fragility_own_expensive_images": 0,
         },
         "dgn_am": {"steps": 40, "ppgn_steps": 120},
-        "atlas": {"max_images": 500},
+        "atlas": {"max_images": 500, "max_channels_per_layer": 8},
     },
 }
 
@@ -81,6 +81,7 @@ MEANING = {
     "fragility_own_expensive_images": "photos per method in the fragility attack on each method's own map, expensive "
                                       "methods (0 = the shared proxy attack instead)",
     "steps": "DGN-AM steps", "ppgn_steps": "PPGN chain steps", "max_images": "photos streamed (0 = all)",
+    "max_channels_per_layer": "units with a page per layer",
 }
 
 
