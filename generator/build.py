@@ -261,7 +261,7 @@ def make_plan(ctx: BuildContext, fetches: list, say=print):
             with network():
                 sp = speeds[m.name] = plan_mod.calibrate(m, ctx.device, store=plan_mod.calibration_store(ctx))
             say(f"calibration: {m.name} forward {1e3 * sp.forward:.1f} ms/image, with gradient "
-                f"{1e3 * sp.gradient:.1f} ms/image" + (f" (measured {sp.measured} by an earlier build on this machine)"
+                f"{1e3 * sp.gradient:.1f} ms/image, map comparison {1e3 * sp.compare:.1f} ms" + (f" (measured {sp.measured} by an earlier build on this machine)"
                                                        if sp.reused else ""))
         plan = plan_mod.estimate(ctx, ctx.models, speeds)
     except Exception as e:  # a plan never stops a build

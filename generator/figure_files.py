@@ -29,6 +29,7 @@ import contextvars
 import io
 import multiprocessing
 import os
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,11 +48,20 @@ CACHE_NEUTRAL = True  # files only: nothing here changes a cached value (see gen
 MAX_PENDING = 256
 
 
-def _init_worker() -> None:  # pragma: no cover - runs in a worker process
+def _init_worker(parent: int | None = None) -> None:  # pragma: no cover - runs in a worker process
     os.environ.setdefault("CNNVIS_NO_PROGRESS", "1")
     import torch
 
     torch.set_num_threads(1)  # one core per worker: the pool's size is the parallelism
+    if parent is not None:  # a build killed outright (SIGKILL, SIGTERM) cannot stop its workers: they stop themselves
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="render-parent-watch").start()
+
+
+def _exit_with(parent: int, every: float = 1.0) -> None:  # pragma: no cover - runs in a worker process
+    """Exit this worker as soon as the build process ``parent`` is gone (the worker is handed to another parent)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
 
 
 class RenderPool:
@@ -81,7 +91,7 @@ class RenderPool:
             self._finish(name, earlier)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+                                             initializer=_init_worker, initargs=(os.getpid(),))
         self._pending[name] = self._pool.submit(fn, *args, **kw)
         while len(self._pending) > MAX_PENDING:
             self._finish(*self._pending.popitem(last=False))

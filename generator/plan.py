@@ -111,6 +111,7 @@ class Work:
     via: dict[str, tuple[int, int]] = field(default_factory=dict)  # other classifiers: name → (forward, gradient)
     notes: list[str] = field(default_factory=list)
     double: int = 0      # of the gradient passes, double backward ones (priced at DOUBLE_BACKWARD gradient passes)
+    compares: int = 0    # map comparisons (Spearman, SSIM, HOG of one map against a prepared one; no network)
 
     def __add__(self, o: "Work") -> "Work":
         via = dict(self.via)
@@ -119,7 +120,7 @@ class Work:
             via[k] = (f0 + f, g0 + g)
         return Work(self.forward + o.forward, self.gradient + o.gradient, self.other + o.other,
                     self.partial + o.partial, self.generator + o.generator, via,
-                    list(dict.fromkeys(self.notes + o.notes)), self.double + o.double)
+                    list(dict.fromkeys(self.notes + o.notes)), self.double + o.double, self.compares + o.compares)
 
     @property
     def images(self) -> int:
@@ -137,6 +138,7 @@ class Speed:
     threads: int = 0
     measured: str = ""  # when (UTC): this build, or an earlier one on the same machine (see calibrate)
     reused: bool = False  # measured by an earlier build (see calibrate)
+    compare: float = 0.0  # seconds per map comparison at the network's input size (no network: arithmetic)
 
 
 def method_work(name: str, params: Mapping[str, Any], images: int, input_size: int, *, local: bool = False,
@@ -228,7 +230,7 @@ def as_work(d: Mapping[str, Any], model) -> Work:
     w = Work(int(d.get("forward", 0)), int(d.get("gradient", 0)), float(d.get("other", 0.0)),
              int(d.get("partial", 0)), int(d.get("generator", 0)),
              {k: (int(f), int(g)) for k, (f, g) in (d.get("via") or {}).items()}, list(d.get("notes") or []),
-             int(d.get("double", 0)))
+             int(d.get("double", 0)), int(d.get("compares", 0)))
     if d.get("calls"):
         w = w + price_calls(d["calls"], model)
     own = w.via.pop(model.name, None)
@@ -295,7 +297,8 @@ def _stored_speed(store: Path | None, k: str) -> Speed | None:
         row = json.loads(store.read_text()).get(k)
         if row and 0 <= time.time() - float(row["at"]) <= CALIBRATION_MAX_AGE:
             return Speed(float(row["forward"]), float(row["gradient"]), int(row["batch"]), str(row["device"]),
-                         int(row["threads"]), str(row.get("measured", "")), reused=True)
+                         int(row["threads"]), str(row.get("measured", "")), reused=True,
+                         compare=float(row["compare"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # none stored, or unreadable: measure
     return None
@@ -310,7 +313,7 @@ def _store_speed(store: Path | None, k: str, sp: Speed) -> None:
         except (OSError, ValueError):
             rows = {}
         rows[k] = {"forward": sp.forward, "gradient": sp.gradient, "batch": sp.batch, "device": sp.device,
-                   "threads": sp.threads, "measured": sp.measured, "at": time.time()}
+                   "threads": sp.threads, "measured": sp.measured, "at": time.time(), "compare": sp.compare}
         store.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(store, json.dumps(rows, indent=1, sort_keys=True) + "\n")
 
@@ -331,6 +334,23 @@ def busy_note(device: torch.device | str, load: float | None = None, cores: int 
     return (f"the machine was busy when the speeds were measured (load average {load:.1f} on {cores} cores): "
             f"other work shares the processor, so these estimates are too long if it stops, and the measured "
             f"times too long while it runs")
+
+
+def compare_seconds(size: int, maps: int = 4, reps: int = 2) -> float:
+    """Seconds per map comparison (:func:`generator.metrics.similarity.compare` of one map against a
+    prepared one: ranks, SSIM, HOG) at ``size`` px on this machine's CPU, where the checks compute them;
+    the median of ``reps`` rounds after a warm-up."""
+    from .metrics import similarity
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(maps, size, size, generator=g), torch.rand(maps, size, size, generator=g)
+    ready = similarity.prepare(a)
+    times = []
+    for _ in range(max(1, reps) + 1):
+        t0 = time.perf_counter()
+        similarity.compare(a, b, ready)
+        times.append((time.perf_counter() - t0) / maps)
+    return statistics.median(times[1:])
 
 
 def calibration_store(ctx) -> Path | None:
@@ -376,7 +396,8 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
         _sync(device)
         grad.append((time.perf_counter() - t0) / batch)
     speed = Speed(statistics.median(fwd[1:]), statistics.median(grad[1:]), batch, str(device), torch.get_num_threads(),
-                  datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                  datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  compare=compare_seconds(s))
     _SPEEDS[k] = speed
     _store_speed(store, sk, speed)
     return speed
@@ -672,6 +693,7 @@ class Plan:
 def _price(w: Work, own: Speed, speeds: Mapping[str, Speed], generator: float | None) -> float:
     sec = w.forward * own.forward + w.gradient * own.gradient + w.partial * own.forward * PATCH_SHARE + w.other
     sec += w.double * (DOUBLE_BACKWARD - 1.0) * own.gradient  # counted once in ``gradient`` already
+    sec += w.compares * own.compare
     for name, (f, g) in w.via.items():
         sp = speeds.get(name, own)
         sec += f * sp.forward + g * sp.gradient
@@ -800,9 +822,11 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
                 "batch-norm-folded copy the methods use), and each stage counted, from its settings and the "
                 "photos, how many images it sends through each classifier (the passes `bench/count_passes.py` "
                 "counts). Estimated seconds are their product: every estimate is for a **cold cache**.\n")
-    text.append("| Model | forward | forward + input gradient |\n|---|---:|---:|\n" + "".join(
-        f"| {md_escape(models.title_of(name))} | {1e3 * sp.forward:.1f} ms/image | {1e3 * sp.gradient:.1f} ms/image |\n"
-        for name, sp in plan.speeds.items()))
+    text.append("| Model | forward | forward + input gradient | map comparison |\n|---|---:|---:|---:|\n" + "".join(
+        f"| {md_escape(models.title_of(name))} | {1e3 * sp.forward:.1f} ms/image | {1e3 * sp.gradient:.1f} ms/image | "
+        f"{1e3 * sp.compare:.1f} ms |\n" for name, sp in plan.speeds.items()))
+    text.append("\n*Map comparison*: one map against another at the network's input size (Spearman, SSIM and HOG, as "
+                "the findings compute them; no network), counted by the findings' checks.\n")
     if plan.generator_speed is not None:
         text.append(f"\nThe DGN-AM / PPGN image generator: {1e3 * plan.generator_speed:.1f} ms per code row "
                     f"(forward + gradient to the code).\n")

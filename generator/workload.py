@@ -48,6 +48,11 @@ def _encoder_available(ctx, name: str) -> bool:
         return False
 
 
+def _pixels(name: str) -> bool:
+    """Whether method ``name`` attributes pixels (its signed maps are compared too)."""
+    return getattr(ATTRIBUTION_METHODS[name], "output", "") == "pixels"
+
+
 def _none(ctx, model) -> dict:
     """A stage that sends nothing through a classifier (it draws or compares earlier stages' results)."""
     return {}
@@ -215,6 +220,9 @@ def findings(ctx, model) -> dict:
     * units: one forward pass over the selectivity photos, then per conv layer one per photo and group
       of ablated units (``4·batch_size // photos per batch`` units per pass);
     * accuracy: one forward pass per photo of the accuracy folder;
+    * map comparisons (``compares``, no network, priced at the calibrated seconds per comparison): the class
+      check's two maps per photo, each cascade and independent-run map against its trained map at every
+      measured step (pixel-space methods' signed maps too), each trained map against its photo's edge map;
     * the model table reads ``ctx.logits`` when some build photo has a known class."""
     s = ctx.stage_settings("findings")
     out: dict = {"logits": any(it.imagenet_index is not None for it in ctx.images), "notes": []}
@@ -229,7 +237,7 @@ def findings(ctx, model) -> dict:
     n_sanity = {n: min(n_of[n], scaled(s, "sanity_expensive_images" if n in expensive else "sanity_images"))
                 for n in names}
     params = s["method_params"]
-    forward, gradient, calls = N, 0, []
+    forward, gradient, calls, compares = N, 0, [], 0
 
     def call(name, images, photos, net=("model",)):
         calls.append({"method": name, "params": params.get(name, {}), "images": images, "photos": photos, "net": net})
@@ -237,6 +245,8 @@ def findings(ctx, model) -> dict:
     for name in names:  # maps: top-1 and the second class (class_check) in one call
         for step in ctx.work_steps(n_of[name]):
             call(name, 2 * len(step), ("maps", tuple(step)))
+        compares += n_of[name]  # the class check: the two maps of each photo
+        compares += n_sanity[name]  # the randomisation page's edge reference: each trained map vs its edge map
     groups = sanity.model_groups(model)
     steps = sanity.choose_steps(len(groups), int(s["cascade_steps"]))
     seeds = sanity.donor_seeds(int(s["seed"]), int(s["cascade_seeds"]))
@@ -248,6 +258,8 @@ def findings(ctx, model) -> dict:
         runs.append((("independent",), _findings.independent_n(s, k_all, group[0] in expensive)))
         for run, n in runs:
             pairs = [(name, i) for i in range(n) for name in group]
+            # per measured step each map is compared with its trained map, pixel-space maps signed as well
+            compares += len(steps) * sum(2 if _pixels(name) else 1 for name, _i in pairs)
             for c, step in enumerate(ctx.work_steps(len(pairs))):
                 photos = sorted({pairs[j][1] for j in step})
                 for k in steps:
@@ -309,7 +321,7 @@ def findings(ctx, model) -> dict:
         path = ctx.config.resolve_path(folder)
         if path.is_dir():
             forward += len(imagenet.imagefolder(path, int(s["accuracy_max_images"]) or None))
-    return {**out, "forward": forward, "gradient": gradient, "double": double, "calls": calls}
+    return {**out, "forward": forward, "gradient": gradient, "double": double, "calls": calls, "compares": compares}
 
 
 #: stage name → its work function

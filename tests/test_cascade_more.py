@@ -240,3 +240,17 @@ def test_the_seeds_sentence_flips_when_the_rule_reads_differently_on_a_seed():
     assert "the verdict uses the first (seed 0)" in same
     one = verdicts.seeds_overview(_fake(seeds=(4,)), [4], 0.5, 20)
     assert "One draw of the random weights (seed 4; `cascade_seeds` = 1)" in one
+
+
+def test_a_prepared_reference_gives_the_same_similarities():
+    """The cascade computes the trained maps' ranks and HOG once for every step: the numbers are the
+    same as comparing from scratch, for |map| and for signed maps."""
+    from generator.metrics import similarity
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(3, 40, 40, generator=g), torch.randn(3, 40, 40, generator=g)
+    b[1] = a[1] * 2  # one pair perfectly related (|b| = 2 |a|)
+    plain, ready = similarity.compare(a, b), similarity.compare(a, b, similarity.prepare(a))
+    assert all(torch.equal(plain[k], ready[k]) for k in plain) and plain["spearman"][1] == pytest.approx(1.0)
+    sp, sr = sanity.compare_signed(a, b), sanity.compare_signed(a, b, similarity.prepare(a, absolute=False))
+    assert all(torch.equal(sp[k], sr[k]) for k in sp)

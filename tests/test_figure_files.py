@@ -149,3 +149,42 @@ def test_adding_a_photo_computes_that_photos_work_and_what_reads_every_photo(col
     assert set(others) <= {"atlas-stream", "atlas-unit"}, others
     mine = {k["what"] for k in stored if sha in json.dumps(k)}
     assert {"logits", "activity", "attribution"} <= mine, mine
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_a_killed_build_leaves_no_render_worker_behind(tmp_path):
+    """A build killed outright (SIGKILL: no finally runs) cannot stop its render workers; they notice their
+    parent is gone and exit."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, signal, sys\n"
+        "from generator.figure_files import RenderPool\n"
+        "pool = RenderPool(2)\n"
+        f"pool.submit({str(tmp_path / 'a.txt')!r}, str, 'a job')\n"
+        "pool.wait()\n"
+        "print(' '.join(str(p) for p in pool._pool._processes), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    workers = [int(p) for p in out.stdout.split()]
+    assert workers, out.stderr
+    deadline = time.monotonic() + 30  # liveness, not speed: the workers look once a second
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), "render workers outlived their build"

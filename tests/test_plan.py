@@ -217,6 +217,18 @@ def test_the_plan_counts_the_images_the_build_sends_through_each_classifier(tmp_
     from generator.models import get_spec
 
     monkeypatch.setenv("CNNVIS_NO_PROGRESS", "1")
+    from generator.metrics import class_check, sanity, similarity
+
+    compared = [0]  # map pairs through the similarity measures (priced as map comparisons)
+
+    def counting(fn):
+        def wrapped(a, b, *args, **kw):
+            compared[0] += int(similarity._batch(b).shape[0])
+            return fn(a, b, *args, **kw)
+        return wrapped
+
+    for mod, name in ((sanity, "compare"), (sanity, "compare_signed"), (class_check, "compare")):
+        monkeypatch.setattr(mod, name, counting(getattr(mod, name)))
     cfg = small_config(tmp_path)
     lines: list[str] = []
     with plan.count_images(stages=STAGES) as counts:
@@ -248,6 +260,8 @@ def test_the_plan_counts_the_images_the_build_sends_through_each_classifier(tmp_
                 assert 0 <= short[0] <= frag[spec.input_size][0] and 0 <= short[1] <= frag[spec.input_size][1], report
             else:
                 assert g == w, "\n".join(report)
+    # the plan's map comparisons are the ones the findings made
+    assert compared[0] == sum(p.row(m.name, "findings").work.compares for m in ctx.models) > 0
     setup = sum(n for (_stage, check, _s, _g), n in counts.items() if check == "setup")
     print("\n".join(report) + f"\none-image set-up passes (not planned): {setup}")
     # the networks that must have done work did
@@ -289,14 +303,18 @@ def test_estimate_prices_the_counted_work(tmp_path, tiny_registry, one_thread):
     ctx = BuildContext(config=cfg, models=loaded, missing={}, images=images, skipped=[], notes=[],
                        cache=Cache(tmp_path / "cache"), site=SiteWriter(tmp_path / "out"), device=torch.device("cpu"),
                        batch_size=2, timer=StageTimer(), out=tmp_path / "out")
-    speeds = {TINY_A.name: plan.Speed(0.002, 0.006), TINY_B.name: plan.Speed(0.003, 0.01)}
+    speeds = {TINY_A.name: plan.Speed(0.002, 0.006, compare=0.004), TINY_B.name: plan.Speed(0.003, 0.01, compare=0.005)}
     p = plan.estimate(ctx, loaded, speeds, generator_speed=0.0)
     for r in p.rows:
         sp = speeds[r.model]
         w = r.work
         assert r.seconds == pytest.approx(w.forward * sp.forward + w.gradient * sp.gradient
                                           + w.partial * sp.forward * plan.PATCH_SHARE
-                                          + w.double * (plan.DOUBLE_BACKWARD - 1) * sp.gradient)
+                                          + w.double * (plan.DOUBLE_BACKWARD - 1) * sp.gradient
+                                          + w.compares * sp.compare)
+    # the findings' map comparisons: the class check's pair per photo, the cascade's steps, the edge reference
+    assert all(p.row(m.name, "findings").work.compares > 0 for m in loaded)
+    assert p.row(TINY_A.name, "attribution").work.compares == 0
     # no activity stage: the attribution stage pays the logits (one forward pass per photo), findings does not
     for m in loaded:
         assert p.row(m.name, "attribution").work.forward == plan.stage_work(ctx, "attribution", m).forward + 3

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from .checks import Ticks, explainer_with_signed, signed_map  # noqa: F401 (signed_map: defined in .checks)
-from .similarity import METRICS, compare, hog_similarity, spearman, ssim
+from .similarity import METRICS, compare, hog_similarity, prepare, spearman, ssim
 
 #: the similarities of the signed maps (methods with signed attributions only): |map| metric → its signed twin
 SIGNED = {m: f"{m}_signed" for m in METRICS}
@@ -261,14 +261,15 @@ def signed_scale(a) -> torch.Tensor:
     return 0.5 + 0.5 * t / torch.where(mag > 0, mag, torch.ones_like(mag))
 
 
-def compare_signed(a, b) -> dict[str, torch.Tensor]:
+def compare_signed(a, b, prepared: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The similarities of signed map pairs (B×H×W each): ``spearman_signed`` — rank correlation of the
     signed values (no absolute value); ``ssim_signed`` — SSIM of the maps scaled by :func:`signed_scale`;
     ``hog_signed`` — Pearson correlation of the HOG descriptors of the signed maps (the min–max scaling
     inside HOG is affine, so the map keeps its sign structure; HOG bins unsigned orientations)."""
-    return {SIGNED["spearman"]: spearman(a, b, absolute=False),
+    p = prepared or {}  # prepare(a, absolute=False): a's ranks and HOG, computed once for many b
+    return {SIGNED["spearman"]: spearman(a, b, absolute=False, ranks_a=p.get("ranks")),
             SIGNED["ssim"]: ssim(signed_scale(a), signed_scale(b), normalise=False),
-            SIGNED["hog"]: hog_similarity(a, b)}
+            SIGNED["hog"]: hog_similarity(a, b, hog_a=p.get("hog"))}
 
 
 def randomisation_curves(
@@ -295,16 +296,19 @@ def randomisation_curves(
     signed_reference = signed_reference or {}
     out = {m: {"steps": [], **{k: [] for k in METRICS}, "thumbs": [],
                **({k: [] for k in SIGNED_METRICS} if m in signed_reference else {})} for m in reference}
+    # what the comparisons compute of the trained maps alone, once for every step
+    ready = {m: prepare(ref) for m, ref in reference.items()}
+    ready_signed = {m: prepare(ref, absolute=False) for m, ref in signed_reference.items()}
     for k, work in MODES[mode](net, groups, donor, steps):
         maps = explain(work, k)
         for m, ref in reference.items():
             got, sgot = maps[m] if isinstance(maps[m], tuple) else (maps[m], None)
             got = got.detach().float().cpu()
-            sims = compare(ref, got)
+            sims = compare(ref, got, ready[m])
             if m in signed_reference:
                 if sgot is None:
                     raise ValueError(f"{m}: explain gave no signed maps, but a signed reference was given")
-                sims.update(compare_signed(signed_reference[m], sgot.detach().float().cpu()))
+                sims.update(compare_signed(signed_reference[m], sgot.detach().float().cpu(), ready_signed[m]))
             out[m]["steps"].append(k)
             for metric in METRICS + SIGNED_METRICS:
                 if metric in out[m]:

@@ -65,13 +65,15 @@ def pearson(a, b) -> torch.Tensor:
     return pearson_rows(a.flatten(1), b.flatten(1))
 
 
-def spearman(a, b, absolute: bool = True) -> torch.Tensor:
-    """Spearman rank correlation per map pair (of |a|, |b| when ``absolute``)."""
+def spearman(a, b, absolute: bool = True, ranks_a: torch.Tensor | None = None) -> torch.Tensor:
+    """Spearman rank correlation per map pair (of |a|, |b| when ``absolute``). ``ranks_a``: the ranks of
+    ``a`` computed before (:func:`prepare`), when ``a`` is compared with many maps."""
     a, b = _batch(a), _batch(b)
     _check(a, b)
     if absolute:
         a, b = a.abs(), b.abs()
-    return pearson_rows(rank_rows(a.flatten(1)), rank_rows(b.flatten(1)))
+    ra = rank_rows(a.flatten(1)) if ranks_a is None else ranks_a
+    return pearson_rows(ra, rank_rows(b.flatten(1)))
 
 
 def normalise01(a) -> torch.Tensor:
@@ -122,13 +124,23 @@ def hog_features(a, pixels_per_cell: int = 16, cells_per_block: int = 2, orienta
     return torch.from_numpy(np.stack(feats).astype(np.float64))
 
 
-def hog_similarity(a, b, **hog_kw) -> torch.Tensor:
-    """Pearson correlation of the HOG descriptors of each map pair."""
+def hog_similarity(a, b, hog_a: torch.Tensor | None = None, **hog_kw) -> torch.Tensor:
+    """Pearson correlation of the HOG descriptors of each map pair (``hog_a``: ``a``'s, computed before)."""
     a, b = _batch(a), _batch(b)
     _check(a, b)
-    return pearson_rows(hog_features(a, **hog_kw), hog_features(b, **hog_kw))
+    return pearson_rows(hog_features(a, **hog_kw) if hog_a is None else hog_a, hog_features(b, **hog_kw))
 
 
-def compare(a, b) -> dict[str, torch.Tensor]:
-    """All three similarities for each map pair: {"spearman", "ssim", "hog"} → float64[B]."""
-    return {"spearman": spearman(a, b), "ssim": ssim(a, b), "hog": hog_similarity(a, b)}
+def prepare(a, absolute: bool = True) -> dict[str, torch.Tensor]:
+    """What :func:`compare` computes of its first argument alone (ranks, HOG descriptors), once for a map
+    batch compared with many others (the randomisation cascade's trained maps, step after step)."""
+    a = _batch(a)
+    return {"ranks": rank_rows((a.abs() if absolute else a).flatten(1)), "hog": hog_features(a)}
+
+
+def compare(a, b, prepared: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """All three similarities for each map pair: {"spearman", "ssim", "hog"} → float64[B] (``prepared``:
+    :func:`prepare` of ``a``; the same numbers, computed once)."""
+    p = prepared or {}
+    return {"spearman": spearman(a, b, ranks_a=p.get("ranks")), "ssim": ssim(a, b),
+            "hog": hog_similarity(a, b, hog_a=p.get("hog"))}
