@@ -186,7 +186,7 @@ def distributed(ctx) -> bool:
 
 _CLOCK = {"seconds": 0.0, "depth": 0}
 _BY_MODEL: dict[str, float] = {}  # model tag → network seconds of the compute calls whose keys name that model
-_TAGGED = {"open": False}
+_TAGGED = {"open": False, "less": 0.0}
 
 
 @contextlib.contextmanager
@@ -196,7 +196,7 @@ def network(model: str | None = None):
     _CLOCK["depth"] += 1
     tag = model is not None and not _TAGGED["open"]
     if tag:
-        _TAGGED["open"] = True
+        _TAGGED["open"], _TAGGED["less"] = True, 0.0
     t0 = time.perf_counter()
     try:
         yield
@@ -207,13 +207,15 @@ def network(model: str | None = None):
             _CLOCK["seconds"] += dt
         if tag:
             _TAGGED["open"] = False
-            _BY_MODEL[model] = _BY_MODEL.get(model, 0.0) + dt
+            _BY_MODEL[model] = _BY_MODEL.get(model, 0.0) + dt - _TAGGED["less"]
 
 
 def not_network(seconds: float) -> None:
     """Take ``seconds`` spent inside a :func:`network` block on other work (decoding photos) out of it."""
     if _CLOCK["depth"] > 0:
         _CLOCK["seconds"] -= float(seconds)
+    if _TAGGED["open"]:
+        _TAGGED["less"] += float(seconds)
 
 
 def network_seconds() -> float:

@@ -262,6 +262,14 @@ def test_network_work_is_counted_per_model_once_and_per_stage(tmp_path):
                              lambda idx: (idx,), what="c")
         executor.compute(ctx, [{"what": "y", "model": ["net-b", 2], "i": i} for i in range(2)], slow(1.0),
                          lambda idx: (idx,), what="hits")  # all hits: no network work
+    with timer.stage("three"):  # photo decoding inside a model's block is not its network work
+        def decode_then_run(idx):
+            time.sleep(0.3)
+            executor.not_network(0.3)
+            return [torch.tensor(i) for i in idx]
+        executor.compute(ctx, [{"what": "d", "model": ["net-a", 1], "i": i} for i in range(2)], decode_then_run,
+                         lambda idx: (idx,), what="decode")
+    assert timer.network_by_model["three"][a] < 0.15 and timer.network["three"] < 0.15
     one, two = timer.network_by_model["one"], timer.network_by_model["two"]
     assert set(one) == {a} and 0.05 <= one[a] < 0.5
     assert 0.12 <= two[b] < 0.6 and 0.05 <= two[a] < 0.5
