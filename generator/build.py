@@ -350,6 +350,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
             say("plan only: no stage ran; the output folder is as it was")
             return BuildResult(ctx, 3 if ctx.plan is None else 1 if missing else 0)
         names = list(b["stages"])
+        cold: list[str] = []  # stages that computed (almost) all their results: their times teach the plan
         pool = ctx.render_pool = figure_files.RenderPool(figure_files.workers_for(b["render_workers"], device.type))
         if pool.parallel:
             say(f"figures: drawn and written by {pool.workers} worker process(es) beside the model work")
@@ -357,9 +358,12 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
             for i, (name, mod) in enumerate(zip(names, stages), 1):
                 progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build"
                               f"{planned(ctx.plan, timer, names, i - 1)})")
+                hits, misses = ctx.cache.hits, ctx.cache.misses
                 with timer.stage(name):
                     mod.run(ctx)
                     pool.wait()  # its figures are on disk before the next stage (which may read them) starts
+                if plan_mod.plan_history.cold(ctx.cache.hits - hits, ctx.cache.misses - misses):
+                    cold.append(name)
                 est = f" (plan {plan_mod.duration(ctx.plan.seconds(name))})" if ctx.plan is not None else ""
                 progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s{est}")
                 missing_artifacts = [a for a in getattr(mod, "PROVIDES", ()) if a not in ctx.artifacts]
@@ -387,9 +391,17 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
             f"and pages)")
     if ctx.plan is not None:
         spent = sum(timer.times.get(n, 0.0) for n in b["stages"])
-        say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache), took {plan_mod.duration(spent)}")
-        say("plan per model: estimated / measured network work (ratio)\n"
-            + "\n".join(ctx.plan.model_lines(network_per_model(ctx, timer))))
+        raw = (f"; {plan_mod.duration(ctx.plan.raw_seconds())} before this machine's correction"
+               if ctx.plan.factors else "")
+        say(f"plan: stages estimated {plan_mod.duration(ctx.plan.total)} (cold cache{raw}), took "
+            f"{plan_mod.duration(spent)}")
+        by_model = network_per_model(ctx, timer)
+        say("plan per model: estimated / measured network work (ratio)\n" + "\n".join(ctx.plan.model_lines(by_model)))
+        learnt = plan_mod.plan_history.record(ctx.plan.machine, {(r.stage, r.model): r.seconds for r in ctx.plan.rows},
+                                     by_model, cold, ctx.plan.profile)
+        if learnt and plan_mod.plan_history.path() is not None:
+            say(f"plan: measured / estimated of {len(learnt)} cold stage(s) and model(s) kept for the next plan on this "
+                f"machine ({', '.join(f'{s} {m} {r:.2f}' for s, m, r in learnt)})")
     if skipped or missing:
         say(f"{len(skipped)} image(s) skipped, {len(missing)} model(s) without weights (see above): exit code 1")
     return BuildResult(ctx, 1 if skipped or missing else 0)

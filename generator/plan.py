@@ -67,7 +67,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import torch
 
-from . import executor, models, util
+from . import executor, models, plan_history, util
 from .cache import LOCK_CHUNK
 from .config import ROOT
 from .executor import chunk_size, split
@@ -562,10 +562,30 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     profile: str = ""
+    #: (stage, model) → (factor, builds): this machine's measured / estimated ratio from its earlier cold
+    #: builds (:mod:`generator.plan_history`); estimates without one stay raw
+    factors: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
 
     def seconds(self, stage: str | None = None, model: str | None = None) -> float:
+        """The estimate: counted work × calibrated speed, × the machine's factor where it has one."""
+        return sum(r.seconds * self.factors.get((r.stage, r.model), (1.0, 0))[0] for r in self.rows
+                   if (stage is None or r.stage == stage) and (model is None or r.model == model))
+
+    def raw_seconds(self, stage: str | None = None, model: str | None = None) -> float:
+        """The estimate before the machine's factors: counted work × calibrated speed."""
         return sum(r.seconds for r in self.rows if (stage is None or r.stage == stage)
                    and (model is None or r.model == model))
+
+    def correction_note(self) -> str:
+        """One sentence on the factors from this machine's earlier builds ("" without any)."""
+        if not self.factors:
+            return ""
+        f = [v for v, _ in self.factors.values()]
+        builds = max(n for _, n in self.factors.values())
+        part = f"×{min(f):.2f}" if max(f) - min(f) < 0.005 else f"×{min(f):.2f}–{max(f):.2f}"
+        return (f"{len(self.factors)} of the {len(self.rows)} estimates ({part}) are corrected by this machine's earlier "
+                f"cold builds (measured / estimated network work of the same stage and model, the median of up to "
+                f"{builds} build(s)); before that correction the plan was {duration(self.raw_seconds())} in all")
 
     @property
     def total(self) -> float:
@@ -606,6 +626,8 @@ class Plan:
                 out.append(f"plan: data set {d.name} ({size_text(d.size)}) {d.note}")
         if not self.downloads:
             out.append("plan: nothing to download")
+        if self.factors:
+            out.append(f"plan: {self.correction_note()}")
         return out
 
     def table(self) -> str:
@@ -740,8 +762,10 @@ def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | 
     for r in rows:
         r.seconds = _price(r.work, speeds[r.model], speeds, generator_speed)
         notes.extend(n for n in r.work.notes if n not in notes)
+    here = machine(ctx.device)
+    fac = plan_history.factors(here, [(r.stage, r.model) for r in rows if r.seconds >= plan_history.MIN_SECONDS])
     return Plan(names, [m.name for m in loaded], rows, speeds, generator_speed, notes=notes,
-                machine=machine(ctx.device), profile=ctx.config.profile)
+                machine=here, profile=ctx.config.profile, factors=fac)
 
 
 def _generator_path(ctx) -> Path | None:
@@ -799,6 +823,9 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
         text.append("Each stage's estimate (made before the first model ran, below) beside the time it took. "
                     "A ratio far below 1 is usually the cache: the estimate is for a cold cache, and a stage "
                     "whose results were stored by an earlier build only reads them.\n")
+        if plan.factors:
+            text.append(f"The estimates include this machine's correction from its earlier builds (below); "
+                        f"without it the stages were estimated at {duration(plan.raw_seconds())}.\n")
         text.append(plan.compare(times, network))
         if network is not None:
             text.append("\n*ratio*: measured / estimated. *Network*: network work, the time the build spent inside "
@@ -822,6 +849,11 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
                 "batch-norm-folded copy the methods use), and each stage counted, from its settings and the "
                 "photos, how many images it sends through each classifier (the passes `bench/count_passes.py` "
                 "counts). Estimated seconds are their product: every estimate is for a **cold cache**.\n")
+    if plan.factors:
+        text.append(f"Then {md_escape(plan.correction_note())}: the calibration takes a few seconds, a stage runs for "
+                    "minutes at the machine's sustained speed, with arithmetic between the passes that the count does "
+                    "not price (`generator/plan_history.py`). The table of passes below gives the estimates before "
+                    "that correction.\n")
     text.append("| Model | forward | forward + input gradient | map comparison |\n|---|---:|---:|---:|\n" + "".join(
         f"| {md_escape(models.title_of(name))} | {1e3 * sp.forward:.1f} ms/image | {1e3 * sp.gradient:.1f} ms/image | "
         f"{1e3 * sp.compare:.1f} ms |\n" for name, sp in plan.speeds.items()))

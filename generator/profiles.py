@@ -41,13 +41,13 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "preview": {
         "findings": {
             "images": 30, "faithfulness_images": 30, "invariance_images": 30, "fragility_images": 30,
-            "sanity_images": 10, "expensive_images": 3, "sanity_expensive_images": 1,
+            "sanity_images": 10, "expensive_images": 2, "sanity_expensive_images": 1,
             "selectivity_images": 40, "accuracy_max_images": 150, "ablation_units_per_layer": 4,
             "faithfulness_check_images": 3,
             "cascade_seeds": 1, "independent_images": 4, "independent_expensive_images": 0,
-            "fragility_own_images": 4, "fragility_own_expensive_images": 0,
+            "fragility_own_images": 2, "fragility_own_expensive_images": 0,
         },
-        "dgn_am": {"steps": 40, "ppgn_steps": 120},
+        "dgn_am": {"steps": 30, "ppgn_steps": 80},
         "atlas": {"max_images": 500, "max_channels_per_layer": 8},
     },
 }

@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_IMAGES = ROOT / "data" / "images"
 
 os.environ.setdefault("CNNVIS_NO_PROGRESS", "1")
+os.environ["CNNVIS_PLAN_HISTORY"] = "off"  # no test reads or writes the user's plan history (test_plan_history sets its own)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

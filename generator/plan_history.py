@@ -1,0 +1,116 @@
+"""This machine's earlier cold builds, for the plan: measured / estimated network work per stage and model.
+
+The plan's calibration (:func:`generator.plan.calibrate`: a few batches, a few seconds) measures a network's
+speed at one moment; a stage runs for minutes at the machine's sustained speed, with arithmetic between the
+passes that the count does not price. On this project's 2-core CPU the raw plan came out 1.1–1.6 times too
+short per stage and model, and the machine's sustained speed moved by 7–23 % from one build to the next.
+
+So, after each build, every (stage, model) whose results were all computed — a *cold* stage: cache hits at
+most :data:`COLD_HIT_SHARE` of its look-ups — and whose raw estimate was at least :data:`MIN_SECONDS` records
+its measured network work / raw estimate in a per-user file (:func:`path`: ``$CNNVIS_PLAN_HISTORY``, default
+``~/.cache/cnnvis/plan-history.json``; ``off`` turns it off), under a key of the machine (device, processor,
+GPU, torch version and threads; no host or folder names). The next plan on that machine multiplies each
+raw estimate by the median of the last :data:`LAST` ratios of the same stage and model (:func:`factors`,
+kept within :data:`CLAMP`); a (stage, model) without a record keeps its raw estimate. The first build on a
+machine has only the raw plan; the plan says which estimates were corrected and from how many builds.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .util import atomic_write_text
+
+CACHE_NEUTRAL = True  # read by the plan only; never part of a result
+
+COLD_HIT_SHARE = 0.05  # a stage is cold when at most this share of its cache look-ups were hits
+MIN_SECONDS = 20.0  # raw estimates below this record nothing (their ratio is mostly noise)
+LAST = 3  # the median of this many latest ratios per (stage, model)
+MAX_AGE_DAYS = 90.0  # older records are not used (nor kept)
+KEEP = 20  # records kept per (machine, stage, model)
+CLAMP = (0.5, 3.0)  # a factor outside this range is cut to it
+
+
+def path() -> Path | None:
+    """The history file: ``$CNNVIS_PLAN_HISTORY`` (``off`` or ``0``: none), else ``cnnvis/plan-history.json``
+    in the user's cache folder."""
+    env = os.environ.get("CNNVIS_PLAN_HISTORY", "").strip()
+    if env.lower() in ("off", "0", "no", "false"):
+        return None
+    if env:
+        return Path(env).expanduser()
+    from .datasets import user_cache_dir
+
+    return user_cache_dir() / "cnnvis" / "plan-history.json"
+
+
+def machine_key(machine: Mapping[str, Any]) -> str:
+    """The machine as the history keys it (:func:`generator.plan.machine`'s fields, no names of hosts or folders)."""
+    dev = str(machine.get("device", "")).split(":")[0]
+    return "|".join(str(x) for x in (dev, machine.get("cpu", ""), machine.get("gpu", ""), machine.get("torch", ""),
+                                     machine.get("threads", "")))
+
+
+def _load(p: Path | None) -> dict:
+    if p is None:
+        return {}
+    try:
+        rows = json.loads(p.read_text())
+        return rows if isinstance(rows, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def factors(machine: Mapping[str, Any], pairs: Sequence[tuple[str, str]], store: Path | None = None,
+            now: float | None = None) -> dict[tuple[str, str], tuple[float, int]]:
+    """(stage, model) → (factor, number of builds it comes from) for the ``pairs`` this machine has records of:
+    the median of the last :data:`LAST` ratios (measured network work / raw estimate) within :data:`MAX_AGE_DAYS`,
+    cut to :data:`CLAMP`. ``store``: the history file (default :func:`path`)."""
+    rows = _load(path() if store is None else store).get(machine_key(machine), {})
+    now = time.time() if now is None else now
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    for stage, model in pairs:
+        recs = [r for r in rows.get(f"{stage}|{model}", [])
+                if isinstance(r, dict) and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400
+                and float(r.get("ratio", 0)) > 0]
+        if not recs:
+            continue
+        last = [float(r["ratio"]) for r in sorted(recs, key=lambda r: float(r["at"]))[-LAST:]]
+        out[(stage, model)] = (min(CLAMP[1], max(CLAMP[0], statistics.median(last))), len(last))
+    return out
+
+
+def cold(hits: int, misses: int) -> bool:
+    """A stage whose results were (almost) all computed: at least one miss, hits ≤ :data:`COLD_HIT_SHARE`."""
+    return misses > 0 and hits <= COLD_HIT_SHARE * (hits + misses)
+
+
+def record(machine: Mapping[str, Any], raw: Mapping[tuple[str, str], float],
+           measured: Mapping[str, Mapping[str, float]], cold_stages: Sequence[str], profile: str = "",
+           store: Path | None = None, now: float | None = None) -> list[tuple[str, str, float]]:
+    """Add the ratios of this build's cold stages to the history: ``raw``: (stage, model) → raw estimate in
+    seconds; ``measured``: stage → model → measured network work. Only stages in ``cold_stages`` and raw
+    estimates ≥ :data:`MIN_SECONDS` record. Returns what was recorded as (stage, model, ratio); never raises
+    (a history that cannot be written is no reason to fail a build)."""
+    p = path() if store is None else store
+    now = time.time() if now is None else now
+    new = [(s, m, (measured.get(s) or {}).get(m, 0.0) / est) for (s, m), est in raw.items()
+           if s in cold_stages and est >= MIN_SECONDS and (measured.get(s) or {}).get(m, 0.0) > 0]
+    if p is None or not new:
+        return new
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        rows = _load(p)
+        mine = rows.setdefault(machine_key(machine), {})
+        for s, m, ratio in new:
+            recs = [r for r in mine.get(f"{s}|{m}", []) if isinstance(r, dict)
+                    and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400]
+            recs.append({"at": now, "ratio": round(ratio, 4), "profile": profile})
+            mine[f"{s}|{m}"] = recs[-KEEP:]
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    return new
