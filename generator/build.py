@@ -336,6 +336,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
                                           bool(b["strict"]), device, say, random_for_missing=rehearsal)
         say(f"{len(images)} images, {len(skipped)} skipped; {len(models)} models with weights, {len(missing)} "
             f"missing; device {device}")
+        fetches = plan_mod.after_loading(fetches, missing)
         ctx = BuildContext(
             config=config, models=models, missing=missing, images=images, skipped=skipped, notes=notes,
             cache=Cache(config.resolve_path(b["cache"]), enabled=not b.get("no_cache")),

@@ -50,6 +50,7 @@ order), decoding photos, rendering figures and writing pages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import inspect
@@ -518,6 +519,13 @@ def downloads(config, names: Sequence[str] | None = None) -> list[Download]:
                                     False, "not found: `python -m generator data` downloads it (the build does not; "
                                            "the stages that read it fall back)"))
     return out
+
+
+def after_loading(fetches: Sequence[Download], missing: Collection[str]) -> list[Download]:
+    """The downloads once the models are loaded: a weights file the plan expected to fetch whose model is
+    ``missing`` after all (no network, a failed download) is said as not fetched, the model skipped."""
+    return [dataclasses.replace(d, fetched=False, note="the download failed (see above): the model is skipped")
+            if d.kind == "weights" and d.fetched and d.name in missing else d for d in fetches]
 
 
 # ------------------------------------------------------------------------------------- the plan

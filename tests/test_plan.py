@@ -344,6 +344,14 @@ def test_downloads_lists_missing_weights_with_torchvisions_sizes_and_missing_dat
     text = "\n".join(p.lines())
     assert "the weights of alexnet are missing (alexnet-owt-7be5be79.pth, 244 MB)" in text
     assert "python -m generator data" in text
+    # online, the plan expects to fetch AlexNet's weights; when loading then finds no network, it says so
+    online = plan.downloads(cfg)
+    after = {d.name: d for d in plan.after_loading(online, {"alexnet": "unreachable"})}
+    assert after["alexnet"].fetched is False and "the download failed" in after["alexnet"].note
+    assert [d.name for d in plan.after_loading(online, {})] == [d.name for d in online]
+    assert all(a == b for a, b in zip(plan.after_loading(online, {}), online))
+    text = "\n".join(plan.Plan([], [], [], {}, downloads=list(after.values())).lines())
+    assert "downloads the weights of alexnet" not in text and "the download failed" in text
 
 
 def test_plan_only_prints_the_plan_and_computes_nothing(tmp_path, tiny_registry, one_thread):
