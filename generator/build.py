@@ -359,11 +359,11 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
             for i, (name, mod) in enumerate(zip(names, stages), 1):
                 progress_line(f"stage {i}/{len(stages)} {name}: start ({timer.elapsed():.0f} s into the build"
                               f"{planned(ctx.plan, timer, names, i - 1)})")
-                hits, misses = ctx.cache.hits, ctx.cache.misses
+                hits, misses = ctx.cache.earlier_hits, ctx.cache.misses
                 with timer.stage(name):
                     mod.run(ctx)
                     pool.wait()  # its figures are on disk before the next stage (which may read them) starts
-                if plan_mod.plan_history.cold(ctx.cache.hits - hits, ctx.cache.misses - misses):
+                if plan_mod.plan_history.cold(ctx.cache.earlier_hits - hits, ctx.cache.misses - misses):
                     cold.append(name)
                 est = f" (plan {plan_mod.duration(ctx.plan.seconds(name))})" if ctx.plan is not None else ""
                 progress_line(f"stage {i}/{len(stages)} {name}: done in {timer.times[name]:.1f} s{est}")

@@ -237,6 +237,8 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.stored = 0  # results computed and written by this process
+        self.earlier_hits = 0  # hits on results that an earlier run stored (not this process)
+        self._mine: set[str] = set()  # hashes of the keys this process stored
 
     def _hash(self, key: dict) -> str:
         return stable_hash({"v": CACHE_VERSION, **key})
@@ -261,13 +263,17 @@ class Cache:
             self.misses += 1
         else:
             self.hits += 1
+            if self._hash(key) not in self._mine:
+                self.earlier_hits += 1
         return obj
 
     def put(self, key: dict, obj: Any) -> Any:
         if self.enabled:
             enc = _encode(obj)
             _check_loadable(enc)
-            atomic_torch_save(enc, self.path(key))
+            h = self._hash(key)
+            atomic_torch_save(enc, self.root / h[:2] / f"{h}.pt")
+            self._mine.add(h)
             self.stored += 1
         return obj
 

@@ -290,6 +290,10 @@ def _sync(device: torch.device) -> None:
 #: version) is used again for this long: a rebuild whose work the cache answers spends no seconds on it
 CALIBRATION_MAX_AGE = 6 * 3600.0
 
+#: a calibration round (forward + gradient of one batch) shorter than this gets a second warm-up round: the first
+#: passes of a fresh process run up to twice as slow, and a second one costs little
+WARM_ROUND_SECONDS = 2.0
+
 
 def _stored_speed(store: Path | None, k: str) -> Speed | None:
     if store is None:
@@ -364,7 +368,8 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
     """Seconds per image of ``model``'s network on ``device`` (default: where the model is), on random
     photos at its input size: forward under ``inference_mode``, and forward + gradient of a logit to
     the input; on the batch-norm-folded copy the methods run (:func:`generator.methods.base.prepared`).
-    One warm-up round, then the median of ``reps`` rounds of one batch. Cached per (model, device, torch
+    One warm-up round (two where a round takes less than :data:`WARM_ROUND_SECONDS`), then the median of
+    ``reps`` rounds of one batch. Cached per (model, device, torch
     threads, batch) in this process, and in the JSON file ``store`` (the build's: ``calibration.json``
     in its results cache) for :data:`CALIBRATION_MAX_AGE` on the same processor and torch version.
     Draws no number from the global random stream."""
@@ -382,7 +387,8 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
     x = torch.rand(batch, 3, s, s, generator=torch.Generator().manual_seed(0)).to(device)
     net = base.prepared(model.net, x[:1]).net
     fwd, grad = [], []
-    for _ in range(max(1, reps) + 1):
+    warm = 1  # warm-up rounds; a second one where a round is short (a fresh process's first passes run slow)
+    while len(fwd) < warm + max(1, reps):
         _sync(device)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -396,7 +402,10 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
             torch.autograd.grad(net(xi)[:, 0].sum(), xi)
         _sync(device)
         grad.append((time.perf_counter() - t0) / batch)
-    speed = Speed(statistics.median(fwd[1:]), statistics.median(grad[1:]), batch, str(device), torch.get_num_threads(),
+        if len(fwd) == 1 and batch * (fwd[0] + grad[0]) < WARM_ROUND_SECONDS:
+            warm = 2
+    speed = Speed(statistics.median(fwd[warm:]), statistics.median(grad[warm:]), batch, str(device),
+                  torch.get_num_threads(),
                   datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   compare=compare_seconds(s))
     _SPEEDS[k] = speed
@@ -404,7 +413,7 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
     return speed
 
 
-def calibrate_generator(path: str | Path, device: str | torch.device, rows: int = 4, reps: int = 2,
+def calibrate_generator(path: str | Path, device: str | torch.device, rows: int = 4, reps: int = 5,
                         store: Path | None = None) -> float:
     """Seconds per code row of the DeePSim generator at ``path`` (forward + gradient to the code), as
     DGN-AM and PPGN run it each step; kept in ``store`` as :func:`calibrate` does."""
@@ -428,7 +437,7 @@ def calibrate_generator(path: str | Path, device: str | torch.device, rows: int 
     d = int(meta["code_stats"]["mean"].numel())
     h0 = torch.rand(rows, d, generator=torch.Generator().manual_seed(0)).to(device)
     times = []
-    for _ in range(max(1, reps) + 1):
+    for _ in range(max(1, reps) + 2):  # two warm-up rounds
         h = h0.clone().requires_grad_(True)
         _sync(device)
         t0 = time.perf_counter()
@@ -436,7 +445,7 @@ def calibrate_generator(path: str | Path, device: str | torch.device, rows: int 
             torch.autograd.grad(G(h).float().sum(), h)
         _sync(device)
         times.append((time.perf_counter() - t0) / rows)
-    _GENERATOR_SPEEDS[k] = statistics.median(times[1:])
+    _GENERATOR_SPEEDS[k] = statistics.median(times[2:])
     _store_speed(store, sk, Speed(_GENERATOR_SPEEDS[k], _GENERATOR_SPEEDS[k], rows, str(device),
                                   torch.get_num_threads()))
     return _GENERATOR_SPEEDS[k]

@@ -5,8 +5,9 @@ speed at one moment; a stage runs for minutes at the machine's sustained speed, 
 passes that the count does not price. On this project's 2-core CPU the raw plan came out 1.1–1.6 times too
 short per stage and model, and the machine's sustained speed moved by 7–23 % from one build to the next.
 
-So, after each build, every (stage, model) whose results were all computed — a *cold* stage: cache hits at
-most :data:`COLD_HIT_SHARE` of its look-ups — and whose raw estimate was at least :data:`MIN_SECONDS` records
+So, after each build, every (stage, model) whose results were all computed — a *cold* stage: hits on results
+that an earlier run stored at most :data:`COLD_HIT_SHARE` of its look-ups (results this build stored and read
+again, such as the logits, do not count) — and whose raw estimate was at least :data:`MIN_SECONDS` records
 its measured network work / raw estimate in a per-user file (:func:`path`: ``$CNNVIS_PLAN_HISTORY``, default
 ``~/.cache/cnnvis/plan-history.json``; ``off`` turns it off), under a key of the machine (device, processor,
 GPU, torch version and threads; no host or folder names). The next plan on that machine multiplies each

@@ -27,6 +27,17 @@ def test_hit_miss_and_batched(tmp_path):
     assert calls == []  # everything cached: no work
 
 
+def test_hits_on_results_an_earlier_run_stored_are_counted_apart(tmp_path):
+    """``earlier_hits``: hits on files this Cache did not write (what makes a stage warm for the plan's history)."""
+    first = Cache(tmp_path)
+    first.put({"a": 1}, torch.ones(1))
+    assert first.get({"a": 1}) is not None and (first.hits, first.earlier_hits) == (1, 0)  # its own result
+    second = Cache(tmp_path)  # the next run
+    second.put({"b": 2}, torch.ones(1))
+    assert second.get({"a": 1}) is not None and second.get({"b": 2}) is not None
+    assert (second.hits, second.earlier_hits) == (2, 1)
+
+
 def test_key_order_does_not_matter_and_values_do(tmp_path):
     c = Cache(tmp_path)
     assert c.path({"a": 1, "b": 2}) == c.path({"b": 2, "a": 1})
