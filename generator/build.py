@@ -398,9 +398,10 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
             f"{plan_mod.duration(spent)}")
         by_model = network_per_model(ctx, timer)
         say("plan per model: estimated / measured network work (ratio)\n" + "\n".join(ctx.plan.model_lines(by_model)))
-        learnt = plan_mod.plan_history.record(ctx.plan.machine, {(r.stage, r.model): r.seconds for r in ctx.plan.rows},
-                                     by_model, cold, ctx.plan.profile)
-        if learnt and plan_mod.plan_history.path() is not None:
+        history = plan_mod.plan_history
+        learnt = history.record(ctx.plan.machine, {(r.stage, r.model): (r.seconds, history.signature(r.work))
+                                                   for r in ctx.plan.rows}, by_model, cold, ctx.plan.profile)
+        if learnt and history.path() is not None:
             say(f"plan: measured / estimated of {len(learnt)} cold stage(s) and model(s) kept for the next plan on this "
                 f"machine ({', '.join(f'{s} {m} {r:.2f}' for s, m, r in learnt)})")
     if skipped or missing:

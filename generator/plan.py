@@ -601,8 +601,9 @@ class Plan:
         builds = max(n for _, n in self.factors.values())
         part = f"×{min(f):.2f}" if max(f) - min(f) < 0.005 else f"×{min(f):.2f}–{max(f):.2f}"
         return (f"{len(self.factors)} of the {len(self.rows)} estimates ({part}) are corrected by this machine's earlier "
-                f"cold builds (measured / estimated network work of the same stage and model, the median of up to "
-                f"{builds} build(s)); before that correction the plan was {duration(self.raw_seconds())} in all")
+                f"cold builds of the same stage and model (the median of up to {builds} build(s): their measured "
+                f"network work where they counted the same work, else their ratio measured / estimated); before that "
+                f"correction the plan was {duration(self.raw_seconds())} in all")
 
     @property
     def total(self) -> float:
@@ -780,7 +781,8 @@ def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | 
         r.seconds = _price(r.work, speeds[r.model], speeds, generator_speed)
         notes.extend(n for n in r.work.notes if n not in notes)
     here = machine(ctx.device)
-    fac = plan_history.factors(here, [(r.stage, r.model) for r in rows if r.seconds >= plan_history.MIN_SECONDS])
+    fac = plan_history.factors(here, {(r.stage, r.model): (r.seconds, plan_history.signature(r.work)) for r in rows
+                                      if r.seconds >= plan_history.MIN_SECONDS})
     return Plan(names, [m.name for m in loaded], rows, speeds, generator_speed, notes=notes,
                 machine=here, profile=ctx.config.profile, factors=fac)
 

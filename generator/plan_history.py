@@ -10,10 +10,17 @@ that an earlier run stored at most :data:`COLD_HIT_SHARE` of its look-ups (resul
 again, such as the logits, do not count) — and whose raw estimate was at least :data:`MIN_SECONDS` records
 its measured network work / raw estimate in a per-user file (:func:`path`: ``$CNNVIS_PLAN_HISTORY``, default
 ``~/.cache/cnnvis/plan-history.json``; ``off`` turns it off), under a key of the machine (device, processor,
-GPU, torch version and threads; no host or folder names). The next plan on that machine multiplies each
-raw estimate by the median of the last :data:`LAST` ratios of the same stage and model (:func:`factors`,
-kept within :data:`CLAMP`); a (stage, model) without a record keeps its raw estimate. The first build on a
-machine has only the raw plan; the plan says which estimates were corrected and from how many builds.
+GPU, torch version and threads; no host or folder names), with a signature of the counted work (:func:`signature`).
+The next plan on that machine corrects each raw estimate that has records of the same stage and model
+(:func:`factors`, kept within :data:`CLAMP`):
+
+* where the last records counted the same work (the same build again, e.g. in a fresh clone), the estimate is
+  the median of their measured seconds — this build's calibration then does not enter at all, so its noise
+  (the same network measured 24 and 45 ms per image by two builds' calibrations here) does not either;
+* otherwise the raw estimate × the median of the last :data:`LAST` ratios.
+
+A (stage, model) without a record keeps its raw estimate. The first build on a machine has only the raw plan;
+the plan says which estimates were corrected and from how many builds.
 """
 from __future__ import annotations
 
@@ -67,22 +74,38 @@ def _load(p: Path | None) -> dict:
         return {}
 
 
-def factors(machine: Mapping[str, Any], pairs: Sequence[tuple[str, str]], store: Path | None = None,
+def signature(work: Any) -> str:
+    """The counted work of one stage and model (:class:`generator.plan.Work`'s counts) as a short string: two
+    builds with the same signature send the same passes through the same networks."""
+    via = sorted((k, int(f), int(g)) for k, (f, g) in getattr(work, "via", {}).items())
+    parts = [int(getattr(work, k, 0)) for k in ("forward", "gradient", "partial", "generator", "double", "compares")]
+    return json.dumps([parts, round(float(getattr(work, "other", 0.0)), 1), via], separators=(",", ":"))
+
+
+def factors(machine: Mapping[str, Any], rows: Mapping[tuple[str, str], tuple[float, str]], store: Path | None = None,
             now: float | None = None) -> dict[tuple[str, str], tuple[float, int]]:
-    """(stage, model) → (factor, number of builds it comes from) for the ``pairs`` this machine has records of:
-    the median of the last :data:`LAST` ratios (measured network work / raw estimate) within :data:`MAX_AGE_DAYS`,
-    cut to :data:`CLAMP`. ``store``: the history file (default :func:`path`)."""
-    rows = _load(path() if store is None else store).get(machine_key(machine), {})
+    """(stage, model) → (factor, number of builds it comes from), for the ``rows`` ((stage, model) → (raw estimate
+    in seconds, work :func:`signature`)) this machine has records of within :data:`MAX_AGE_DAYS`: where the last
+    :data:`LAST` records share the work signature, the median of their measured seconds / the raw estimate; else the
+    median of their ratios (measured / raw estimate). Cut to :data:`CLAMP`. ``store``: the history file (default
+    :func:`path`)."""
+    kept = _load(path() if store is None else store).get(machine_key(machine), {})
     now = time.time() if now is None else now
     out: dict[tuple[str, str], tuple[float, int]] = {}
-    for stage, model in pairs:
-        recs = [r for r in rows.get(f"{stage}|{model}", [])
+    for (stage, model), (raw, sig) in rows.items():
+        recs = [r for r in kept.get(f"{stage}|{model}", [])
                 if isinstance(r, dict) and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400
                 and float(r.get("ratio", 0)) > 0]
-        if not recs:
+        if not recs or raw <= 0:
             continue
-        last = [float(r["ratio"]) for r in sorted(recs, key=lambda r: float(r["at"]))[-LAST:]]
-        out[(stage, model)] = (min(CLAMP[1], max(CLAMP[0], statistics.median(last))), len(last))
+        same = [r for r in recs if r.get("work") == sig and float(r.get("measured", 0)) > 0]
+        if same:
+            last = sorted(same, key=lambda r: float(r["at"]))[-LAST:]
+            f = statistics.median(float(r["measured"]) for r in last) / raw
+        else:
+            last = sorted(recs, key=lambda r: float(r["at"]))[-LAST:]
+            f = statistics.median(float(r["ratio"]) for r in last)
+        out[(stage, model)] = (min(CLAMP[1], max(CLAMP[0], f)), len(last))
     return out
 
 
@@ -91,27 +114,31 @@ def cold(hits: int, misses: int) -> bool:
     return misses > 0 and hits <= COLD_HIT_SHARE * (hits + misses)
 
 
-def record(machine: Mapping[str, Any], raw: Mapping[tuple[str, str], float],
+def record(machine: Mapping[str, Any], raw: Mapping[tuple[str, str], tuple[float, str]],
            measured: Mapping[str, Mapping[str, float]], cold_stages: Sequence[str], profile: str = "",
            store: Path | None = None, now: float | None = None) -> list[tuple[str, str, float]]:
-    """Add the ratios of this build's cold stages to the history: ``raw``: (stage, model) → raw estimate in
-    seconds; ``measured``: stage → model → measured network work. Only stages in ``cold_stages`` and raw
-    estimates ≥ :data:`MIN_SECONDS` record. Returns what was recorded as (stage, model, ratio); never raises
+    """Add this build's cold stages to the history: ``raw``: (stage, model) → (raw estimate in seconds, work
+    :func:`signature`); ``measured``: stage → model → measured network work. Only stages in ``cold_stages`` and
+    raw estimates ≥ :data:`MIN_SECONDS` record. Returns what was recorded as (stage, model, ratio); never raises
     (a history that cannot be written is no reason to fail a build)."""
     p = path() if store is None else store
     now = time.time() if now is None else now
-    new = [(s, m, (measured.get(s) or {}).get(m, 0.0) / est) for (s, m), est in raw.items()
+    new = [(s, m, (measured.get(s) or {}).get(m, 0.0), est, sig) for (s, m), (est, sig) in raw.items()
            if s in cold_stages and est >= MIN_SECONDS and (measured.get(s) or {}).get(m, 0.0) > 0]
-    if p is None or not new:
-        return new
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        rows = _load(p)
-        mine = rows.setdefault(machine_key(machine), {})
-        for s, m, ratio in new:
-            recs = [r for r in mine.get(f"{s}|{m}", []) if isinstance(r, dict)
-                    and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400]
-            recs.append({"at": now, "ratio": round(ratio, 4), "profile": profile})
-            mine[f"{s}|{m}"] = recs[-KEEP:]
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(p, json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    return new
+    if p is not None and new:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            _add(p, machine_key(machine), new, profile, now)
+    return [(s, m, meas / est) for s, m, meas, est, _ in new]
+
+
+def _add(p: Path, key: str, new: Sequence[tuple[str, str, float, float, str]], profile: str, now: float) -> None:
+    rows = _load(p)
+    mine = rows.setdefault(key, {})
+    for s, m, meas, est, sig in new:
+        recs = [r for r in mine.get(f"{s}|{m}", []) if isinstance(r, dict)
+                and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400]
+        recs.append({"at": now, "ratio": round(meas / est, 4), "measured": round(meas, 2), "work": sig,
+                     "profile": profile})
+        mine[f"{s}|{m}"] = recs[-KEEP:]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(p, json.dumps(rows, indent=1, sort_keys=True) + "\n")

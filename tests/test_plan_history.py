@@ -15,31 +15,35 @@ THERE = {**HERE, "cpu": "Another CPU"}
 
 def test_a_factor_is_the_median_of_the_last_three_cold_ratios_of_that_stage_model_and_machine(tmp_path):
     store = tmp_path / "h.json"
-    raw = {("findings", "a"): 100.0, ("findings", "b"): 100.0, ("atlas", "a"): 5.0}
+    raw = {("findings", "a"): (100.0, "w1"), ("findings", "b"): (100.0, "w1"), ("atlas", "a"): (5.0, "w1")}
     for t, r in enumerate([9.0, 1.2, 1.5, 1.3]):  # the oldest (9.0) is not among the last three
         got = plan_history.record(HERE, raw, {"findings": {"a": 100 * r, "b": 50.0}, "atlas": {"a": 50.0}},
                                   ["findings", "atlas"], "preview", store=store, now=1000.0 + t)
         # the atlas' estimate is below MIN_SECONDS: its ratio says little and is not kept
         assert {(s, m) for s, m, _ in got} == {("findings", "a"), ("findings", "b")}
-    f = plan_history.factors(HERE, [("findings", "a"), ("findings", "b"), ("atlas", "a")], store=store, now=1010.0)
+    # other work (another signature): the median ratio, whatever the raw estimate
+    other = {("findings", "a"): (40.0, "w2"), ("findings", "b"): (40.0, "w2"), ("atlas", "a"): (40.0, "w2")}
+    f = plan_history.factors(HERE, other, store=store, now=1010.0)
     assert f[("findings", "a")] == (pytest.approx(1.3), 3)
     assert f[("findings", "b")] == (pytest.approx(0.5), 3)
     assert ("atlas", "a") not in f
+    # the same work again, with a calibration that made the raw estimate 80 s instead of 100 s: the estimate becomes
+    # the median measured time (130 s), so this build's calibration does not enter
+    same = plan_history.factors(HERE, {("findings", "a"): (80.0, "w1")}, store=store, now=1010.0)
+    assert same[("findings", "a")] == (pytest.approx(130.0 / 80.0), 3)
     # another machine, or records past their age, give nothing
-    assert plan_history.factors(THERE, [("findings", "a")], store=store, now=1010.0) == {}
-    assert plan_history.factors(HERE, [("findings", "a")], store=store,
-                                now=1010.0 + plan_history.MAX_AGE_DAYS * 86400) == {}
+    assert plan_history.factors(THERE, other, store=store, now=1010.0) == {}
+    assert plan_history.factors(HERE, other, store=store, now=1010.0 + plan_history.MAX_AGE_DAYS * 86400) == {}
 
 
 def test_only_cold_stages_record_and_factors_are_cut_to_their_range(tmp_path):
     store = tmp_path / "h.json"
-    raw = {("findings", "a"): 100.0, ("attribution", "a"): 100.0}
+    raw = {("findings", "a"): (100.0, "w"), ("attribution", "a"): (100.0, "w")}
     # a warm stage (the cache answered it) would teach the plan a ratio near 0: not recorded
     got = plan_history.record(HERE, raw, {"findings": {"a": 2.0}, "attribution": {"a": 900.0}}, ["attribution"],
                               store=store, now=5.0)
     assert got == [("attribution", "a", pytest.approx(9.0))]
-    assert plan_history.factors(HERE, [("attribution", "a")], store=store, now=6.0)[("attribution", "a")][0] == \
-        plan_history.CLAMP[1]
+    assert plan_history.factors(HERE, raw, store=store, now=6.0)[("attribution", "a")][0] == plan_history.CLAMP[1]
     assert plan_history.cold(hits=0, misses=10) and plan_history.cold(hits=1, misses=99)
     assert not plan_history.cold(hits=10, misses=10) and not plan_history.cold(hits=0, misses=0)
 
@@ -47,8 +51,8 @@ def test_only_cold_stages_record_and_factors_are_cut_to_their_range(tmp_path):
 def test_an_unreadable_or_switched_off_history_changes_nothing(tmp_path, monkeypatch):
     bad = tmp_path / "h.json"
     bad.write_text("{not json")
-    assert plan_history.factors(HERE, [("findings", "a")], store=bad) == {}
-    plan_history.record(HERE, {("findings", "a"): 100.0}, {"findings": {"a": 120.0}}, ["findings"], store=bad)
+    assert plan_history.factors(HERE, {("findings", "a"): (100.0, "w")}, store=bad) == {}
+    plan_history.record(HERE, {("findings", "a"): (100.0, "w")}, {"findings": {"a": 120.0}}, ["findings"], store=bad)
     assert json.loads(bad.read_text())  # replaced by a readable file with the new record
     monkeypatch.setenv("CNNVIS_PLAN_HISTORY", "off")
     assert plan_history.path() is None
@@ -64,7 +68,7 @@ def test_a_plan_multiplies_its_estimates_by_the_factors_and_says_so():
     assert p.seconds("findings") == pytest.approx(140.0) and p.seconds("atlas") == 10.0
     assert p.total == pytest.approx(150.0) and p.raw_seconds() == 110.0
     note = p.correction_note()
-    assert "1 of the 2 estimates (×1.40)" in note and "2 build(s)" in note and "1.8 min in all" in note
+    assert "1 of the 2 estimates (×1.40)" in note and "up to 2 build(s)" in note and "1.8 min in all" in note
     assert any("corrected by this machine's earlier cold builds" in line for line in p.lines())
     page = plan.page_markdown(p, {"findings": 150.0, "atlas": 9.0}, date="2026-01-01")
     assert "without it the stages were estimated at 1.8 min" in page and "plan_history.py" in page
@@ -98,4 +102,9 @@ def test_a_cold_build_teaches_the_next_plan_on_the_same_machine(tmp_path, tiny_r
     for (stage, model), (factor, builds) in p.factors.items():
         assert builds == 1
         assert p.seconds(stage, model) == pytest.approx(p.raw_seconds(stage, model) * factor)
+        # the same work as the first build: the estimate is what the first build measured (this one's calibration aside)
+        (rec,) = entries[f"{stage}|{model}"]
+        assert rec["work"] == plan_history.signature(p.row(model, stage).work)
+        assert p.seconds(stage, model) == pytest.approx(min(max(rec["measured"], plan_history.CLAMP[0] * p.raw_seconds(
+            stage, model)), plan_history.CLAMP[1] * p.raw_seconds(stage, model)))
     assert any("corrected by this machine's earlier cold builds" in s for s in again)
