@@ -19,7 +19,7 @@ The package reads top-down in the order data flows (each layer imports only from
                 commands are scripts at the bottom of the flow: they also use ``metrics`` and ``render``).
 3. metrics      ``metrics/``: the findings' checks as functions of an explainer and photos with typed
                 results (``class_check``, ``sanity``, ``faithfulness``, ``invariance``, ``fragility``,
-                ``selectivity``, ``model_table``; ``checks``: the explainer), ``verdicts`` (every verdict
+                ``selectivity``, ``model_table``; ``checks``: the explainer), ``verdicts`` and ``verdict_*`` (every verdict
                 and the sentences it produces), ``similarity``, ``transfer`` (the judge table), ``receptive_field``,
                 ``unit_stats`` (streaming top-k, histograms and receptive-field crops for the atlas).
 4. render       ``render``: tensors → pictures (one image writer, one normalisation rule).

@@ -24,7 +24,8 @@ import torch
 from .cache import key
 from .metrics import bootstrap, faithfulness, plots, sanity, similarity
 from .metrics.transfer import judge_evidence
-from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines, summarise_units
+from .metrics.verdict_units import summarise_units
+from .metrics.verdicts import and_list, answer, answer_headline, correct, cross_model, fixed, headlines
 from .models import get_spec
 from .site import Headline
 from .util import atomic_write_bytes, download_pdf, download_png, stable_hash, write_bytes_if_changed

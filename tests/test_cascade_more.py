@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator.metrics import sanity, verdicts
+from generator.metrics import sanity, verdict_randomisation
 from generator.metrics.sanity import Cascade, CascadeCurves
 from generator.models import REGISTRY, load_model
 from test_findings import TINY, _ctx, _labelled_folder
@@ -209,36 +209,36 @@ def _fake(edge=0.8, independent=(0.8, 0.8), second=0.8, n=20, seeds=(0, 1), titl
                   independent={"m": curves(independent)} if independent else {},
                   independent_labels=["logits only", "stem only"], independent_fraction=[0.5, 0.5],
                   edges={"m": {"spearman": arr(edge), "ssim": arr(0.3), "hog": arr(0.3)}})
-    return [{"title": title, "expensive": False, **verdicts.randomisation_extras(cas, "m", 0.5)}]
+    return [{"title": title, "expensive": False, **verdict_randomisation.randomisation_extras(cas, "m", 0.5)}]
 
 
 def test_the_edge_sentence_flips_at_the_threshold():
-    above = verdicts.edge_overview(_fake(edge=0.7), 0.5, 20)
-    below = verdicts.edge_overview(_fake(edge=0.3), 0.5, 20)
+    above = verdict_randomisation.edge_overview(_fake(edge=0.7), 0.5, 20)
+    below = verdict_randomisation.edge_overview(_fake(edge=0.3), 0.5, 20)
     assert "entirely at or above 0.5" in above and "Method \\*A\\*" in above and "entirely below" not in above
     assert "entirely below 0.5 for Method \\*A\\*" in below and "at or above" not in below
-    assert "across 0.5 (undecided)" in verdicts.edge_overview(_fake(edge=0.5), 0.5, 20)
-    assert "numbers, not findings" in verdicts.edge_overview(_fake(edge=0.7, n=5), 0.5, 20)
+    assert "across 0.5 (undecided)" in verdict_randomisation.edge_overview(_fake(edge=0.5), 0.5, 20)
+    assert "numbers, not findings" in verdict_randomisation.edge_overview(_fake(edge=0.7, n=5), 0.5, 20)
 
 
 def test_the_independent_sentence_flips_at_the_threshold():
-    one = verdicts.independent_overview(_fake(independent=(0.8, 0.2)), 0.5, 20)
-    none = verdicts.independent_overview(_fake(independent=(0.8, 0.8)), 0.5, 20)
+    one = verdict_randomisation.independent_overview(_fake(independent=(0.8, 0.2)), 0.5, 20)
+    none = verdict_randomisation.independent_overview(_fake(independent=(0.8, 0.8)), 0.5, 20)
     assert "falls entirely below 0.5 when only one group is random for Method \\*A\\* (stem only)" in one
     assert "at no single group" not in one
     assert "at no single group for Method \\*A\\*" in none and "falls entirely below" not in none
     assert "20 photos per method" in none
-    skipped = verdicts.independent_overview(_fake(independent=()), 0.5, 20)
+    skipped = verdict_randomisation.independent_overview(_fake(independent=()), 0.5, 20)
     assert "Not measured in this build" in skipped
 
 
 def test_the_seeds_sentence_flips_when_the_rule_reads_differently_on_a_seed():
-    same = verdicts.seeds_overview(_fake(second=0.8), [0, 1], 0.5, 20)
-    apart = verdicts.seeds_overview(_fake(second=0.2), [0, 1], 0.5, 20)
+    same = verdict_randomisation.seeds_overview(_fake(second=0.8), [0, 1], 0.5, 20)
+    apart = verdict_randomisation.seeds_overview(_fake(second=0.2), [0, 1], 0.5, 20)
     assert "every seed reads the same for every method" in same and "no paired difference" in same
     assert "the seeds read differently for Method \\*A\\*" in apart and "excludes 0 for Method \\*A\\*" in apart
     assert "the verdict uses the first (seed 0)" in same
-    one = verdicts.seeds_overview(_fake(seeds=(4,)), [4], 0.5, 20)
+    one = verdict_randomisation.seeds_overview(_fake(seeds=(4,)), [4], 0.5, 20)
     assert "One draw of the random weights (seed 4; `cascade_seeds` = 1)" in one
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from generator.metrics import faithfulness as fa
-from generator.metrics import verdicts
+from generator.metrics import verdict_checks
 
 
 class Counting(nn.Module):
@@ -80,7 +80,7 @@ def test_a_probability_linear_in_the_kept_fraction_gives_no_change_and_enough():
     # deletion to black: the area is half the photo's probability (its brightness), at either step count
     aucs = fa.auc(torch.stack([c.deletion for c in fine])).numpy()
     assert np.allclose(aucs, [v / 2 for v in (0.3, 0.6, 0.9, 0.8) for _o in orders], atol=1e-6)
-    v = verdicts.step_verdict(chk, 0.02)
+    v = verdict_checks.step_verdict(chk, 0.02)
     assert v.enough is True and v.change.n == 4
     assert "from 4 to 8" in v.text and "so the step count is enough" in v.text and "n = 4 photos" in v.text
 
@@ -97,7 +97,7 @@ def test_a_curve_that_bends_between_two_points_moves_with_the_steps_and_depends(
     # uniform photo (the photo itself) stays at 1 at either count
     assert np.allclose(chk.deletion, 1 / 16, atol=1e-3) and np.allclose(chk.insertion, 0, atol=1e-6)
     assert np.allclose(chk.change, 1 / 32, atol=1e-3)
-    v = verdicts.step_verdict(chk, 0.02)
+    v = verdict_checks.step_verdict(chk, 0.02)
     assert v.enough is False and "depend on the step count" in v.text and "within this site" in v.text
 
 
@@ -108,17 +108,17 @@ def _check(values):
 
 def test_the_sentence_flips_on_each_side_of_the_tolerance():
     chk = _check([0.010, 0.012, 0.011, 0.009, 0.013, 0.010, 0.012, 0.011, 0.010, 0.012])
-    iv = verdicts.step_verdict(chk, 0.02).change
+    iv = verdict_checks.step_verdict(chk, 0.02).change
     assert 0.009 <= iv.lo <= iv.mean <= iv.hi <= 0.013 and iv.n == 10
-    above = verdicts.step_verdict(chk, iv.hi + 1e-4)  # the tolerance just above the interval: enough
-    below = verdicts.step_verdict(chk, iv.lo - 1e-4)  # just below it: the areas depend on the steps
-    inside = verdicts.step_verdict(chk, iv.mean)  # inside it: not shown either way
+    above = verdict_checks.step_verdict(chk, iv.hi + 1e-4)  # the tolerance just above the interval: enough
+    below = verdict_checks.step_verdict(chk, iv.lo - 1e-4)  # just below it: the areas depend on the steps
+    inside = verdict_checks.step_verdict(chk, iv.mean)  # inside it: not shown either way
     assert above.enough is True and "so the step count is enough" in above.text
     assert below.enough is False and "depend on the step count" in below.text
     assert inside.enough is None and "the interval includes 0.0" in inside.text
     assert "not shown to stay below" in inside.text and "within this site" in inside.text
     for v in (above, below, inside):
         assert "n = 10 photos" in v.text and "3 pixel orders" in v.text
-    one = verdicts.step_verdict(_check([0.001]), 0.02)  # one photo: no interval, no claim
+    one = verdict_checks.step_verdict(_check([0.001]), 0.02)  # one photo: no interval, no claim
     assert one.enough is None and "one photo gives no interval" in one.text
-    assert verdicts.step_verdict(None) is None and verdicts.step_verdict(_check([])) is None
+    assert verdict_checks.step_verdict(None) is None and verdict_checks.step_verdict(_check([])) is None

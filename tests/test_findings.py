@@ -18,7 +18,7 @@ from generator.methods import attribution as A
 from generator.methods.attribution import ATTRIBUTION_METHODS
 from generator.models import REGISTRY, Layer, ModelSpec, load_model
 from generator import findings_pages, probes
-from generator.metrics import selectivity, verdicts
+from generator.metrics import selectivity, verdict_units, verdicts
 from generator.metrics.class_check import ClassSensitivity
 from generator.metrics.faithfulness import Faithfulness, OrderCurves
 from generator.metrics.fragility import Fragility, Overlaps
@@ -384,7 +384,7 @@ def test_selectivity_sentences_and_heading_follow_the_numbers():
             title = "Net"
 
     sm = {"model": M, "units": units, "figures": {"units": "figures/findings/net/selectivity.svg"}}
-    text = _render(s, ["a"], TITLES, sm, template="units", units_said=lambda one: verdicts.summarise_units(one["units"], s))
+    text = _render(s, ["a"], TITLES, sm, template="units", units_said=lambda one: verdict_units.summarise_units(one["units"], s))
     said = {l.split("**")[1]: l + next(iter(text.split(l)[1:]), "").split("\n")[1] for l in text.splitlines()
             if l.startswith("- **")}
     assert "the more class-selective units cost more when ablated" in said["high"]
@@ -422,7 +422,7 @@ def test_selectivity_sentences_flip_on_each_side_of_the_threshold():
 
     def said(**rules):
         s = findings.settings(Config({"findings": rules}))
-        return verdicts.summarise_units(units, s).layers["l"]
+        return verdict_units.summarise_units(units, s).layers["l"]
 
     below_t, above_t = said(selectivity_min_rho=round(lo - 0.05, 2)), said(selectivity_min_rho=round(hi + 0.005, 3))
     assert below_t.tests["prob"].verdict == "above" and "the more class-selective units cost more when ablated" in below_t.cost
@@ -431,16 +431,16 @@ def test_selectivity_sentences_flip_on_each_side_of_the_threshold():
     # the mirror image: the same correlation negative
     neg = selectivity.Units(n=40, n_classes=4, layers={"l": _units_layer(sel, -prob, np.zeros(m))})
     s = findings.settings(Config({"findings": {"selectivity_min_rho": 0.2}}))
-    out = verdicts.summarise_units(neg, s).layers["l"]
+    out = verdict_units.summarise_units(neg, s).layers["l"]
     assert out.tests["prob"].verdict == "below" and "cost *less* when ablated (the interval lies below −0.2)" in out.cost
     assert out.tests["acc"].verdict == "flat"  # no unit changed the accuracy: no correlation, no relation claimed
-    assert "every measured unit's is the same" in verdicts.unit_clause(out.tests["acc"], 0.2, 20)
+    assert "every measured unit's is the same" in verdict_units.unit_clause(out.tests["acc"], 0.2, 20)
     # min_n: from 19 units or 19 photos no statement, whatever the interval
     few = selectivity.Units(n=40, n_classes=4, layers={"l": _units_layer(sel[:19], prob[:19], prob[:19])})
-    out = verdicts.summarise_units(few, s).layers["l"]
+    out = verdict_units.summarise_units(few, s).layers["l"]
     assert out.tests["prob"].verdict == "few_units" and "too few units for a statement" in out.cost
     assert "cost more" not in out.cost
-    out = verdicts.summarise_units(selectivity.Units(n=19, n_classes=4, layers={"l": layer}), s).layers["l"]
+    out = verdict_units.summarise_units(selectivity.Units(n=19, n_classes=4, layers={"l": layer}), s).layers["l"]
     assert out.tests["prob"].verdict == "few_photos" and "too few photos" in out.cost
     # Holm: an interval clear of the threshold at an alpha no resampled p-value reaches is "undecided"
     held = said(selectivity_min_rho=0.0, alpha=1e-6)
@@ -463,13 +463,13 @@ def test_per_class_sentence_compares_overall_and_largest_per_class_drop():
     assert layer.rho_class.lo > 0.5 and layer.rho_acc.lo < 0 < layer.rho_acc.hi
     units = selectivity.Units(n=40, n_classes=K, layers={"l": layer}, per=m, seed=0)
     s = findings.settings(Config({}))
-    out = verdicts.summarise_units(units, s).layers["l"]
+    out = verdict_units.summarise_units(units, s).layers["l"]
     assert out.tests["class"].verdict == "above" and out.tests["acc"].verdict == "none"
     assert "the more class-selective units cost more to their most-affected class" in out.per_class
     assert "no relation between selectivity and the overall accuracy drop is shown" in out.per_class
     assert verdicts.bootstrap.fmt(layer.class_mean, 3) in out.per_class and f"n = {m} units" in out.per_class
     s = findings.settings(Config({"findings": {"selectivity_min_rho": round(layer.rho_class.hi + 0.01, 2)}}))
-    out = verdicts.summarise_units(units, s).layers["l"]
+    out = verdict_units.summarise_units(units, s).layers["l"]
     assert "no relation between selectivity and either accuracy drop is shown" in out.per_class
     assert "cost more" not in out.per_class
 
@@ -478,11 +478,11 @@ def test_selectivity_page_says_how_many_units_and_that_preview_used_fewer():
     sel = np.linspace(0.05, 0.95, 8)
     units = selectivity.Units(n=50, n_classes=10, layers={"l": _units_layer(sel, sel, sel)}, per=8, seed=3)
     s = findings.settings(Config({}))
-    prev = verdicts.summarise_units(units, s, profile="preview", full_per=32)
+    prev = verdict_units.summarise_units(units, s, profile="preview", full_per=32)
     assert "8 units per layer, drawn at random with seed 3" in prev.count
     assert "The **preview** profile ablates 8 units per layer, fewer than the 32 of the full build" in prev.fewer
     assert "no layer gets a statement here" in prev.fewer
-    assert verdicts.summarise_units(units, s, profile="full", full_per=32).fewer == ""
+    assert verdict_units.summarise_units(units, s, profile="full", full_per=32).fewer == ""
 
     class M:
         name = "net"
@@ -492,7 +492,7 @@ def test_selectivity_page_says_how_many_units_and_that_preview_used_fewer():
 
     sm = {"model": M, "units": units, "figures": {"units": "figures/findings/net/selectivity.svg"}}
     text = _render(s, ["a"], TITLES, sm, template="units",
-                   units_said=lambda one: verdicts.summarise_units(one["units"], s, "preview", 32))
+                   units_said=lambda one: verdict_units.summarise_units(one["units"], s, "preview", 32))
     assert "8 units per layer, drawn at random with seed 3" in text and "fewer than the 32 of the full build" in text
 
 

@@ -353,7 +353,7 @@ def test_cascade_task_signed_for_gradient_not_for_gradcam(monkeypatch, tmp_path)
 
 
 def test_cascade_page_shows_the_signed_numbers():
-    from generator.metrics import bootstrap, verdicts
+    from generator.metrics import bootstrap, verdict_randomisation
     from generator.metrics.sanity import CascadeCurves
     from generator.stages import findings
     from generator.config import Config
@@ -392,4 +392,4 @@ def test_cascade_page_shows_the_signed_numbers():
     # no signed method: the sentence says so
     plain = _summary(_fake("Net", {"a": [0.2, 0.1, 0.0]}, {"a": 0.1}, {"a": 0.1}, {"a": 0.5}), s)
     assert plain.signed_said.startswith("No method measured here has attributions that take both signs")
-    assert verdicts.signed_cascade(fake[1].methods["b"], 0.5) == {}
+    assert verdict_randomisation.signed_cascade(fake[1].methods["b"], 0.5) == {}

@@ -11,7 +11,7 @@ from torch import nn
 
 from generator import plan
 from generator.methods.attribution import ATTRIBUTION_METHODS, make
-from generator.metrics import fragility, verdicts
+from generator.metrics import fragility, verdict_checks
 from generator.metrics.bootstrap import MIN_N
 
 
@@ -232,39 +232,39 @@ def _row(name, title, own, rho=(0.5, 0.9), com=(9.0, 1.0), n=MIN_N, sd=0.02):
     fr = fragility.Overlaps(attack=v(0.5), noise=v(0.8), rho_attack=v(rho[0]), rho_noise=v(rho[1]),
                             com_attack=v(com[0]), com_noise=v(com[1]), own=own)
     return {"name": name, "title": title, "fragility_attack": object(), "fragility_own": own,
-            **verdicts.fragility_moves(fr)}
+            **verdict_checks.fragility_moves(fr)}
 
 
 def test_the_page_names_which_attack_each_method_got():
-    said = verdicts.fragility_overview([_row("saliency", "Saliency", True), _row("deconvnet", "Deconvnet", False),
+    said = verdict_checks.fragility_overview([_row("saliency", "Saliency", True), _row("deconvnet", "Deconvnet", False),
                                         _row("smoothgrad", "SmoothGrad", False)], MIN_N, 20.0)
     assert "own map on the softplus copy of the network (β = 20), as Ghorbani et al. attack it: Saliency." in said
     assert "the map of Deconvnet is not the network's derivative" in said
     assert "in this build although the map is differentiable: SmoothGrad" in said
-    flipped = verdicts.fragility_overview([_row("saliency", "Saliency", False), _row("deconvnet", "Deconvnet", False)],
+    flipped = verdict_checks.fragility_overview([_row("saliency", "Saliency", False), _row("deconvnet", "Deconvnet", False)],
                                           MIN_N, 20.0)
     assert "as Ghorbani et al. attack it" not in flipped and "differentiable: Saliency" in flipped
-    assert verdicts.fragility_overview([{"name": "saliency", "title": "Saliency"}], MIN_N) == ""  # not measured
-    assert "Sal\\_iency" in verdicts.fragility_overview([_row("saliency", "Sal_iency", True)], MIN_N, 20.0)
+    assert verdict_checks.fragility_overview([{"name": "saliency", "title": "Saliency"}], MIN_N) == ""  # not measured
+    assert "Sal\\_iency" in verdict_checks.fragility_overview([_row("saliency", "Sal_iency", True)], MIN_N, 20.0)
 
 
 def test_the_rank_correlation_sentence_flips_where_its_interval_crosses_zero():
     head = "lowered the map's rank correlation with the map of the photo for: "
-    yes = verdicts.fragility_overview([_row("saliency", "Saliency", True, rho=(0.5, 0.9))], MIN_N, 20.0)
-    no = verdicts.fragility_overview([_row("saliency", "Saliency", True, rho=(0.9, 0.9), sd=0.1)], MIN_N, 20.0)
+    yes = verdict_checks.fragility_overview([_row("saliency", "Saliency", True, rho=(0.5, 0.9))], MIN_N, 20.0)
+    no = verdict_checks.fragility_overview([_row("saliency", "Saliency", True, rho=(0.9, 0.9), sd=0.1)], MIN_N, 20.0)
     assert head + "Saliency;" in yes and head + "none;" in no
 
 
 def test_the_centre_of_mass_sentence_flips_where_its_interval_crosses_zero():
     head = "moved its centre of mass farther for: "
-    yes = verdicts.fragility_overview([_row("gradcam", "Grad-CAM", True, com=(9.0, 1.0))], MIN_N, 20.0)
-    no = verdicts.fragility_overview([_row("gradcam", "Grad-CAM", True, com=(1.0, 1.0), sd=0.5)], MIN_N, 20.0)
+    yes = verdict_checks.fragility_overview([_row("gradcam", "Grad-CAM", True, com=(9.0, 1.0))], MIN_N, 20.0)
+    no = verdict_checks.fragility_overview([_row("gradcam", "Grad-CAM", True, com=(1.0, 1.0), sd=0.5)], MIN_N, 20.0)
     assert head + "Grad-CAM." in yes and head + "none." in no
 
 
 def test_rank_correlation_and_centre_of_mass_wait_for_the_minimum_n():
-    few = verdicts.fragility_overview([_row("saliency", "Saliency", True, n=MIN_N - 1)], MIN_N, 20.0)
-    at = verdicts.fragility_overview([_row("saliency", "Saliency", True, n=MIN_N)], MIN_N, 20.0)
+    few = verdict_checks.fragility_overview([_row("saliency", "Saliency", True, n=MIN_N - 1)], MIN_N, 20.0)
+    at = verdict_checks.fragility_overview([_row("saliency", "Saliency", True, n=MIN_N)], MIN_N, 20.0)
     assert f"Fewer than {MIN_N} photos (`min_n`) for Saliency" in few and "rank correlation with the map" not in few
     assert "Fewer than" not in at and "rank correlation with the map of the photo for: Saliency" in at
 
@@ -273,10 +273,10 @@ def test_an_own_attack_summary_reports_the_copy_and_the_proxy_has_none():
     d = torch.ones(1, 2, 2)
     att = [fragility.Attacked(d, True, 0.8, 0.75, 1.0, True, 0.78), fragility.Attacked(d * 0, True, 0.6, 0.6, 1.0,
                                                                                          False, 0.4)]
-    own = verdicts.attack_summary(fragility.AttackStats.of(att), 8.0, 0.05, beta=20.0, own=True)
+    own = verdict_checks.attack_summary(fragility.AttackStats.of(att), 8.0, 0.05, beta=20.0, own=True)
     assert (own.n, own.kept, own.attacked, own.agree, own.beta) == (2, 1.0, 0.5, 0.5, 20.0)
     assert own.p_copy.mean == pytest.approx((0.02 + 0.2) / 2) and own.dp.mean == pytest.approx(0.025)
-    proxy = verdicts.attack_summary(fragility.Fragility.of(att[:1], 8.0, 0.05), 8.0, 0.05)
+    proxy = verdict_checks.attack_summary(fragility.Fragility.of(att[:1], 8.0, 0.05), 8.0, 0.05)
     assert proxy.p_copy is None and np.isnan(proxy.agree) and proxy.n == 1
 
 

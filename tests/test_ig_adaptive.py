@@ -11,7 +11,7 @@ from torch import nn
 
 from generator import plan
 from generator.methods.attribution import ATTRIBUTION_METHODS, IntegratedGradients, make
-from generator.metrics import invariance, verdicts
+from generator.metrics import invariance, verdict_checks
 from generator.metrics.invariance import Invariance
 
 IG = ATTRIBUTION_METHODS["integrated_gradients"]
@@ -191,29 +191,29 @@ def _inv(spearman, steps=None, error=None, remedy=None):
 
 def test_the_remedy_sentence_follows_its_interval():
     grid = np.linspace(-0.01, 0.01, 30)
-    above = verdicts.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.99 + grid)), "Integrated Gradients", 0.9)
-    below = verdicts.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.8 + grid)), "Integrated Gradients", 0.9)
-    across = verdicts.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.9 + 10 * grid)), "Integrated Gradients", 0.9)
+    above = verdict_checks.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.99 + grid)), "Integrated Gradients", 0.9)
+    below = verdict_checks.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.8 + grid)), "Integrated Gradients", 0.9)
+    across = verdict_checks.remedy_said(_inv(np.full(30, 0.2), remedy=_inv(0.9 + 10 * grid)), "Integrated Gradients", 0.9)
     assert above["side"] == "above" and "Integrated Gradients match:" in above["said"] and "0.25, 0.25, 0.25" in above["said"]
     assert below["side"] == "below" and "do **not** match" in below["said"]
     assert across["side"] == "across" and "not shown to match" in across["said"]
-    assert verdicts.remedy_said(_inv(np.full(30, 0.2)), "Saliency", 0.9) is None
+    assert verdict_checks.remedy_said(_inv(np.full(30, 0.2)), "Saliency", 0.9) is None
 
 
 def test_the_completeness_sentence_of_the_invariance_check_flips_at_the_tolerance():
-    ok = verdicts.completeness_said(_inv([0.2] * 3, [16, 31, 31], [0.01, 0.049, 0.03]), "IG", 0.05, 241)
-    bad = verdicts.completeness_said(_inv([0.2] * 3, [16, 241, 31], [0.01, 0.05, 0.03]), "IG", 0.05, 241)
+    ok = verdict_checks.completeness_said(_inv([0.2] * 3, [16, 31, 31], [0.01, 0.049, 0.03]), "IG", 0.05, 241)
+    bad = verdict_checks.completeness_said(_inv([0.2] * 3, [16, 241, 31], [0.01, 0.05, 0.03]), "IG", 0.05, 241)
     assert "below 5 % (`max_delta`) on all 3 photos" in ok and "16–31 points" in ok
     assert "on 2 of 3 photos" in bad and "**1 stayed at or above it**" in bad and "stopped by `max_steps = 241`" in bad
-    fixed = verdicts.completeness_said(_inv([0.2] * 2, [16, 16], [0.01, 0.2]), "IG", 0.05, 0, start=16)
+    fixed = verdict_checks.completeness_said(_inv([0.2] * 2, [16, 16], [0.01, 0.2]), "IG", 0.05, 0, start=16)
     assert "not refined: one doubling of its intervals needs 31 points, `max_steps = 0`" in fixed
-    assert "stopped by" in verdicts.completeness_said(_inv([0.2] * 2, [16, 31], [0.01, 0.2]), "IG", 0.05, 31, start=16)
-    assert verdicts.completeness_said(_inv([0.2] * 3, [np.nan] * 3, [np.nan] * 3), "Saliency", 0.05, None) == ""
-    assert verdicts.completeness_said(_inv([0.2] * 3), "Saliency", 0.05, None) == ""
+    assert "stopped by" in verdict_checks.completeness_said(_inv([0.2] * 2, [16, 31], [0.01, 0.2]), "IG", 0.05, 31, start=16)
+    assert verdict_checks.completeness_said(_inv([0.2] * 3, [np.nan] * 3, [np.nan] * 3), "Saliency", 0.05, None) == ""
+    assert verdict_checks.completeness_said(_inv([0.2] * 3), "Saliency", 0.05, None) == ""
 
 
 def test_ig_with_any_fixed_baseline_is_not_invariant_by_construction():
     s = {"method_params": {"integrated_gradients": {"baseline": "grey"}}}
-    assert "grey baseline" in verdicts.by_construction("integrated_gradients", s)
-    assert "black baseline" in verdicts.by_construction("integrated_gradients", {})
-    assert "remedy" in verdicts.by_construction("integrated_gradients", {})
+    assert "grey baseline" in verdict_checks.by_construction("integrated_gradients", s)
+    assert "black baseline" in verdict_checks.by_construction("integrated_gradients", {})
+    assert "remedy" in verdict_checks.by_construction("integrated_gradients", {})

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from generator.config import Config
-from generator.metrics import bootstrap, class_check, verdicts
+from generator.metrics import bootstrap, class_check, verdict_checks, verdicts
 from generator.metrics.class_check import ClassSensitivity
 from generator.metrics.faithfulness import Faithfulness, OrderCurves
 from generator.metrics.fragility import Fragility, Overlaps
@@ -491,7 +491,7 @@ def test_input_invariance_true_by_construction_is_shown_but_not_counted(monkeypa
     monkeypatch.setitem(TITLES, "integrated_gradients", "Integrated Gradients")
     sm = fake({"integrated_gradients": dict(inv=0.2), "a": dict(inv=0.2)})
     rows = {r["name"]: r for r in sm.rows}
-    assert rows["integrated_gradients"]["invariance_verdict"] == verdicts.BY_CONSTRUCTION
+    assert rows["integrated_gradients"]["invariance_verdict"] == verdict_checks.BY_CONSTRUCTION
     assert "black baseline" in rows["integrated_gradients"]["by_construction"]
     assert rows["a"]["invariance_verdict"] == "not invariant"  # the same numbers on an ordinary method: a verdict
     assert sm.not_invariant == ["Method A"]

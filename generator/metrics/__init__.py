@@ -12,7 +12,9 @@
 - :mod:`.invariance`, :mod:`.fragility`, :mod:`.selectivity` — input invariance (Kindermans et
   al. 2017), fragility (Ghorbani et al. 2019), selectivity vs importance (Morcos et al. 2018).
 - :mod:`.model_table` — parameters, multiply-adds, measured accuracy.
-- :mod:`.verdicts` — every verdict of the checks and the sentences built from them.
+- :mod:`.verdicts` — every verdict of the checks, the summary and the headlines; the sentences of single checks in
+  :mod:`.verdict_randomisation`, :mod:`.verdict_checks` (invariance, fragility, deletion/insertion steps) and
+  :mod:`.verdict_units` (selectivity and importance of units).
 
 Each check is a function of an explainer callable (or of the model) and photos, returning
 dataclasses, with a ``*_task`` beside it for :func:`generator.executor.compute`. Nothing here

@@ -23,7 +23,7 @@ build fewer), so it moves with the step count wherever a curve bends between two
 photos the check is measured again at twice the steps (:func:`finer_check`: only the new, odd points
 are evaluated, the others are the coarse curve's) and :func:`step_check` gives, per photo, the mean
 absolute change of the deletion and of the insertion AUC over every order;
-:func:`..verdicts.step_verdict` says whether that change stays below ``faithfulness_step_tolerance``.
+:func:`.verdict_checks.step_verdict` says whether that change stays below ``faithfulness_step_tolerance``.
 """
 from __future__ import annotations
 

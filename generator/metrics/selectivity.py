@@ -17,7 +17,7 @@ with the ``[findings] seed`` (:func:`choose_units`; the same units for every pho
 
 Per layer, the rank correlation of selectivity with each cost and its seeded bootstrap interval
 over the units (:func:`correlation_ci`); the sentences and verdicts are
-:func:`generator.metrics.verdicts.summarise_units`'s.
+:func:`generator.metrics.verdict_units.summarise_units`'s.
 
 Ablations are batched: the layer's output is computed once per photo batch and
 copied once per ablated unit (each copy with one channel zeroed), so only the part
@@ -182,7 +182,7 @@ def correlation_ci(a, b, seed: int, resamples: int = bootstrap.RESAMPLES,
                    level: float = bootstrap.LEVEL) -> tuple[Interval, np.ndarray]:
     """Spearman rank correlation of ``a`` and ``b`` (one value per unit) with its percentile bootstrap
     interval over the units (``resamples`` seeded resamples of the units, with replacement), and the
-    resampled correlations (for a p-value against a threshold: :func:`.verdicts.summarise_units`).
+    resampled correlations (for a p-value against a threshold: :func:`.verdict_units.summarise_units`).
     No correlation (NaN, no interval) when either has no spread: every unit cost the same; no interval
     below 3 units."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
