@@ -17,7 +17,7 @@ import pytest
 from generator import plan, profiles
 from generator.methods.attribution import ATTRIBUTION_METHODS
 from generator.stages import findings as findings_stage
-from test_plan import SMALL, TINY_A, _by_stage, small_config, tiny_registry  # noqa: F401 - tiny_registry: a fixture
+from test_plan import SMALL, TINY_A, _by_stage, count_compares, small_config, tiny_registry  # noqa: F401 - tiny_registry: a fixture
 
 #: one cheap method and two expensive ones (both differentiable: attacked through their own maps)
 METHODS = ["saliency", "smoothgrad", "integrated_gradients"]
@@ -68,19 +68,9 @@ def _table(page: str, head: str) -> list[str]:
 def test_the_full_only_paths_build_their_rows_and_the_plan_counts_their_passes(tmp_path, tiny_registry, one_thread,
                                                                                monkeypatch):
     from generator.build import run_build
-    from generator.metrics import class_check, sanity, similarity
 
     monkeypatch.setenv("CNNVIS_NO_PROGRESS", "1")
-    compared = [0]  # map pairs through the similarity measures (priced as map comparisons), as in test_plan
-
-    def counting(fn):
-        def wrapped(a, b, *args, **kw):
-            compared[0] += int(similarity._batch(b).shape[0])
-            return fn(a, b, *args, **kw)
-        return wrapped
-
-    for mod, name in ((sanity, "compare"), (sanity, "compare_signed"), (class_check, "compare")):
-        monkeypatch.setattr(mod, name, counting(getattr(mod, name)))
+    compared = count_compares(monkeypatch)  # map pairs through the similarity measures, as in test_plan
     frag = {}  # model → the fragility result: which photos each attack perturbed (only those are mapped again)
     original = findings_stage.fragility_results
 

@@ -67,6 +67,24 @@ def small_config(root) -> Config:
     return cfg
 
 
+def count_compares(monkeypatch) -> list[int]:
+    """A one-item list that counts the map pairs sent through the findings' similarity measures (what the plan
+    prices as map comparisons) while the test runs."""
+    from generator.metrics import class_check, sanity, similarity
+
+    compared = [0]
+
+    def counting(fn):
+        def wrapped(a, b, *args, **kw):
+            compared[0] += int(similarity._batch(b).shape[0])
+            return fn(a, b, *args, **kw)
+        return wrapped
+
+    for mod, name in ((sanity, "compare"), (sanity, "compare_signed"), (class_check, "compare")):
+        monkeypatch.setattr(mod, name, counting(getattr(mod, name)))
+    return compared
+
+
 @pytest.fixture
 def tiny_registry(monkeypatch):
     monkeypatch.setitem(REGISTRY, TINY_A.name, TINY_A)
@@ -217,18 +235,7 @@ def test_the_plan_counts_the_images_the_build_sends_through_each_classifier(tmp_
     from generator.models import get_spec
 
     monkeypatch.setenv("CNNVIS_NO_PROGRESS", "1")
-    from generator.metrics import class_check, sanity, similarity
-
-    compared = [0]  # map pairs through the similarity measures (priced as map comparisons)
-
-    def counting(fn):
-        def wrapped(a, b, *args, **kw):
-            compared[0] += int(similarity._batch(b).shape[0])
-            return fn(a, b, *args, **kw)
-        return wrapped
-
-    for mod, name in ((sanity, "compare"), (sanity, "compare_signed"), (class_check, "compare")):
-        monkeypatch.setattr(mod, name, counting(getattr(mod, name)))
+    compared = count_compares(monkeypatch)
     cfg = small_config(tmp_path)
     lines: list[str] = []
     with plan.count_images(stages=STAGES) as counts:
