@@ -244,7 +244,9 @@ class Cache:
         return stable_hash({"v": CACHE_VERSION, **key})
 
     def path(self, key: dict) -> Path:
-        h = self._hash(key)
+        return self._file(self._hash(key))
+
+    def _file(self, h: str) -> Path:
         return self.root / h[:2] / f"{h}.pt"
 
     def _read(self, key: dict) -> Any | None:
@@ -272,7 +274,7 @@ class Cache:
             enc = _encode(obj)
             _check_loadable(enc)
             h = self._hash(key)
-            atomic_torch_save(enc, self.root / h[:2] / f"{h}.pt")
+            atomic_torch_save(enc, self._file(h))
             self._mine.add(h)
             self.stored += 1
         return obj
