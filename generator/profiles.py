@@ -41,7 +41,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "preview": {
         "findings": {
             "images": 30, "faithfulness_images": 30, "invariance_images": 30, "fragility_images": 30,
-            "sanity_images": 10, "expensive_images": 2, "sanity_expensive_images": 1,
+            "sanity_images": 30, "expensive_images": 2, "sanity_expensive_images": 1,
             "selectivity_images": 40, "accuracy_max_images": 150, "ablation_units_per_layer": 4,
             "faithfulness_check_images": 3,
             "cascade_seeds": 1, "independent_images": 4, "independent_expensive_images": 0,
