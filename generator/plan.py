@@ -602,7 +602,8 @@ class Plan:
         part = f"×{min(f):.2f}" if max(f) - min(f) < 0.005 else f"×{min(f):.2f}–{max(f):.2f}"
         return (f"{len(self.factors)} of the {len(self.rows)} estimates ({part}) are corrected by this machine's earlier "
                 f"cold builds of the same stage and model (the median of up to {builds} build(s): their measured "
-                f"network work where they counted the same work, else their ratio measured / estimated); before that "
+                f"network work where they counted the same work, else their ratio measured / estimated at the same "
+                f"profile); before that "
                 f"correction the plan was {duration(self.raw_seconds())} in all")
 
     @property
@@ -782,7 +783,7 @@ def estimate(ctx, loaded: Sequence | None = None, speeds: Mapping[str, Speed] | 
         notes.extend(n for n in r.work.notes if n not in notes)
     here = machine(ctx.device)
     fac = plan_history.factors(here, {(r.stage, r.model): (r.seconds, plan_history.signature(r.work)) for r in rows
-                                      if r.seconds >= plan_history.MIN_SECONDS})
+                                      if r.seconds >= plan_history.MIN_SECONDS}, profile=ctx.config.profile)
     return Plan(names, [m.name for m in loaded], rows, speeds, generator_speed, notes=notes,
                 machine=here, profile=ctx.config.profile, factors=fac)
 

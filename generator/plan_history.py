@@ -17,7 +17,10 @@ The next plan on that machine corrects each raw estimate that has records of the
 * where the last records counted the same work (the same build again, e.g. in a fresh clone), the estimate is
   the median of their measured seconds — this build's calibration then does not enter at all, so its noise
   (the same network measured 24 and 45 ms per image by two builds' calibrations here) does not either;
-* otherwise the raw estimate × the median of the last :data:`LAST` ratios.
+* otherwise the raw estimate × the median of the last :data:`LAST` ratios of builds of the same profile. A ratio
+  learnt at one profile's sizes does not carry to another's: measured here, 2026-12-07, the `preview` builds'
+  ratios turned a `full` build's raw estimates of EfficientNet-Lite0 (DGN-AM 0.89, atlas 0.86 of the measured time)
+  into 1.30 and 0.55.
 
 A (stage, model) without a record keeps its raw estimate. The first build on a machine has only the raw plan;
 the plan says which estimates were corrected and from how many builds.
@@ -83,12 +86,12 @@ def signature(work: Any) -> str:
 
 
 def factors(machine: Mapping[str, Any], rows: Mapping[tuple[str, str], tuple[float, str]], store: Path | None = None,
-            now: float | None = None) -> dict[tuple[str, str], tuple[float, int]]:
+            now: float | None = None, profile: str = "") -> dict[tuple[str, str], tuple[float, int]]:
     """(stage, model) → (factor, number of builds it comes from), for the ``rows`` ((stage, model) → (raw estimate
     in seconds, work :func:`signature`)) this machine has records of within :data:`MAX_AGE_DAYS`: where the last
     :data:`LAST` records share the work signature, the median of their measured seconds / the raw estimate; else the
-    median of their ratios (measured / raw estimate). Cut to :data:`CLAMP`. ``store``: the history file (default
-    :func:`path`)."""
+    median of their ratios (measured / raw estimate) among the records of ``profile`` (of any profile when it is
+    ""). Cut to :data:`CLAMP`. ``store``: the history file (default :func:`path`)."""
     kept = _load(path() if store is None else store).get(machine_key(machine), {})
     now = time.time() if now is None else now
     out: dict[tuple[str, str], tuple[float, int]] = {}
@@ -103,7 +106,10 @@ def factors(machine: Mapping[str, Any], rows: Mapping[tuple[str, str], tuple[flo
             last = sorted(same, key=lambda r: float(r["at"]))[-LAST:]
             f = statistics.median(float(r["measured"]) for r in last) / raw
         else:
-            last = sorted(recs, key=lambda r: float(r["at"]))[-LAST:]
+            alike = [r for r in recs if not profile or r.get("profile") == profile]
+            if not alike:
+                continue
+            last = sorted(alike, key=lambda r: float(r["at"]))[-LAST:]
             f = statistics.median(float(r["ratio"]) for r in last)
         out[(stage, model)] = (min(CLAMP[1], max(CLAMP[0], f)), len(last))
     return out

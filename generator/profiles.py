@@ -109,17 +109,29 @@ def method_params(profile: str, table: str) -> dict[str, dict[str, Any]]:
     return {m: dict(p) for m, p in METHOD_PARAMS.get(profile, {}).get(table, {}).items()}
 
 
+#: stage table → the sizes the line on a page shows in its first sentence; the rest are in a folded block under it
+LEAD = {"findings": ("images", "expensive_images"), "dgn_am": ("steps", "ppgn_steps"), "atlas": ("max_images",)}
+
+
 def describe(profile: str, table: str, used: Mapping[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> str:
-    """One Markdown line: which profile built these numbers and the sizes it set (keys set explicitly
-    in the config are named as such), and the method settings it sets (:data:`METHOD_PARAMS`)."""
+    """Markdown: which profile built these numbers and the sizes it set (keys set explicitly in the config are
+    named as such), and the method settings it sets (:data:`METHOD_PARAMS`). One sentence with the :data:`LEAD`
+    sizes and how to build the other profile; the other sizes in a folded block under it, so that a page leads with
+    its own content."""
     keys = [k for k in SETTINGS.get(profile, {}).get(table, {}) if k in used]
     if not keys:
         return ""
-    parts = [f"{MEANING.get(k, k)} {used[k]}" + (" (set in the config)" if k in explicit else "") for k in keys]
-    parts += [f"`[{table}.method_params.{m}] {k} = {v}`" + (" (unless the config sets it)" if "method_params" in explicit
-                                                             else "")
-              for m, p in method_params(profile, table).items() for k, v in p.items()]
+    said = lambda k: f"{MEANING.get(k, k)} {used[k]}" + (" (set in the config)" if k in explicit else "")  # noqa: E731
+    lead = [k for k in keys if k in LEAD.get(table, ())] or keys[:1]
+    rest = [said(k) for k in keys if k not in lead]
+    rest += [f"`[{table}.method_params.{m}] {k} = {v}`" + (" (unless the config sets it)" if "method_params" in explicit
+                                                            else "")
+             for m, p in method_params(profile, table).items() for k, v in p.items()]
     other = "full" if profile == "preview" else "preview"
     how = ("`make site PROFILE=full` (or `--profile full`) builds the full one, meant for a GPU"
            if profile == "preview" else f"`--profile {other}` builds a quick one")
-    return f"Built with the **{profile}** profile: {'; '.join(parts)}. {how}."
+    line = f"Built with the **{profile}** profile: {'; '.join(said(k) for k in lead)}"
+    if not rest:
+        return f"{line}. {how}."
+    return (f"{line} (the other sizes below). {how}.\n\n"
+            f'??? note "Every size the {profile} profile set for these numbers"\n\n    {"; ".join(rest)}.\n')

@@ -36,6 +36,27 @@ def test_a_factor_is_the_median_of_the_last_three_cold_ratios_of_that_stage_mode
     assert plan_history.factors(HERE, other, store=store, now=1010.0 + plan_history.MAX_AGE_DAYS * 86400) == {}
 
 
+def test_a_ratio_carries_only_to_the_same_profile_the_same_work_to_any(tmp_path):
+    store = tmp_path / "h.json"
+    raw = {("dgn_am", "a"): (100.0, "preview-work")}
+    for t in range(3):  # three preview builds: measured 0.7 of the estimate
+        plan_history.record(HERE, raw, {"dgn_am": {"a": 70.0}}, ["dgn_am"], "preview", store=store, now=10.0 + t)
+    full = {("dgn_am", "a"): (400.0, "full-work")}
+    # a full build's other work: no full record, so its raw estimate stays (no factor), while a preview build of
+    # other work takes the preview ratio, and a caller that names no profile takes any record's
+    assert plan_history.factors(HERE, full, store=store, now=20.0, profile="full") == {}
+    assert plan_history.factors(HERE, full, store=store, now=20.0, profile="preview")[("dgn_am", "a")][0] == \
+        pytest.approx(0.7)
+    assert plan_history.factors(HERE, full, store=store, now=20.0)[("dgn_am", "a")][0] == pytest.approx(0.7)
+    # one full build recorded: its ratio (1.1) is the full plan's factor, the preview records left out
+    plan_history.record(HERE, full, {"dgn_am": {"a": 440.0}}, ["dgn_am"], "full", store=store, now=21.0)
+    assert plan_history.factors(HERE, {("dgn_am", "a"): (500.0, "full-work-2")}, store=store, now=22.0,
+                                profile="full") == {("dgn_am", "a"): (pytest.approx(1.1), 1)}
+    # the same work measured before is its measured time, whichever profile recorded it
+    assert plan_history.factors(HERE, {("dgn_am", "a"): (50.0, "preview-work")}, store=store, now=22.0,
+                                profile="full")[("dgn_am", "a")][0] == pytest.approx(70.0 / 50.0)
+
+
 def test_only_cold_stages_record_and_factors_are_cut_to_their_range(tmp_path):
     store = tmp_path / "h.json"
     raw = {("findings", "a"): (100.0, "w"), ("attribution", "a"): (100.0, "w")}

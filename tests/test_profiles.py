@@ -52,5 +52,13 @@ def test_the_line_on_the_pages_names_the_profile_its_n_and_the_full_build():
     assert "**preview** profile" in line and "cheap methods 40 (set in the config)" in line
     assert "PROFILE=full" in line
     assert "units ablated per layer (drawn at random) 4" in line
+    # one sentence with the leading sizes and how to build the full one, the other sizes folded under it (the page
+    # leads with its own content)
+    head, _, fold = line.partition('??? note "Every size the preview profile set for these numbers"')
+    assert "cheap methods 40 (set in the config)" in head and "PROFILE=full" in head and "\n" not in head.strip()
+    assert "units ablated per layer (drawn at random) 4" in fold and "cheap methods 40" not in fold
+    assert fold.startswith("\n\n    ") and fold.rstrip().endswith(".")
+    steps = c.profile_line("dgn_am", dgn_am.settings(c))  # two sizes, both in the sentence: nothing to fold
+    assert "DGN-AM steps" in steps and "PPGN chain steps" in steps and "???" not in steps
     assert "**full** profile" in _cfg("full").profile_line("findings", findings.settings(_cfg("full")))
     assert c.profile_line("activity", {"top_channels": 16}) == ""  # nothing profile-sized there
