@@ -602,9 +602,8 @@ class Plan:
         part = f"×{min(f):.2f}" if max(f) - min(f) < 0.005 else f"×{min(f):.2f}–{max(f):.2f}"
         return (f"{len(self.factors)} of the {len(self.rows)} estimates ({part}) are corrected by this machine's earlier "
                 f"cold builds of the same stage and model (the median of up to {builds} build(s): their measured "
-                f"network work where they counted the same work, else their ratio measured / estimated at the same "
-                f"profile); before that "
-                f"correction the plan was {duration(self.raw_seconds())} in all")
+                f"network work where they counted the same work, else their ratio measured / estimated, from builds "
+                f"of the same profile); before that correction the plan was {duration(self.raw_seconds())} in all")
 
     @property
     def total(self) -> float:

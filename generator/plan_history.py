@@ -96,9 +96,7 @@ def factors(machine: Mapping[str, Any], rows: Mapping[tuple[str, str], tuple[flo
     now = time.time() if now is None else now
     out: dict[tuple[str, str], tuple[float, int]] = {}
     for (stage, model), (raw, sig) in rows.items():
-        recs = [r for r in kept.get(f"{stage}|{model}", [])
-                if isinstance(r, dict) and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400
-                and float(r.get("ratio", 0)) > 0]
+        recs = [r for r in kept.get(f"{stage}|{model}", []) if _fresh(r, now) and float(r.get("ratio", 0)) > 0]
         if not recs or raw <= 0:
             continue
         same = [r for r in recs if r.get("work") == sig and float(r.get("measured", 0)) > 0]
@@ -113,6 +111,11 @@ def factors(machine: Mapping[str, Any], rows: Mapping[tuple[str, str], tuple[flo
             f = statistics.median(float(r["ratio"]) for r in last)
         out[(stage, model)] = (min(CLAMP[1], max(CLAMP[0], f)), len(last))
     return out
+
+
+def _fresh(rec: Any, now: float) -> bool:
+    """A record (a dict) at most :data:`MAX_AGE_DAYS` old."""
+    return isinstance(rec, dict) and 0 <= now - float(rec.get("at", 0)) <= MAX_AGE_DAYS * 86400
 
 
 def cold(hits: int, misses: int) -> bool:
@@ -141,8 +144,7 @@ def _add(p: Path, key: str, new: Sequence[tuple[str, str, float, float, str]], p
     rows = _load(p)
     mine = rows.setdefault(key, {})
     for s, m, meas, est, sig in new:
-        recs = [r for r in mine.get(f"{s}|{m}", []) if isinstance(r, dict)
-                and 0 <= now - float(r.get("at", 0)) <= MAX_AGE_DAYS * 86400]
+        recs = [r for r in mine.get(f"{s}|{m}", []) if _fresh(r, now)]
         recs.append({"at": now, "ratio": round(meas / est, 4), "measured": round(meas, 2), "work": sig,
                      "profile": profile})
         mine[f"{s}|{m}"] = recs[-KEEP:]
