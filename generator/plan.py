@@ -28,7 +28,8 @@ with these keys, all optional:
     objective), priced at :data:`DOUBLE_BACKWARD` gradient passes each;
 ``calls``
     attribution-method calls, in the order the stage makes them: ``{"method", "params", "images",
-    "photos", "net", "check"}`` — priced here by :func:`method_work` from the method's class and
+    "photos", "net", "check", "top1"}`` (``top1``: how many of the images are explained for their own top-1
+    class on the trained network, :func:`method_work`) — priced here by :func:`method_work` from the method's class and
     settings (SmoothGrad, SmoothGrad² and VarGrad share their noisy gradients through a small
     per-network store, simulated call by call: :func:`price_calls`);
 ``generator``
@@ -89,6 +90,44 @@ PATCH_SHARE = 0.5
 #: 4-6 (Grad-CAM: only the layers after its layer); ``Work.double`` counts them (they are also in ``gradient``)
 DOUBLE_BACKWARD = 10.0
 
+#: Integrated Gradients' adaptive refinement (generator/methods/attribution.py): the share of photos whose relative
+#: completeness error is still ≥ 5 % after ``intervals`` intervals of the trapezoid rule (``intervals + 1`` points),
+#: for a map of the photo's own top-1 class on the trained network. Measured on EfficientNet-Lite0, 2026-12-07: the
+#: ``full`` findings' 60 runs on the shift-absorbing copy (fixed and shifted baseline; 16 start points, cap 241), 8
+#: more photos from 16 points up to 961 and the gallery's 8 photos (64 start points, cap 505), pooled where their
+#: intervals are close (60/63, 120/126, 240/252, 480/504). A photo that stopped at a cap counts as still above. The plan prices each such map at the points it is expected to end with
+#: (:func:`ig_expected_points`), not at the cap: the cap priced Lite0's findings at 241 points a map where those
+#: maps used 120 on average. A map of another class, or on a network with random weights, is priced at the cap: its
+#: logit moves little from the baseline to the photo (measured: |F(x) − F(x')| 0.06–0.7 against 3–11 for the top-1
+#: class), so its relative error stays large and most such maps stop at the cap (6 of 8 and 5 of 8 at 481 points).
+IG_STILL_ABOVE = ((15, 63 / 68), (30, 53 / 68), (60, 42 / 76), (120, 20 / 76), (240, 5 / 76), (480, 1 / 16))
+IG_TABLE_DELTA = 0.05  # the max_delta of IG_STILL_ABOVE
+
+
+def ig_still_above(intervals: float, max_delta: float = IG_TABLE_DELTA) -> float:
+    """The expected share of photos whose completeness error is still ≥ ``max_delta`` after ``intervals``
+    intervals: :data:`IG_STILL_ABOVE`, interpolated linearly in log share over log intervals (from 1.0 at one
+    interval; past the table, its last slope). Another ``max_delta`` reads the table at
+    ``intervals · max_delta / 0.05``: an error that falls as 1 / intervals (the trapezoid rule's error falls as
+    1 / intervals² on a smooth path; a ReLU network's path has kinks, so the slower rate is assumed)."""
+    x = math.log(max(float(intervals) * float(max_delta) / IG_TABLE_DELTA, 1e-12))
+    pts = [(0.0, 0.0)] + [(math.log(n), math.log(s)) for n, s in IG_STILL_ABOVE]
+    if x <= 0.0:
+        return 1.0
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x <= x1:
+            return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+    (x0, y0), (x1, y1) = pts[-2:]
+    return math.exp(y1 + (y1 - y0) * (x - x1) / (x1 - x0))
+
+
+def ig_expected_points(levels: Sequence[int], max_delta: float = IG_TABLE_DELTA) -> float:
+    """The points a photo is expected to end with when it starts at ``levels[0]`` and is refined through
+    ``levels`` (:meth:`IntegratedGradients.levels`): each doubling's new points, times the share of photos still
+    above ``max_delta`` before it (:func:`ig_still_above`)."""
+    return levels[0] + sum(ig_still_above(a - 1, max_delta) * (b - a) for a, b in zip(levels, levels[1:]))
+
+
 #: one-image passes that inspect a network rather than compute a result; counted apart ("setup")
 SETUP = (base.prepared, base.conv_bn_pairs, base.output_shapes, patch_forward.patch_forward, sanity.execution_order)
 
@@ -143,16 +182,19 @@ class Speed:
 
 
 def method_work(name: str, params: Mapping[str, Any], images: int, input_size: int, *, local: bool = False,
-                check: bool = False) -> Work:
+                check: bool = False, top1: int = 0) -> Work:
     """The passes of one call of attribution method ``name`` (settings ``params`` over its defaults) on
     ``images`` photos of ``input_size`` px with their classes given (as every stage gives them).
 
     saliency, deconvnet, guided backprop: one gradient pass per photo; Grad-CAM: one (its forward
     records gradients, from the layer on); guided Grad-CAM: two (Grad-CAM + guided backprop);
     SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo (with
-    ``max_steps`` above ``steps``, its adaptive refinement: the most points a photo may end with, an upper
-    bound, said in the notes), and with its self-check (``check``, the attribution stage) two forward
-    passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
+    ``max_steps`` above ``steps``, its adaptive refinement: the ``top1`` of the ``images`` explained for their own
+    top-1 class on the trained network at the points such a photo is expected to end with,
+    :func:`ig_expected_points`; the others — another class, whose logit moves little from the baseline to the
+    photo, so its relative error stays large, or a network with random weights, not measured — at the most
+    ``max_steps`` allows, an upper bound; the notes say which), and with its self-check (``check``, the
+    attribution stage) two forward passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
     (``local``: the copies through patch_forward instead, :data:`PATCH_SHARE` of a pass each)."""
     cls = attribution_methods.ATTRIBUTION_METHODS[name]
     p = {**cls.defaults, **dict(params)}
@@ -160,12 +202,22 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     if issubclass(cls, attribution_methods.SmoothGrad):
         return Work(gradient=n * int(p["samples"]))
     if issubclass(cls, attribution_methods.IntegratedGradients):
-        levels = cls.levels(p)  # adaptive: priced at the most points a photo may end with (an upper bound)
-        w = Work(gradient=n * levels[-1], forward=2 * n if check else 0)
+        levels = cls.levels(p)  # adaptive: see the docstring
+        k = min(max(int(top1), 0), n) if len(levels) > 1 else 0
+        mean = ig_expected_points(levels, float(p["max_delta"]))
+        w = Work(gradient=min(k * levels[-1], math.ceil(k * mean - 1e-9)) + (n - k) * levels[-1],
+                 forward=2 * n if check else 0)
         if len(levels) > 1:
-            w.notes.append(f"{name}: priced at {levels[-1]} points per photo, the most `max_steps = {p['max_steps']}` "
-                           f"allows (an upper bound: a photo stops at {', '.join(map(str, levels[:-1]))} or "
-                           f"{levels[-1]} points, once its completeness error is below `max_delta = {p['max_delta']}`)")
+            stops = (f"a photo stops at {', '.join(map(str, levels[:-1]))} or {levels[-1]} points, once its "
+                     f"completeness error is below `max_delta = {p['max_delta']}`")
+            if k:
+                w.notes.append(f"{name}: a map of a photo's top-1 class priced at {mean:.0f} points on average, as "
+                               f"such photos were refined on EfficientNet-Lite0 ({stops}); at most {levels[-1]} "
+                               f"(`max_steps = {p['max_steps']}`)")
+            if n - k:
+                w.notes.append(f"{name}: a map of another class or of a network with random weights priced at "
+                               f"{levels[-1]} points, the most `max_steps = {p['max_steps']}` allows (an upper "
+                               f"bound: {stops})")
         return w
     if issubclass(cls, attribution_methods.Occlusion):
         win, stride = int(p["window"]), int(p["stride"])
@@ -213,7 +265,7 @@ def price_calls(calls: Sequence[Mapping[str, Any]], model) -> Work:
                 store.popitem(last=False)
         # a wrapper around the classifier (the shift-absorbing view) is not patch_forward's kind of network
         total = total + method_work(name, params, c["images"], size, local=local and net[0] != "shifted",
-                                    check=bool(c.get("check")))
+                                    check=bool(c.get("check")), top1=int(c.get("top1", 0)))
     return total
 
 

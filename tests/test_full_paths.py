@@ -31,7 +31,8 @@ CHECKS = ("trained_maps", "cascade_results", "faithfulness_results", "invariance
 def full_config(root):
     """tests/test_plan.py's tiny config, the findings stage alone on one network, the ``full`` profile with the
     full-only settings at tiny n. Integrated Gradients' ``max_delta`` is tiny so that every photo is refined up to
-    the cap: the plan prices the cap (an upper bound), so the counts are then exact."""
+    the cap: the plan prices the points a photo is expected to end with, which is then the cap, so the counts are
+    exact."""
     cfg = small_config(root)
     cfg.override(models=[TINY_A.name], stages=["findings"], profile="full")
     cfg.data["findings"].update({
@@ -133,6 +134,12 @@ def test_the_full_only_paths_build_their_rows_and_the_plan_counts_their_passes(t
     cascade = [c for c in d["calls"] if c["photos"][0] == "cascade"]
     assert {(c["net"][:-3], c["net"][-3]) for c in cascade} == {
         (run, g) for run in (("random", 0), ("random", 1), ("independent",)) for g in (0, 1)}
+    # the maps of a photo's own top-1 class on the trained network (priced at the points such photos end with):
+    # half of the maps step (the other half: a random class), all of the invariance step, none of the cascade
+    tops = {tag: {(c["images"], c["top1"]) for c in d["calls"] if c["photos"][0] == tag}
+            for tag in ("maps", "invariance", "cascade")}
+    assert all(t == i // 2 for i, t in tops["maps"]) and all(t == i for i, t in tops["invariance"]), tops
+    assert {t for _i, t in tops["cascade"]} == {0}, tops
     # the checks made of method calls alone, each exactly (the calls of different checks share no noisy gradients)
     for check, tag in (("trained_maps", "maps"), ("cascade_results", "cascade"), ("invariance_results", "invariance")):
         w = plan.price_calls([c for c in d["calls"] if c["photos"][0] == tag], model)
