@@ -192,7 +192,7 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     ``max_steps`` above ``steps``, its adaptive refinement: the ``top1`` of the ``images`` explained for their own
     top-1 class on the trained network at the points such a photo is expected to end with,
     :func:`ig_expected_points`; the others — another class, whose logit moves little from the baseline to the
-    photo, so its relative error stays large, or a network with random weights, not measured — at the most
+    photo, so its relative error stays large, or a network with random weights: most such maps stop there — at the most
     ``max_steps`` allows, an upper bound; the notes say which), and with its self-check (``check``, the
     attribution stage) two forward passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
     (``local``: the copies through patch_forward instead, :data:`PATCH_SHARE` of a pass each)."""
