@@ -189,9 +189,9 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     saliency, deconvnet, guided backprop: one gradient pass per photo; Grad-CAM: one (its forward
     records gradients, from the layer on); guided Grad-CAM: two (Grad-CAM + guided backprop);
     SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo (with
-    ``max_steps`` above ``steps``, its adaptive refinement: the ``top1`` of the ``images`` explained for their own
-    top-1 class on the trained network at the points such a photo is expected to end with,
-    :func:`ig_expected_points`; the others — another class, whose logit moves little from the baseline to the
+    ``max_steps`` or ``max_steps_predicted`` above ``steps``, its adaptive refinement: the ``top1`` of the ``images`` explained for their own
+    top-1 class on the trained network — refined up to ``max_steps_predicted`` where that is higher — at the points
+    such a photo is expected to end with, :func:`ig_expected_points`; the others — another class, whose logit moves little from the baseline to the
     photo, so its relative error stays large, or a network with random weights: most such maps stop there — at the most
     ``max_steps`` allows, an upper bound; the notes say which), and with its self-check (``check``, the
     attribution stage) two forward passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
@@ -202,22 +202,23 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     if issubclass(cls, attribution_methods.SmoothGrad):
         return Work(gradient=n * int(p["samples"]))
     if issubclass(cls, attribution_methods.IntegratedGradients):
-        levels = cls.levels(p)  # adaptive: see the docstring
-        k = min(max(int(top1), 0), n) if len(levels) > 1 else 0
-        mean = ig_expected_points(levels, float(p["max_delta"]))
-        w = Work(gradient=min(k * levels[-1], math.ceil(k * mean - 1e-9)) + (n - k) * levels[-1],
+        levels, top = cls.levels(p), cls.levels(p, predicted=True)  # adaptive: see the docstring
+        k = min(max(int(top1), 0), n) if len(top) > 1 else 0
+        mean = ig_expected_points(top, float(p["max_delta"]))
+        w = Work(gradient=min(k * top[-1], math.ceil(k * mean - 1e-9)) + (n - k) * levels[-1],
                  forward=2 * n if check else 0)
-        if len(levels) > 1:
-            stops = (f"a photo stops at {', '.join(map(str, levels[:-1]))} or {levels[-1]} points, once its "
-                     f"completeness error is below `max_delta = {p['max_delta']}`")
-            if k:
-                w.notes.append(f"{name}: a map of a photo's top-1 class priced at {mean:.0f} points on average, as "
-                               f"such photos were refined on EfficientNet-Lite0 ({stops}); at most {levels[-1]} "
-                               f"(`max_steps = {p['max_steps']}`)")
-            if n - k:
-                w.notes.append(f"{name}: a map of another class or of a network with random weights priced at "
-                               f"{levels[-1]} points, the most `max_steps = {p['max_steps']}` allows (an upper "
-                               f"bound: {stops})")
+        stops = lambda ls: (f"a photo stops at {', '.join(map(str, ls[:-1]))} or {ls[-1]} points, once its "  # noqa: E731
+                            f"completeness error is below `max_delta = {p['max_delta']}`")
+        if k:
+            setting = (f"`max_steps_predicted = {p['max_steps_predicted']}`" if top[-1] > levels[-1]
+                       else f"`max_steps = {p['max_steps']}`")
+            w.notes.append(f"{name}: a map of a photo's top-1 class priced at {mean:.0f} points on average, as "
+                           f"such photos were refined on EfficientNet-Lite0 ({stops(top)}); at most {top[-1]} "
+                           f"({setting})")
+        if n - k and len(levels) > 1:
+            w.notes.append(f"{name}: a map of another class or of a network with random weights priced at "
+                           f"{levels[-1]} points, the most `max_steps = {p['max_steps']}` allows (an upper "
+                           f"bound: {stops(levels)})")
         return w
     if issubclass(cls, attribution_methods.Occlusion):
         win, stride = int(p["window"]), int(p["stride"])

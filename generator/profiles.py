@@ -54,13 +54,13 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: stage table → method → settings, per profile: over the method class's own settings for that stage
 #: (``gallery_params`` / ``findings_params``), under the config's ``[<table>.method_params]``. The preview
-#: profile does not refine Integrated Gradients' steps (``max_steps = 0``: every photo at its starting
-#: ``steps``; the pages say how many photos stay at or above ``max_delta``); the full build refines them.
+#: profile does not refine Integrated Gradients' steps (``max_steps = max_steps_predicted = 0``: every photo at
+#: its starting ``steps``; the pages say how many photos stay at or above ``max_delta``); the full build refines them.
 METHOD_PARAMS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "full": {},
     "preview": {
-        "attribution": {"integrated_gradients": {"max_steps": 0}},
-        "findings": {"integrated_gradients": {"max_steps": 0}},
+        "attribution": {"integrated_gradients": {"max_steps": 0, "max_steps_predicted": 0}},
+        "findings": {"integrated_gradients": {"max_steps": 0, "max_steps_predicted": 0}},
     },
 }
 

@@ -594,7 +594,7 @@ def test_make_api_and_display_helpers():
     m = make("guided_gradcam", lm)
     assert m.params["layer"] == "conv5" and m.layer_module is lm.module("conv5")
     assert make("integrated_gradients", lm, steps=7).params == {"steps": 7, "baseline": "black", "max_steps": 0,
-                                                                "max_delta": 0.05}
+                                                                "max_delta": 0.05, "max_steps_predicted": 0}
     h = torch.arange(200.0).view(2, 10, 10)
     d = normalise_maps(h)
     assert d.shape == h.shape and d.min() == 0 and d.max() == 1

@@ -32,13 +32,16 @@ def full_config(root):
     """tests/test_plan.py's tiny config, the findings stage alone on one network, the ``full`` profile with the
     full-only settings at tiny n. Integrated Gradients' ``max_delta`` is tiny so that every photo is refined up to
     the cap: the plan prices the points a photo is expected to end with, which is then the cap, so the counts are
-    exact."""
+    exact. One cap for every map (``max_steps_predicted`` as ``max_steps``): whether a partly randomised or attacked
+    tiny network still predicts a photo's class is chance, and the plan prices the maps by their purpose
+    (tests/test_ig_adaptive.py tests the two caps)."""
     cfg = small_config(root)
     cfg.override(models=[TINY_A.name], stages=["findings"], profile="full")
     cfg.data["findings"].update({
         "methods": METHODS, "sanity_images": 2, "sanity_expensive_images": 1, "independent_images": 2,
         "fragility_own_images": 1, "faithfulness_check_images": 1, **FULL_ONLY,
-        "method_params": {**SMALL, "integrated_gradients": {"steps": 3, "max_steps": IG_CAP, "max_delta": 1e-9}}})
+        "method_params": {**SMALL, "integrated_gradients": {"steps": 3, "max_steps": IG_CAP, "max_delta": 1e-9,
+                                                            "max_steps_predicted": IG_CAP}}})
     return cfg
 
 

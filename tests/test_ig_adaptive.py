@@ -4,6 +4,8 @@ remedy (Kindermans et al. 2017: a baseline moved along with the input) — on ti
 answers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,32 @@ def test_the_cap_is_respected_and_the_photos_it_stops_are_reported():
     assert "not refined: `max_steps = 0`" in start["said"] and "stopped at" not in start["said"]
 
 
+def test_a_map_of_the_predicted_class_may_go_on_to_its_own_cap_and_another_class_stops_at_max_steps():
+    """Cubic: for s > 0 the network predicts class 0 (s + s³ > −s), for s < 0 class 1. Class 0's map needs
+    refinement either way (relative error s²/(2m²(1 + s²)): 45 % at one interval for |s| = 3), so the photo with
+    s = 3 (class 0 predicted) goes on to ``max_steps_predicted`` and the photo with s = −3 (class 0 *not*
+    predicted) stops at ``max_steps``."""
+    net = Cubic().eval()
+    x = _photos([3.0, -3.0])
+    ig = make("integrated_gradients", net, steps=2, max_steps=3, max_steps_predicted=9, max_delta=0.05)
+    ig.attribute(x, 0)
+    done = ig.last_completeness
+    assert done["predicted"].tolist() == [1.0, 0.0] and done["cap"].tolist() == [9.0, 3.0]
+    # s = 3: 45 % → 11 % → 2.8 % at 4 intervals (5 points), below 5 %: not capped; s = −3: 11 % at 3 points, capped
+    assert done["steps"].tolist() == [5.0, 3.0] and done["capped"].tolist() == [0.0, 1.0]
+    assert float(done["rel_error"][0]) == pytest.approx(_analytic_error(3.0, 5), rel=1e-3)
+    assert sum(net.grad_images) == 5 + 3
+    # class 1 is predicted for the second photo: its (linear, exact) map is never refined, whatever the cap
+    ig.attribute(x, 1)
+    assert ig.last_completeness["predicted"].tolist() == [0.0, 1.0] and ig.last_completeness["steps"].tolist() == [2.0, 2.0]
+    # a lower max_steps_predicted adds nothing: the higher of the two caps applies to a predicted class
+    low = make("integrated_gradients", Cubic().eval(), steps=2, max_steps=3, max_steps_predicted=2)
+    low.attribute(x, 0)
+    assert low.last_completeness["steps"].tolist() == [3.0, 3.0]
+    assert IntegratedGradients.cap(low.params, True) == IntegratedGradients.cap(low.params) == 3
+    assert IntegratedGradients.levels(ig.params) == [2, 3] and IntegratedGradients.levels(ig.params, True) == [2, 3, 5, 9]
+
+
 def test_fewer_than_two_points_or_no_tolerance_are_refused():
     with pytest.raises(ValueError, match="2 points"):
         make("integrated_gradients", Cubic(), steps=1)
@@ -146,6 +174,16 @@ def test_the_plan_prices_the_expected_points_and_says_the_most():
     assert more == pytest.approx(plan.ig_expected_points(levels) + 5 / 76 * 240 + 1 / 16 * 480)
     shares = [plan.ig_still_above(m) for m in (1, 2, 15, 30, 60, 120, 240, 480, 960)]
     assert shares[0] == 1.0 and all(a > b > 0 for a, b in zip(shares, shares[1:]))
+    # the findings' settings: a top-1 map refined up to max_steps_predicted, priced at its expected points over those
+    # levels; another class's (or a random network's) at max_steps
+    fp = {"steps": 16, "max_steps": 241, "max_steps_predicted": 961}
+    w = plan.method_work("integrated_gradients", fp, 4, 64, top1=2)
+    top = plan.ig_expected_points(levels + [481, 961])
+    assert w.gradient == math.ceil(2 * top) + 2 * 241
+    assert "at most 961 (`max_steps_predicted = 961`)" in w.notes[0] and "the most `max_steps = 241`" in w.notes[1]
+    # no refinement for other maps (max_steps 0), the top-1 ones still refined
+    w = plan.method_work("integrated_gradients", {**fp, "max_steps": 0}, 4, 64, top1=2)
+    assert w.gradient == math.ceil(2 * top) + 2 * 16 and len(w.notes) == 1
 
 
 def test_profiles_size_the_cap_and_the_config_wins():
@@ -155,8 +193,8 @@ def test_profiles_size_the_cap_and_the_config_wins():
 
     cfg = Config.load()
     cfg.override(profile="preview")
-    assert findings_stage.settings(cfg)["method_params"]["integrated_gradients"]["max_steps"] == 0
-    assert attribution_stage.settings(cfg)["params"]["integrated_gradients"]["max_steps"] == 0
+    for got in (findings_stage.settings(cfg)["method_params"], attribution_stage.settings(cfg)["params"]):
+        assert got["integrated_gradients"]["max_steps"] == got["integrated_gradients"]["max_steps_predicted"] == 0
     cfg.override(profile="full")
     assert findings_stage.settings(cfg)["method_params"]["integrated_gradients"] == IG.findings_params
     assert attribution_stage.settings(cfg)["params"]["integrated_gradients"]["max_steps"] == 505
@@ -228,6 +266,9 @@ def test_the_completeness_sentence_of_the_invariance_check_flips_at_the_toleranc
     assert "on 2 of 3 photos" in bad and "**1 stayed at or above it**" in bad and "stopped by `max_steps = 241`" in bad
     fixed = verdict_checks.completeness_said(_inv([0.2] * 2, [16, 16], [0.01, 0.2]), "IG", 0.05, 0, start=16)
     assert "not refined: one doubling of its intervals needs 31 points, `max_steps = 0`" in fixed
+    named = verdict_checks.completeness_said(_inv([0.2] * 2, [16, 1921], [0.01, 0.2]), "IG", 0.05, 1921, 16,
+                                             "max_steps_predicted")
+    assert "stopped by `max_steps_predicted = 1921`" in named
     assert "stopped by" in verdict_checks.completeness_said(_inv([0.2] * 2, [16, 31], [0.01, 0.2]), "IG", 0.05, 31, start=16)
     assert verdict_checks.completeness_said(_inv([0.2] * 3, [np.nan] * 3, [np.nan] * 3), "Saliency", 0.05, None) == ""
     assert verdict_checks.completeness_said(_inv([0.2] * 3), "Saliency", 0.05, None) == ""

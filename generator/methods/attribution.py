@@ -611,11 +611,16 @@ class IntegratedGradients(AttributionMethod):
     ``|Σ attribution − (F(x) − F(baseline))| / |F(x) − F(baseline)|`` is known at no extra pass. The photos
     whose error is ``≥ max_delta`` are computed again with the intervals doubled — only the new midpoints:
     the trapezoid grids are nested, every computed point is kept — batched over just those photos, until
-    the error is below ``max_delta`` or a further doubling would exceed ``max_steps`` points (``max_steps ≤
-    steps``, e.g. 0: no refinement). A photo costs exactly the points it ends with:
-    ``(steps − 1)·2^j + 1`` gradient passes (:meth:`levels`). After :meth:`attribute`, ``last_completeness``
-    holds per photo ``steps`` (the points used), ``rel_error`` (the final error), ``sum``, ``delta`` and
-    ``capped`` (1 where the error is still ≥ ``max_delta`` and no further doubling was allowed)."""
+    the error is below ``max_delta`` or a further doubling would exceed the photo's cap (``max_steps`` points;
+    ``max_steps ≤ steps``, e.g. 0: no refinement). A map of the class the explained network itself predicts for
+    the photo (its largest logit at α = 1) may go on up to ``max_steps_predicted`` points where that is higher
+    (0: no higher cap): such a map converges (its logit moves far from the baseline), while a map of another class,
+    or of a network with random weights, barely moves its logit, so its *relative* error can stay large at any
+    number of points (measured: :data:`generator.plan.IG_STILL_ABOVE`). A photo costs exactly the points it ends
+    with: ``(steps − 1)·2^j + 1`` gradient passes (:meth:`levels`). After :meth:`attribute`,
+    ``last_completeness`` holds per photo ``steps`` (the points used), ``rel_error`` (the final error), ``sum``,
+    ``delta``, ``predicted`` (1 for a map of the predicted class), ``cap`` (the cap that applied) and ``capped``
+    (1 where the error is still ≥ ``max_delta`` and no further doubling was allowed)."""
 
     name = "integrated_gradients"
     title = "Integrated Gradients"
@@ -623,13 +628,17 @@ class IntegratedGradients(AttributionMethod):
     paper = "Sundararajan, Taly & Yan (2017), Axiomatic Attribution for Deep Networks"
     url = "https://arxiv.org/abs/1703.01365"
     # max_steps 0: the steps as given (no refinement) unless a caller asks for it; the galleries and the findings do
-    defaults = {"steps": 50, "baseline": "black", "max_steps": 0, "max_delta": 0.05}
+    defaults = {"steps": 50, "baseline": "black", "max_steps": 0, "max_delta": 0.05, "max_steps_predicted": 0}
     # measured on EfficientNet-Lite0 with the midpoint rule: completeness error 5–75 % at 32 steps, 3–28 % at 64,
     # 1–7 % at 128 (the trapezoid's error is about twice the midpoint's at the same intervals): hence caps of
     # 8 (galleries) and 16 (findings) times the starting intervals; the preview profile does not refine
     # (generator/profiles.py METHOD_PARAMS)
+    # (generator/profiles.py METHOD_PARAMS). The findings refine a map of the predicted class further, to 1,921
+    # points: at 241, 1 of 30 (fixed baseline) and 3 of 30 (shifted) of EfficientNet-Lite1's maps stayed at or above
+    # 5 % (worst 22.5 %), and the error about halves per doubling; their other maps (another class, randomised
+    # networks) keep the cap of 241, which most of them reach whatever the cap (plan.IG_STILL_ABOVE)
     gallery_params = {"steps": 64, "baseline": "black", "max_steps": 505}
-    findings_params = {"steps": 16, "max_steps": 241}
+    findings_params = {"steps": 16, "max_steps": 241, "max_steps_predicted": 1921}
     self_check = SelfCheck(
         title="Completeness check",
         explanation=(
@@ -637,8 +646,9 @@ class IntegratedGradients(AttributionMethod):
             "gives the relative error $|\\sum_i \\mathrm{IG}_i - (F(x) - F(x'))| / |F(x) - F(x')|$ of the trapezoid-rule\n"
             "approximation (Captum's *convergence delta*, relative), measured again on the model itself after the maps\n"
             "were made. Each photo starts at `steps` points; a photo whose error is at or above `max_delta` is computed\n"
-            "again with the intervals doubled (the points already computed are kept), up to `max_steps` points; the\n"
-            "points each photo used are in the table."),
+            "again with the intervals doubled (the points already computed are kept), up to `max_steps` points (a map\n"
+            "of the class the network predicts: up to `max_steps_predicted` where that is higher); the points each\n"
+            "photo used are in the table."),
         measure="rel_error",
         setting="steps",
         used="steps",
@@ -651,7 +661,8 @@ class IntegratedGradients(AttributionMethod):
         "image) to the image, times $(x - x')$. The attributions add up to "
         "$F(x) - F(x')$ (*completeness*); the integral is approximated with the trapezoid rule "
         "on `steps` points (both ends included), the intervals doubled for each photo whose sum misses "
-        "$F(x) - F(x')$ by `max_delta` or more, up to `max_steps` points; the site reports the points used "
+        "$F(x) - F(x')$ by `max_delta` or more, up to `max_steps` points (for a map of the class the network "
+        "predicts, up to `max_steps_predicted` where that is higher); the site reports the points used "
         "and how well the sum matches."
     )
     formula = (
@@ -669,11 +680,18 @@ class IntegratedGradients(AttributionMethod):
         self.last_completeness: dict[str, torch.Tensor] | None = None
 
     @classmethod
-    def levels(cls, params: dict) -> list[int]:
-        """The point counts a photo can end with under ``params`` (over the defaults): ``steps``, then
-        ``(steps − 1)·2^j + 1`` while at most ``max_steps``."""
+    def cap(cls, params: dict, predicted: bool = False) -> int:
+        """The most points a map may use under ``params`` (over the defaults): ``max_steps``; for a map of the
+        class the explained network predicts, ``max_steps_predicted`` where that is higher."""
         p = {**cls.defaults, **dict(params)}
-        first, cap = int(p["steps"]), int(p["max_steps"])
+        return max(int(p["max_steps"]), int(p["max_steps_predicted"])) if predicted else int(p["max_steps"])
+
+    @classmethod
+    def levels(cls, params: dict, predicted: bool = False) -> list[int]:
+        """The point counts a photo can end with under ``params`` (over the defaults): ``steps``, then
+        ``(steps − 1)·2^j + 1`` while at most its :meth:`cap` (``predicted``: a map of the predicted class)."""
+        p = {**cls.defaults, **dict(params)}
+        first, cap = int(p["steps"]), cls.cap(p, predicted)
         out = [first]
         while (out[-1] - 1) * 2 + 1 <= cap:
             out.append((out[-1] - 1) * 2 + 1)
@@ -710,8 +728,9 @@ class IntegratedGradients(AttributionMethod):
     def _path_points(self, net: nn.Module, base: torch.Tensor, diff: torch.Tensor, t: torch.Tensor, img: torch.Tensor,
                      alpha: torch.Tensor, weight: torch.Tensor, total: torch.Tensor, ends: torch.Tensor) -> None:
         """Add ``weight`` × the gradient at ``base + alpha·diff`` of photo ``img`` (vectors, one entry per point)
-        to ``total``; the target logit at α = 0 and α = 1 goes to ``ends[:, 0]`` / ``ends[:, 1]``. All points
-        in batches of ``batch_size``."""
+        to ``total``; the target logit at α = 0 and α = 1 goes to ``ends[:, 0]`` / ``ends[:, 1]``, and at α = 1
+        whether the target is the network's largest logit to ``ends[:, 2]`` (1 or 0). All points in batches of
+        ``batch_size``."""
         def fn(s: int, e: int) -> None:
             i, a = img[s:e], alpha[s:e]
             g, logits, _ = input_gradient(net, base[i] + a.view(-1, 1, 1, 1) * diff[i], t[i], "gradient")
@@ -721,6 +740,8 @@ class IntegratedGradients(AttributionMethod):
                 hit = a == at
                 if hit.any():
                     ends[i[hit], col] = f[hit]
+                    if col == 1:
+                        ends[i[hit], 2] = (logits[hit].argmax(1) == t[i][hit]).to(ends.dtype)
 
         run_batched(len(img), self.batch_size, fn)
 
@@ -730,10 +751,10 @@ class IntegratedGradients(AttributionMethod):
         diff = x - base
         net = self._net(x)
         B, dev = len(x), x.device
-        first, cap, tol = int(self.params["steps"]), int(self.params["max_steps"]), float(self.params["max_delta"])
+        first, tol = int(self.params["steps"]), float(self.params["max_delta"])
         intervals = torch.full((B,), first - 1, dtype=torch.long, device=dev)
         total = torch.zeros_like(x)  # Σ of the trapezoid weights × gradients, in units of one interval
-        ends = x.new_zeros(B, 2)  # F(baseline), F(x) of the target logit
+        ends = x.new_zeros(B, 3)  # F(baseline), F(x) of the target logit; whether the target is the predicted class
         # every photo: the points k / (steps − 1), k = 0 … steps − 1, the two ends weighted ½
         k = torch.arange(first, device=dev, dtype=x.dtype)
         w = torch.ones(first, device=dev, dtype=x.dtype)
@@ -741,13 +762,15 @@ class IntegratedGradients(AttributionMethod):
         img = torch.arange(B, device=dev).repeat_interleave(first)
         self._path_points(net, base, diff, t, img, (k / (first - 1)).repeat(B), w.repeat(B), total, ends)
         delta = ends[:, 1] - ends[:, 0]
+        predicted = ends[:, 2] > 0.5
+        cap = torch.where(predicted, self.cap(self.params, True), self.cap(self.params)).to(intervals)
 
         def error(of: torch.Tensor) -> torch.Tensor:
             sums = (diff[of] * total[of] / intervals[of].view(-1, 1, 1, 1).to(x.dtype)).flatten(1).sum(1)
             return (sums - delta[of]).abs() / delta[of].abs().clamp(min=1e-6)
 
         err = error(torch.arange(B, device=dev))
-        while True:  # the photos at or above max_delta whose doubled intervals stay within max_steps points
+        while True:  # the photos at or above max_delta whose doubled intervals stay within their cap
             todo = ((err >= tol) & (2 * intervals + 1 <= cap)).nonzero()[:, 0]
             if not len(todo):
                 break
@@ -762,7 +785,8 @@ class IntegratedGradients(AttributionMethod):
         attribution = diff * mean
         self.last_completeness = {
             "steps": (intervals + 1).float(), "rel_error": err.float(), "delta": delta.float(),
-            "sum": attribution.flatten(1).sum(1).float(), "capped": (err >= tol).float()}
+            "sum": attribution.flatten(1).sum(1).float(), "capped": (err >= tol).float(),
+            "predicted": predicted.float(), "cap": cap.float()}
         return attribution
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:

@@ -49,11 +49,13 @@ def by_construction(name: str, s: Mapping) -> str:
 FIXED_BASELINES = {"black": "black", "zeros": "black", "zero": "black", "grey": "grey", "gray": "grey", "white": "white"}
 
 
-def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start: int | None = None) -> str:
+def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start: int | None = None,
+                      cap_name: str = "max_steps") -> str:
     """The sentence on a method's adaptive step count in the invariance check (Integrated Gradients on the
     shift-absorbing copy: ``inv.steps`` / ``inv.error`` per photo), or "" for a method without one: the points
     used and how many photos reached a completeness error below ``tolerance`` (``max_delta``); a photo that did
-    not was stopped by the cap (``max_steps``: the refinement runs until the error is below it or the cap)."""
+    not was stopped by the cap (the setting ``cap_name``: the refinement runs until the error is below it or the
+    cap)."""
     steps = np.asarray(inv.steps if inv.steps is not None else [], dtype=np.float64)
     err = np.asarray(inv.error if inv.error is not None else [], dtype=np.float64)
     if not steps.size or not np.isfinite(steps).all():
@@ -65,8 +67,8 @@ def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start:
     limit = f"{100 * tolerance:g} % (`max_delta`)"
     if below == n:
         return f"{title} used {used}; its completeness error is below {limit} on all {n} photos."
-    stop = (f"not refined: one doubling of its intervals needs {2 * start - 1} points, `max_steps = {cap}`"
-            if start is not None and int(cap or 0) < 2 * start - 1 else f"stopped by `max_steps = {cap}`")
+    stop = (f"not refined: one doubling of its intervals needs {2 * start - 1} points, `{cap_name} = {cap}`"
+            if start is not None and int(cap or 0) < 2 * start - 1 else f"stopped by `{cap_name} = {cap}`")
     return (f"{title} used {used}; its completeness error is below {limit} on {below} of {n} photos — **{n - below} "
             f"stayed at or above it**, {stop} (worst {100 * float(err.max()):.1f} %).")
 

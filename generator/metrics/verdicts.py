@@ -338,8 +338,13 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
     mp = {**_method_defaults(name), **dict((s.get("method_params") or {}).get(name, {}))}
     r["invariance_remedy"] = remedy_said(inv, title, ru["invariance_threshold"], seed)
     tol, cap, start = float(mp.get("max_delta", 0.05)), mp.get("max_steps"), int(mp.get("steps", 0)) or None
-    r["invariance_steps"] = completeness_said(inv, title, tol, cap, start)
-    r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, cap, start)
+    # the invariance maps are of each photo's top-1 class, which the shift-absorbing copy predicts as the model
+    # does: Integrated Gradients' cap for a map of the predicted class applies where it is the higher one
+    cap_name = "max_steps"
+    if int(mp.get("max_steps_predicted") or 0) > int(cap or 0):
+        cap, cap_name = mp["max_steps_predicted"], "max_steps_predicted"
+    r["invariance_steps"] = completeness_said(inv, title, tol, cap, start, cap_name)
+    r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, cap, start, cap_name)
                          if inv.remedy is not None else "")
     r["fragility_verdict"] = "not measured"
     if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
