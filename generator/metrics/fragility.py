@@ -335,7 +335,7 @@ def _smoothgrad_map(meth, x, target, beta):
 
 def _integrated_gradients_map(meth, x, target, beta):
     """The trapezoid rule on the method's starting ``steps`` points, both ends included (as Integrated
-    Gradients starts; its refinement of a photo to more points, up to ``max_steps``, is not differentiated)."""
+    Gradients starts; its refinement of a photo to more points, up to its cap, is not differentiated)."""
     m = int(meth.params["steps"])
     b = meth.baseline_for(x).detach()
     diff = x - b
