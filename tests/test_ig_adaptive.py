@@ -276,6 +276,16 @@ def test_the_completeness_sentence_of_the_invariance_check_flips_at_the_toleranc
     assert verdict_checks.completeness_said(_inv([0.2] * 3), "Saliency", 0.05, None) == ""
 
 
+def test_the_other_maps_sentence_appears_only_where_the_predicted_class_has_the_higher_cap():
+    said = verdict_checks.other_maps_said({"steps": 16, "max_steps": 241, "max_steps_predicted": 1921})
+    assert "`max_steps_predicted = 1921`" in said and "`max_steps = 241` only" in said
+    assert "completeness is not reported" in said and "(../../performance.md)" in said
+    for same in ({"max_steps": 241, "max_steps_predicted": 241}, {"max_steps": 241}, {"max_steps": 0,
+                                                                                       "max_steps_predicted": 0}):
+        assert verdict_checks.other_maps_said(same) == ""
+    assert verdict_checks.other_maps_said({"max_steps": 0, "max_steps_predicted": 31}).startswith("These maps")
+
+
 def test_ig_with_any_fixed_baseline_is_not_invariant_by_construction():
     s = {"method_params": {"integrated_gradients": {"baseline": "grey"}}}
     assert "grey baseline" in verdict_checks.by_construction("integrated_gradients", s)

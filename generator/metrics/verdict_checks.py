@@ -73,6 +73,20 @@ def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start:
             f"stayed at or above it**, {stop} (worst {100 * float(err.max()):.1f} %).")
 
 
+def other_maps_said(params: Mapping) -> str:
+    """The sentence on the maps whose completeness the invariance check does not report, where Integrated
+    Gradients' settings ``params`` give a map of the predicted class a higher cap (``max_steps_predicted``) than
+    its other maps (``max_steps``), else ""."""
+    cap, higher = int(params.get("max_steps") or 0), int(params.get("max_steps_predicted") or 0)
+    if higher <= cap:
+        return ""
+    return (f"These maps are of each photo's top-1 class, refined up to `max_steps_predicted = {higher}` points; "
+            f"its maps of another class (the class check) and of randomised networks (the randomisation check) go up "
+            f"to `max_steps = {cap}` only, and their completeness is not reported: there the explained logit moves "
+            "little from the baseline to the photo, so the relative error stays large at any number of points "
+            "(measured: [Performance and measurements](../../performance.md)).")
+
+
 def remedy_said(inv: Invariance, title: str, T: float, seed: int = 0) -> dict | None:
     """The remedy's row (Kindermans et al. 2017), or None where the method has none: ``invariance`` and
     ``change`` (intervals of the Spearman correlation and relative change of the maps of the shift-absorbing

@@ -291,7 +291,7 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
          inv: Invariance, frag: Fragility, s: Mapping) -> dict:
     """One method's intervals and tests (verdicts: :func:`correct`)."""
     from .verdict_checks import (BY_CONSTRUCTION, _method_defaults, attack_summary, by_construction, completeness_said,
-                                 fragility_moves, remedy_said)
+                                 fragility_moves, other_maps_said, remedy_said)
     from .verdict_randomisation import randomisation_extras, signed_cascade
     ru = rules(s)
     seed, min_n = int(s["seed"]), ru["min_n"]
@@ -346,6 +346,7 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
     r["invariance_steps"] = completeness_said(inv, title, tol, cap, start, cap_name)
     r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, cap, start, cap_name)
                          if inv.remedy is not None else "")
+    r["other_maps"] = other_maps_said(mp) if r["invariance_steps"] else ""
     r["fragility_verdict"] = "not measured"
     if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
         tests["class"].raw = tests["class"].verdict = NO_MAP
