@@ -80,11 +80,11 @@ def other_maps_said(params: Mapping) -> str:
     cap, higher = int(params.get("max_steps") or 0), int(params.get("max_steps_predicted") or 0)
     if higher <= cap:
         return ""
-    return (f"These maps are of each photo's top-1 class, refined up to `max_steps_predicted = {higher}` points; "
-            f"its maps of another class (the class check) and of randomised networks (the randomisation check) go up "
-            f"to `max_steps = {cap}` only, and their completeness is not reported: there the explained logit moves "
-            "little from the baseline to the photo, so the relative error stays large at any number of points "
-            "(measured: [Performance and measurements](../../performance.md)).")
+    return (f"These maps are of each photo's top-1 class, refined up to `max_steps_predicted = {higher}` points. "
+            "Integrated Gradients' maps of another class (the class check) and of randomised networks (the "
+            f"randomisation check) go up to `max_steps = {cap}` only, and their completeness is not reported: their "
+            "logit moves little from the baseline to the photo, so their relative error mostly stays at or above "
+            "`max_delta` up to the cap (measured: [Performance and measurements](../../performance.md)).")
 
 
 def remedy_said(inv: Invariance, title: str, T: float, seed: int = 0) -> dict | None:
