@@ -189,11 +189,12 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
     saliency, deconvnet, guided backprop: one gradient pass per photo; Grad-CAM: one (its forward
     records gradients, from the layer on); guided Grad-CAM: two (Grad-CAM + guided backprop);
     SmoothGrad and its variants: ``samples`` per photo; Integrated Gradients: ``steps`` per photo (with
-    ``max_steps`` or ``max_steps_predicted`` above ``steps``, its adaptive refinement: the ``top1`` of the ``images`` explained for their own
-    top-1 class on the trained network — refined up to ``max_steps_predicted`` where that is higher — at the points
-    such a photo is expected to end with, :func:`ig_expected_points`; the others — another class, whose logit moves little from the baseline to the
-    photo, so its relative error stays large, or a network with random weights: most such maps stop there — at the most
-    ``max_steps`` allows, an upper bound; the notes say which), and with its self-check (``check``, the
+    ``max_steps`` or ``max_steps_predicted`` above ``steps``, its adaptive refinement: the ``top1`` of the
+    ``images`` explained for their own top-1 class on the trained network — refined up to ``max_steps_predicted``
+    where that is higher — at the points such a photo is expected to end with, :func:`ig_expected_points`; the
+    others — another class, whose logit moves little from the baseline to the photo, so its relative error stays
+    large, or a network with random weights: most such maps stop there — at the most ``max_steps`` allows, an upper
+    bound; the notes say which), and with its self-check (``check``, the
     attribution stage) two forward passes per photo (F(x) and F(baseline)); occlusion: one forward pass per photo plus one per photo and window position
     (``local``: the copies through patch_forward instead, :data:`PATCH_SHARE` of a pass each)."""
     cls = attribution_methods.ATTRIBUTION_METHODS[name]
@@ -213,7 +214,7 @@ def method_work(name: str, params: Mapping[str, Any], images: int, input_size: i
             setting = (f"`max_steps_predicted = {p['max_steps_predicted']}`" if top[-1] > levels[-1]
                        else f"`max_steps = {p['max_steps']}`")
             w.notes.append(f"{name}: a map of a photo's top-1 class priced at {mean:.0f} points on average, as "
-                           f"such photos were refined on EfficientNet-Lite0 ({stops(top)}); at most {top[-1]} "
+                           f"such photos were refined on EfficientNet-Lite0, Lite1 and Lite2 ({stops(top)}); at most {top[-1]} "
                            f"({setting})")
         if n - k and len(levels) > 1:
             w.notes.append(f"{name}: a map of another class or of a network with random weights priced at "
