@@ -122,7 +122,7 @@ def test_a_map_of_the_predicted_class_may_go_on_to_its_own_cap_and_another_class
     ig = make("integrated_gradients", net, steps=2, max_steps=3, max_steps_predicted=9, max_delta=0.05)
     ig.attribute(x, 0)
     done = ig.last_completeness
-    assert done["predicted"].tolist() == [1.0, 0.0] and done["cap"].tolist() == [9.0, 3.0]
+    assert done["predicted"].tolist() == [1.0, 0.0]
     # s = 3: 45 % → 11 % → 2.8 % at 4 intervals (5 points), below 5 %: not capped; s = −3: 11 % at 3 points, capped
     assert done["steps"].tolist() == [5.0, 3.0] and done["capped"].tolist() == [0.0, 1.0]
     assert float(done["rel_error"][0]) == pytest.approx(_analytic_error(3.0, 5), rel=1e-3)
@@ -277,13 +277,17 @@ def test_the_completeness_sentence_of_the_invariance_check_flips_at_the_toleranc
 
 
 def test_the_other_maps_sentence_appears_only_where_the_predicted_class_has_the_higher_cap():
-    said = verdict_checks.other_maps_said({"steps": 16, "max_steps": 241, "max_steps_predicted": 1921})
+    caps = verdict_checks.adaptive_caps("integrated_gradients", {"steps": 16, "max_steps": 241,
+                                                                 "max_steps_predicted": 1921})
+    assert caps == (241, 1921) and verdict_checks.adaptive_caps("saliency", {}) == (None, None)
+    said = verdict_checks.other_maps_said(*caps)
     assert "`max_steps_predicted = 1921`" in said and "`max_steps = 241` only" in said
     assert "completeness is not reported" in said and "(../../performance.md)" in said
-    for same in ({"max_steps": 241, "max_steps_predicted": 241}, {"max_steps": 241}, {"max_steps": 0,
-                                                                                       "max_steps_predicted": 0}):
-        assert verdict_checks.other_maps_said(same) == ""
-    assert verdict_checks.other_maps_said({"max_steps": 0, "max_steps_predicted": 31}).startswith("These maps")
+    for same in ({"max_steps": 241, "max_steps_predicted": 241}, {"max_steps": 241}, {"max_steps": 241,
+                                                                                       "max_steps_predicted": 31}):
+        assert verdict_checks.other_maps_said(*verdict_checks.adaptive_caps("integrated_gradients", same)) == ""
+    assert verdict_checks.other_maps_said(None, None) == ""
+    assert verdict_checks.other_maps_said(0, 31).startswith("These maps")
 
 
 def test_ig_with_any_fixed_baseline_is_not_invariant_by_construction():

@@ -619,7 +619,7 @@ class IntegratedGradients(AttributionMethod):
     number of points (measured: :data:`generator.plan.IG_STILL_ABOVE`). A photo costs exactly the points it ends
     with: ``(steps − 1)·2^j + 1`` gradient passes (:meth:`levels`). After :meth:`attribute`,
     ``last_completeness`` holds per photo ``steps`` (the points used), ``rel_error`` (the final error), ``sum``,
-    ``delta``, ``predicted`` (1 for a map of the predicted class), ``cap`` (the cap that applied) and ``capped``
+    ``delta``, ``predicted`` (1 for a map of the predicted class: its cap is :meth:`cap` with ``predicted``) and ``capped``
     (1 where the error is still ≥ ``max_delta`` and no further doubling was allowed)."""
 
     name = "integrated_gradients"
@@ -786,7 +786,7 @@ class IntegratedGradients(AttributionMethod):
         self.last_completeness = {
             "steps": (intervals + 1).float(), "rel_error": err.float(), "delta": delta.float(),
             "sum": attribution.flatten(1).sum(1).float(), "capped": (err >= tol).float(),
-            "predicted": predicted.float(), "cap": cap.float()}
+            "predicted": predicted.float()}
         return attribution
 
     def heatmap(self, attribution: torch.Tensor) -> torch.Tensor:

@@ -73,12 +73,19 @@ def completeness_said(inv: Invariance, title: str, tolerance: float, cap, start:
             f"stayed at or above it**, {stop} (worst {100 * float(err.max()):.1f} %).")
 
 
-def other_maps_said(params: Mapping) -> str:
+def adaptive_caps(name: str, params: Mapping) -> tuple[int | None, int | None]:
+    """(the most points a map of another class may use, the most a map of the predicted class may use) under method
+    ``name``'s settings ``params``, for a method that adapts its step count (Integrated Gradients:
+    :meth:`~generator.methods.attribution.IntegratedGradients.cap`); (None, None) for the others."""
+    cap = getattr(ATTRIBUTION_METHODS.get(name), "cap", None)
+    return (cap(params), cap(params, predicted=True)) if callable(cap) else (None, None)
+
+
+def other_maps_said(cap: int | None, higher: int | None) -> str:
     """The sentence on the maps whose completeness the invariance check does not report, where Integrated
-    Gradients' settings ``params`` give a map of the predicted class a higher cap (``max_steps_predicted``) than
-    its other maps (``max_steps``), else ""."""
-    cap, higher = int(params.get("max_steps") or 0), int(params.get("max_steps_predicted") or 0)
-    if higher <= cap:
+    Gradients gives a map of the predicted class a higher cap (``higher``: ``max_steps_predicted``) than its other
+    maps (``cap``: ``max_steps``; :func:`adaptive_caps`), else ""."""
+    if cap is None or higher is None or higher <= cap:
         return ""
     return (f"These maps are of each photo's top-1 class, refined up to `max_steps_predicted = {higher}` points. "
             "Integrated Gradients' maps of another class (the class check) and of randomised networks (the "

@@ -290,8 +290,8 @@ class ModelSummary(_Fields):
 def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSensitivity, fai: Faithfulness,
          inv: Invariance, frag: Fragility, s: Mapping) -> dict:
     """One method's intervals and tests (verdicts: :func:`correct`)."""
-    from .verdict_checks import (BY_CONSTRUCTION, _method_defaults, attack_summary, by_construction, completeness_said,
-                                 fragility_moves, other_maps_said, remedy_said)
+    from .verdict_checks import (BY_CONSTRUCTION, _method_defaults, adaptive_caps, attack_summary, by_construction,
+                                 completeness_said, fragility_moves, other_maps_said, remedy_said)
     from .verdict_randomisation import randomisation_extras, signed_cascade
     ru = rules(s)
     seed, min_n = int(s["seed"]), ru["min_n"]
@@ -337,16 +337,15 @@ def _row(name: str, title: str, expensive: bool, cascade: Cascade, cls: ClassSen
     r["by_construction"] = why
     mp = {**_method_defaults(name), **dict((s.get("method_params") or {}).get(name, {}))}
     r["invariance_remedy"] = remedy_said(inv, title, ru["invariance_threshold"], seed)
-    tol, cap, start = float(mp.get("max_delta", 0.05)), mp.get("max_steps"), int(mp.get("steps", 0)) or None
+    tol, start = float(mp.get("max_delta", 0.05)), int(mp.get("steps", 0)) or None
     # the invariance maps are of each photo's top-1 class, which the shift-absorbing copy predicts as the model
-    # does: Integrated Gradients' cap for a map of the predicted class applies where it is the higher one
-    cap_name = "max_steps"
-    if int(mp.get("max_steps_predicted") or 0) > int(cap or 0):
-        cap, cap_name = mp["max_steps_predicted"], "max_steps_predicted"
-    r["invariance_steps"] = completeness_said(inv, title, tol, cap, start, cap_name)
-    r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, cap, start, cap_name)
+    # does: the method's cap for a map of the predicted class applies (IntegratedGradients.cap)
+    low, high = adaptive_caps(name, mp)
+    cap_name = "max_steps_predicted" if high is not None and high > low else "max_steps"
+    r["invariance_steps"] = completeness_said(inv, title, tol, high, start, cap_name)
+    r["remedy_steps"] = (completeness_said(inv.remedy, title, tol, high, start, cap_name)
                          if inv.remedy is not None else "")
-    r["other_maps"] = other_maps_said(mp) if r["invariance_steps"] else ""
+    r["other_maps"] = other_maps_said(low, high) if r["invariance_steps"] else ""
     r["fragility_verdict"] = "not measured"
     if tests["class"].interval.n == 0 and len(no_map):  # every photo: no map for one of the classes
         tests["class"].raw = tests["class"].verdict = NO_MAP
