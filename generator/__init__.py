@@ -10,7 +10,8 @@ The package reads top-down in the order data flows (each layer imports only from
                 opens every photo), ``image_folder`` (any photo folder, streamed for the atlas),
                 ``probes`` (the findings' labelled probe photos), ``cache`` (content-addressed results;
                 ``key`` makes every key), ``executor`` (``compute``: the one call that runs keyed work here
-                or as Ray tasks), ``util``, ``progress`` (bars on a terminal, plain lines in a log).
+                or as Ray tasks), ``util``, ``progress`` (bars on a terminal, plain lines in a log),
+                ``allocator`` (freed host memory kept for the next pass: fewer page faults on a CPU).
 2. methods      ``methods/``: one class per visualisation method (activity, attribution, neuron
                 deconvnet, pixel-space AM), ``base`` (hooks: ``capture_outputs``, ``output_shapes``;
                 batch-norm folding), ``patch_forward`` (occlusion recomputes only what its square reaches),

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .cache import Cache, key
+from . import allocator
 from . import stages as stage_modules
 from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
@@ -311,6 +312,7 @@ def run_build(config: Config, say=print, rehearsal: bool = False, plan_only: boo
     if b["executor"] not in EXECUTORS:
         raise ConfigError(f"[build] executor = {b['executor']!r}; allowed: {', '.join(EXECUTORS)}")
     device = pick_device(b["device"])
+    allocator.keep_freed_memory()  # before the calibration: the plan times the passes as the stages run them
     out = config.resolve_path(b["out"])
     with timer.stage("load images"):
         folder = config.resolve_path(b["images"])

@@ -84,6 +84,9 @@ def _store_chunk(fn: Callable[..., list[Any]], args: tuple, root: Path, enabled:
 def _ray_task(fn, root, enabled, keys, device_type, *args):  # pragma: no cover - runs in a Ray worker
     import torch
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = tuple(_to_device(a, device_type) for a in args)
     return [_to_device(r, "cpu") for r in _store_chunk(fn, args, root, enabled, keys)]

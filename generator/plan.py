@@ -69,7 +69,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import torch
 
-from . import executor, models, plan_history, util
+from . import allocator, executor, models, plan_history, util
 from .cache import LOCK_CHUNK
 from .config import ROOT
 from .executor import chunk_size, split
@@ -432,7 +432,7 @@ def calibrate(model, device: str | torch.device | None = None, batch: int = 8, r
     if k in _SPEEDS:
         return _SPEEDS[k]
     m = machine(device)
-    sk = "|".join(map(str, (*k, m["cpu"], m["gpu"], m["torch"])))
+    sk = "|".join(map(str, (*k, m["cpu"], m["gpu"], m["torch"], m["allocator"])))
     stored = _stored_speed(store, sk)
     if stored is not None:
         _SPEEDS[k] = stored
@@ -479,7 +479,8 @@ def calibrate_generator(path: str | Path, device: str | torch.device, rows: int 
     if k in _GENERATOR_SPEEDS:
         return _GENERATOR_SPEEDS[k]
     m = machine(device)
-    sk = "|".join(map(str, ("generator", util.sha256_file(path), *k[2:], m["cpu"], m["gpu"], m["torch"])))
+    sk = "|".join(map(str, ("generator", util.sha256_file(path), *k[2:], m["cpu"], m["gpu"], m["torch"],
+                            m["allocator"])))
     stored = _stored_speed(store, sk)
     if stored is not None:
         _GENERATOR_SPEEDS[k] = stored.forward
@@ -851,7 +852,7 @@ def _generator_path(ctx) -> Path | None:
 
 def machine(device: torch.device | str) -> dict[str, Any]:
     """What the build ran on, without names of the machine or its folders: device, processor model,
-    cores, torch threads, versions."""
+    cores, torch threads, versions, how host memory is allocated (:mod:`generator.allocator`)."""
     device = torch.device(device)
     gpu = ""
     if device.type == "cuda":
@@ -869,7 +870,7 @@ def machine(device: torch.device | str) -> dict[str, Any]:
         cpu = platform.processor() or platform.machine()
     return {"device": str(device), "gpu": gpu, "cpu": " ".join(cpu.split()), "cores": os.cpu_count() or 0,
             "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
-            "python": platform.python_version()}
+            "python": platform.python_version(), "allocator": allocator.describe()}
 
 
 # ------------------------------------------------------------------------------------- the page
@@ -888,6 +889,7 @@ def page_markdown(plan: Plan, times: Mapping[str, float] | None, *, date: str | 
             f"(`generator/profiles.py`), device {md_escape(dev)}, executor {md_escape(executor)}, on "
             f"{md_escape(m.get('cpu', '?'))} with {m.get('cores', '?')} cores and {m.get('threads', '?')} torch "
             f"thread(s); PyTorch {md_escape(m.get('torch', '?'))}, Python {md_escape(m.get('python', '?'))}"
+            + (f"; host memory: {md_escape(m['allocator'])} (`generator/allocator.py`)" if m.get("allocator") else "")
             + ("" if render_workers is None else
                f"; figures drawn {'in the build process' if render_workers == 0 else f'by {render_workers} worker process(es)'}")
             + ".\n"]

@@ -64,7 +64,7 @@ def machine_key(machine: Mapping[str, Any]) -> str:
     """The machine as the history keys it (:func:`generator.plan.machine`'s fields, no names of hosts or folders)."""
     dev = str(machine.get("device", "")).split(":")[0]
     return "|".join(str(x) for x in (dev, machine.get("cpu", ""), machine.get("gpu", ""), machine.get("torch", ""),
-                                     machine.get("threads", "")))
+                                     machine.get("threads", ""), machine.get("allocator", "")))
 
 
 def _load(p: Path | None) -> dict:

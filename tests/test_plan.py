@@ -3,6 +3,8 @@ real build sends through each classifier, counted as bench/count_passes.py count
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from collections import defaultdict
 
@@ -280,6 +282,12 @@ def test_the_plan_counts_the_images_the_build_sends_through_each_classifier(tmp_
     page = (ctx.out / plan.PAGE).read_text()
     assert "About this build" in page and "**preview** profile" in page and "| attribution |" in page
     assert "measured / estimated" in page and "cold cache" in page
+    # the build kept freed host memory before it calibrated (glibc; CNNVIS_ALLOCATOR=system leaves the default)
+    from generator import allocator
+
+    assert f"host memory: {allocator.describe()}" in page
+    if platform.libc_ver()[0] == "glibc" and os.environ.get(allocator.ENV, "") != "system":
+        assert allocator.describe() == "freed memory kept (glibc)"
     # per model and stage: the estimate beside that model's measured network work
     from generator.build import network_per_model
 
