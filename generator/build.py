@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from .cache import Cache, key
 from . import allocator
 from . import stages as stage_modules
+from .cache import Cache, key
 from .config import Config, ConfigError, read_table
 from .images import IMAGE_SUFFIXES, ImageItem, Skipped, load_image_set
 from .models import LoadedModel, WeightsCorrupt, WeightsError, get_spec, load_model
